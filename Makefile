@@ -1,0 +1,45 @@
+# DGX Spark Operations. `make run` serves the app; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export REFLEX_USE_NPM := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test setup setup-dev browser migrate lint bench gpu-check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev browser
+
+## Debian's chromium for the browser tests (playwright cannot download browsers here).
+browser:
+	@bash scripts/ensure_browser.sh
+
+migrate: setup
+	@if [ -d alembic ]; then $(BIN)/reflex db migrate; fi
+
+run: migrate
+	$(BIN)/reflex run --env prod --single-port
+
+test: setup-dev
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup-dev
+	$(BIN)/ruff check dgx_spark tests
+
+clean:
+	rm -rf .web .states test-artifacts

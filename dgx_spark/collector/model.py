@@ -1,0 +1,209 @@
+"""Immutable values the collector produces: operations and snapshots.
+
+A field that cannot be read is ``None``, never a crash and never a fake 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+OperationType = Literal["server", "job", "program"]
+OperationStatus = Literal["running", "active", "starting", "pending", "stopped", "failed"]
+
+OPERATION_TYPES: tuple[str, ...] = ("server", "job", "program")
+OPERATION_STATUSES: tuple[str, ...] = (
+    "running",
+    "active",
+    "starting",
+    "pending",
+    "stopped",
+    "failed",
+)
+LIVE_STATUSES: frozenset[str] = frozenset({"running", "active", "starting", "pending"})
+ENDED_STATUSES: frozenset[str] = frozenset({"stopped", "failed"})
+
+# The seed document's fields, in its order, then ours. ``to_api`` emits exactly these.
+SEED_FIELDS: tuple[str, ...] = (
+    "id",
+    "type",
+    "name",
+    "description",
+    "status",
+    "started_at",
+    "port",
+    "progress",
+    "metrics",
+    "pid",
+    "uptime",
+)
+EXTRA_FIELDS: tuple[str, ...] = (
+    "command",
+    "user",
+    "process_count",
+    "ports",
+    "source",
+    "ended_at",
+    "exit_code",
+    "cpu_percent",
+    "memory_bytes",
+    "gpu_memory_bytes",
+    "gpu_utilization",
+    "gpu_indices",
+    "idle_gpu",
+    "total_epochs",
+    "eta_seconds",
+    "throughput",
+    "stalled",
+    "progress_source",
+)
+API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """Format a POSIX timestamp as ISO-8601 UTC ending in ``Z`` (whole seconds)."""
+    if timestamp is None:
+        return None
+    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def operation_id(pid: int, create_time: float) -> str:
+    """A stable id for a process: a reused PID gives a new id."""
+    return f"op-{pid}-{int(create_time * 100)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation: a server, a training job or a program, possibly many processes."""
+
+    id: str
+    type: OperationType
+    name: str
+    status: OperationStatus
+    description: str | None = None
+    started_at_ts: float | None = None
+    ended_at_ts: float | None = None
+    port: int | None = None
+    ports: tuple[int, ...] = ()
+    pid: int | None = None
+    pids: tuple[int, ...] = ()
+    command: str | None = None
+    user: str | None = None
+    source: Literal["discovered", "launched"] = "discovered"
+    exit_code: int | None = None
+    # Progress (training jobs).
+    progress: float | None = None
+    metrics: Mapping[str, Any] | None = None
+    total_epochs: int | None = None
+    eta_seconds: float | None = None
+    throughput: float | None = None
+    stalled: bool | None = None
+    progress_source: str | None = None
+    # Resources, summed over the folded tree.
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    gpu_memory_bytes: int | None = None
+    gpu_utilization: float | None = None
+    gpu_indices: tuple[int, ...] | None = None
+    idle_gpu: bool | None = None
+    # Where a discovered process writes stdout, when that is a regular file.
+    log_path: str | None = None
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
+            object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+
+    @property
+    def process_count(self) -> int:
+        """How many processes the operation holds."""
+        return len(self.pids)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the operation has not ended."""
+        return self.status in LIVE_STATUSES
+
+    def uptime(self, now: float) -> int | None:
+        """Whole seconds since start, up to the end for ended operations."""
+        if self.started_at_ts is None:
+            return None
+        end = self.ended_at_ts if self.ended_at_ts is not None else now
+        return max(0, int(end - self.started_at_ts))
+
+    def replace(self, **changes: Any) -> Operation:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_api(self, now: float) -> dict[str, Any]:
+        """The JSON shape of the seed document, plus our documented extras."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "name": self.name,
+            "description": self.description,
+            "status": self.status,
+            "started_at": iso_utc(self.started_at_ts),
+            "port": self.port,
+            "progress": self.progress,
+            "metrics": dict(self.metrics) if self.metrics is not None else None,
+            "pid": self.pid,
+            "uptime": self.uptime(now),
+            "command": self.command,
+            "user": self.user,
+            "process_count": self.process_count,
+            "ports": list(self.ports),
+            "source": self.source,
+            "ended_at": iso_utc(self.ended_at_ts),
+            "exit_code": self.exit_code,
+            "cpu_percent": self.cpu_percent,
+            "memory_bytes": self.memory_bytes,
+            "gpu_memory_bytes": self.gpu_memory_bytes,
+            "gpu_utilization": self.gpu_utilization,
+            "gpu_indices": list(self.gpu_indices) if self.gpu_indices is not None else None,
+            "idle_gpu": self.idle_gpu,
+            "total_epochs": self.total_epochs,
+            "eta_seconds": self.eta_seconds,
+            "throughput": self.throughput,
+            "stalled": self.stalled,
+            "progress_source": self.progress_source,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeError:
+    """A probe that failed during a sample."""
+
+    probe: str
+    message: str
+    since: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one sample saw. Immutable; shared by every tab and request."""
+
+    sequence: int
+    taken_at: float
+    operations: tuple[Operation, ...]
+    errors: tuple[ProbeError, ...] = ()
+    system: Mapping[str, Any] | None = None
+    duration_ms: float | None = None
+
+    def find(self, op_id: str) -> Operation | None:
+        """The operation with this id, if present."""
+        for operation in self.operations:
+            if operation.id == op_id:
+                return operation
+        return None
+
+    def to_api(self) -> list[dict[str, Any]]:
+        """Every operation in the seed's JSON shape."""
+        return [operation.to_api(self.taken_at) for operation in self.operations]
+
+
+EMPTY_SNAPSHOT = Snapshot(sequence=0, taken_at=0.0, operations=())

