@@ -22,11 +22,14 @@ _origins = sorted(
     }
 )
 
+# `reflex run --backend-only` refuses a configured frontend port.
+_backend_only = "--backend-only" in sys.argv or os.environ.get("REFLEX_BACKEND_ONLY", "").lower() in ("1", "true")
+
 config = rx.Config(
     app_name="dgx_spark",
     telemetry_enabled=False,
     show_built_with_reflex=False,
-    frontend_port=settings.port,
+    frontend_port=None if _backend_only else settings.port,
     backend_port=settings.port,
     backend_host=settings.host,
     api_url=f"http://localhost:{settings.port}",

@@ -12,10 +12,20 @@ import logging
 from collections.abc import AsyncIterator
 
 from dgx_spark.collector.discovery import Discovery
-from dgx_spark.collector.sampler import Sampler
+from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.settings import settings
 
 logger = logging.getLogger(__name__)
+
+
+def default_probes() -> list[Probe]:
+    """The probes every snapshot runs through, in order, after discovery.
+
+    Each probe lives with its concern (supervisor, resources, GPU, progress,
+    events) and is isolated by the sampler: one failing never stops the others.
+    """
+    probes: list[Probe] = []
+    return probes
 
 
 @functools.cache
@@ -23,7 +33,7 @@ def get_sampler() -> Sampler:
     """The process-wide sampler (created on first use, not started)."""
     return Sampler(
         Discovery(),
-        probes=[],
+        probes=default_probes(),
         interval=settings.refresh_seconds,
         ended_ttl=settings.ended_ttl_seconds,
     )

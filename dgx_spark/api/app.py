@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from dgx_spark.api import operations
+from dgx_spark.api import audit, control, events, operations, progress, system
 from dgx_spark.api.errors import install_error_handlers
 
 
@@ -19,4 +19,9 @@ def create_api() -> FastAPI:
     )
     install_error_handlers(api)
     api.include_router(operations.router, tags=["operations"])
+    api.include_router(control.router, tags=["control"])
+    api.include_router(progress.router, tags=["progress"])
+    api.include_router(system.router, tags=["system"])
+    api.include_router(events.router, tags=["events"])
+    api.include_router(audit.router, tags=["audit"])
     return api

@@ -1,0 +1,5 @@
+"""API routes: control (to be filled in)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: events (to be filled in)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes: progress (to be filled in)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

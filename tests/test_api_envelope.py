@@ -1,0 +1,48 @@
+"""The REST API's envelope, filters, 404/422 and Host refusal, against the real backend."""
+
+from __future__ import annotations
+
+from tests.support.dashboard import Dashboard
+
+
+def test_list_has_seed_envelope(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/dgx/operations")
+    assert status == 200
+    assert body["success"] is True
+    assert isinstance(body["data"], list)
+
+
+def test_unknown_type_is_422_in_envelope(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/dgx/operations?type=daemon")
+    assert status == 422
+    assert body["success"] is False
+    assert body["error"]["code"] == "validation_error"
+    assert body["error"]["field"] == "type"
+
+
+def test_unknown_id_is_404(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/dgx/operations/op-1-2")
+    assert status == 404
+    assert body == {
+        "success": False,
+        "error": {"code": "not_found", "message": "no operation with id 'op-1-2'", "field": "id"},
+    }
+
+
+def test_foreign_host_is_refused(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/dgx/operations", headers={"Host": "evil.example:80"})
+    assert status == 400
+    assert body["error"]["code"] == "bad_host"
+
+
+def test_health_reports_sampler(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/health")
+    assert status == 200
+    assert body["data"]["sampler_running"] is True
+    assert body["data"]["sequence"] >= 1
+
+
+def test_openapi_is_served(backend: Dashboard) -> None:
+    status, body = backend.request("GET", "/api/openapi.json")
+    assert status == 200
+    assert "/api/dgx/operations" in body["paths"]
