@@ -7,6 +7,7 @@ the supervisor can all read it cheaply.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 
@@ -50,12 +51,33 @@ class Settings:
     ended_ttl_seconds: float
     db_url: str
     rules_file: Path | None
+    # "local": viewing from loopback needs no token; "required": everything needs it.
+    auth: str = "local"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every request, viewing included, needs the token."""
+        return self.auth == "required"
 
     @property
     def base_url(self) -> str:
         """The URL the dashboard is served at."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+
+AUTH_MODES = ("local", "required")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address or host name is loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings() -> Settings:
@@ -70,14 +92,24 @@ def load_settings() -> Settings:
     db_url = os.environ.get("DGX_SPARK_DB_URL") or f"sqlite:///{data_dir / 'dgx_spark.db'}"
     rules = os.environ.get("DGX_SPARK_RULES_FILE")
     rules_file = Path(rules).expanduser() if rules else data_dir / "rules.toml"
+    host = os.environ.get("DGX_SPARK_HOST", "127.0.0.1").strip() or "127.0.0.1"
+    auth = os.environ.get("DGX_SPARK_AUTH", "").strip().lower() or "local"
+    if auth not in AUTH_MODES:
+        raise ValueError(f"DGX_SPARK_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    if not is_loopback_host(host) and auth != "required":
+        raise ValueError(
+            f"refusing to listen on DGX_SPARK_HOST={host!r}: it is reachable from other machines. "
+            "Set DGX_SPARK_AUTH=required as well, so that every request needs the access token."
+        )
     return Settings(
         port=_int("DGX_SPARK_PORT", 3000, 1, 65535),
-        host=os.environ.get("DGX_SPARK_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        host=host,
         data_dir=data_dir,
         refresh_seconds=_float("DGX_SPARK_REFRESH_SECONDS", 2.0, 0.2, 60.0),
         ended_ttl_seconds=_float("DGX_SPARK_ENDED_TTL_SECONDS", 600.0, 0.0, 7 * 86400.0),
         db_url=db_url,
         rules_file=rules_file,
+        auth=auth,
     )
 
 
