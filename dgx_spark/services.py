@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.sampler import Probe, Sampler
+from dgx_spark.collector.system import SystemProbe
+from dgx_spark.events.service import EventsProbe
 from dgx_spark.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,10 @@ def default_probes() -> list[Probe]:
     events) and is isolated by the sampler: one failing never stops the others.
     """
     probes: list[Probe] = []
+    # System + GPU: after anything that adds operations (it reads every op's pids).
+    probes.append(SystemProbe())
+    # Events: keep LAST, it compares what every probe above has produced.
+    probes.append(EventsProbe())
     return probes
 
 

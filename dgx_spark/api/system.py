@@ -1,5 +1,23 @@
-"""API routes: system (to be filled in)."""
+"""System route: CPU, RAM, GPUs, sparkline history and warnings (what the header shows)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 
+from dgx_spark.collector.system import system_payload
+from dgx_spark.services import get_sampler
+
 router = APIRouter()
+
+
+@router.get("/api/dgx/system", summary="System resources")
+def get_system() -> dict[str, Any]:
+    """The latest snapshot's system view: the same data as the header above the tab.
+
+    ``gpu.available`` is false (and ``gpu.message`` says "No NVIDIA GPU detected")
+    where NVML is missing; ``gpu.stale`` is true while NVML misses its deadline.
+    """
+    snapshot = get_sampler().latest
+    return {"success": True, "data": system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence)}
