@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.services import get_sampler
+from dgx_spark.state import loops as ui_loops
 
 router = APIRouter()
 
 
 @router.get("/api/dgx/operations", summary="List operations")
 def list_operations(
-    type: Literal["server", "job", "program"] | None = Query(  # noqa: A002 - the seed's name
-        default=None, description="Only operations of this type."
+    type: str | None = Query(
+        default=None, max_length=100, description="Only these types (comma-separated): server, job, program."
     ),
+    q: str | None = Query(default=None, max_length=200, description="Search name, command, port, PID."),
+    status: str | None = Query(default=None, max_length=200, description="Only these statuses (comma-separated)."),
+    sort: str | None = Query(default=None, max_length=20, description="status, started_at, name, cpu, memory, gpu_memory."),
+    order: str | None = Query(default=None, max_length=10, description="asc or desc."),
 ) -> dict[str, Any]:
-    """Every operation of the latest snapshot, in the seed document's shape."""
-    data = get_sampler().latest.to_api()
-    if type is not None:
-        data = [op for op in data if op["type"] == type]
+    """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted."""
+    try:
+        query = parse_query(q, type, status, sort, order)
+    except QueryError as err:
+        raise ApiError(422, str(err), field=err.field) from err
+    data = apply_query(get_sampler().latest.to_api(), query)
     return {"success": True, "data": data}
 
 
@@ -52,6 +60,7 @@ def health() -> dict[str, Any]:
             "interval_seconds": sampler.interval,
             "duration_ms": snapshot.duration_ms,
             "operation_count": len(snapshot.operations),
+            "ui_loops": ui_loops.count(),
             "errors": [
                 {"probe": e.probe, "message": e.message, "since": e.since} for e in snapshot.errors
             ],

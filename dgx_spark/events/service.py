@@ -1,0 +1,152 @@
+"""The events service of one backend process: store, recorder, webhook, detector.
+
+Built once (``get_events``); the detector is registered in
+``services.default_probes`` and the API and UI read through the same object.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from dgx_spark.events.config import (
+    EventsConfig,
+    load_events_config,
+    validate_webhook_url,
+)
+from dgx_spark.events.detector import EventDetector
+from dgx_spark.events.recorder import EventRecorder
+from dgx_spark.events.store import TABLES, WEBHOOK_SETTING, EventStore
+from dgx_spark.events.webhook import WebhookSender
+from dgx_spark.settings import settings
+
+logger = logging.getLogger(__name__)
+
+
+def _engine() -> Engine:
+    """The app's engine (dgx_spark.database when present, else our own)."""
+    try:
+        from dgx_spark import database  # the supervisor's module, when it exists
+    except ImportError:
+        database = None  # type: ignore[assignment]
+    if database is not None and hasattr(database, "get_engine"):
+        return database.get_engine()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    connect_args: dict[str, Any] = {}
+    if settings.db_url.startswith("sqlite"):
+        connect_args = {"check_same_thread": False, "timeout": 30}
+    engine = sa.create_engine(settings.db_url, connect_args=connect_args)
+    if settings.db_url.startswith("sqlite"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    SQLModel.metadata.create_all(engine, tables=TABLES)
+    return engine
+
+
+class EventsService:
+    """Everything events need in one process, wired together."""
+
+    def __init__(self, store: EventStore, config: EventsConfig) -> None:
+        """Wire the store, webhook sender, recorder and detector."""
+        self.config = config
+        self.store = store
+        self._lock = threading.Lock()
+        self._webhook_url: str | None = config.webhook_url
+        self._webhook_source = "environment" if config.webhook_url else "unset"
+        self._load_webhook_setting()
+        self.webhook = WebhookSender(self.webhook_url)
+        self.recorder = EventRecorder(
+            store,
+            retention_seconds=config.retention_seconds,
+            log_tail_lines=config.log_tail_lines,
+            on_event=self.webhook.enqueue,
+        )
+        self.detector = EventDetector(self.recorder.submit)
+
+    def start(self) -> None:
+        """Start the recorder and webhook threads."""
+        self.webhook.start()
+        self.recorder.start()
+
+    def stop(self) -> None:
+        """Stop the threads (queued events are stored first)."""
+        self.recorder.stop()
+        self.webhook.stop()
+
+    def webhook_url(self) -> str | None:
+        """The webhook URL in effect (UI setting first, then the environment)."""
+        return self._webhook_url
+
+    @property
+    def webhook_source(self) -> str:
+        """Where the URL in effect comes from: ``ui``, ``environment`` or ``unset``."""
+        return self._webhook_source
+
+    def set_webhook_url(self, raw: str) -> str | None:
+        """Validate and store the webhook URL set in the UI ('' turns it off).
+
+        Raises:
+            InvalidWebhookUrl: When the URL is not an absolute http(s) URL.
+        """
+        url = validate_webhook_url(raw)
+        self.store.put_setting(WEBHOOK_SETTING, url or "")
+        with self._lock:
+            self._webhook_url = url
+            self._webhook_source = "ui"
+        return url
+
+    def reset_webhook_url(self) -> str | None:
+        """Forget the UI setting; the environment's URL applies again."""
+        self.store.delete_setting(WEBHOOK_SETTING)
+        with self._lock:
+            self._webhook_url = self.config.webhook_url
+            self._webhook_source = "environment" if self.config.webhook_url else "unset"
+        return self._webhook_url
+
+    def _load_webhook_setting(self) -> None:
+        try:
+            stored = self.store.get_setting(WEBHOOK_SETTING)
+        except Exception:
+            logger.warning("events: could not read the webhook setting", exc_info=True)
+            return
+        if stored is None:
+            return
+        try:
+            self._webhook_url = validate_webhook_url(stored)
+            self._webhook_source = "ui"
+        except ValueError:
+            logger.warning("events: ignoring an invalid stored webhook URL")
+
+
+@functools.cache
+def get_events() -> EventsService:
+    """The process-wide events service, threads started."""
+    service = EventsService(EventStore(_engine()), load_events_config())
+    service.start()
+    return service
+
+
+class EventsProbe:
+    """The sampler probe: builds the service on first use, then runs its detector.
+
+    A database that cannot be opened makes this probe fail (reported in the
+    snapshot's errors) instead of stopping the sampler from being created.
+    """
+
+    name = "events"
+
+    def sample(self, ctx: Any) -> None:
+        """Run the detector over this snapshot."""
+        get_events().detector.sample(ctx)

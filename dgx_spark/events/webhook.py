@@ -1,0 +1,171 @@
+"""The webhook sender: a thread with a bounded queue, retries and backoff.
+
+Each event becomes one JSON POST with ``text`` (Slack, Mattermost, Rocket.Chat,
+Google Chat), ``content`` (Discord) and the whole ``event``. Nothing here runs
+on the sampler's thread; when the queue is full the oldest event is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EMOJI = {
+    "failed": "❌",
+    "completed": "✅",
+    "stopped": "⏹",
+    "stalled": "⚠️",
+    "idle_gpu": "💤",
+    "started": "▶️",
+    "ready": "🟢",
+}
+
+
+def webhook_text(event: dict[str, Any]) -> str:
+    """A one-line human message for an event."""
+    mark = EMOJI.get(str(event.get("kind")), "•")
+    text = f"{mark} {event.get('type', 'operation')} {event.get('name')!s}: {event.get('detail') or event.get('kind')}"
+    tail = event.get("log_tail") or []
+    if event.get("kind") in ("failed", "stalled") and tail:
+        text += "\n```\n" + "\n".join(tail[-5:])[:1500] + "\n```"
+    return text
+
+
+def webhook_body(event: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body POSTed for an event."""
+    text = webhook_text(event)
+    return {"text": text, "content": text[:2000], "event": event}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class WebhookSender:
+    """Sends events to the webhook URL from its own daemon thread."""
+
+    def __init__(
+        self,
+        url_provider: Callable[[], str | None],
+        *,
+        max_queue: int = 200,
+        attempts: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        timeout: float = 5.0,
+    ) -> None:
+        """Create a sender; ``url_provider`` returns the URL to use now (None: off)."""
+        self._url_provider = url_provider
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
+        self._attempts = attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._timeout = timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opener = urllib.request.build_opener(_NoRedirect())
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Start the sender thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="dgx-spark-webhook", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the sender thread; unsent events are dropped."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    def enqueue(self, event: dict[str, Any]) -> None:
+        """Queue an event for sending; never blocks (drops the oldest when full)."""
+        if not self._url_provider():
+            return
+        while True:
+            try:
+                self._queue.put_nowait(event)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                event = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._deliver(event)
+            except Exception:
+                logger.warning("webhook: unexpected error", exc_info=True)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        body = json.dumps(webhook_body(event)).encode()
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            url = self._url_provider()
+            if not url:
+                return
+            outcome = self._post(url, body)
+            if outcome is None:
+                self.sent += 1
+                return
+            retry, message = outcome
+            self.last_error = message
+            if not retry or attempt == self._attempts:
+                break
+            logger.info("webhook: attempt %d failed (%s); retrying in %.1fs", attempt, message, delay)
+            if self._stop.wait(delay):
+                return
+            delay = min(self._max_backoff, delay * 2)
+        self.failed += 1
+        logger.warning("webhook: giving up on event %s: %s", event.get("id"), self.last_error)
+
+    def _post(self, url: str, body: bytes) -> tuple[bool, str] | None:
+        """POST once. None on success, else (worth retrying, message)."""
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "dgx-spark-operations"},
+        )
+        try:
+            with self._opener.open(request, timeout=self._timeout) as response:
+                response.read(1024)
+                return None
+        except urllib.error.HTTPError as err:
+            status = err.code
+            return status >= 500 or status == 429, f"HTTP {status}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return True, f"{type(exc).__name__}: {exc}"
+
+
+def wait_drained(sender: WebhookSender, timeout: float) -> bool:
+    """Wait until the queue is empty (tests and shutdown)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sender._queue.empty():
+            return True
+        time.sleep(0.05)
+    return False
