@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from dgx_spark.api.errors import ApiError
 from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.services import get_sampler
+from dgx_spark.state import loops as ui_loops
 
 router = APIRouter()
 
@@ -59,6 +60,7 @@ def health() -> dict[str, Any]:
             "interval_seconds": sampler.interval,
             "duration_ms": snapshot.duration_ms,
             "operation_count": len(snapshot.operations),
+            "ui_loops": ui_loops.count(),
             "errors": [
                 {"probe": e.probe, "message": e.message, "since": e.since} for e in snapshot.errors
             ],

@@ -1,0 +1,1 @@
+"""UI components. ``operations_tab`` is the one to embed; the rest are its parts."""

@@ -1,0 +1,297 @@
+"""One operation's card, built from small parts.
+
+Extension slots (each a small function; fill it with a small edit):
+- ``card_actions(op)``: the footer row of action buttons (Stop, Start again, Logs...).
+- ``resource_chips(op)``: the row of CPU / RAM / GPU chips.
+- ``job_progress(op)``: the progress block of training jobs (bar, epoch, loss, ETA...).
+- ``card_badges(op)``: small badges next to the status (stalled, idle GPU...).
+``op`` is a Var of ``dgx_spark.state.view.OperationView``: add a field there to read it here.
+
+Stable hooks for tests: the card is ``id="op-<operation id>"`` with ``data-id``,
+``data-type``, ``data-status``, ``data-pid`` and ``data-port``; parts have
+``data-field`` names (``port``, ``pid``, ``open``, ``started``, ``uptime``...).
+"""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark import styles
+from dgx_spark.components.status import status_indicator
+from dgx_spark.state.view import OperationView
+
+# Uptime ticks in the browser (react-moment), once a second, with no server traffic.
+UPTIME_FORMAT = "d[d] h[h] m[m] s[s]"
+TICK_MS = 1000
+
+
+def type_icon(op: rx.Var[OperationView]) -> rx.Component:
+    """The lucide icon of the operation's type in a tinted square."""
+    return rx.match(
+        op.type,
+        *[
+            (kind, rx.box(rx.icon(icon, size=styles.ICON_LG), style=styles.type_icon_box(styles.TYPE_COLORS[kind])))
+            for kind, icon in styles.TYPE_ICONS.items()
+        ],
+        rx.box(rx.icon("activity", size=styles.ICON_LG), style=styles.type_icon_box("gray")),
+    )
+
+
+def card_badges(op: rx.Var[OperationView]) -> rx.Component:
+    """Small badges beside the status (extension slot: stalled, idle GPU...)."""
+    return rx.fragment(
+        rx.cond(
+            op.stalled,
+            rx.badge("stalled", color_scheme="amber", variant="soft", size="1", data_field="stalled"),
+        ),
+        rx.cond(
+            op.idle_gpu,
+            rx.badge("idle GPU", color_scheme="orange", variant="soft", size="1", data_field="idle-gpu"),
+        ),
+    )
+
+
+def card_header(op: rx.Var[OperationView]) -> rx.Component:
+    """Type icon, name, one-line description (full text on hover) and status."""
+    description = rx.cond(op.description != "", op.description, op.command)
+    return rx.hstack(
+        type_icon(op),
+        rx.vstack(
+            rx.text(op.name, title=op.name, style=styles.card_name, data_field="name"),
+            rx.cond(
+                description != "",
+                rx.text(description, title=description, style=styles.ellipsis, data_field="description"),
+                rx.text(op.type, style=styles.ellipsis),
+            ),
+            style=styles.card_titles,
+        ),
+        rx.vstack(
+            status_indicator(op.status, op.live),
+            rx.hstack(card_badges(op), spacing="1"),
+            align="end",
+            spacing="1",
+        ),
+        style=styles.card_head,
+    )
+
+
+def detail(label: str, value: rx.Component | rx.Var | str, field: str) -> rx.Component:
+    """One labelled value in the card's details grid."""
+    return rx.vstack(
+        rx.text(label, style=styles.detail_label),
+        rx.box(value, style=styles.detail_value),
+        spacing="0",
+        min_width="0",
+        data_field=field,
+    )
+
+
+def server_details(op: rx.Var[OperationView]) -> rx.Component:
+    """A server's port and an "Open" link to it (new tab)."""
+    return rx.cond(
+        op.port,
+        detail(
+            "Port",
+            rx.hstack(
+                rx.text(op.port, as_="span", data_value="port"),
+                rx.cond(
+                    op.live,
+                    rx.link(
+                        "Open",
+                        rx.icon("external_link", size=12),
+                        href=op.url,
+                        is_external=True,
+                        rel="noopener noreferrer",
+                        style=styles.open_link,
+                        data_field="open",
+                        aria_label="Open " + op.name + " in a new tab",
+                    ),
+                ),
+                spacing="2",
+                align="center",
+            ),
+            "port",
+        ),
+        detail("Port", rx.text("not listening yet", color=styles.FAINT), "port"),
+    )
+
+
+def pid_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """The main process id, and how many processes the operation holds."""
+    return detail(
+        "PID",
+        rx.hstack(
+            rx.text(rx.cond(op.pid, op.pid, "—"), as_="span", data_value="pid"),
+            rx.cond(
+                op.process_count > 1,
+                rx.text("+" + (op.process_count - 1).to_string() + " procs", as_="span", color=styles.FAINT),
+            ),
+            spacing="2",
+        ),
+        "pid",
+    )
+
+
+def started_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """Start time in the browser's zone (full timestamp on hover) and how long ago."""
+    return detail(
+        "Started",
+        rx.cond(
+            op.started_at != "",
+            rx.hstack(
+                rx.moment(
+                    op.started_at,
+                    format="HH:mm",
+                    local=True,
+                    with_title=True,
+                    title_format="YYYY-MM-DD HH:mm:ss Z",
+                ),
+                rx.text("·", as_="span", color=styles.FAINT),
+                rx.moment(op.started_at, from_now=True, interval=TICK_MS, style={"color": styles.MUTED}),
+                spacing="1",
+                wrap="nowrap",
+            ),
+            "—",
+        ),
+        "started",
+    )
+
+
+def uptime_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """Uptime, ticking in the browser while live; the final run time once ended."""
+    return detail(
+        rx.cond(op.live, "Uptime", "Ran for"),
+        rx.cond(
+            op.live & (op.started_at != ""),
+            rx.moment(
+                op.started_at,
+                duration_from_now=True,
+                format=UPTIME_FORMAT,
+                trim=True,
+                interval=TICK_MS,
+            ),
+            rx.text(rx.cond(op.uptime_text != "", op.uptime_text, "—"), as_="span"),
+        ),
+        "uptime",
+    )
+
+
+def exit_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """The exit code of an ended operation, when known."""
+    return rx.cond(
+        ~op.live & op.exit_code.is_not_none(),
+        detail("Exit code", rx.text(op.exit_code, as_="span"), "exit-code"),
+    )
+
+
+def type_details(op: rx.Var[OperationView]) -> rx.Component:
+    """The details that depend on the type: port for servers, PID for the others."""
+    return rx.match(
+        op.type,
+        ("server", rx.fragment(server_details(op), pid_detail(op))),
+        pid_detail(op),
+    )
+
+
+def card_details(op: rx.Var[OperationView]) -> rx.Component:
+    """Details grid: type-specific first, then start time and uptime for all."""
+    return rx.box(
+        type_details(op),
+        started_detail(op),
+        uptime_detail(op),
+        exit_detail(op),
+        style=styles.details,
+    )
+
+
+def job_progress(op: rx.Var[OperationView]) -> rx.Component:
+    """A job's progress bar with percent, epoch and train loss (extension slot)."""
+    return rx.cond(
+        op.type == "job",
+        rx.vstack(
+            rx.cond(
+                op.progress_percent.is_not_none(),
+                rx.progress(value=op.progress_percent.to(int), max=100, size="2", data_field="progress-bar"),
+                rx.progress(size="2", duration="3s"),  # indeterminate while unknown
+            ),
+            rx.hstack(
+                rx.text(
+                    rx.cond(op.progress_percent.is_not_none(), op.progress_percent.to_string() + " %", "progress unknown"),
+                    data_field="progress",
+                ),
+                rx.hstack(
+                    rx.cond(op.epoch_text != "", rx.text("epoch " + op.epoch_text, data_field="epoch")),
+                    rx.cond(op.train_loss_text != "", rx.text("loss " + op.train_loss_text, data_field="train-loss")),
+                    spacing="3",
+                ),
+                style=styles.progress_meta,
+            ),
+            style=styles.progress_block,
+            data_field="job-progress",
+        ),
+    )
+
+
+def chip(icon: str, label: str, value: rx.Var[str], field: str) -> rx.Component:
+    """One resource figure, hidden while unknown."""
+    return rx.cond(
+        value != "",
+        rx.badge(
+            rx.icon(icon, size=12),
+            label,
+            rx.text(value, as_="span", weight="medium"),
+            variant="surface",
+            color_scheme="gray",
+            size="1",
+            data_field=field,
+        ),
+    )
+
+
+def resource_chips(op: rx.Var[OperationView]) -> rx.Component:
+    """CPU / RAM / GPU memory chips (extension slot); nothing while unknown."""
+    return rx.cond(
+        (op.cpu_text != "") | (op.memory_text != "") | (op.gpu_memory_text != ""),
+        rx.hstack(
+            chip("cpu", "CPU", op.cpu_text, "cpu"),
+            chip("memory_stick", "RAM", op.memory_text, "memory"),
+            chip("microchip", "GPU", op.gpu_memory_text, "gpu-memory"),
+            style=styles.chips,
+            data_field="resources",
+        ),
+    )
+
+
+def card_actions(op: rx.Var[OperationView]) -> rx.Component:
+    """The footer row of action buttons (extension slot: Stop, Start again, Logs, Remove).
+
+    Return the buttons wrapped in ``card_footer(...)``; nothing renders while empty.
+    """
+    return rx.fragment()
+
+
+def card_footer(*buttons: rx.Component) -> rx.Component:
+    """The footer row that holds a card's action buttons."""
+    return rx.hstack(*buttons, style=styles.card_footer, data_field="actions")
+
+
+def operation_card(op: rx.Var[OperationView]) -> rx.Component:
+    """The card of one operation."""
+    return rx.box(
+        card_header(op),
+        card_details(op),
+        job_progress(op),
+        resource_chips(op),
+        card_actions(op),
+        id="op-" + op.id,
+        style=styles.card,
+        opacity=rx.cond(op.live, "1", styles.ENDED_OPACITY),
+        custom_attrs={
+            "data-id": op.id,
+            "data-type": op.type,
+            "data-status": op.status,
+            "data-pid": op.pid.to(str),
+            "data-port": op.port.to(str),
+            "data-testid": "operation-card",
+        },
+    )

@@ -1,0 +1,153 @@
+"""The Running Operations tab: header, banners and the three sections.
+
+Embed it in any Reflex app::
+
+    from dgx_spark.components.operations_tab import operations_tab
+    operations_tab(is_connected=True, connection_id="spark-01")
+
+It starts its live loop when it mounts and stops it when it unmounts, and it
+ships its own keyframes, so the host needs no on_load and no stylesheet.
+"""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark import styles
+from dgx_spark.components.new_operation import new_operation_button
+from dgx_spark.components.section import operation_section, sections
+from dgx_spark.components.status import connection_lost, not_connected, stale_banner
+from dgx_spark.state.operations import OperationsState
+
+
+def _plural(count: rx.Var[int], one: str, many: str) -> rx.Component:
+    """``1 server`` / ``3 servers``."""
+    return rx.text(count, " ", rx.cond(count == 1, one, many), as_="span")
+
+
+def section_counts() -> rx.Component:
+    """``2 servers · 1 job · 4 programs``."""
+    dot = rx.text("·", as_="span", color=styles.FAINT)
+    return rx.hstack(
+        _plural(OperationsState.server_count, "server", "servers"),
+        dot,
+        _plural(OperationsState.job_count, "job", "jobs"),
+        dot,
+        _plural(OperationsState.program_count, "program", "programs"),
+        spacing="2",
+        color=styles.MUTED,
+        font_size="13px",
+        id="operations-counts",
+        wrap="wrap",
+    )
+
+
+def live_indicator() -> rx.Component:
+    """"Live" with the time of the last change; "Stale" when data cannot be trusted."""
+    is_stale = OperationsState.stale | connection_lost
+    return rx.hstack(
+        rx.box(
+            class_name="dgx-status-dot",
+            style=styles.status_dot(rx.cond(is_stale, "amber", "green"), ~is_stale),
+        ),
+        rx.text(rx.cond(is_stale, "Stale", "Live"), as_="span", weight="medium", color="var(--gray-12)"),
+        rx.cond(
+            OperationsState.last_updated != "",
+            rx.hstack(
+                rx.text("· updated", as_="span"),
+                rx.moment(
+                    OperationsState.last_updated,
+                    format="HH:mm:ss",
+                    local=True,
+                    with_title=True,
+                    title_format="YYYY-MM-DD HH:mm:ss Z",
+                ),
+                spacing="1",
+            ),
+        ),
+        style=styles.live_indicator,
+        id="live-indicator",
+        custom_attrs={"data-stale": rx.cond(is_stale, "true", "false")},
+    )
+
+
+def refresh_button() -> rx.Component:
+    """Take a sample now."""
+    return rx.tooltip(
+        rx.icon_button(
+            rx.icon("refresh_cw", size=styles.ICON_MD),
+            on_click=OperationsState.refresh,
+            variant="soft",
+            color_scheme="gray",
+            size="2",
+            id="refresh",
+            aria_label="Refresh now",
+        ),
+        content="Refresh now",
+    )
+
+
+def tab_header() -> rx.Component:
+    """Title, counts, the live indicator and the actions."""
+    return rx.flex(
+        rx.vstack(
+            rx.heading("Running Operations", size="5", weight="bold"),
+            section_counts(),
+            spacing="1",
+        ),
+        rx.hstack(live_indicator(), refresh_button(), new_operation_button(), style=styles.header_actions),
+        style=styles.tab_header,
+    )
+
+
+def loading_skeleton() -> rx.Component:
+    """Placeholders while the first snapshot is on its way."""
+    return rx.box(
+        *[rx.skeleton(rx.box(style=styles.skeleton_card), loading=True) for _ in range(3)],
+        style=styles.grid,
+        id="operations-loading",
+    )
+
+
+def operations_body() -> rx.Component:
+    """Banners then the sections; dimmed while stale."""
+    is_stale = OperationsState.stale | connection_lost
+    return rx.box(
+        stale_banner(),
+        rx.cond(
+            OperationsState.loading,
+            loading_skeleton(),
+            rx.box(
+                *[operation_section(spec) for spec in sections()],
+                style=rx.cond(is_stale, styles.stale_content, styles.fresh_content),
+                custom_attrs={"data-stale": rx.cond(is_stale, "true", "false")},
+                id="operations-sections",
+            ),
+        ),
+    )
+
+
+def operations_tab(
+    is_connected: rx.Var[bool] | bool = True,
+    connection_id: rx.Var[str] | str = "",
+) -> rx.Component:
+    """The Running Operations tab.
+
+    Args:
+        is_connected: Whether the DGX is connected; when not, a clear
+            "not connected" state replaces the cards.
+        connection_id: Which connection (shown in the not-connected state).
+
+    Returns:
+        The tab's component.
+    """
+    return rx.box(
+        rx.el.style(styles.GLOBAL_CSS),
+        tab_header(),
+        rx.cond(is_connected, operations_body(), not_connected(connection_id)),
+        id="operations-tab",
+        style=styles.tab,
+        on_mount=OperationsState.start_live,
+        on_unmount=OperationsState.stop_live,
+        custom_attrs={"data-connection-id": connection_id},
+    )

@@ -1,0 +1,109 @@
+"""The DGX Spark page: a top bar and a tab bar; "Running Operations" is the first tab.
+
+To add a tab: append a ``SparkTab`` to ``TABS`` (value, label, lucide icon, render).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+
+import reflex as rx
+
+from dgx_spark import styles
+from dgx_spark.components.operations_tab import operations_tab
+from dgx_spark.components.status import connection_lost
+from dgx_spark.state.operations import OperationsState
+
+
+class SparkPageState(rx.State):
+    """The page's connection: this machine, connected while its sampler runs."""
+
+    connection_id: str = socket.gethostname()
+
+
+# Connected while the sampler runs (and before the first snapshot says otherwise).
+IS_CONNECTED = OperationsState.loading | OperationsState.sampler_running
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkTab:
+    """One tab of the page."""
+
+    value: str
+    label: str
+    icon: str
+    render: Callable[[], rx.Component]
+
+
+TABS: list[SparkTab] = [
+    SparkTab(
+        "operations",
+        "Running Operations",
+        "activity",
+        lambda: operations_tab(is_connected=IS_CONNECTED, connection_id=SparkPageState.connection_id),
+    ),
+]
+
+
+def connection_chip() -> rx.Component:
+    """Which machine the page shows, and whether it is reachable."""
+    ok = IS_CONNECTED & ~connection_lost
+    return rx.badge(
+        rx.icon("monitor_cog", size=12),
+        SparkPageState.connection_id,
+        rx.text(rx.cond(ok, "connected", "disconnected"), as_="span", color=styles.MUTED),
+        color_scheme=rx.cond(ok, "green", "red"),
+        variant="surface",
+        size="2",
+        id="connection-status",
+        custom_attrs={"data-connected": rx.cond(ok, "true", "false")},
+    )
+
+
+def top_bar() -> rx.Component:
+    """Brand and connection."""
+    return rx.flex(
+        rx.hstack(
+            rx.box(rx.icon("cpu", size=styles.ICON_LG), style=styles.brand_mark),
+            rx.vstack(
+                rx.heading("DGX Spark", size="4", weight="bold", id="title"),
+                rx.text("Operations dashboard", size="1", color=styles.MUTED),
+                spacing="0",
+            ),
+            align="center",
+            spacing="3",
+        ),
+        connection_chip(),
+        style=styles.topbar,
+    )
+
+
+def index() -> rx.Component:
+    """The DGX Spark page."""
+    return rx.box(
+        rx.box(
+            top_bar(),
+            rx.tabs.root(
+                rx.tabs.list(
+                    *[
+                        rx.tabs.trigger(
+                            rx.icon(tab.icon, size=styles.ICON_MD),
+                            tab.label,
+                            value=tab.value,
+                            id=f"tab-{tab.value}",
+                            style=styles.tab_trigger,
+                        )
+                        for tab in TABS
+                    ],
+                    size="2",
+                ),
+                *[rx.tabs.content(tab.render(), value=tab.value) for tab in TABS],
+                default_value=TABS[0].value,
+                width="100%",
+            ),
+            style=styles.page_inner,
+        ),
+        style=styles.page,
+    )

@@ -1,0 +1,125 @@
+"""What one card shows, derived from an ``Operation`` (plain Python, no Reflex).
+
+The browser gets ready-to-show values: text is formatted here, times are sent
+as ISO UTC so the browser shows them in its own zone and ticks them itself.
+To show a new field on the cards: add it to ``OperationView`` and fill it in
+``operation_view``; then read it in a component (``op.my_field``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dgx_spark import format as fmt
+from dgx_spark.collector.model import ENDED_STATUSES, LIVE_STATUSES, Operation, Snapshot
+
+SECTIONS: tuple[str, ...] = ("servers", "jobs", "programs")
+SECTION_OF_TYPE: Mapping[str, str] = {"server": "servers", "job": "jobs", "program": "programs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class OperationView:
+    """One operation as the cards show it. Empty string / None mean unknown."""
+
+    id: str
+    type: str
+    name: str
+    status: str
+    description: str = ""
+    live: bool = False
+    source: str = "discovered"
+    command: str = ""
+    user: str = ""
+    # Times: ISO UTC for the browser; uptime is only sent for ended operations
+    # (a live one ticks in the browser from ``started_at``).
+    started_at: str = ""
+    ended_at: str = ""
+    uptime_text: str = ""
+    # Server.
+    port: int | None = None
+    ports_text: str = ""
+    url: str = ""
+    # Program (and any process).
+    pid: int | None = None
+    process_count: int = 0
+    exit_code: int | None = None
+    # Job progress.
+    progress_percent: int | None = None
+    epoch_text: str = ""
+    train_loss_text: str = ""
+    eta_seconds: float | None = None
+    stalled: bool = False
+    progress_source: str = ""
+    # Resources (filled when a probe reports them).
+    cpu_text: str = ""
+    memory_text: str = ""
+    gpu_memory_text: str = ""
+    idle_gpu: bool = False
+
+
+def _text(value: Any) -> str:
+    """A formatted value, or ``""`` for the placeholder (so the UI can hide it)."""
+    return "" if value == fmt.PLACEHOLDER else value
+
+
+def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> OperationView:
+    """Derive the card's view of ``op``.
+
+    Args:
+        op: The operation.
+        now: The snapshot's time (for the uptime of ended operations).
+        host: The host name the browser reached the dashboard at, for "Open" links.
+
+    Returns:
+        The view.
+    """
+    metrics = dict(op.metrics) if op.metrics is not None else {}
+    port = op.port if op.port is not None else (op.ports[0] if op.ports else None)
+    url_host = f"[{host}]" if ":" in host else host
+    return OperationView(
+        id=op.id,
+        type=op.type,
+        name=op.name,
+        status=op.status,
+        description=op.description or "",
+        live=op.status in LIVE_STATUSES,
+        source=op.source,
+        command=op.command or "",
+        user=op.user or "",
+        started_at=fmt.iso_timestamp(op.started_at_ts),
+        ended_at=fmt.iso_timestamp(op.ended_at_ts),
+        uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
+        port=port,
+        ports_text=", ".join(str(p) for p in op.ports) if len(op.ports) > 1 else "",
+        url=f"http://{url_host}:{port}" if port is not None else "",
+        pid=op.pid,
+        process_count=op.process_count,
+        exit_code=op.exit_code,
+        progress_percent=fmt.progress_percent(op.progress),
+        epoch_text=_text(fmt.format_epoch(metrics.get("epoch"), op.total_epochs)),
+        train_loss_text=_text(fmt.format_metric(metrics.get("train_loss", metrics.get("loss")))),
+        eta_seconds=op.eta_seconds,
+        stalled=bool(op.stalled),
+        progress_source=op.progress_source or "",
+        cpu_text=_text(fmt.format_percent(op.cpu_percent)),
+        memory_text=_text(fmt.format_bytes(op.memory_bytes)),
+        gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
+        idle_gpu=bool(op.idle_gpu),
+    )
+
+
+def _order(view: OperationView) -> tuple[int, str, str]:
+    """Live first; then oldest first, so a new card appears at the end and cards stay put."""
+    return (0 if view.live else 1, view.started_at or "~", view.id)
+
+
+def operation_views(operations: Iterable[Operation], now: float, host: str) -> list[OperationView]:
+    """Views of every operation, in display order."""
+    return sorted((operation_view(op, now, host) for op in operations), key=_order)
+
+
+def snapshot_errors(snapshot: Snapshot) -> list[str]:
+    """The snapshot's probe failures, one line each."""
+    return [f"{error.probe}: {error.message}" for error in snapshot.errors]

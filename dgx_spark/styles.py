@@ -1,0 +1,314 @@
+"""All styling of the DGX Spark UI in one place.
+
+Colours are Radix Themes tokens (``var(--gray-a5)``...), so the dark appearance
+and the accent colour set in rxconfig.py apply everywhere. Components import
+these names; they hold no literal colours or sizes of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Style = dict[str, Any]
+
+# ---- sizes -------------------------------------------------------------
+ICON_SM = 14
+ICON_MD = 16
+ICON_LG = 18
+CARD_MIN_WIDTH = "300px"
+PHONE_MAX_WIDTH = "640px"
+RADIUS = "var(--radius-3)"
+
+# ---- colours -------------------------------------------------------------
+BORDER = "1px solid var(--gray-a5)"
+BORDER_HOVER = "1px solid var(--accent-a8)"
+SURFACE = "var(--gray-a2)"
+SURFACE_HOVER = "var(--gray-a3)"
+MUTED = "var(--gray-11)"
+FAINT = "var(--gray-10)"
+
+# Status -> Radix colour scale. Live states pulse.
+STATUS_COLORS: dict[str, str] = {
+    "running": "green",
+    "active": "green",
+    "starting": "amber",
+    "pending": "amber",
+    "failed": "red",
+    "stopped": "gray",
+}
+STATUS_LABELS: dict[str, str] = {
+    "running": "Running",
+    "active": "Active",
+    "starting": "Starting",
+    "pending": "Pending",
+    "failed": "Failed",
+    "stopped": "Stopped",
+}
+TYPE_ICONS: dict[str, str] = {"server": "server", "job": "brain", "program": "terminal"}
+TYPE_COLORS: dict[str, str] = {"server": "blue", "job": "violet", "program": "cyan"}
+
+# ---- global CSS (keyframes cannot be inline styles) -------------------------
+# Shipped inside the tab itself, so an app that embeds the tab needs no stylesheet.
+GLOBAL_CSS = """
+@keyframes dgx-pulse {
+  0% { box-shadow: 0 0 0 0 var(--dgx-pulse-color); }
+  70% { box-shadow: 0 0 0 6px transparent; }
+  100% { box-shadow: 0 0 0 0 transparent; }
+}
+@media (prefers-reduced-motion: reduce) {
+  .dgx-status-dot { animation: none !important; }
+}
+.dgx-sr-only {
+  position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
+  overflow: hidden; clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0;
+}
+"""
+
+# ---- page ------------------------------------------------------------------
+page: Style = {
+    "min_height": "100vh",
+    "background": "var(--color-background)",
+    "color": "var(--gray-12)",
+}
+page_inner: Style = {
+    "width": "100%",
+    "max_width": "1600px",
+    "margin": "0 auto",
+    "padding": ["12px", "16px", "20px 24px"],
+}
+topbar: Style = {
+    "align_items": "center",
+    "justify_content": "space-between",
+    "gap": "12px",
+    "padding_bottom": "12px",
+    "flex_wrap": "wrap",
+}
+brand_mark: Style = {
+    "width": "32px",
+    "height": "32px",
+    "border_radius": RADIUS,
+    "background": "var(--accent-9)",
+    "color": "var(--accent-contrast)",
+    "display": "flex",
+    "align_items": "center",
+    "justify_content": "center",
+    "flex_shrink": "0",
+}
+tab_trigger: Style = {"gap": "6px", "cursor": "pointer"}
+
+# ---- tab header --------------------------------------------------------------
+tab: Style = {"width": "100%", "padding_top": "16px"}
+tab_header: Style = {
+    "align_items": ["stretch", "center"],
+    "justify_content": "space-between",
+    "gap": "12px",
+    "flex_direction": ["column", "row"],
+    "margin_bottom": "16px",
+}
+header_actions: Style = {"align_items": "center", "gap": "8px", "flex_wrap": "wrap"}
+live_indicator: Style = {
+    "align_items": "center",
+    "gap": "6px",
+    "padding": "4px 10px",
+    "border": BORDER,
+    "border_radius": "9999px",
+    "font_size": "12px",
+    "color": MUTED,
+    "white_space": "nowrap",
+}
+stale_content: Style = {"opacity": "0.55", "filter": "saturate(0.4)", "transition": "opacity 0.3s"}
+fresh_content: Style = {"opacity": "1", "transition": "opacity 0.3s"}
+
+# ---- sections ------------------------------------------------------------------
+section: Style = {"width": "100%", "margin_bottom": "20px"}
+section_header: Style = {
+    "all": "unset",
+    "box_sizing": "border-box",
+    "display": "flex",
+    "align_items": "center",
+    "gap": "10px",
+    "width": "100%",
+    "padding": "10px 12px",
+    "border_radius": RADIUS,
+    "cursor": "pointer",
+    "color": "var(--gray-12)",
+    "transition": "background 0.15s, color 0.15s",
+    "_hover": {"background": SURFACE_HOVER, "color": "var(--accent-11)"},
+    "_focus_visible": {"outline": "2px solid var(--accent-8)", "outline_offset": "2px"},
+}
+section_title: Style = {"font_size": "15px", "font_weight": "600", "letter_spacing": "0.01em"}
+
+
+def chevron(expanded: Any) -> Style:
+    """The section chevron: points right when collapsed, down when expanded."""
+    from reflex import cond
+
+    return {
+        "color": FAINT,
+        "transition": "transform 0.2s ease",
+        "transform": cond(expanded, "rotate(90deg)", "rotate(0deg)"),
+        "flex_shrink": "0",
+    }
+
+
+section_rule: Style = {"flex": "1", "height": "1px", "background": "var(--gray-a4)", "margin_left": "4px"}
+grid: Style = {
+    "display": "grid",
+    "grid_template_columns": f"repeat(auto-fill, minmax(min(100%, {CARD_MIN_WIDTH}), 1fr))",
+    "gap": "12px",
+    "padding_top": "8px",
+    f"@media (max-width: {PHONE_MAX_WIDTH})": {"grid_template_columns": "minmax(0, 1fr)"},
+}
+empty_state: Style = {
+    "align_items": "center",
+    "gap": "6px",
+    "padding": "28px 16px",
+    "margin_top": "8px",
+    "border": "1px dashed var(--gray-a6)",
+    "border_radius": RADIUS,
+    "text_align": "center",
+    "color": MUTED,
+}
+empty_icon: Style = {
+    "width": "40px",
+    "height": "40px",
+    "border_radius": "9999px",
+    "background": "var(--gray-a3)",
+    "display": "flex",
+    "align_items": "center",
+    "justify_content": "center",
+    "color": FAINT,
+    "margin_bottom": "4px",
+}
+code_hint: Style = {"font_size": "12px"}
+
+# ---- cards -------------------------------------------------------------------------
+card: Style = {
+    "display": "flex",
+    "flex_direction": "column",
+    "gap": "12px",
+    "min_width": "0",
+    "padding": "14px 16px",
+    "background": SURFACE,
+    "border": BORDER,
+    "border_radius": RADIUS,
+    "transition": "border-color 0.15s, background 0.15s, transform 0.15s",
+    "_hover": {"border": BORDER_HOVER, "background": SURFACE_HOVER},
+}
+ENDED_OPACITY = "0.72"
+card_head: Style = {"align_items": "flex-start", "gap": "12px", "min_width": "0", "width": "100%"}
+
+
+def type_icon_box(type_color: str) -> Style:
+    """The square behind a card's type icon."""
+    return {
+        "width": "36px",
+        "height": "36px",
+        "border_radius": RADIUS,
+        "display": "flex",
+        "align_items": "center",
+        "justify_content": "center",
+        "flex_shrink": "0",
+        "background": f"var(--{type_color}-a3)",
+        "color": f"var(--{type_color}-11)",
+    }
+
+
+card_titles: Style = {"min_width": "0", "flex": "1", "gap": "2px"}
+card_name: Style = {
+    "font_weight": "600",
+    "font_size": "14px",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+    "white_space": "nowrap",
+    "max_width": "100%",
+}
+ellipsis: Style = {
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+    "white_space": "nowrap",
+    "max_width": "100%",
+    "display": "block",
+    "color": MUTED,
+    "font_size": "12px",
+}
+details: Style = {
+    "display": "grid",
+    "grid_template_columns": "repeat(2, minmax(0, 1fr))",
+    "gap": "8px 16px",
+    "font_size": "12px",
+}
+detail_label: Style = {
+    "color": FAINT,
+    "font_size": "11px",
+    "text_transform": "uppercase",
+    "letter_spacing": "0.06em",
+}
+detail_value: Style = {
+    "font_size": "13px",
+    "font_variant_numeric": "tabular-nums",
+    "color": "var(--gray-12)",
+    "white_space": "nowrap",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+}
+open_link: Style = {
+    "display": "inline-flex",
+    "align_items": "center",
+    "gap": "3px",
+    "font_size": "12px",
+    "font_weight": "500",
+}
+progress_block: Style = {"gap": "6px", "width": "100%"}
+progress_meta: Style = {
+    "justify_content": "space-between",
+    "font_size": "12px",
+    "color": MUTED,
+    "font_variant_numeric": "tabular-nums",
+    "gap": "8px",
+}
+chips: Style = {"gap": "6px", "flex_wrap": "wrap"}
+card_footer: Style = {
+    "gap": "6px",
+    "padding_top": "10px",
+    "border_top": "1px solid var(--gray-a4)",
+    "justify_content": "flex-end",
+    "flex_wrap": "wrap",
+}
+
+# ---- status -------------------------------------------------------------------------
+
+
+def status_dot(color: Any, live: Any) -> Style:
+    """The coloured dot; live states pulse in their own colour."""
+    from reflex import cond
+
+    return {
+        "width": "8px",
+        "height": "8px",
+        "border_radius": "9999px",
+        "flex_shrink": "0",
+        "background": f"var(--{color}-9)",
+        "--dgx-pulse-color": f"var(--{color}-a8)",
+        "animation": cond(live, "dgx-pulse 1.8s ease-out infinite", "none"),
+    }
+
+
+status_pill: Style = {
+    "align_items": "center",
+    "gap": "6px",
+    "font_size": "12px",
+    "font_weight": "500",
+    "white_space": "nowrap",
+    "flex_shrink": "0",
+}
+banner: Style = {"margin_bottom": "12px"}
+not_connected: Style = {
+    "align_items": "center",
+    "gap": "10px",
+    "padding": "48px 16px",
+    "border": "1px dashed var(--gray-a6)",
+    "border_radius": RADIUS,
+    "text_align": "center",
+}
+skeleton_card: Style = {"height": "148px", "border_radius": RADIUS}
