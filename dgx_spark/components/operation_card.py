@@ -17,6 +17,7 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
 
@@ -44,10 +45,7 @@ def card_badges(op: rx.Var[OperationView]) -> rx.Component:
             op.stalled,
             rx.badge("stalled", color_scheme="amber", variant="soft", size="1", data_field="stalled"),
         ),
-        rx.cond(
-            op.idle_gpu,
-            rx.badge("idle GPU", color_scheme="orange", variant="soft", size="1", data_field="idle-gpu"),
-        ),
+        idle_gpu_badge(op),
     )
 
 
@@ -244,20 +242,6 @@ def chip(icon: str, label: str, value: rx.Var[str], field: str) -> rx.Component:
             color_scheme="gray",
             size="1",
             data_field=field,
-        ),
-    )
-
-
-def resource_chips(op: rx.Var[OperationView]) -> rx.Component:
-    """CPU / RAM / GPU memory chips (extension slot); nothing while unknown."""
-    return rx.cond(
-        (op.cpu_text != "") | (op.memory_text != "") | (op.gpu_memory_text != ""),
-        rx.hstack(
-            chip("cpu", "CPU", op.cpu_text, "cpu"),
-            chip("memory_stick", "RAM", op.memory_text, "memory"),
-            chip("microchip", "GPU", op.gpu_memory_text, "gpu-memory"),
-            style=styles.chips,
-            data_field="resources",
         ),
     )
 

@@ -14,6 +14,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
+from dgx_spark.components.system_header import system_header
 from dgx_spark.state.operations import OperationsState
 
 
@@ -85,6 +86,7 @@ def index() -> rx.Component:
     return rx.box(
         rx.box(
             top_bar(),
+            system_header(),
             rx.tabs.root(
                 rx.tabs.list(
                     *[

@@ -56,6 +56,7 @@ class OperationView:
     cpu_text: str = ""
     memory_text: str = ""
     gpu_memory_text: str = ""
+    gpu_utilization_text: str = ""
     idle_gpu: bool = False
 
 
@@ -106,6 +107,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         cpu_text=_text(fmt.format_percent(op.cpu_percent)),
         memory_text=_text(fmt.format_bytes(op.memory_bytes)),
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
+        gpu_utilization_text=_text(fmt.format_percent(op.gpu_utilization)),
         idle_gpu=bool(op.idle_gpu),
     )
 

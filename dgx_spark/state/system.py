@@ -1,0 +1,236 @@
+"""The system header's state: CPU, RAM, GPUs and warnings of the latest snapshot.
+
+A light live loop per browser tab copies ``get_sampler().latest`` (never
+rescanning anything) into this state, and only when what the header shows
+changed. ``system_view`` is plain Python: the same payload as
+``GET /api/dgx/system`` turned into ready-to-show text and sparkline points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import reflex as rx
+
+from dgx_spark import format as fmt
+from dgx_spark.collector.gpu import NO_GPU_MESSAGE
+from dgx_spark.collector.system import system_payload
+from dgx_spark.services import get_sampler
+from dgx_spark.state import loops
+from dgx_spark.state.operations import DISCONNECT_GRACE_SECONDS, _client_connected
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+# Sparkline viewBox: points are scaled into 0..SPARK_WIDTH x 0..SPARK_HEIGHT.
+SPARK_WIDTH = 100
+SPARK_HEIGHT = 24
+# A loop key distinct from the operations tab's loop of the same browser tab.
+LOOP_SUFFIX = "#system-header"
+
+
+def sparkline(values: Sequence[float | int | None], top: float | None = None) -> str:
+    """SVG polyline points for a series, oldest left; unknown values are skipped.
+
+    Args:
+        values: The series.
+        top: The value drawn at the top (100 for percentages); the series' maximum when None.
+
+    Returns:
+        ``"x,y x,y ..."``, or ``""`` with fewer than two known values.
+    """
+    known = [(i, float(v)) for i, v in enumerate(values) if v is not None]
+    if len(known) < 2:
+        return ""
+    high = top if top else max(v for _, v in known) or 1.0
+    span = max(1, len(values) - 1)
+    points = []
+    for i, value in known:
+        x = SPARK_WIDTH * i / span
+        y = SPARK_HEIGHT - SPARK_HEIGHT * max(0.0, min(value, high)) / high
+        points.append(f"{x:.1f},{y:.1f}")
+    return " ".join(points)
+
+
+def _text(value: str) -> str:
+    return "" if value == fmt.PLACEHOLDER else value
+
+
+def used_of_total(used: int | None, total: int | None) -> str:
+    """``12.4 GiB / 128.0 GiB``, or ``""`` when unknown."""
+    if used is None or total is None:
+        return ""
+    return f"{fmt.format_bytes(used)} / {fmt.format_bytes(total)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuView:
+    """One GPU as the header shows it ("" = unknown, hidden)."""
+
+    index: int
+    name: str
+    utilization_text: str = ""
+    memory_text: str = ""
+    memory_label: str = "memory"
+    unified_memory: bool = False
+    temperature_text: str = ""
+    power_text: str = ""
+    utilization_points: str = ""
+    memory_points: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class WarningView:
+    """One warning banner."""
+
+    kind: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemView:
+    """Everything the header shows."""
+
+    cpu_text: str = ""
+    cpu_points: str = ""
+    ram_text: str = ""
+    ram_percent_text: str = ""
+    ram_points: str = ""
+    gpu_available: bool = False
+    gpu_message: str = NO_GPU_MESSAGE
+    gpu_stale: bool = False
+    gpus: tuple[GpuView, ...] = ()
+    warnings: tuple[WarningView, ...] = ()
+
+
+def _power(device: Mapping[str, Any]) -> str:
+    power = device.get("power_watts")
+    if power is None:
+        return ""
+    limit = device.get("power_limit_watts")
+    return f"{power:.0f} W" + (f" / {limit:.0f} W" if limit else "")
+
+
+def system_view(payload: Mapping[str, Any]) -> SystemView:
+    """The header's view of a ``system_payload``."""
+    cpu = payload.get("cpu") or {}
+    memory = payload.get("memory") or {}
+    gpu = payload.get("gpu") or {}
+    history = payload.get("history") or {}
+    gpu_util_series = history.get("gpu_utilization") or []
+    gpu_memory_series = history.get("gpu_memory_used_bytes") or []
+    gpus = []
+    for position, device in enumerate(gpu.get("devices") or []):
+        unified = bool(device.get("unified_memory"))
+        temperature = device.get("temperature_c")
+        gpus.append(
+            GpuView(
+                index=int(device.get("index", position)),
+                name=device.get("name") or f"GPU {position}",
+                utilization_text=_text(fmt.format_percent(device.get("utilization"))),
+                memory_text=used_of_total(device.get("memory_used_bytes"), device.get("memory_total_bytes")),
+                memory_label="unified memory" if unified else "memory",
+                unified_memory=unified,
+                temperature_text=f"{temperature:.0f} °C" if temperature is not None else "",
+                power_text=_power(device),
+                utilization_points=sparkline(
+                    gpu_util_series[position] if position < len(gpu_util_series) else [], 100.0
+                ),
+                memory_points=sparkline(
+                    gpu_memory_series[position] if position < len(gpu_memory_series) else [],
+                    device.get("memory_total_bytes"),
+                ),
+            )
+        )
+    warnings = tuple(
+        WarningView(kind=str(w.get("kind", "")), message=str(w.get("message", "")))
+        for w in payload.get("warnings") or []
+        if w.get("kind") in ("memory_pressure", "gpu_memory_pressure")
+    )
+    return SystemView(
+        cpu_text=_text(fmt.format_percent(cpu.get("percent"))),
+        cpu_points=sparkline(history.get("cpu_percent") or [], 100.0),
+        ram_text=used_of_total(memory.get("used_bytes"), memory.get("total_bytes")),
+        ram_percent_text=_text(fmt.format_percent(memory.get("percent"))),
+        ram_points=sparkline(history.get("memory_used_bytes") or [], memory.get("total_bytes")),
+        gpu_available=bool(gpu.get("available")),
+        gpu_message=gpu.get("message") or ("" if gpu.get("available") else NO_GPU_MESSAGE),
+        gpu_stale=bool(gpu.get("stale")),
+        gpus=tuple(gpus),
+        warnings=warnings,
+    )
+
+
+class SystemState(rx.State):
+    """The system header: CPU, RAM, GPUs, sparklines and memory warnings."""
+
+    cpu_text: str = ""
+    cpu_points: str = ""
+    ram_text: str = ""
+    ram_percent_text: str = ""
+    ram_points: str = ""
+    gpu_available: bool = False
+    gpu_message: str = ""
+    gpu_stale: bool = False
+    gpus: list[GpuView] = []  # noqa: RUF012 - a Reflex state var
+    warnings: list[WarningView] = []  # noqa: RUF012 - a Reflex state var
+    loaded: bool = False
+
+    _shown: Any = None
+
+    def _apply(self, view: SystemView) -> None:
+        """Assign only the fields that changed, so an idle tick sends nothing."""
+        if view == self._shown:
+            return
+        for field in dataclasses.fields(SystemView):
+            value = getattr(view, field.name)
+            value = list(value) if isinstance(value, tuple) else value
+            if getattr(self, field.name) != value:
+                setattr(self, field.name, value)
+        if not self.loaded:
+            self.loaded = True
+        self._shown = view
+
+    @rx.event
+    def stop_live(self) -> None:
+        """End this tab's header loop (the header unmounted)."""
+        loops.stop(self.router.session.client_token + LOOP_SUFFIX)
+
+    @rx.event(background=True)
+    async def start_live(self) -> None:
+        """Copy the sampler's system view into this tab's state until the tab goes away."""
+        token = self.router.session.client_token
+        if not token:
+            return
+        key = token + LOOP_SUFFIX
+        generation = loops.claim(key)
+        sampler = get_sampler()
+        seen = -1
+        missing_since: float | None = None
+        try:
+            while loops.is_current(key, generation):
+                # The tab closed without unmounting: end with its websocket.
+                now = time.time()
+                if _client_connected(token):
+                    missing_since = None
+                elif missing_since is None:
+                    missing_since = now
+                elif now - missing_since > DISCONNECT_GRACE_SECONDS:
+                    break
+                snapshot = sampler.latest
+                if snapshot.sequence != seen and snapshot.sequence > 0:
+                    view = system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence))
+                    async with self:
+                        if not loops.is_current(key, generation):
+                            break
+                        self._apply(view)
+                    seen = snapshot.sequence
+                await asyncio.sleep(POLL_SECONDS)
+        finally:
+            loops.release(key, generation)
+            logger.debug("system header loop %s ended", generation)
