@@ -38,6 +38,11 @@ run: migrate
 test: setup-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+## Benchmark (issue 9): table on stdout, JSON in bench/results/; Glances goes into bench/.glances-venv.
+## Quick run: make bench BENCH_ARGS="--only sampler --sizes 1000"
+bench: setup-dev
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: setup-dev
 	$(BIN)/ruff check dgx_spark tests
 

@@ -1,0 +1,390 @@
+"""Measurements 2-6 against the real app: tabs, API latency, websocket bytes, start → visible, memory.
+
+One full dashboard (UI built, one port, ``tests/support/dashboard.py``) runs with
+the product's refresh period and 50 operation-like processes (bash loop scripts).
+Headless Chromium opens the tabs. Every process started here is killed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.api_latency import measure_api, percentile
+from tests.support.dashboard import Dashboard, wait_until
+
+CHROMIUM = os.environ.get("DGX_SPARK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+HEARTBEATS = {"2", "3"}  # Engine.IO ping/pong: keep-alive, not a tick's data
+BROWSER_PARTS = {"tabs", "ws", "visible", "rss"}
+Log = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Fleet:
+    """Operation-like processes: ``bash <name>.sh`` loop scripts, each in its own session."""
+
+    def __init__(self, directory: Path) -> None:
+        """Scripts are written into ``directory``."""
+        self.directory = directory
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``bash <name>.sh`` (an endless loop around ``sleep``)."""
+        script = self.directory / f"{name}.sh"
+        script.write_text("#!/bin/bash\nwhile :; do sleep 3600; done\n")
+        proc = subprocess.Popen(
+            ["bash", str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """Kill one script and what it runs."""
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+
+    def stop(self) -> None:
+        """Kill every script."""
+        for name in list(self.processes):
+            self.kill(name)
+
+
+# ---------------------------------------------------------------- backend figures
+
+
+def backend_tree(pid: int) -> list[psutil.Process]:
+    """The dashboard process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by the backend's process tree."""
+    total = 0.0
+    for proc in backend_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(largest single process RSS, whole tree RSS) in bytes: the first is the app's worker."""
+    sizes = []
+    for proc in backend_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            sizes.append(proc.memory_info().rss)
+    return (max(sizes) if sizes else 0, sum(sizes))
+
+
+def sequence(dashboard: Dashboard) -> int:
+    """The sampler's snapshot sequence number (one per refresh)."""
+    return int(dashboard.get_json("/api/health")["data"]["sequence"])
+
+
+# ---------------------------------------------------------------- the run
+
+
+class AppBench:
+    """Runs the selected app measurements against one dashboard."""
+
+    def __init__(
+        self,
+        parts: set[str],
+        *,
+        refresh_seconds: float = 2.0,
+        operations: int = 50,
+        tabs: int = 10,
+        window_seconds: float = 30.0,
+        rss_seconds: float = 90.0,
+        starts: int = 20,
+        api_clients: int = 50,
+        api_requests: int = 40,
+        log: Log = print,
+    ) -> None:
+        """Describe the run; ``run`` performs it."""
+        self.parts = parts
+        self.refresh = refresh_seconds
+        self.operations = operations
+        self.tabs = tabs
+        self.window = window_seconds
+        self.rss_seconds = rss_seconds
+        self.starts = starts
+        self.api_clients = api_clients
+        self.api_requests = api_requests
+        self.log = log
+        self.frames: list[tuple[float, int, str]] = []  # (monotonic, bytes, payload head)
+        self.results: dict[str, Any] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Start everything, measure, stop everything; return the results."""
+        workdir = Path(tempfile.mkdtemp(prefix="dgx-bench-"))
+        browser_needed = bool(self.parts & BROWSER_PARTS)
+        fleet = Fleet(workdir)
+        dashboard = Dashboard(
+            workdir / "data",
+            full=browser_needed,
+            env={"DGX_SPARK_REFRESH_SECONDS": str(self.refresh)},
+        )
+        try:
+            self.log(f"app: starting the dashboard ({'full UI' if browser_needed else 'backend only'}) ...")
+            dashboard.start()
+            self.results["app"] = {"refresh_seconds": self.refresh, "url": dashboard.url}
+            self._start_fleet(fleet, dashboard)
+            if browser_needed:
+                self._browser_parts(dashboard, fleet)
+            if "api" in self.parts:
+                self.log(f"api: {self.api_clients} concurrent clients ...")
+                self.results["api"] = measure_api(
+                    dashboard.port, clients=self.api_clients, requests_per_client=self.api_requests
+                )
+        finally:
+            fleet.stop()
+            dashboard.stop()
+        return self.results
+
+    def _start_fleet(self, fleet: Fleet, dashboard: Dashboard) -> None:
+        names = [f"bench_op_{i:02d}" for i in range(self.operations)]
+        for name in names:
+            fleet.start(name)
+
+        def listed() -> int:
+            ops = dashboard.operations()
+            return sum(1 for op in ops if op.get("status") in ("running", "active") and _named(op, names))
+
+        try:
+            wait_until(lambda: listed() >= len(names), timeout=60, interval=0.5)
+        except AssertionError:
+            pass
+        self.results["app"]["operations_spawned"] = len(names)
+        self.results["app"]["operations_listed"] = listed()
+        self.results["app"]["operations_total"] = len(dashboard.operations())
+
+    # ------------------------------------------------------------ browser
+
+    def _browser_parts(self, dashboard: Dashboard, fleet: Fleet) -> None:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM if Path(CHROMIUM).exists() else None,
+                args=CHROMIUM_FLAGS,
+                headless=True,
+            )
+            try:
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                first = context.new_page()
+                first.on("websocket", self._record_frames)
+                self.log("browser: first tab ...")
+                first.goto(dashboard.url, wait_until="load", timeout=120_000)
+                with contextlib.suppress(Exception):
+                    first.get_by_text("bench_op_00").filter(visible=True).first.wait_for(timeout=60_000)
+                first.wait_for_timeout(3 * self.refresh * 1000)
+                pages = [first]
+                if "tabs" in self.parts:
+                    self.log(f"tabs: backend CPU per refresh, 1 tab, {self.window:.0f}s ...")
+                    one = self._cpu_window(dashboard, first)
+                    for _ in range(self.tabs - 1):
+                        page = context.new_page()
+                        page.goto(dashboard.url, wait_until="load", timeout=120_000)
+                        pages.append(page)
+                    first.wait_for_timeout(3 * self.refresh * 1000)
+                    self.log(f"tabs: backend CPU per refresh, {self.tabs} tabs, {self.window:.0f}s ...")
+                    many = self._cpu_window(dashboard, first)
+                    ratio = many["cpu_ms_per_refresh"] / one["cpu_ms_per_refresh"] if one["cpu_ms_per_refresh"] else None
+                    self.results["tabs"] = {
+                        "one": one,
+                        "many": many,
+                        "tabs": self.tabs,
+                        "ratio": None if ratio is None else round(ratio, 3),
+                    }
+                if "rss" in self.parts or "ws" in self.parts:
+                    while len(pages) < self.tabs and "rss" in self.parts:
+                        page = context.new_page()
+                        page.goto(dashboard.url, wait_until="load", timeout=120_000)
+                        pages.append(page)
+                    seconds = self.rss_seconds if "rss" in self.parts else self.window
+                    self.log(f"rss/ws idle: {len(pages)} tabs for {seconds:.0f}s ...")
+                    self._idle_window(dashboard, first, seconds, len(pages))
+                for page in pages[1:]:
+                    page.close()
+                if "ws" in self.parts:
+                    self.log("ws: one operation changes ...")
+                    self.results.setdefault("ws", {})["one_changed"] = self._one_change(dashboard, fleet, first)
+                if "visible" in self.parts:
+                    self.log(f"visible: {self.starts} starts ...")
+                    self.results["visible"] = self._start_to_visible(fleet, first)
+            finally:
+                browser.close()
+
+    def _record_frames(self, ws: Any) -> None:
+        if "/_event" not in ws.url and "socket" not in ws.url:
+            return
+
+        def received(payload: str | bytes) -> None:
+            data = payload.encode() if isinstance(payload, str) else payload
+            self.frames.append((time.monotonic(), len(data), data[:16].decode(errors="replace")))
+
+        ws.on("framereceived", received)
+
+    def _frames_between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        return [f for f in self.frames if start <= f[0] < end and f[2] not in HEARTBEATS]
+
+    def _cpu_window(self, dashboard: Dashboard, pump: Any) -> dict[str, Any]:
+        pid = dashboard.process.pid if dashboard.process else 0
+        seq0, cpu0 = sequence(dashboard), tree_cpu_seconds(pid)
+        pump.wait_for_timeout(self.window * 1000)
+        seq1, cpu1 = sequence(dashboard), tree_cpu_seconds(pid)
+        refreshes = max(1, seq1 - seq0)
+        return {
+            "seconds": self.window,
+            "refreshes": seq1 - seq0,
+            "cpu_seconds": round(cpu1 - cpu0, 3),
+            "cpu_ms_per_refresh": round((cpu1 - cpu0) * 1000.0 / refreshes, 2),
+        }
+
+    def _idle_window(self, dashboard: Dashboard, pump: Any, seconds: float, tabs: int) -> None:
+        pid = dashboard.process.pid if dashboard.process else 0
+        start, seq0 = time.monotonic(), sequence(dashboard)
+        rss: list[tuple[float, int, int]] = []
+        deadline = start + seconds
+        while True:
+            worker, total = tree_rss(pid)
+            rss.append((round(time.monotonic() - start, 1), worker, total))
+            if time.monotonic() >= deadline:
+                break
+            pump.wait_for_timeout(min(5.0, max(0.1, deadline - time.monotonic())) * 1000)
+        end, seq1 = time.monotonic(), sequence(dashboard)
+        ticks = max(1, seq1 - seq0)
+        frames = self._frames_between(start, end)
+        bins = _bin_bytes(frames, start, end, self.refresh)
+        if "ws" in self.parts:
+            self.results.setdefault("ws", {})["idle"] = {
+                "seconds": round(end - start, 1),
+                "ticks": seq1 - seq0,
+                "frames": len(frames),
+                "bytes": sum(f[1] for f in frames),
+                "bytes_per_tick": round(sum(f[1] for f in frames) / ticks, 1),
+                "median_bytes_per_tick": statistics.median(bins) if bins else 0,
+                "tabs_open": tabs,
+            }
+        if "rss" in self.parts:
+            mb = 1024 * 1024
+            workers = [w for _, w, _ in rss]
+            quarter = max(1, len(workers) // 4)
+            growth = statistics.mean(workers[-quarter:]) - statistics.mean(workers[:quarter])
+            self.results["rss"] = {
+                "seconds": round(end - start, 1),
+                "tabs_open": tabs,
+                "worker_start_mb": round(workers[0] / mb, 1),
+                "worker_end_mb": round(workers[-1] / mb, 1),
+                "worker_max_mb": round(max(workers) / mb, 1),
+                "tree_max_mb": round(max(t for _, _, t in rss) / mb, 1),
+                "growth_mb": round(growth / mb, 1),
+                "flat": growth <= max(10 * mb, 0.05 * workers[0]),
+                "samples": [(t, round(w / mb, 1), round(tt / mb, 1)) for t, w, tt in rss],
+            }
+
+    def _one_change(self, dashboard: Dashboard, fleet: Fleet, pump: Any) -> dict[str, Any]:
+        victim = next((n for n in fleet.processes if n.startswith("bench_op_")), None)
+        if victim is None:
+            return {"error": "no operation to change"}
+        pump.wait_for_timeout(2 * self.refresh * 1000)
+        start, seq0 = time.monotonic(), sequence(dashboard)
+        fleet.kill(victim)
+
+        def ended() -> bool:
+            ops = [op for op in dashboard.operations() if _named(op, [victim])]
+            return all(op.get("status") in ("stopped", "failed") for op in ops)
+
+        changed = True
+        try:
+            wait_until(ended, timeout=30, interval=0.2)
+        except AssertionError:
+            changed = False
+        seen = sequence(dashboard)
+        while sequence(dashboard) < seen + 1:  # the tick that carries it has been sent
+            pump.wait_for_timeout(200)
+        pump.wait_for_timeout(500)
+        end, seq1 = time.monotonic(), sequence(dashboard)
+        frames = self._frames_between(start, end)
+        return {
+            "change": f"killed {victim} (running → stopped)",
+            "seen_in_api": changed,
+            "ticks": seq1 - seq0,
+            "frames": len(frames),
+            "bytes": sum(f[1] for f in frames),
+            "bytes_largest_tick": max(_bin_bytes(frames, start, end, self.refresh), default=0),
+        }
+
+    def _start_to_visible(self, fleet: Fleet, page: Any) -> dict[str, Any]:
+        seconds: list[float] = []
+        misses = 0
+        for i in range(self.starts):
+            name = f"bench_vis_{i:02d}_{uuid.uuid4().hex[:6]}"
+            started = time.monotonic()
+            fleet.start(name)
+            try:
+                page.get_by_text(name).filter(visible=True).first.wait_for(timeout=30_000)
+                seconds.append(time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - a miss is a result, not a crash
+                misses += 1
+            fleet.kill(name)
+            if misses >= 3 and not seconds:
+                break  # the UI does not show these cards at all: stop early
+        result: dict[str, Any] = {"starts": self.starts, "seen": len(seconds), "misses": misses}
+        if seconds:
+            result.update(
+                p50_s=round(statistics.median(seconds), 3),
+                p95_s=round(percentile(seconds, 95), 3),
+                max_s=round(max(seconds), 3),
+                samples_s=[round(s, 3) for s in seconds],
+            )
+        return result
+
+
+def _named(op: dict[str, Any], names: list[str]) -> bool:
+    text = " ".join(str(op.get(k) or "") for k in ("name", "description", "command"))
+    return any(name in text for name in names)
+
+
+def _bin_bytes(frames: list[tuple[float, int, str]], start: float, end: float, width: float) -> list[int]:
+    """Bytes received per ``width``-second bin between ``start`` and ``end``."""
+    count = max(1, int((end - start) // width))
+    bins = [0] * count
+    for t, size, _ in frames:
+        bins[min(count - 1, int((t - start) // width))] += size
+    return bins

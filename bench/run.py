@@ -1,0 +1,283 @@
+"""`make bench`: measure what the dashboard costs, print a table, write JSON under bench/results/.
+
+Usage: ``python bench/run.py [--only sampler,tabs,api,ws,visible,rss] [--sizes 100,1000,5000] ...``
+(``make bench BENCH_ARGS="--only sampler --sizes 1000"``). See ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# The in-process sampler must not touch the user's data folder.
+os.environ.setdefault("DGX_SPARK_DATA_DIR", tempfile.mkdtemp(prefix="dgx-bench-data-"))
+
+PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss")
+RESULTS = ROOT / "bench" / "results"
+
+# Targets from issue 9 (ratios from the same run).
+GLANCES_MAX = 0.2  # our sampler ≤ 1/5 of Glances' CPU per refresh
+FLOOR_MAX = 1.5  # ... and ≤ 1.5× reading every /proc/<pid>/stat
+TABS_MAX = 1.1
+API_P99_MAX_MS = 50.0
+VISIBLE_P95_MAX_S = 3.0
+RSS_MAX_MB = 300.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma list of parts: {','.join(PARTS)}")
+    ap.add_argument("--skip", default="", help="comma list of parts to leave out")
+    ap.add_argument("--sizes", default="100,1000,5000", help="extra idle processes per sampler run")
+    ap.add_argument("--refreshes", type=int, default=12, help="measured refreshes per size (>= 10)")
+    ap.add_argument("--warmup", type=int, default=2, help="refreshes before measuring")
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between sampler refreshes")
+    ap.add_argument("--no-glances", action="store_true", help="skip Glances (no virtualenv needed)")
+    ap.add_argument("--refresh-seconds", type=float, default=2.0, help="the app's refresh period")
+    ap.add_argument("--operations", type=int, default=50, help="operation-like processes for the app")
+    ap.add_argument("--tabs", type=int, default=10, help="tabs for the 'many tabs' runs")
+    ap.add_argument("--window", type=float, default=30.0, help="seconds per backend-CPU window")
+    ap.add_argument("--rss-seconds", type=float, default=90.0, help="seconds with the tabs open for memory")
+    ap.add_argument("--starts", type=int, default=20, help="process starts for start → visible")
+    ap.add_argument("--clients", type=int, default=50, help="concurrent API clients")
+    ap.add_argument("--api-requests", type=int, default=40, help="requests per API client (back-to-back)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
+    args = ap.parse_args(argv)
+    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    skip = {p.strip() for p in args.skip.split(",") if p.strip()}
+    unknown = (only | skip) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
+    args.parts = [p for p in PARTS if p in only and p not in skip]
+    try:
+        args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        ap.error("--sizes must be comma-separated integers")
+    if any(s < 0 for s in args.size_list):
+        ap.error("--sizes must not be negative")
+    return args
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout is just the table."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def verdict(ok: bool | None) -> str:
+    """PASS / MISS / — (no figure)."""
+    return "—" if ok is None else ("PASS" if ok else "MISS")
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The table: measurement, figure, reference, target, result."""
+    rows: list[list[str]] = []
+    for size, r in results.get("sampler", {}).items():
+        targeted = int(size) >= 1000
+        vs_g, vs_f = r.get("ratio_vs_glances"), r.get("ratio_vs_floor")
+        ok = None
+        if targeted and vs_f is not None:
+            ok = vs_f <= FLOOR_MAX and (vs_g is None or vs_g <= GLANCES_MAX)
+        rows.append(
+            [
+                f"Sampler CPU / refresh, +{size} idle procs ({r['processes_total']} total)",
+                f"{r['ours_ms']:.2f} ms",
+                (
+                    f"Glances {_fmt(r.get('glances_ms'), ' ms')} ({_fmt(vs_g, '×', 3)}); "
+                    f"/proc floor {r['floor_ms']:.2f} ms ({_fmt(vs_f, '×', 2)})"
+                ),
+                f"≤ {GLANCES_MAX:g}× Glances, ≤ {FLOOR_MAX:g}× floor" if targeted else "(info)",
+                verdict(ok),
+            ]
+        )
+    tabs = results.get("tabs")
+    if tabs:
+        rows.append(
+            [
+                f"Backend CPU / refresh, 1 → {tabs['tabs']} tabs",
+                f"{tabs['one']['cpu_ms_per_refresh']:.1f} → {tabs['many']['cpu_ms_per_refresh']:.1f} ms",
+                f"ratio {_fmt(tabs['ratio'], '×', 2)}",
+                f"≤ {TABS_MAX:g}×",
+                verdict(None if tabs["ratio"] is None else tabs["ratio"] <= TABS_MAX),
+            ]
+        )
+    api = results.get("api")
+    if api:
+        closed, polling = api["closed"], api["polling"]
+        if "p99_ms" in closed:
+            rows.append(
+                [
+                    f"GET /api/dgx/operations, {closed['clients']} clients back-to-back",
+                    f"p50 {closed['p50_ms']:.1f} ms, p99 {closed['p99_ms']:.1f} ms",
+                    f"{closed['throughput_rps']:.0f} req/s, {closed['error_count']} errors",
+                    f"p99 < {API_P99_MAX_MS:g} ms",
+                    verdict(closed["p99_ms"] < API_P99_MAX_MS and closed["error_count"] == 0),
+                ]
+            )
+        if "p99_ms" in polling:
+            rows.append(
+                [
+                    (
+                        f"GET /api/dgx/operations, {polling['clients']} clients polling every "
+                        f"{polling['poll_interval_s']:g} s"
+                    ),
+                    f"p50 {polling['p50_ms']:.1f} ms, p99 {polling['p99_ms']:.1f} ms",
+                    f"{polling['error_count']} errors",
+                    f"p99 < {API_P99_MAX_MS:g} ms",
+                    verdict(polling["p99_ms"] < API_P99_MAX_MS and polling["error_count"] == 0),
+                ]
+            )
+    ws = results.get("ws", {})
+    ops = results.get("app", {}).get("operations_listed")
+    if "idle" in ws:
+        idle = ws["idle"]
+        rows.append(
+            [
+                f"Websocket bytes / tick, {ops} operations, nothing changed",
+                f"{idle['bytes_per_tick']:.0f} B (median {idle['median_bytes_per_tick']:.0f} B)",
+                f"{idle['frames']} frames over {idle['ticks']} ticks",
+                "0 B",
+                verdict(idle["bytes_per_tick"] == 0),
+            ]
+        )
+    if "one_changed" in ws and "bytes" in ws["one_changed"]:
+        one = ws["one_changed"]
+        rows.append(
+            [
+                "Websocket bytes, one operation changed",
+                f"{one['bytes']} B",
+                f"{one['frames']} frames over {one['ticks']} ticks ({one['change']})",
+                "(info)",
+                "—",
+            ]
+        )
+    vis = results.get("visible")
+    if vis:
+        if "p95_s" in vis:
+            rows.append(
+                [
+                    f"Process start → card visible ({vis['seen']}/{vis['starts']} starts)",
+                    f"p50 {vis['p50_s']:.2f} s, p95 {vis['p95_s']:.2f} s",
+                    f"max {vis['max_s']:.2f} s, refresh {results['app']['refresh_seconds']:g} s",
+                    f"p95 ≤ {VISIBLE_P95_MAX_S:g} s",
+                    verdict(vis["p95_s"] <= VISIBLE_P95_MAX_S and vis["misses"] == 0),
+                ]
+            )
+        else:
+            rows.append(["Process start → card visible", "never seen", f"{vis['misses']} misses", "", "MISS"])
+    rss = results.get("rss")
+    if rss:
+        rows.append(
+            [
+                f"Backend RSS, {rss['tabs_open']} tabs, {rss['seconds']:.0f} s (short run)",
+                f"{rss['worker_start_mb']:.0f} → {rss['worker_end_mb']:.0f} MB (max {rss['worker_max_mb']:.0f})",
+                f"growth {rss['growth_mb']:+.1f} MB; whole tree max {rss['tree_max_mb']:.0f} MB",
+                f"< {RSS_MAX_MB:g} MB and flat",
+                verdict(rss["worker_max_mb"] < RSS_MAX_MB and rss["flat"]),
+            ]
+        )
+    for part, error in results.get("errors", {}).items():
+        rows.append([f"{part}: not measured", error[:80], "", "", "MISS"])
+    return rows
+
+
+def render(rows: list[list[str]]) -> str:
+    """A Markdown table (pastes into the README as is)."""
+    head = ["Measurement", "Ours", "Reference", "Target", "Result"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "commit": commit or None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected parts; print the table; write the JSON."""
+    args = parse_args(argv)
+    started = time.time()
+    results: dict[str, Any] = {"meta": {"started": dt.datetime.now(dt.UTC).isoformat(), **machine()}}
+    results["meta"]["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    errors: dict[str, str] = {}
+    if "sampler" in args.parts:
+        from bench.sampler_cost import measure_sampler
+
+        try:
+            results["sampler"] = measure_sampler(
+                args.size_list,
+                refreshes=max(1, args.refreshes),
+                warmup=args.warmup,
+                interval=args.interval,
+                with_glances=not args.no_glances,
+                log=log,
+            )
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other parts
+            errors["sampler"] = f"{type(exc).__name__}: {exc}"
+            log(f"sampler failed: {errors['sampler']}")
+    app_parts = set(args.parts) - {"sampler"}
+    if app_parts:
+        from bench.app_bench import AppBench
+
+        bench = AppBench(
+            app_parts,
+            refresh_seconds=args.refresh_seconds,
+            operations=args.operations,
+            tabs=args.tabs,
+            window_seconds=args.window,
+            rss_seconds=args.rss_seconds,
+            starts=args.starts,
+            api_clients=args.clients,
+            api_requests=args.api_requests,
+            log=log,
+        )
+        try:
+            bench.run()
+        except Exception as exc:  # noqa: BLE001
+            errors["app"] = f"{type(exc).__name__}: {exc}"
+            log(f"app measurements failed: {errors['app']}")
+        results.update(bench.results)
+    if errors:
+        results["errors"] = errors
+    results["meta"]["seconds"] = round(time.time() - started, 1)
+    rows = table_rows(results)
+    results["table"] = [dict(zip(["measurement", "ours", "reference", "target", "result"], r)) for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"bench-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(render(rows))
+    print(f"\n{len(rows)} rows in {results['meta']['seconds']:.0f} s; JSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
