@@ -15,7 +15,9 @@ from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.events.service import EventsProbe
+from dgx_spark.database import get_engine, migrate
 from dgx_spark.settings import settings
+from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ def default_probes() -> list[Probe]:
     events) and is isolated by the sampler: one failing never stops the others.
     """
     probes: list[Probe] = []
+    # Supervisor: FIRST, so the resource/GPU/progress probes enrich launched operations too.
+    probes.append(get_supervisor())
     # System + GPU: after anything that adds operations (it reads every op's pids).
     probes.append(SystemProbe())
     # Events: keep LAST, it compares what every probe above has produced.
@@ -45,10 +49,23 @@ def get_sampler() -> Sampler:
     )
 
 
+@functools.cache
+def get_supervisor() -> Supervisor:
+    """The process-wide supervisor of launched operations (``load`` runs in the lifespan)."""
+    return Supervisor(
+        SupervisorConfig.from_env(settings.data_dir, settings.base_url),
+        get_engine(),
+        snapshot=lambda: get_sampler().latest,
+        on_change=lambda: get_sampler().request_sample(),
+    )
+
+
 @contextlib.asynccontextmanager
 async def lifespan() -> AsyncIterator[None]:
     """Start the services with the backend and stop them with it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate()  # the schema first: fresh data dirs must work without `reflex db migrate`
+    get_supervisor().load()
     sampler = get_sampler()
     sampler.start()
     logger.info("sampler started (every %.1fs)", sampler.interval)

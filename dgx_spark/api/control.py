@@ -1,5 +1,210 @@
-"""API routes: control (to be filled in)."""
+"""Control routes: launch, stop, start again, remove, templates and logs (tail, follow, download).
 
-from fastapi import APIRouter
+Every mutating route depends on ``require_token``. Operations are named by id
+only; log files are found from the id, never from a path the client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, StrictBool
+
+from dgx_spark.api.errors import ApiError
+from dgx_spark.security.auth import require_token
+from dgx_spark.services import get_supervisor
+from dgx_spark.supervisor import logs as oplogs
+from dgx_spark.supervisor import templates as tpl
+from dgx_spark.supervisor.supervisor import ControlError
 
 router = APIRouter()
+
+MAX_BODY_KEYS = 16
+MAX_ID = 64
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_IDLE_LIMIT = 3600.0
+
+
+class StopRequest(BaseModel):
+    """Body of a stop request."""
+
+    model_config = ConfigDict(extra="forbid")
+    force: StrictBool = False
+
+
+def _api_error(exc: ControlError) -> ApiError:
+    details: dict[str, Any] = {"field": exc.field} if exc.field else {}
+    return ApiError(exc.status, exc.message, **details)
+
+
+def _check_id(op_id: str) -> str:
+    if len(op_id) > MAX_ID or not op_id.isascii() or not op_id.replace("-", "").isalnum():
+        raise ApiError(404, f"no operation with id {op_id[:MAX_ID]!r}", field="id")
+    return op_id
+
+
+def _data(op: Any) -> dict[str, Any]:
+    return op.to_api(time.time())
+
+
+@router.get("/api/dgx/templates", summary="Launch templates")
+def list_templates() -> dict[str, Any]:
+    """The launch templates (built-in and from the user's templates.toml) and the env allow-list."""
+    supervisor = get_supervisor()
+    items = [t.to_api() for t in supervisor.templates().values()] + [tpl.custom_template_api()]
+    return {
+        "success": True,
+        "data": items,
+        "env_allow_list": list(tpl.env_allow_list()),
+        "problems": supervisor.template_problems,
+    }
+
+
+@router.post(
+    "/api/dgx/operations",
+    summary="Launch an operation",
+    status_code=201,
+    dependencies=[Depends(require_token)],
+)
+def launch(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
+    """Launch from a template (``template``, ``name``, ``params``) or a custom argv (``command``...)."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "body: must be a JSON object", field="body")
+    allowed = {"template", "name", "params", "type", "command", "cwd", "env", "port", "gpus"}
+    unknown = [k for k in body if k not in allowed]
+    if unknown:
+        raise ApiError(422, f"{str(unknown[0])[:40]}: unknown field", field=str(unknown[0])[:40])
+    try:
+        op = get_supervisor().launch(body)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+    return {"success": True, "data": _data(op)}
+
+
+@router.post(
+    "/api/dgx/operations/{op_id}/stop",
+    summary="Stop an operation",
+    dependencies=[Depends(require_token)],
+)
+def stop(op_id: str, body: StopRequest | None = None) -> dict[str, Any]:
+    """SIGTERM the operation's process group; SIGKILL after the grace period (or now with ``force``)."""
+    _check_id(op_id)
+    try:
+        op = get_supervisor().stop(op_id, force=bool(body and body.force))
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+    return {"success": True, "data": _data(op)}
+
+
+@router.post(
+    "/api/dgx/operations/{op_id}/start",
+    summary="Start an ended launched operation again",
+    dependencies=[Depends(require_token)],
+)
+def start_again(op_id: str) -> dict[str, Any]:
+    """Start an ended launched operation again with its saved spec (same id)."""
+    _check_id(op_id)
+    try:
+        op = get_supervisor().start_again(op_id)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+    return {"success": True, "data": _data(op)}
+
+
+@router.delete(
+    "/api/dgx/operations/{op_id}",
+    summary="Remove an ended launched operation",
+    dependencies=[Depends(require_token)],
+)
+def forget(op_id: str) -> dict[str, Any]:
+    """Forget an ended launched operation (its record, run files and logs)."""
+    _check_id(op_id)
+    try:
+        get_supervisor().forget(op_id)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+    return {"success": True, "data": {"id": op_id, "removed": True}}
+
+
+def _log_file(op_id: str) -> Path | None:
+    _check_id(op_id)
+    try:
+        return get_supervisor().find_log(op_id)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+
+
+@router.get("/api/dgx/operations/{op_id}/logs", summary="The end of an operation's log")
+def get_logs(
+    op_id: str,
+    tail: int = Query(default=1000, ge=0, le=10000, description="How many lines from the end."),
+    offset: int | None = Query(default=None, ge=0, le=2**62, description="Lines after this offset."),
+) -> dict[str, Any]:
+    """The last ``tail`` lines (ANSI codes stripped), or the lines after ``offset``."""
+    path = _log_file(op_id)
+    if path is None:
+        return {"success": True, "data": {"lines": [], "offset": 0, "truncated": False, "available": False}}
+    if offset is not None:
+        lines, new_offset = oplogs.read_from(path, offset)
+        return {"success": True, "data": {"lines": lines[-10000:], "offset": new_offset,
+                                          "truncated": len(lines) > 10000, "available": True}}
+    lines, size, truncated = oplogs.read_tail(path, tail)
+    return {"success": True, "data": {"lines": lines, "offset": size, "truncated": truncated, "available": True}}
+
+
+@router.get("/api/dgx/operations/{op_id}/logs/stream", summary="Follow an operation's log (SSE)")
+async def stream_logs(
+    request: Request,
+    op_id: str,
+    offset: int | None = Query(default=None, ge=0, le=2**62, description="Start after this offset."),
+) -> StreamingResponse:
+    """Server-sent events: ``data: {"lines": [...], "offset": N}`` whenever lines are appended."""
+    path = _log_file(op_id)
+
+    async def events() -> AsyncIterator[bytes]:
+        position = offset
+        if position is None:
+            position = path.stat().st_size if path is not None and path.exists() else 0
+        idle_since = last_sent = time.monotonic()
+        yield b": following\n\n"
+        while not await request.is_disconnected():
+            if path is not None:
+                lines, position = await asyncio.to_thread(oplogs.read_from, path, position)
+                if lines:
+                    idle_since = time.monotonic()
+                    payload = json.dumps({"lines": lines, "offset": position})
+                    yield f"data: {payload}\n\n".encode()
+                    last_sent = time.monotonic()
+            if time.monotonic() - idle_since > FOLLOW_IDLE_LIMIT:
+                return
+            if time.monotonic() - last_sent > 15:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.get("/api/dgx/operations/{op_id}/logs/download", summary="Download the whole log")
+def download_logs(op_id: str) -> StreamingResponse:
+    """The whole log (rotated parts first), raw, as an attachment."""
+    path = _log_file(op_id)
+    if path is None or not path.exists():
+        raise ApiError(404, f"operation {op_id} has no log file", field="id")
+    backups = get_supervisor().config.log_backups if get_supervisor().is_launched(op_id) else 0
+    return StreamingResponse(
+        oplogs.iter_whole(path, backups),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{op_id}.log"'},
+    )
+
+

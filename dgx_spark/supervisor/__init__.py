@@ -1,0 +1,1 @@
+"""The supervisor: launch, stop, re-adopt and log operations this dashboard starts (no Reflex here)."""

@@ -1,0 +1,775 @@
+"""The supervisor: launches, stops, re-adopts and reports operations this dashboard starts.
+
+State lives in memory (one ``Launched`` record per operation) and is written to
+the database on every change by a single writer thread, so the sampler never
+waits on the database. Each launched command runs under a runner process
+(``runner.py``) that records its pid and exit status in ``runs/<id>/``; those
+files are the truth after a dashboard restart. The supervisor is also a probe:
+``sample`` merges launched operations into every snapshot.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from dgx_spark.collector.model import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    Operation,
+    Snapshot,
+    operation_id,
+)
+from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.settings import PROJECT_ROOT
+from dgx_spark.supervisor import templates as tpl
+from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
+from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.supervisor.runner import (
+    EXIT_FILE,
+    RUNNER_FILE,
+    SPEC_FILE,
+    boot_id,
+    read_json,
+    write_json_atomic,
+)
+from dgx_spark.supervisor.signals import (
+    ProcessIdentity,
+    SignalDenied,
+    SignalRefused,
+    is_alive,
+    send_signal,
+)
+
+logger = logging.getLogger(__name__)
+
+_DISCOVERED_ID = re.compile(r"^op-(\d{1,10})-(\d{1,16})$")
+_LAUNCHED_ID = re.compile(r"^launch-[0-9a-f]{12}$")
+
+try:  # Redaction belongs to the security layer; fall back to plain quoting without it.
+    from dgx_spark.security.redaction import redact_command as _redact_command
+except ImportError:  # pragma: no cover - only before the security work lands
+    import shlex
+
+    def _redact_command(argv: Any) -> str:
+        return shlex.join(argv or [])
+
+
+class ControlError(Exception):
+    """A control action that cannot be done: an HTTP-like status, a message, the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        """Create the error."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorConfig:
+    """Supervisor settings (environment: DGX_SPARK_STOP_GRACE_SECONDS, _LOG_MAX_BYTES, ...)."""
+
+    data_dir: Path
+    base_url: str
+    stop_grace: float = 10.0
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
+    templates_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, data_dir: Path, base_url: str) -> SupervisorConfig:
+        """Read the supervisor's settings from the environment."""
+
+        def number(name: str, default: float, lo: float, hi: float) -> float:
+            raw = os.environ.get(name, "").strip()
+            if not raw:
+                return default
+            value = float(raw)
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be between {lo} and {hi}, got {raw}")
+            return value
+
+        templates = os.environ.get("DGX_SPARK_TEMPLATES_FILE")
+        return cls(
+            data_dir=data_dir,
+            base_url=base_url,
+            stop_grace=number("DGX_SPARK_STOP_GRACE_SECONDS", 10.0, 0.0, 3600.0),
+            log_max_bytes=int(number("DGX_SPARK_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, 4096, 2**40)),
+            log_backups=int(number("DGX_SPARK_LOG_BACKUPS", DEFAULT_BACKUPS, 1, 20)),
+            templates_file=Path(templates).expanduser() if templates else data_dir / "templates.toml",
+        )
+
+
+@dataclasses.dataclass
+class Launched:
+    """In-memory state of one launched operation (mirrors ``LaunchedOperation``)."""
+
+    id: str
+    name: str
+    type: str
+    template: str
+    argv: list[str]
+    env: dict[str, str]
+    params: dict[str, Any]
+    cwd: str | None
+    port: int | None
+    status: str
+    created_at: float
+    detail: str | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    stop_requested: bool = False
+    pid: int | None = None
+    create_time: float | None = None
+    runner_pid: int | None = None
+    runner_create_time: float | None = None
+    boot_id: str | None = None
+    runner_proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
+    busy: bool = False
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the operation has not ended."""
+        return self.status in LIVE_STATUSES
+
+    @property
+    def identity(self) -> ProcessIdentity | None:
+        """The command's identity, once the runner reported it."""
+        if self.pid is None or self.create_time is None:
+            return None
+        return ProcessIdentity(self.pid, self.create_time)
+
+    @property
+    def runner_identity(self) -> ProcessIdentity | None:
+        """The runner's identity."""
+        if self.runner_pid is None or self.runner_create_time is None:
+            return None
+        return ProcessIdentity(self.runner_pid, self.runner_create_time)
+
+    def to_row(self) -> LaunchedOperation:
+        """The database row."""
+        return LaunchedOperation(
+            id=self.id, name=self.name, type=self.type, template=self.template,
+            argv_json=json.dumps(self.argv), env_json=json.dumps(self.env),
+            params_json=json.dumps(self.params), cwd=self.cwd, port=self.port,
+            status=self.status, detail=self.detail, exit_code=self.exit_code,
+            created_at=self.created_at, started_at=self.started_at, ended_at=self.ended_at,
+            stop_requested=self.stop_requested, pid=self.pid, create_time=self.create_time,
+            runner_pid=self.runner_pid, runner_create_time=self.runner_create_time, boot_id=self.boot_id,
+        )
+
+    @classmethod
+    def from_row(cls, row: LaunchedOperation) -> Launched:
+        """Rebuild from a database row."""
+        return cls(
+            id=row.id, name=row.name, type=row.type, template=row.template,
+            argv=list(json.loads(row.argv_json)), env=dict(json.loads(row.env_json or "{}")),
+            params=dict(json.loads(row.params_json or "{}")), cwd=row.cwd, port=row.port,
+            status=row.status, created_at=row.created_at, detail=row.detail, exit_code=row.exit_code,
+            started_at=row.started_at, ended_at=row.ended_at, stop_requested=row.stop_requested,
+            pid=row.pid, create_time=row.create_time, runner_pid=row.runner_pid,
+            runner_create_time=row.runner_create_time, boot_id=row.boot_id,
+        )
+
+
+def port_listening(port: int) -> bool:
+    """Whether a TCP connect to 127.0.0.1:port succeeds right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stdout_file(pid: int) -> Path | None:
+    """The regular file a process writes its stdout to, if it is one."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/1")
+        if target.startswith("/") and stat.S_ISREG(os.stat(f"/proc/{pid}/fd/1").st_mode):
+            return Path(target.removesuffix(" (deleted)"))
+    except OSError:
+        return None
+    return None
+
+
+class Supervisor:
+    """Launch/stop/start-again/forget operations; a probe that merges them into snapshots."""
+
+    name = "supervisor"
+
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        engine: Engine,
+        *,
+        snapshot: Callable[[], Snapshot] | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        """Create a supervisor; call ``load`` before use to re-adopt what the database knows."""
+        self.config = config
+        self.engine = engine
+        self.logs_dir = config.data_dir / "logs"
+        self.runs_dir = config.data_dir / "runs"
+        self._snapshot = snapshot
+        self._on_change = on_change
+        self._ops: dict[str, Launched] = {}
+        self._owned_ids: set[str] = set()
+        self._lock = threading.RLock()
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-spark-db")
+        self._boot_id = boot_id()
+        self._templates: dict[str, tpl.Template] = {}
+        self._templates_mtime: float | None = -1.0
+        self.template_problems: list[str] = []
+
+    # ---- templates -------------------------------------------------------------------------
+    def templates(self) -> dict[str, tpl.Template]:
+        """Built-in and user templates (the user file is re-read when it changes)."""
+        path = self.config.templates_file
+        try:
+            mtime = path.stat().st_mtime if path is not None else None
+        except OSError:
+            mtime = None
+        if mtime != self._templates_mtime:
+            user, problems = tpl.load_user_templates(path) if path is not None else ([], [])
+            merged = {t.name: t for t in tpl.BUILTIN_TEMPLATES}
+            merged.update({t.name: t for t in user})
+            self._templates, self.template_problems, self._templates_mtime = merged, problems, mtime
+            for problem in problems:
+                logger.warning("templates: %s", problem)
+        return self._templates
+
+    def build_spec(self, body: Mapping[str, Any], *, check_port: bool = True) -> tpl.LaunchSpec:
+        """Validate a launch request (the API's JSON body) into a spec.
+
+        Raises:
+            ControlError: 422 naming the field, or 404-ish for an unknown template.
+        """
+        template_name = body.get("template")
+        if not isinstance(template_name, str) or not template_name:
+            raise ControlError(422, "template: must be a template name", "template")
+        try:
+            if template_name == tpl.CUSTOM:
+                spec = tpl.build_custom_spec(
+                    body.get("name"), body.get("type"), body.get("command"), body.get("cwd"),
+                    body.get("env"), body.get("port"), body.get("gpus"), check_port=check_port,
+                )
+            else:
+                template = self.templates().get(template_name)
+                if template is None:
+                    raise ControlError(422, f"template: unknown template {template_name[:64]!r}", "template")
+                extra = [k for k in ("command", "cwd", "env", "type") if body.get(k) is not None]
+                if extra:
+                    raise ControlError(422, f"{extra[0]}: only for the custom template", extra[0])
+                spec = tpl.build_spec(template, body.get("name"), body.get("params"), check_port=check_port)
+        except tpl.SpecError as exc:
+            raise ControlError(422, str(exc), exc.field) from exc
+        if check_port and spec.port is not None:
+            with self._lock:
+                clash = any(r.is_live and r.port == spec.port for r in self._ops.values())
+            if clash:
+                field = "port" if spec.template == tpl.CUSTOM else "params.port"
+                raise ControlError(422, f"{field}: port {spec.port} is taken by a launched operation", field)
+        return spec
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read every launched operation from the database and reconcile it with reality."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(LaunchedOperation)).all()
+        with self._lock:
+            for row in rows:
+                rec = Launched.from_row(row)
+                self._ops[rec.id] = rec
+                self._own(rec)
+            for rec in list(self._ops.values()):
+                if rec.is_live:
+                    self._reconcile(rec, startup=True)
+        logger.info("supervisor: %d launched operation(s) known", len(rows))
+
+    def close(self) -> None:
+        """Flush pending database writes. Launched commands keep running."""
+        self._writer.shutdown(wait=True)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued database write is done."""
+        self._writer.submit(lambda: None).result(timeout)
+
+    # ---- actions ---------------------------------------------------------------------------
+    def launch(self, body: Mapping[str, Any]) -> Operation:
+        """Validate and start a new operation; it is ``starting`` when this returns."""
+        spec = self.build_spec(body)
+        now = time.time()
+        rec = Launched(
+            id=f"launch-{secrets.token_hex(6)}", name=spec.name, type=spec.type, template=spec.template,
+            argv=list(spec.argv), env=dict(spec.env), params=dict(spec.params), cwd=spec.cwd,
+            port=spec.port, status="pending", created_at=now,
+        )
+        with self._lock:
+            self._ops[rec.id] = rec
+            self._record(rec, "pending", "accepted", wait=True, from_status=None)
+            self._spawn(rec)
+        self._changed()
+        return self.operation(rec.id) or self._as_operation(rec, None)
+
+    def start_again(self, op_id: str) -> Operation:
+        """Start an ended launched operation again with its saved spec (same id, same log)."""
+        with self._lock:
+            rec = self._ops.get(op_id)
+            if rec is None:
+                raise self._not_launched(op_id, "started again")
+            if rec.is_live:
+                raise ControlError(409, f"operation {op_id} is {rec.status}, not ended")
+            field = "params.port" if rec.template != tpl.CUSTOM else "port"
+            if rec.port is not None and (
+                tpl.port_in_use(rec.port)
+                or any(r.is_live and r.port == rec.port for r in self._ops.values())
+            ):
+                raise ControlError(422, f"{field}: port {rec.port} is already in use", field)
+            try:
+                tpl.resolve_executable(list(rec.argv), rec.cwd, "command")
+            except tpl.SpecError as exc:
+                raise ControlError(422, str(exc), exc.field) from exc
+            rec.pid = rec.create_time = rec.runner_pid = rec.runner_create_time = None
+            rec.exit_code = rec.ended_at = rec.started_at = None
+            rec.stop_requested = False
+            self._record(rec, "pending", "started again", wait=True)
+            self._spawn(rec)
+        self._changed()
+        return self.operation(op_id) or self._as_operation(rec, None)
+
+    def stop(self, op_id: str, *, force: bool = False) -> Operation:
+        """SIGTERM the operation's process group, SIGKILL after the grace period (or now if ``force``).
+
+        Raises:
+            ControlError: 404 unknown, 409 already ended or changed, 403 not permitted.
+        """
+        sig = signal.SIGKILL if force else signal.SIGTERM
+        with self._lock:
+            rec = self._ops.get(op_id)
+            if rec is not None:
+                if not rec.is_live:
+                    raise ControlError(409, f"operation {op_id} has already ended ({rec.status})")
+                if rec.busy:
+                    raise ControlError(409, f"operation {op_id} is already being stopped")
+                rec.stop_requested = True
+                rec.busy = True
+                self._persist(rec)
+                target, group = (rec.identity, True) if rec.identity else (rec.runner_identity, False)
+        if rec is not None:
+            if target is None:
+                return self._as_operation(rec, None)
+            try:
+                self._signal(target, sig, group=group)
+            finally:
+                with self._lock:
+                    rec.busy = force or not self.config.stop_grace
+            if not force:
+                self._escalate_later(target, group, rec)
+            self._changed()
+            return self._as_operation(rec, None)
+        return self._stop_discovered(op_id, sig, force)
+
+    def _stop_discovered(self, op_id: str, sig: int, force: bool) -> Operation:
+        snapshot = self._snapshot() if self._snapshot else None
+        op = snapshot.find(op_id) if snapshot else None
+        match = _DISCOVERED_ID.match(op_id)
+        if op is None or match is None or op.pid is None:
+            raise ControlError(404, f"no operation with id {op_id!r}", "id")
+        if not op.is_live:
+            raise ControlError(409, f"operation {op_id} has already ended ({op.status})")
+        pid = int(match.group(1))
+        try:
+            create_time = psutil.Process(pid).create_time()
+        except Exception as exc:
+            raise ControlError(409, f"operation {op_id} is no longer running") from exc
+        if operation_id(pid, create_time) != op_id:
+            raise ControlError(409, f"pid {pid} now belongs to another process")
+        target = ProcessIdentity(pid, create_time)
+        try:
+            group = os.getpgid(pid) == pid and os.getpgid(pid) != os.getpgrp()
+        except OSError:
+            group = False
+        self._signal(target, sig, group=group)
+        if not force:
+            self._escalate_later(target, group, None)
+        self._changed()
+        return op
+
+    def _signal(self, target: ProcessIdentity, sig: int, *, group: bool) -> None:
+        try:
+            send_signal(target, sig, group=group)
+        except SignalRefused as exc:
+            raise ControlError(403, f"refused: {exc}") from exc
+        except SignalDenied as exc:
+            raise ControlError(403, f"not permitted: {exc}") from exc
+
+    def _escalate_later(self, target: ProcessIdentity, group: bool, rec: Launched | None) -> None:
+        def escalate() -> None:
+            try:
+                if is_alive(target):
+                    logger.info("stop: pid %d outlived the grace period; SIGKILL", target.pid)
+                    send_signal(target, signal.SIGKILL, group=group)
+            except (SignalRefused, SignalDenied) as exc:
+                logger.warning("stop: could not SIGKILL pid %d: %s", target.pid, exc)
+            finally:
+                if rec is not None:
+                    with self._lock:
+                        rec.busy = False
+
+        timer = threading.Timer(self.config.stop_grace, escalate)
+        timer.daemon = True
+        timer.start()
+
+    def forget(self, op_id: str) -> None:
+        """Remove an ended launched operation, its run files and its logs."""
+        with self._lock:
+            rec = self._ops.get(op_id)
+            if rec is None:
+                raise self._not_launched(op_id, "removed")
+            if rec.is_live:
+                raise ControlError(409, f"operation {op_id} is {rec.status}; stop it first")
+            del self._ops[op_id]
+        self._writer.submit(self._delete_row, op_id).result(10)
+        shutil.rmtree(self.runs_dir / op_id, ignore_errors=True)
+        for index in range(self.config.log_backups, -1, -1):
+            path = self.log_path(op_id) if index == 0 else backup_path(self.log_path(op_id), index)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._changed()
+
+    def _not_launched(self, op_id: str, verb: str) -> ControlError:
+        snapshot = self._snapshot() if self._snapshot else None
+        if snapshot is not None and snapshot.find(op_id) is not None:
+            return ControlError(409, f"operation {op_id} was not launched here; it cannot be {verb}")
+        return ControlError(404, f"no operation with id {op_id!r}", "id")
+
+    # ---- queries ---------------------------------------------------------------------------
+    def log_path(self, op_id: str) -> Path:
+        """Where a launched operation's log lives (ids are checked, never client paths)."""
+        if not _LAUNCHED_ID.match(op_id):
+            raise ValueError(f"not a launched operation id: {op_id!r}")
+        return self.logs_dir / f"{op_id}.log"
+
+    def find_log(self, op_id: str) -> Path | None:
+        """The log of any operation: launched ones', or a discovered one's stdout file.
+
+        Raises:
+            ControlError: 404 when no such operation is known.
+        """
+        with self._lock:
+            if op_id in self._ops:
+                return self.log_path(op_id)
+        snapshot = self._snapshot() if self._snapshot else None
+        op = snapshot.find(op_id) if snapshot else None
+        if op is None:
+            raise ControlError(404, f"no operation with id {op_id!r}", "id")
+        if op.log_path:
+            return Path(op.log_path)
+        return stdout_file(op.pid) if op.pid is not None and op.is_live else None
+
+    def is_launched(self, op_id: str) -> bool:
+        """Whether this supervisor launched the operation."""
+        with self._lock:
+            return op_id in self._ops
+
+    def operation(self, op_id: str) -> Operation | None:
+        """A launched operation as the latest snapshot shows it (or from memory)."""
+        snapshot = self._snapshot() if self._snapshot else None
+        found = snapshot.find(op_id) if snapshot else None
+        if found is not None and found.source == "launched":
+            with self._lock:
+                rec = self._ops.get(op_id)
+                if rec is not None and rec.status != found.status:
+                    return self._as_operation(rec, None)
+            return found
+        with self._lock:
+            rec = self._ops.get(op_id)
+            return self._as_operation(rec, None) if rec else None
+
+    def spec_of(self, op_id: str) -> dict[str, Any] | None:
+        """The saved launch spec of a launched operation (for display)."""
+        with self._lock:
+            rec = self._ops.get(op_id)
+            if rec is None:
+                return None
+            return {"template": rec.template, "argv": list(rec.argv), "cwd": rec.cwd,
+                    "env": dict(rec.env), "params": dict(rec.params), "port": rec.port}
+
+    # ---- the probe -------------------------------------------------------------------------
+    def sample(self, ctx: SampleContext) -> None:
+        """Update launched operations and merge them into the snapshot being built."""
+        with self._lock:
+            for rec in list(self._ops.values()):
+                if rec.is_live:
+                    self._reconcile(rec)
+            records = list(self._ops.values())
+            owned = set(self._owned_ids)
+        by_pid: dict[int, Operation] = {}
+        for op in ctx.operations:
+            if op.source != "discovered" or not op.is_live:
+                continue
+            for pid in (op.pid, *op.pids):
+                if pid is not None:
+                    by_pid.setdefault(pid, op)
+        consumed: set[str] = set()
+        merged: list[Operation] = []
+        for rec in records:
+            found = None
+            if rec.is_live:
+                found = by_pid.get(rec.pid or -1) or by_pid.get(rec.runner_pid or -1)
+            if found is not None:
+                consumed.add(found.id)
+                if rec.status == "starting" and rec.type == "server" and rec.port in found.ports:
+                    with self._lock:
+                        self._record(rec, "running", None)
+            merged.append(self._as_operation(rec, found))
+        ctx.operations[:] = [
+            op for op in ctx.operations if op.id not in consumed and op.id not in owned
+        ] + merged
+
+    # ---- internals -------------------------------------------------------------------------
+    def _as_operation(self, rec: Launched, found: Operation | None) -> Operation:
+        live = rec.is_live
+        description = rec.detail if not live and rec.detail else self._title(rec)
+        base = found if found is not None and live else None
+        return Operation(
+            id=rec.id,
+            type=rec.type,  # type: ignore[arg-type]
+            name=rec.name,
+            status=rec.status,  # type: ignore[arg-type]
+            description=description,
+            started_at_ts=rec.started_at or rec.created_at,
+            ended_at_ts=rec.ended_at,
+            port=rec.port if rec.port is not None else (base.port if base else None),
+            ports=base.ports if base else (),
+            pid=rec.pid,
+            pids=base.pids if base else ((rec.pid,) if rec.pid and live else ()),
+            command=_redact_command(rec.argv),
+            user=base.user if base else None,
+            source="launched",
+            exit_code=rec.exit_code,
+            progress=base.progress if base else None,
+            metrics=base.metrics if base else None,
+            total_epochs=base.total_epochs if base else None,
+            eta_seconds=base.eta_seconds if base else None,
+            throughput=base.throughput if base else None,
+            stalled=base.stalled if base else None,
+            progress_source=base.progress_source if base else None,
+            cpu_percent=base.cpu_percent if base else None,
+            memory_bytes=base.memory_bytes if base else None,
+            gpu_memory_bytes=base.gpu_memory_bytes if base else None,
+            gpu_utilization=base.gpu_utilization if base else None,
+            gpu_indices=base.gpu_indices if base else None,
+            idle_gpu=base.idle_gpu if base else None,
+            log_path=str(self.log_path(rec.id)),
+            cwd=rec.cwd,
+        )
+
+    def _title(self, rec: Launched) -> str:
+        if rec.template == tpl.CUSTOM:
+            return "Custom command"
+        template = self._templates.get(rec.template)
+        return template.title if template else rec.template
+
+    def _own(self, rec: Launched) -> None:
+        """Remember the discovered ids of our command and runner, to hide their duplicates."""
+        for pid, created in ((rec.pid, rec.create_time), (rec.runner_pid, rec.runner_create_time)):
+            if pid is not None and created is not None:
+                self._owned_ids.add(operation_id(pid, created))
+
+    def _child_env(self, rec: Launched) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DGX_SPARK_")}
+        env.update(rec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["DGX_SPARK_OPERATION_ID"] = rec.id
+        env["DGX_SPARK_URL"] = self.config.base_url
+        return env
+
+    def _spawn(self, rec: Launched) -> None:
+        """Start the runner for ``rec`` (lock held); ``starting`` on success, ``failed`` if not."""
+        run_dir = self.runs_dir / rec.id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        for name in (RUNNER_FILE, EXIT_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / name).unlink()
+        spec_path = run_dir / SPEC_FILE
+        write_json_atomic(
+            spec_path,
+            {
+                "operation_id": rec.id,
+                "argv": rec.argv,
+                "display": _redact_command(rec.argv),
+                "cwd": rec.cwd,
+                "env": self._child_env(rec),
+                "log_path": str(self.log_path(rec.id)),
+                "log_max_bytes": self.config.log_max_bytes,
+                "log_backups": self.config.log_backups,
+            },
+        )
+        os.chmod(spec_path, 0o600)
+        runner_log = open(run_dir / "runner.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dgx_spark.supervisor.runner", str(run_dir)],
+                cwd=PROJECT_ROOT,
+                env={**self._child_env(rec), "PYTHONPATH": str(PROJECT_ROOT)},
+                stdin=subprocess.DEVNULL,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            rec.ended_at = time.time()
+            self._record(rec, "failed", f"could not start the runner: {exc}", wait=True)
+            raise ControlError(500, f"could not start the runner: {exc}") from exc
+        finally:
+            runner_log.close()
+        rec.runner_proc = proc
+        rec.runner_pid = proc.pid
+        try:
+            rec.runner_create_time = psutil.Process(proc.pid).create_time()
+        except Exception:  # noqa: BLE001 - it may already be gone; the exit file tells
+            rec.runner_create_time = None
+        rec.boot_id = self._boot_id
+        self._own(rec)
+        self._record(rec, "starting", None, wait=True)
+
+    def _reconcile(self, rec: Launched, *, startup: bool = False) -> None:
+        """Bring a live record up to date with the runner's files and the process table (lock held)."""
+        run_dir = self.runs_dir / rec.id
+        if rec.runner_proc is not None and rec.runner_proc.poll() is not None:
+            rec.runner_proc = None  # reaped
+        if rec.pid is None:
+            info = read_json(run_dir / RUNNER_FILE)
+            if info is not None and isinstance(info.get("pid"), int):
+                rec.pid = info["pid"]
+                rec.create_time = info.get("create_time")
+                rec.runner_pid = info.get("runner_pid", rec.runner_pid)
+                rec.runner_create_time = info.get("runner_create_time", rec.runner_create_time)
+                rec.started_at = info.get("started_at") or time.time()
+                rec.boot_id = info.get("boot_id") or rec.boot_id
+                self._own(rec)
+                self._persist(rec)
+        exit_info = read_json(run_dir / EXIT_FILE)
+        if exit_info is not None:
+            self._finish(rec, exit_info)
+            return
+        if rec.boot_id and self._boot_id and rec.boot_id != self._boot_id:
+            rec.ended_at = time.time()
+            self._record(rec, "failed", "lost: the machine restarted while it ran")
+            return
+        command_alive = rec.identity is not None and is_alive(rec.identity)
+        runner_alive = rec.runner_proc is not None or (
+            rec.runner_identity is not None and is_alive(rec.runner_identity)
+        )
+        if not command_alive and not runner_alive:
+            # Re-read: the runner may have written the exit file just now.
+            exit_info = read_json(run_dir / EXIT_FILE)
+            if exit_info is not None:
+                self._finish(rec, exit_info)
+                return
+            rec.ended_at = time.time()
+            self._record(rec, "failed", "lost: ended while its runner was gone; exit code unknown")
+            return
+        if rec.pid is None:
+            return
+        if startup:
+            logger.info("supervisor: re-adopted %s (pid %s)", rec.id, rec.pid)
+        if rec.status in ("pending", "starting"):
+            if rec.type != "server" or rec.port is None:
+                self._record(rec, "active" if rec.type == "job" else "running", None)
+            elif port_listening(rec.port):
+                self._record(rec, "running", f"listening on port {rec.port}")
+            elif rec.status == "pending":
+                self._record(rec, "starting", None)
+
+    def _finish(self, rec: Launched, info: Mapping[str, Any]) -> None:
+        code = info.get("exit_code")
+        rec.exit_code = code if isinstance(code, int) else None
+        ended = info.get("ended_at")
+        rec.ended_at = float(ended) if isinstance(ended, (int, float)) else time.time()
+        if info.get("error"):
+            detail = str(info["error"])
+        elif info.get("signal"):
+            detail = f"killed by {info['signal']}"
+        else:
+            detail = f"exit code {rec.exit_code}"
+        stopped = rec.exit_code == 0 or rec.stop_requested
+        if rec.stop_requested and rec.exit_code != 0:
+            detail = f"stopped by the user ({detail})"
+        self._record(rec, "stopped" if stopped else "failed", detail)
+        rec.runner_proc = None
+
+    def _record(
+        self, rec: Launched, status: str, detail: str | None, *, wait: bool = False, from_status: Any = ...,
+    ) -> None:
+        """Change status (lock held): memory now, database on the writer thread."""
+        previous = rec.status if from_status is ... else from_status
+        if previous == status and detail == rec.detail and from_status is ...:
+            return
+        rec.status = status
+        if detail is not None or status in ENDED_STATUSES or status == "pending":
+            rec.detail = detail
+        row = rec.to_row()
+        transition = OperationTransition(
+            operation_id=rec.id, at=time.time(), from_status=previous, to_status=status,
+            exit_code=rec.exit_code if status in ENDED_STATUSES else None, detail=detail,
+        )
+        logger.info("operation %s: %s -> %s%s", rec.id, previous, status, f" ({detail})" if detail else "")
+        future = self._writer.submit(self._write, row, transition)
+        if wait:
+            future.result(30)
+        self._changed()
+
+    def _persist(self, rec: Launched) -> None:
+        self._writer.submit(self._write, rec.to_row(), None)
+
+    def _write(self, row: LaunchedOperation, transition: OperationTransition | None) -> None:
+        try:
+            with Session(self.engine) as session:
+                session.merge(row)
+                if transition is not None:
+                    session.add(transition)
+                session.commit()
+        except Exception:
+            logger.exception("supervisor: database write failed for %s", row.id)
+            raise
+
+    def _delete_row(self, op_id: str) -> None:
+        with Session(self.engine) as session:
+            row = session.get(LaunchedOperation, op_id)
+            if row is not None:
+                session.delete(row)
+            session.add(
+                OperationTransition(operation_id=op_id, at=time.time(), from_status=None,
+                                    to_status="removed", detail="removed by the user")
+            )
+            session.commit()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            with contextlib.suppress(Exception):
+                self._on_change()
