@@ -58,6 +58,10 @@ class OperationView:
     gpu_memory_text: str = ""
     gpu_utilization_text: str = ""
     idle_gpu: bool = False
+    # Raw numbers for sorting (dgx_spark.events.query); None when unknown.
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    gpu_memory_bytes: int | None = None
 
 
 def _text(value: Any) -> str:
@@ -109,6 +113,9 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
         gpu_utilization_text=_text(fmt.format_percent(op.gpu_utilization)),
         idle_gpu=bool(op.idle_gpu),
+        cpu_percent=op.cpu_percent,
+        memory_bytes=op.memory_bytes,
+        gpu_memory_bytes=op.gpu_memory_bytes,
     )
 
 
