@@ -15,6 +15,7 @@ from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.events.service import EventsProbe
+from dgx_spark.progress.probe import ProgressProbe
 from dgx_spark.database import get_engine, migrate
 from dgx_spark.settings import settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
@@ -33,6 +34,8 @@ def default_probes() -> list[Probe]:
     probes.append(get_supervisor())
     # System + GPU: after anything that adds operations (it reads every op's pids).
     probes.append(SystemProbe())
+    # Progress: after anything that adds operations or sets their log_path; before events.
+    probes.append(ProgressProbe())
     # Events: keep LAST, it compares what every probe above has produced.
     probes.append(EventsProbe())
     return probes

@@ -59,6 +59,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "throughput",
     "stalled",
     "progress_source",
+    "loss_history",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
 
@@ -103,6 +104,8 @@ class Operation:
     throughput: float | None = None
     stalled: bool | None = None
     progress_source: str | None = None
+    # Recent train-loss values, oldest first (bounded; for a sparkline).
+    loss_history: tuple[float, ...] | None = None
     # Resources, summed over the folded tree.
     cpu_percent: float | None = None
     memory_bytes: int | None = None
@@ -171,6 +174,7 @@ class Operation:
             "throughput": self.throughput,
             "stalled": self.stalled,
             "progress_source": self.progress_source,
+            "loss_history": list(self.loss_history) if self.loss_history is not None else None,
         }
 
 

@@ -1,0 +1,310 @@
+"""The sampler probe that fills in training progress on every snapshot.
+
+For each job it reads only the new bytes of the job's output (the log file of a
+launched job, or the regular file a discovered job's stdout points to) and the
+``trainer_state.json`` of an ``--output_dir`` when that file changed, hands both
+to the tracker, and writes the merged view back onto the operation. Reports that
+came in through the API are merged in by the tracker too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dgx_spark.collector.model import Operation
+from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.progress.parsers import OutputParser, ProgressUpdate, finite
+from dgx_spark.progress.tracker import ProgressTracker, get_tracker
+
+logger = logging.getLogger(__name__)
+
+# Bytes read from one log per tick; when more arrived, only the newest are read.
+MAX_READ_BYTES = 256 * 1024
+# trainer_state.json files bigger than this are not read.
+MAX_STATE_BYTES = 8 * 1024 * 1024
+
+_EPOCH_FLAGS = re.compile(
+    r"^--?(?:trainer\.)?(?:num[_-]train[_-]epochs|num[_-]epochs|n[_-]epochs|max[_-]epochs|epochs)$"
+)
+_OUTPUT_FLAGS = ("--output_dir", "--output-dir")
+
+
+class LogFollower:
+    """Reads what was appended to a file since the last call; survives truncation and rotation."""
+
+    def __init__(self, path: str, max_read: int = MAX_READ_BYTES) -> None:
+        """Follow ``path``; the first read starts at most ``max_read`` bytes before its end."""
+        self.path = path
+        self.max_read = max_read
+        self.offset = 0
+        self._identity: tuple[int, int] | None = None
+
+    def read_new(self) -> tuple[bytes, bool]:
+        """The new bytes, and whether the stream restarted (a new file, or bytes were skipped)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return b"", False
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return b"", False
+            identity = (info.st_dev, info.st_ino)
+            restarted = False
+            if identity != self._identity:
+                # A new file (first read or rotated): begin at its start, or near its end if large.
+                restarted = self._identity is not None
+                self._identity = identity
+                self.offset = 0
+            if info.st_size < self.offset:
+                self.offset = 0  # truncated in place
+                restarted = True
+            if info.st_size - self.offset > self.max_read:
+                self.offset = info.st_size - self.max_read
+                restarted = True
+            if info.st_size == self.offset:
+                return b"", restarted
+            data = os.pread(fd, min(self.max_read, info.st_size - self.offset), self.offset)
+            self.offset += len(data)
+            return data, restarted
+        except OSError:
+            return b"", False
+        finally:
+            os.close(fd)
+
+
+def command_args(command: str | None) -> list[str]:
+    """An operation's command line as a list of arguments."""
+    if not command:
+        return []
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
+def _flag_values(args: list[str], match: Any) -> Iterator[str]:
+    """Values of flags accepted by ``match`` (``--flag value`` or ``--flag=value``)."""
+    for index, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if not match(name):
+            continue
+        if eq:
+            yield value
+        elif index + 1 < len(args):
+            yield args[index + 1]
+
+
+def epochs_from_command(args: list[str]) -> int | None:
+    """The number of epochs a command line asks for (``--epochs 10``, ``--max_epochs=5``, ...)."""
+    for value in _flag_values(args, _EPOCH_FLAGS.match):
+        try:
+            epochs = int(float(value))
+        except ValueError:
+            continue
+        if 1 <= epochs <= 1_000_000:
+            return epochs
+    return None
+
+
+def output_dir_from_command(args: list[str]) -> str | None:
+    """The ``--output_dir`` of a command line (Hugging Face scripts), if any."""
+    for value in _flag_values(args, lambda name: name in _OUTPUT_FLAGS):
+        if value:
+            return value
+    return None
+
+
+def stdout_file(pid: int) -> str | None:
+    """The regular file a process writes its stdout to, or None (a terminal, a pipe, no access)."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return None
+    if not target.startswith("/") or target.endswith(" (deleted)"):
+        return None
+    try:
+        return target if stat.S_ISREG(os.stat(target).st_mode) else None
+    except OSError:
+        return None
+
+
+def process_cwd(pid: int) -> str | None:
+    """A process's working directory, or None."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def parse_trainer_state(data: Any) -> ProgressUpdate | None:
+    """Progress from the contents of a Hugging Face ``trainer_state.json``."""
+    if not isinstance(data, dict):
+        return None
+    update = ProgressUpdate()
+    step = finite(data.get("global_step"))
+    max_steps = finite(data.get("max_steps"))
+    epochs = finite(data.get("num_train_epochs"))
+    epoch = finite(data.get("epoch"))
+    if step is not None and step >= 0:
+        update.step = int(step)
+    if max_steps is not None and max_steps >= 1:
+        update.total_steps = int(max_steps)
+        if update.step is not None:
+            update.progress = min(1.0, update.step / update.total_steps)
+    if epochs is not None and epochs >= 1:
+        update.total_epochs = int(epochs)
+    if epoch is not None and epoch >= 0:
+        update.epoch = round(epoch, 3)
+    history = data.get("log_history")
+    if isinstance(history, list):
+        for key, name in (("loss", "train_loss"), ("eval_loss", "eval_loss"), ("learning_rate", "learning_rate")):
+            for record in reversed(history):
+                value = finite(record.get(key)) if isinstance(record, dict) else None
+                if value is not None:
+                    update.metrics[name] = value
+                    break
+    return None if update.is_empty() else update
+
+
+class TrainerStateReader:
+    """Watches ``trainer_state.json`` in an output dir and its ``checkpoint-*`` folders."""
+
+    def __init__(self, output_dir: Path) -> None:
+        """Watch ``output_dir``."""
+        self.output_dir = output_dir
+        self._seen: tuple[str, int] | None = None
+
+    def _newest(self) -> tuple[Path, os.stat_result] | None:
+        candidates = [self.output_dir / "trainer_state.json"]
+        with contextlib.suppress(OSError), os.scandir(self.output_dir) as entries:
+            candidates += [
+                Path(e.path) / "trainer_state.json"
+                for e in entries
+                if e.name.startswith("checkpoint-") and e.is_dir(follow_symlinks=False)
+            ]
+        newest: tuple[Path, os.stat_result] | None = None
+        for path in candidates:
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and (newest is None or info.st_mtime_ns > newest[1].st_mtime_ns):
+                newest = (path, info)
+        return newest
+
+    def read_if_changed(self) -> ProgressUpdate | None:
+        """The file's progress when the newest one changed since the last call, else None."""
+        newest = self._newest()
+        if newest is None:
+            return None
+        path, info = newest
+        key = (str(path), info.st_mtime_ns)
+        if key == self._seen or info.st_size > MAX_STATE_BYTES:
+            return None
+        self._seen = key
+        try:
+            data = json.loads(path.read_bytes(), parse_constant=lambda _: None)
+        except (OSError, ValueError):
+            return None
+        return parse_trainer_state(data)
+
+
+class _Watch:
+    """What the probe follows for one operation."""
+
+    def __init__(self, op: Operation) -> None:
+        args = command_args(op.command)
+        self.epochs = epochs_from_command(args)
+        self.log_path: str | None = None
+        self.stdout_path: str | None = None
+        self.stdout_resolved = False
+        self.follower: LogFollower | None = None
+        self.parser = OutputParser()
+        self.parser.state.total_epochs = self.epochs
+        self.state_reader: TrainerStateReader | None = None
+        output_dir = output_dir_from_command(args)
+        if output_dir:
+            base = op.cwd or (process_cwd(op.pid) if op.pid else None)
+            path = Path(output_dir).expanduser()
+            if not path.is_absolute() and base:
+                path = Path(base) / path
+            if path.is_absolute():
+                self.state_reader = TrainerStateReader(path)
+
+    def follow(self, path: str | None) -> None:
+        """Follow ``path`` from now on (a new path means a new follower and parser)."""
+        if path == self.log_path:
+            return
+        self.log_path = path
+        self.follower = LogFollower(path) if path else None
+        self.parser = OutputParser()
+        self.parser.state.total_epochs = self.epochs
+
+
+class ProgressProbe:
+    """Sampler probe: progress, epoch, loss, ETA, throughput and stalled for jobs."""
+
+    name = "progress"
+
+    def __init__(self, tracker: ProgressTracker | None = None) -> None:
+        """Use ``tracker`` (the process-wide one by default)."""
+        self.tracker = tracker or get_tracker()
+        self._watches: dict[str, _Watch] = {}
+
+    def sample(self, ctx: SampleContext) -> None:
+        """Read the jobs' new output and write every known progress onto its operation."""
+        present: set[str] = set()
+        for index, op in enumerate(ctx.operations):
+            present.add(op.id)
+            if op.type == "job":
+                self._observe(op)
+            view = self.tracker.view(op.id, ctx.now, alive=op.is_live)
+            if view is not None:
+                ctx.operations[index] = op.replace(**view.operation_fields(op.metrics))
+        for op_id in [i for i in self._watches if i not in present]:
+            del self._watches[op_id]
+        self.tracker.forget(present)
+
+    def _observe(self, op: Operation) -> None:
+        """Feed the tracker with what this job's output and files say now."""
+        watch = self._watches.get(op.id)
+        if watch is None:
+            watch = self._watches[op.id] = _Watch(op)
+            if watch.epochs is not None:
+                self.tracker.update(op.id, "command", ProgressUpdate(total_epochs=watch.epochs))
+        path = op.log_path
+        if path is None and op.source == "discovered" and op.pid is not None:
+            if not watch.stdout_resolved and op.is_live:
+                # Resolved once per operation: a job's stdout does not move.
+                watch.stdout_path = stdout_file(op.pid)
+                watch.stdout_resolved = True
+            path = watch.stdout_path
+        watch.follow(path)
+        if watch.follower is not None and (op.is_live or op.source == "launched"):
+            data, restarted = watch.follower.read_new()
+            if restarted:
+                watch.parser = OutputParser()
+                watch.parser.state.total_epochs = watch.epochs
+                data = _from_first_line_break(data)
+            if data and watch.parser.feed(data):
+                self.tracker.update(op.id, "log", watch.parser.state)
+        if watch.state_reader is not None and op.is_live:
+            update = watch.state_reader.read_if_changed()
+            if update is not None:
+                self.tracker.update(op.id, "trainer_state", update)
+
+
+def _from_first_line_break(data: bytes) -> bytes:
+    """Drop the (probably cut) first line of a read that did not start at a line start."""
+    cut = min((i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0), default=-1)
+    return data[cut + 1 :] if cut >= 0 else b""

@@ -1,0 +1,278 @@
+"""Per-operation progress: what each source says, merged, plus ETA, throughput and stalls.
+
+Sources, most trusted first (``SOURCES``): a report through the API, the Python
+helper (which also reports through the API), the job's parsed output, and
+Hugging Face's ``trainer_state.json``. Fields are merged one by one: each comes
+from the most trusted source that knows it. Thread-safe: the API writes from
+request threads while the sampler thread reads.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from dgx_spark.progress.parsers import ProgressUpdate
+
+SOURCES: tuple[str, ...] = ("api", "helper", "log", "trainer_state", "command")
+# Sources that may be named as ``progress_source`` (``command`` only hints the epoch count).
+REPORTED_SOURCES: frozenset[str] = frozenset({"api", "helper"})
+LOSS_HISTORY_LEN = 60
+# Progress samples kept for the rate behind the ETA, and how far back they may reach.
+RATE_SAMPLES = 40
+RATE_WINDOW_SECONDS = 900.0
+DEFAULT_STALL_SECONDS = 600.0
+
+
+def stall_seconds_from_env() -> float:
+    """``DGX_SPARK_STALL_SECONDS`` (default 600): how long unmoving progress means stalled."""
+    raw = os.environ.get("DGX_SPARK_STALL_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_STALL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"DGX_SPARK_STALL_SECONDS must be a number, got {raw!r}") from exc
+    if not math.isfinite(value) or not 1.0 <= value <= 7 * 86400.0:
+        raise ValueError(f"DGX_SPARK_STALL_SECONDS must be between 1 and 604800, got {raw!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressView:
+    """The merged, derived progress of one operation at one moment."""
+
+    progress: float | None
+    epoch: float | None
+    total_epochs: int | None
+    step: int | None
+    total_steps: int | None
+    throughput: float | None
+    eta_seconds: float | None
+    stalled: bool | None
+    source: str | None
+    metrics: dict[str, float]
+    loss_history: tuple[float, ...]
+
+    def operation_fields(self, existing_metrics: Any = None) -> dict[str, Any]:
+        """The ``Operation`` fields this view sets (``op.replace(**fields)``)."""
+        metrics: dict[str, Any] = dict(existing_metrics or {})
+        metrics.update(self.metrics)
+        for key, value in (("epoch", self.epoch), ("step", self.step), ("total_steps", self.total_steps)):
+            if value is not None:
+                metrics[key] = int(value) if float(value).is_integer() else value
+        return {
+            "progress": None if self.progress is None else round(self.progress, 4),
+            "metrics": metrics or None,
+            "total_epochs": self.total_epochs,
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+            "throughput": None if self.throughput is None else round(self.throughput, 3),
+            "stalled": self.stalled,
+            "progress_source": self.source,
+            "loss_history": self.loss_history or None,
+        }
+
+
+@dataclasses.dataclass
+class _Entry:
+    """Everything known about one operation's progress."""
+
+    updates: dict[str, ProgressUpdate] = dataclasses.field(default_factory=dict)
+    # Per source: the counter value of its latest update that brought a train loss.
+    loss_sequence: dict[str, int] = dataclasses.field(default_factory=dict)
+    samples: collections.deque[tuple[float, float]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RATE_SAMPLES)
+    )
+    steps: collections.deque[tuple[float, int]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RATE_SAMPLES)
+    )
+    losses: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=LOSS_HISTORY_LEN)
+    )
+    loss_seen: tuple[str, int] | None = None
+    position: tuple[Any, ...] | None = None
+    moved_at: float | None = None
+
+
+def _first(updates: list[tuple[str, ProgressUpdate]], field: str) -> tuple[Any, str | None]:
+    for source, update in updates:
+        value = getattr(update, field)
+        if value is not None:
+            return value, source
+    return None, None
+
+
+class ProgressTracker:
+    """Progress state of every operation, keyed by operation id."""
+
+    def __init__(self, stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
+        """Create an empty tracker."""
+        self.stall_seconds = stall_seconds
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def update(self, op_id: str, source: str, update: ProgressUpdate) -> None:
+        """Record what ``source`` says now about ``op_id`` (replaces its previous word)."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown progress source {source!r}")
+        update = update.copy()
+        if update.progress is None and update.step is not None and update.total_steps:
+            update.progress = min(1.0, update.step / update.total_steps)
+        with self._lock:
+            entry = self._entries.setdefault(op_id, _Entry())
+            previous = entry.updates.get(source)
+            loss = update.metrics.get("train_loss")
+            if source in REPORTED_SOURCES:
+                brings_loss = loss is not None
+            else:
+                # Parsed sources repeat their whole state: a loss is new when its value is.
+                brings_loss = loss is not None and (previous is None or previous.metrics.get("train_loss") != loss)
+            if source in REPORTED_SOURCES and previous is not None:
+                # A report may send only what changed: keep the rest of the last one.
+                update = _overlay(previous, update)
+            self._counter += 1
+            entry.updates[source] = update
+            if brings_loss:
+                entry.loss_sequence[source] = self._counter
+
+    def has(self, op_id: str) -> bool:
+        """Whether anything is known about ``op_id``."""
+        with self._lock:
+            return op_id in self._entries
+
+    def view(self, op_id: str, now: float, alive: bool) -> ProgressView | None:
+        """Merge the sources of ``op_id`` and derive ETA, throughput and stalled; None if unknown."""
+        with self._lock:
+            entry = self._entries.get(op_id)
+            if entry is None or not entry.updates:
+                return None
+            ordered = [(s, entry.updates[s]) for s in SOURCES if s in entry.updates]
+            progress, progress_source = _first(ordered, "progress")
+            epoch, epoch_source = _first(ordered, "epoch")
+            total_epochs, _ = _first(ordered, "total_epochs")
+            step, _ = _first(ordered, "step")
+            total_steps, _ = _first(ordered, "total_steps")
+            throughput, _ = _first(ordered, "throughput")
+            metrics: dict[str, float] = {}
+            loss_source = None
+            for source, update in reversed(ordered):
+                metrics.update(update.metrics)
+                if "train_loss" in update.metrics:
+                    loss_source = source
+            if progress is None and epoch is not None and total_epochs:
+                progress = min(1.0, float(epoch) / total_epochs)
+                progress_source = epoch_source
+            source = progress_source or epoch_source or loss_source
+            if source is None:
+                source = next((s for s, u in ordered if s != "command" and not u.is_empty()), None)
+            if source is None:
+                return None  # only hints (an epoch count from the command line) so far
+            self._track_loss(entry, loss_source, metrics.get("train_loss"))
+            position: tuple[Any, ...] = (progress, step, epoch)
+            if progress is None and step is None and epoch is None:
+                position = tuple(sorted(metrics.items()))
+            if position != entry.position:
+                entry.position = position
+                entry.moved_at = now
+                if progress is not None:
+                    if entry.samples and progress < entry.samples[-1][1]:
+                        entry.samples.clear()  # went backwards: a new run or a new bar
+                    entry.samples.append((now, float(progress)))
+                if step is not None:
+                    if entry.steps and step < entry.steps[-1][1]:
+                        entry.steps.clear()
+                    entry.steps.append((now, int(step)))
+            if throughput is None:
+                throughput = _rate(entry.steps, now)
+            eta = _eta(entry.samples, progress, now)
+            if not alive:
+                stalled: bool | None = False
+                eta = 0.0 if progress is not None and progress >= 1.0 else None
+            else:
+                stalled = entry.moved_at is not None and now - entry.moved_at >= self.stall_seconds
+                if progress is not None and progress >= 1.0:
+                    stalled = False
+                if stalled:
+                    eta = None  # no rate to speak of
+            return ProgressView(
+                progress=progress,
+                epoch=epoch,
+                total_epochs=total_epochs,
+                step=step,
+                total_steps=total_steps,
+                throughput=throughput,
+                eta_seconds=eta,
+                stalled=stalled,
+                source=source,
+                metrics=metrics,
+                loss_history=tuple(entry.losses),
+            )
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop every operation not in ``keep``."""
+        keep_ids = set(keep)
+        with self._lock:
+            for op_id in [i for i in self._entries if i not in keep_ids]:
+                del self._entries[op_id]
+
+    @staticmethod
+    def _track_loss(entry: _Entry, source: str | None, loss: float | None) -> None:
+        """Append the train loss to the history once per new update that carries it."""
+        if source is None or loss is None:
+            return
+        seen = (source, entry.loss_sequence.get(source, 0))
+        if seen != entry.loss_seen:
+            entry.loss_seen = seen
+            entry.losses.append(float(loss))
+
+
+def _overlay(previous: ProgressUpdate, update: ProgressUpdate) -> ProgressUpdate:
+    """``update`` with the fields it leaves out taken from ``previous``."""
+    merged = previous.copy()
+    for field in dataclasses.fields(ProgressUpdate):
+        value = getattr(update, field.name)
+        if field.name == "metrics":
+            merged.metrics.update(value)
+        elif value is not None:
+            setattr(merged, field.name, value)
+    return merged
+
+
+def _rate(samples: collections.deque[tuple[float, int]], now: float) -> float | None:
+    """Steps per second across the recent samples."""
+    recent = [s for s in samples if now - s[0] <= RATE_WINDOW_SECONDS]
+    if len(recent) < 2:
+        return None
+    (t0, s0), (t1, s1) = recent[0], recent[-1]
+    if t1 <= t0 or s1 <= s0:
+        return None
+    return (s1 - s0) / (t1 - t0)
+
+
+def _eta(samples: collections.deque[tuple[float, float]], progress: float | None, now: float) -> float | None:
+    """Seconds left at the recent rate of progress, counted from now."""
+    if progress is None:
+        return None
+    if progress >= 1.0:
+        return 0.0
+    recent = [s for s in samples if now - s[0] <= RATE_WINDOW_SECONDS]
+    if len(recent) < 2:
+        return None
+    (t0, p0), (t1, p1) = recent[0], recent[-1]
+    if t1 <= t0 or p1 <= p0:
+        return None
+    left = (1.0 - p1) / ((p1 - p0) / (t1 - t0)) - (now - t1)
+    return max(0.0, left)
+
+
+@functools.cache
+def get_tracker() -> ProgressTracker:
+    """The process-wide tracker shared by the probe and the API."""
+    return ProgressTracker(stall_seconds=stall_seconds_from_env())
