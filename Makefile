@@ -46,5 +46,9 @@ bench: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check dgx_spark tests
 
+## Print what NVML sees (devices, unified memory, GPU processes), for checking by hand on a GPU machine.
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
+
 clean:
 	rm -rf .web .states test-artifacts

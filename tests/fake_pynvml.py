@@ -12,7 +12,7 @@ Scenario keys (all optional)::
     driver_version: "580.95.05"
     missing: ["nvmlDeviceGetComputeRunningProcesses_v3"]  # absent from the module
     function_not_found: ["..._v2"]       # present, but the driver lacks the symbol
-    hang: ["nvmlDeviceGetUtilizationRates"]  # these block until release() or hang_seconds
+    hang: ["nvmlDeviceGetUtilizationRates"]  # block until release(), un-listed, or hang_seconds
     hang_seconds: 60
     devices:
       - name: "NVIDIA GB10"
@@ -153,7 +153,11 @@ class FakeNvml:
         if name in scenario.get("function_not_found", ()):
             raise error(NVML_ERROR_FUNCTION_NOT_FOUND)
         if name in scenario.get("hang", ()):
-            self.released.wait(float(scenario.get("hang_seconds", 60)))
+            # Block until released, until the scenario stops hanging it, or hang_seconds.
+            deadline = time.monotonic() + float(scenario.get("hang_seconds", 60))
+            while time.monotonic() < deadline and not self.released.wait(0.1):
+                if name not in self.scenario().get("hang", ()):
+                    break
         return scenario
 
     def _device(self, name: str, handle: Any) -> dict[str, Any]:

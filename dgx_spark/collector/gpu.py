@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 FAKE_NVML_ENV = "DGX_SPARK_FAKE_NVML"
 NO_GPU_MESSAGE = "No NVIDIA GPU detected"
 
-# NVML error codes (stable across NVML versions; read from the module when it has them).
+# NVML return codes (stable across NVML versions).
+_SUCCESS = 0
 _NOT_SUPPORTED = 3
 _NOT_FOUND = 6
 _FUNCTION_NOT_FOUND = 13
@@ -327,8 +328,9 @@ class NvmlSession:
         try:
             samples = list(call(handle, since))
         except Exception as exc:  # noqa: BLE001
-            # NOT_FOUND: no process used the GPU since ``since``; that is 0 %, not unknown.
-            return {} if _error_code(exc) == _NOT_FOUND else None
+            # NOT_FOUND (or pynvml's NVMLError(SUCCESS) for an empty buffer): no process
+            # used the GPU since ``since``; that is 0 %, not unknown.
+            return {} if _error_code(exc) in (_NOT_FOUND, _SUCCESS) else None
         totals: dict[int, list[float]] = {}
         newest = since
         for sample in samples:
