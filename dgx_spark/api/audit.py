@@ -1,5 +1,29 @@
-"""API routes: audit (to be filled in)."""
+"""API route: the audit log of control actions (token required, even to read)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from dgx_spark.api.errors import ApiError
+from dgx_spark.security.audit import list_audit
+from dgx_spark.security.auth import require_token
 
 router = APIRouter()
+
+
+@router.get("/api/dgx/audit", summary="Audit log", dependencies=[Depends(require_token)])
+def get_audit(
+    limit: int = Query(default=100, ge=1, le=1000, description="How many entries, newest first."),
+    before_id: int | None = Query(default=None, ge=1, description="Only entries older than this id."),
+    action: str | None = Query(default=None, max_length=32, pattern=r"^[a-z_]+$", description="Only this action."),
+    outcome: Literal["allowed", "failed", "refused"] | None = Query(default=None, description="Only this outcome."),
+    target: str | None = Query(default=None, max_length=200, description="Only entries about this target."),
+) -> dict[str, Any]:
+    """Control actions, allowed and refused, newest first: time, action, target, outcome, client."""
+    try:
+        entries = list_audit(limit=limit, before_id=before_id, action=action, outcome=outcome, target=target)
+    except Exception as exc:  # the table may not be migrated yet: say so instead of a 500
+        raise ApiError(503, f"the audit log cannot be read: {type(exc).__name__}", code="audit_unavailable") from exc
+    return {"success": True, "data": [entry.to_api() for entry in entries]}

@@ -1,10 +1,104 @@
-"""Token authentication (placeholder until the security work lands)."""
+"""Checks inside the handlers, behind the ASGI layer (defence in depth).
+
+* ``require_token``: FastAPI dependency for every mutating route (and the audit route).
+* ``event_is_authorized`` / ``authorize_event``: for privileged Reflex event handlers.
+  Reflex keeps the websocket handshake's headers on the state
+  (``state.router_data["headers"]``, also ``state.router.headers.cookie``); the
+  browser sends the HttpOnly session cookie with that handshake, so a handler can
+  tell whether its client logged in. Those headers come from the connection, not
+  from the event payload, so a client cannot forge them per event.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
+
+from dgx_spark.api.errors import ApiError
+from dgx_spark.security import token as tokens
+from dgx_spark.security.audit import REFUSED, record_audit
+from dgx_spark.security.middleware import bearer_token, is_cross_origin
+from dgx_spark.security.throttle import control_rate
+
+
+def request_is_authorized(request: Request) -> bool:
+    """Whether an HTTP request carries the bearer token, or the session cookie from our own origin.
+
+    A token in the query string is never looked at.
+    """
+    if tokens.token_matches(bearer_token(request.headers.get("authorization"))):
+        return True
+    return tokens.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
 
 
 def require_token(request: Request) -> None:
-    """FastAPI dependency for every mutating route: the caller must hold the token."""
+    """FastAPI dependency for every mutating route: the caller must hold the token.
+
+    Raises:
+        ApiError: 401 in the envelope when it does not.
+    """
+    if not request_is_authorized(request):
+        raise ApiError(401, "this action needs the token: send Authorization: Bearer <token>", code="unauthorized")
+
+
+def request_client(request: Request) -> str:
+    """The client's address, for the audit log."""
+    return request.client.host if request.client else "unknown"
+
+
+# ----------------------------------------------------------------------------- Reflex state
+
+
+def _event_headers(state: Any) -> dict[str, str]:
+    router_data = getattr(state, "router_data", None)
+    if isinstance(router_data, dict) and isinstance(router_data.get("headers"), dict):
+        return router_data["headers"]
+    headers = getattr(getattr(state, "router", None), "headers", None)
+    raw = getattr(headers, "raw_headers", None)
+    found = dict(raw) if raw else {}
+    cookie = getattr(headers, "cookie", "")
+    if isinstance(cookie, str) and cookie:
+        found["cookie"] = cookie
+    return found
+
+
+def event_is_authorized(state: Any) -> bool:
+    """Whether the client behind a Reflex event logged in (valid session cookie on its websocket)."""
+    cookie = _event_headers(state).get("cookie")
+    return isinstance(cookie, str) and tokens.session_cookie_valid(cookie)
+
+
+def event_client(state: Any) -> str:
+    """The client behind a Reflex event: its address, for the audit log and the throttle."""
+    session = getattr(getattr(state, "router", None), "session", None)
+    address = getattr(session, "client_ip", "") or ""
+    if not address:
+        router_data = getattr(state, "router_data", None)
+        if isinstance(router_data, dict):
+            address = str(router_data.get("ip", "") or "")
+    return address or "unknown"
+
+
+def authorize_event(state: Any, action: str, target: str | None = None) -> str | None:
+    """The first check of every privileged event handler: login, then throttle.
+
+    Refusals are written to the audit log here; the handler audits what it then does
+    (``record_audit(action, "allowed"|"failed", target=..., client=event_client(self), via="ui")``).
+
+    Args:
+        state: The Reflex state (``self`` in the handler).
+        action: What is asked (launch, stop, start, remove).
+        target: The operation id, when there is one.
+
+    Returns:
+        None when the action may go ahead, else a message to show the user.
+    """
+    client = event_client(state)
+    if not event_is_authorized(state):
+        record_audit(action, REFUSED, target=target, client=client, status=401, via="ui", detail="not logged in")
+        return "Log in first: open the login link printed when the dashboard started, or go to /login."
+    if not control_rate.allow(client):
+        record_audit(action, REFUSED, target=target, client=client, status=429, via="ui", detail="throttled")
+        return "Too many actions at once; wait a moment and try again."
     return None

@@ -1,13 +1,47 @@
-"""One ASGI layer in front of the UI, the websocket and the API."""
+"""One ASGI layer in front of the UI, the websocket at /_event and the API.
+
+For every HTTP request and websocket handshake, in this order:
+
+1. **Host**: the Host header must name this dashboard (DNS-rebinding defence) -> 400.
+2. **Login routes**: ``/login`` (one-time link, token form) and ``/logout`` are answered here.
+3. **Websocket** (``/_event``): a foreign ``Origin`` is refused; so is a client that
+   must log in (``DGX_SPARK_AUTH=required`` or not loopback) without the session cookie.
+4. **Mutations** (POST, PUT, PATCH, DELETE, anywhere): need ``Authorization: Bearer
+   <token>``, or the session cookie from the app's own origin. A token in the query
+   string is never accepted. Without the bearer token, a request from another origin
+   (``Origin`` / ``Sec-Fetch-Site``) -> 403; otherwise no credentials -> 401.
+   Control actions are then throttled per client (429) and held one at a time per
+   operation (409), and every one is written to the audit log.
+5. **Viewing** (GET, HEAD): free from loopback in the default ``local`` mode; with
+   ``DGX_SPARK_AUTH=required`` or from another address it needs the cookie or the
+   bearer token (API: 401; pages: redirect to /login). ``/api/dgx/audit`` always needs it.
+
+Handlers check again themselves (``require_token``, ``event_is_authorized``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import html
+import ipaddress
 import json
+import logging
 import os
+import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from dgx_spark.settings import settings
+from dgx_spark.security import token as tokens
+from dgx_spark.security.throttle import (
+    RateLimiter,
+    control_rate,
+    held_operations,
+    operations_in_flight,
+)
+from dgx_spark.settings import is_loopback_host, settings
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -15,15 +49,47 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+# Paths that need the token even to read.
+PRIVATE_PREFIXES = ("/api/dgx/audit",)
+MAX_LOGIN_BODY = 4096
+
+# (method, path pattern, action) of the control routes: audited, throttled, one at a time.
+_CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"^/api/dgx/operations/?$"), "launch"),
+    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/stop/?$"), "stop"),
+    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/start/?$"), "start"),
+    ("DELETE", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/?$"), "remove"),
+    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
+)
+# Progress reports come often from training jobs: not throttled, audited only when refused.
+_QUIET_ACTIONS = frozenset({"progress"})
+
+login_rate = RateLimiter(rate=2.0, burst=10)
+
 
 def allowed_hosts() -> frozenset[str]:
     """Host names (without port) that requests may address."""
-    hosts = {"127.0.0.1", "localhost", "::1", settings.host}
+    hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]").lower()}
     extra = os.environ.get("DGX_SPARK_ALLOWED_HOSTS", "")
     hosts.update(h.strip().lower() for h in extra.split(",") if h.strip())
     hosts.discard("0.0.0.0")
     hosts.discard("::")
     return frozenset(hosts)
+
+
+def allowed_origins() -> frozenset[str]:
+    """Origins (scheme://host:port) of the app itself, plus ``DGX_SPARK_ALLOWED_ORIGINS``."""
+    origins: set[str] = set()
+    for host in allowed_hosts():
+        shown = f"[{host}]" if ":" in host else host
+        origins.add(f"http://{shown}:{settings.port}")
+        origins.add(f"https://{shown}:{settings.port}")
+    extra = os.environ.get("DGX_SPARK_ALLOWED_ORIGINS", "")
+    origins.update(o.strip().rstrip("/").lower() for o in extra.split(",") if o.strip())
+    return frozenset(origins)
 
 
 def host_name(value: str) -> str:
@@ -34,40 +100,347 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header, or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+def cookie_header(scope: Scope) -> str:
+    """Every Cookie header of the request, joined."""
+    return "; ".join(v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"cookie")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def client_address(scope: Scope) -> str:
+    """The peer's address as the server saw it."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def is_loopback_client(address: str) -> bool:
+    """Whether a peer address is on this machine (127.0.0.0/8, ::1, IPv4-mapped loopback)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def is_cross_origin(scope: Scope) -> bool:
+    """Whether a browser says the request comes from a page of another origin."""
+    origin = header(scope, b"origin")
+    if origin is not None and origin.strip().rstrip("/").lower() not in allowed_origins():
+        return True
+    fetch_site = (header(scope, b"sec-fetch-site") or "").strip().lower()
+    return fetch_site in ("cross-site", "same-site")
+
+
+def control_action(method: str, path: str) -> tuple[str, str | None] | None:
+    """(action, operation id) when the request is a control route."""
+    for route_method, pattern, action in _CONTROL_ROUTES:
+        if method == route_method and (match := pattern.match(path)):
+            op_id = match.groupdict().get("id")
+            return action, urllib.parse.unquote(op_id) if op_id else None
+    return None
+
+
+def _json_response(status: int, code: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="dgx-spark"'))
+    return status, headers, body
+
+
+async def _send_response(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
+async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    if scope["type"] == "websocket":
+        # Closing before accepting makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    await _send_response(send, *_json_response(status, code, message))
+
+
+def _audit_later(**fields: Any) -> None:
+    """Write an audit entry off the event loop; never raises."""
+    from dgx_spark.security.audit import record_audit
+
+    async def write() -> None:
+        await asyncio.to_thread(record_audit, **fields)
+
+    try:
+        asyncio.get_running_loop().create_task(write())
+    except RuntimeError:
+        record_audit(**fields)
+
+
+# ----------------------------------------------------------------------------- login page
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Log in · DGX Spark Operations</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,sans-serif;background:#111417;color:#e6e8eb;display:flex;
+min-height:100vh;align-items:center;justify-content:center;margin:0}}
+form{{background:#1a1e22;padding:2rem;border-radius:10px;width:min(26rem,90vw)}}
+h1{{font-size:1.2rem;margin:0 0 1rem}} p{{color:#9ba1a6;font-size:.9rem}}
+input{{width:100%;box-sizing:border-box;padding:.6rem;margin:.5rem 0 1rem;border-radius:6px;
+border:1px solid #3a3f44;background:#0d0f11;color:inherit}}
+button{{padding:.6rem 1.2rem;border:0;border-radius:6px;background:#30a46c;color:#fff;cursor:pointer}}
+.error{{color:#ff6369}}
+</style></head><body>
+<form method="post" action="/login" id="login-form">
+<h1>DGX Spark Operations</h1>
+{message}
+<p>Paste the access token. It is printed when the dashboard starts and stored in
+<code>DGX_SPARK_DATA_DIR/token</code>.</p>
+<label for="token">Access token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<input type="hidden" name="next" value="{next}">
+<button type="submit" id="login-submit">Log in</button>
+</form></body></html>"""
+
+
+def _safe_next(value: str | None) -> str:
+    """A local path to go to after logging in (never another site)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value if len(value) <= 2000 else "/"
+
+
+def _login_page(status: int, next_path: str, error: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    message = f'<p class="error" id="login-error">{html.escape(error)}</p>' if error else ""
+    body = _PAGE.format(message=message, next=html.escape(_safe_next(next_path), quote=True)).encode()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+    return status, headers, body
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _credential_ok(value: str | None) -> bool:
+    """A login credential: the token itself or an unused one-time code."""
+    return bool(value) and (tokens.token_matches(value) or tokens.consume_login_code(value))
+
+
+async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
+    method = scope["method"]
+    client = client_address(scope)
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    next_path = _safe_next((query.get("next") or ["/"])[0])
+    if method in ("GET", "HEAD"):
+        offered = (query.get("token") or [None])[0]
+        if offered is None:
+            await _send_response(send, *_login_page(200, next_path))
+            return
+    elif method == "POST":
+        if is_cross_origin(scope):
+            await _refuse(scope, send, 403, "forbidden_origin", "login from another origin is refused")
+            return
+        body = await _read_body(receive, MAX_LOGIN_BODY)
+        if body is None:
+            await _refuse(scope, send, 413, "payload_too_large", "login form too large")
+            return
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        offered = (form.get("token") or [""])[0].strip()
+        next_path = _safe_next((form.get("next") or [next_path])[0])
+    else:
+        await _refuse(scope, send, 405, "method_not_allowed", f"{method} is not allowed on /login")
+        return
+    if not login_rate.allow(client):
+        await _refuse(scope, send, 429, "too_many_requests", "too many login attempts; wait a moment")
+        return
+    if not _credential_ok(offered):
+        _audit_later(action="login", outcome="refused", client=client, status=401, via="login",
+                     detail="invalid or already used token")
+        error = "That token is not valid, or this one-time link was already used."
+        await _send_response(send, *_login_page(401, next_path, error))
+        return
+    _audit_later(action="login", outcome="allowed", client=client, status=303, via="login")
+    secure = scope.get("scheme") == "https"
+    headers = [
+        (b"location", next_path.encode("latin-1", "replace")),
+        (b"set-cookie", tokens.session_cookie_header(secure=secure).encode()),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+    await _send_response(send, 303, headers)
+
+
+async def _handle_logout(send: Send) -> None:
+    headers = [(b"location", LOGIN_PATH.encode()), (b"set-cookie", tokens.clear_cookie_header().encode())]
+    await _send_response(send, 303, headers)
+
+
+# ----------------------------------------------------------------------------- the layer
+
+
+def check_bind() -> None:
+    """Refuse to serve a non-loopback interface unless every request needs the token."""
+    if not is_loopback_host(settings.host) and not settings.auth_required:
+        raise RuntimeError(
+            f"refusing to listen on {settings.host}: set DGX_SPARK_AUTH=required to serve other machines"
+        )
+
+
+def announce_login() -> str:
+    """Make sure the token exists and print a one-time login URL (as Jupyter does)."""
+    tokens.get_token()
+    url = tokens.login_url(settings.base_url, tokens.issue_login_code())
+    print(
+        "\n  DGX Spark Operations: open this link to log in (it works once):\n"
+        f"    {url}\n"
+        f"  The API token (Authorization: Bearer ...) is in {tokens.token_path()}"
+        f"{' (overridden by DGX_SPARK_TOKEN)' if os.environ.get(tokens.TOKEN_ENV) else ''}.\n",
+        flush=True,
+    )
+    return url
+
+
 def security_layer(app: ASGIApp) -> ASGIApp:
-    """Wrap an ASGI app with the Host check (DNS-rebinding protection)."""
+    """Wrap an ASGI app with the Host, Origin, token, throttle and audit checks."""
+    check_bind()
     hosts = allowed_hosts()
+    origins = allowed_origins()
+    announce_login()
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await app(scope, receive, send)
             return
-        host = _header(scope, b"host")
+        host = header(scope, b"host")
         if host is None or host_name(host) not in hosts:
             await _refuse(scope, send, 400, "bad_host", f"host {host!r} is not served here")
             return
-        await app(scope, receive, send)
+        path: str = scope.get("path", "")
+        client = client_address(scope)
+        cookie_ok = tokens.session_cookie_valid(cookie_header(scope))
+        must_log_in = settings.auth_required or not is_loopback_client(client)
+
+        if kind == "websocket":
+            origin = header(scope, b"origin")
+            if origin is not None and origin.strip().rstrip("/").lower() not in origins:
+                _audit_later(action="connect", outcome="refused", target=path, client=client, via="ui",
+                             detail=f"websocket from foreign origin {origin[:100]}")
+                await _refuse(scope, send, 403, "forbidden_origin", "origin not allowed")
+                return
+            if must_log_in and not cookie_ok:
+                await _refuse(scope, send, 401, "unauthorized", "log in first")
+                return
+            await app(scope, receive, send)
+            return
+
+        method: str = scope.get("method", "GET").upper()
+        if path == LOGIN_PATH:
+            await _handle_login(scope, receive, send)
+            return
+        if path == LOGOUT_PATH:
+            await _handle_logout(send)
+            return
+
+        authorization = header(scope, b"authorization")
+        offered = bearer_token(authorization)
+        bearer_ok = tokens.token_matches(offered)
+        if authorization is not None and not bearer_ok:
+            await _refuse(scope, send, 401, "unauthorized", "the bearer token is not valid")
+            return
+
+        if method in SAFE_METHODS:
+            private = path.startswith(PRIVATE_PREFIXES)
+            if (must_log_in or private) and not (bearer_ok or cookie_ok):
+                if path.startswith("/api/") or private or method == "OPTIONS":
+                    await _refuse(scope, send, 401, "unauthorized", "a valid token is required")
+                else:
+                    target = LOGIN_PATH + "?" + urllib.parse.urlencode({"next": path})
+                    await _send_response(send, 303, [(b"location", target.encode())])
+                return
+            await app(scope, receive, send)
+            return
+
+        # A mutation.
+        control = control_action(method, path)
+        action, op_id = control if control else ("mutation", None)
+        target = op_id or (None if control else path[:200])
+        quiet = action in _QUIET_ACTIONS
+
+        def audit(outcome: str, status: int, detail: str | None = None) -> None:
+            _audit_later(action=action, outcome=outcome, target=target, client=client, status=status,
+                         via="api", detail=detail)
+
+        if not bearer_ok:
+            if is_cross_origin(scope):
+                audit("refused", 403, "request from another origin")
+                await _refuse(scope, send, 403, "forbidden_origin",
+                              "state-changing requests from another origin need the bearer token")
+                return
+            if not cookie_ok:
+                audit("refused", 401, "no valid token")
+                await _refuse(scope, send, 401, "unauthorized",
+                              "this action needs the token: send Authorization: Bearer <token>")
+                return
+        if control and not quiet and not control_rate.allow(client):
+            audit("refused", 429, "throttled")
+            await _refuse(scope, send, 429, "too_many_requests", "too many control actions; slow down")
+            return
+        if op_id and not quiet and not operations_in_flight.try_acquire(op_id):
+            audit("refused", 409, "another action on this operation is in progress")
+            await _refuse(scope, send, 409, "conflict", f"another action on {op_id} is still in progress")
+            return
+        status_seen: list[int] = []
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(int(message["status"]))
+            await send(message)
+
+        held = held_operations.set(held_operations.get() | {op_id}) if op_id and not quiet else None
+        try:
+            await app(scope, receive, watched_send)
+        finally:
+            if held is not None:
+                held_operations.reset(held)
+                operations_in_flight.release(op_id or "")
+            status = status_seen[0] if status_seen else 500
+            if not quiet or status >= 400:
+                audit("allowed" if status < 400 else "failed", status)
 
     return guarded

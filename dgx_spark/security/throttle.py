@@ -1,0 +1,130 @@
+"""Throttle control actions: a few per second per client, one in flight per operation.
+
+Plain Python, thread-safe: the REST layer and Reflex event handlers (which may
+run in threads) share the same limits in one backend process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+DEFAULT_RATE = 5.0  # control actions per second per client, sustained
+DEFAULT_BURST = 10  # control actions a client may make at once
+
+# Operation ids the current request or task already holds: a handler's own hold() re-enters.
+held_operations: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "dgx_spark_held_operations", default=frozenset()
+)
+
+
+class Busy(RuntimeError):
+    """Another control action on the same operation is still in flight."""
+
+    def __init__(self, key: str) -> None:
+        """Create the error for the operation ``key``."""
+        super().__init__(f"another action on {key} is still in progress")
+        self.key = key
+
+
+class RateLimiter:
+    """A token bucket per client: ``burst`` actions at once, ``rate`` per second after that."""
+
+    def __init__(self, rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST, max_clients: int = 10_000) -> None:
+        """Create a limiter."""
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        """Take one action from ``client``'s bucket; False when it is empty."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if len(self._buckets) >= self.max_clients and client not in self._buckets:
+                self._buckets.clear()  # a flood of addresses: start over rather than grow
+            if tokens < 1.0:
+                self._buckets[client] = (tokens, now)
+                return False
+            self._buckets[client] = (tokens - 1.0, now)
+            return True
+
+    def reset(self) -> None:
+        """Forget every client."""
+        with self._lock:
+            self._buckets.clear()
+
+
+class InFlight:
+    """The set of operations with a control action in progress."""
+
+    def __init__(self) -> None:
+        """Create an empty registry."""
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def try_acquire(self, key: str) -> bool:
+        """Mark ``key`` busy; False if it already is."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: str) -> None:
+        """Mark ``key`` free again."""
+        with self._lock:
+            self._keys.discard(key)
+
+    def busy(self, key: str) -> bool:
+        """Whether an action on ``key`` is in progress."""
+        with self._lock:
+            return key in self._keys
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Hold ``key`` for the block (re-entering when this context already holds it).
+
+        Raises:
+            Busy: Another action on ``key`` is in progress.
+        """
+        held = held_operations.get()
+        if key in held:
+            yield
+            return
+        if not self.try_acquire(key):
+            raise Busy(key)
+        reset = held_operations.set(held | {key})
+        try:
+            yield
+        finally:
+            held_operations.reset(reset)
+            self.release(key)
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# The process-wide limits, shared by the REST layer and the event handlers.
+control_rate = RateLimiter(
+    rate=_env_float("DGX_SPARK_CONTROL_RATE", DEFAULT_RATE),
+    burst=int(_env_float("DGX_SPARK_CONTROL_BURST", DEFAULT_BURST)),
+)
+operations_in_flight = InFlight()
+
+
+def in_flight(operation_id: str) -> contextlib.AbstractContextManager[None]:
+    """Hold an operation for one control action (raises :class:`Busy` if taken)."""
+    return operations_in_flight.hold(operation_id)

@@ -1,0 +1,197 @@
+"""The access token, the login session cookie and one-time login codes.
+
+Plain Python (no Reflex, no FastAPI).
+
+* The token is 32 random bytes (``secrets.token_urlsafe(32)``) made at first
+  start and kept in ``<DGX_SPARK_DATA_DIR>/token`` with mode 0600;
+  ``DGX_SPARK_TOKEN`` overrides it. REST clients send it as
+  ``Authorization: Bearer <token>``.
+* The browser holds a session cookie instead of the token: an HMAC of the
+  token, so changing the token logs every browser out.
+* A one-time login code is printed at start inside a login URL; it works once
+  (and for at most a day), the token itself stays valid.
+
+Every comparison is constant-time (``hmac.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import time
+from pathlib import Path
+
+from dgx_spark.settings import settings
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "DGX_SPARK_TOKEN"
+TOKEN_FILE = "token"
+MIN_TOKEN_LENGTH = 16
+SESSION_COOKIE = "dgx_spark_session"
+SESSION_MAX_AGE = 30 * 86400
+LOGIN_CODE_DIR = "login-codes"
+LOGIN_CODE_TTL = 86400.0
+_SESSION_CONTEXT = b"dgx-spark-session-v1"
+
+
+class TokenError(RuntimeError):
+    """The token cannot be read, created or accepted."""
+
+
+def token_path(data_dir: Path | None = None) -> Path:
+    """Where the generated token is stored."""
+    return (data_dir or settings.data_dir) / TOKEN_FILE
+
+
+def _read_token_file(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        # Someone loosened it: tighten it again rather than serve a readable secret.
+        os.chmod(path, 0o600)
+        logger.warning("token file %s had mode %o; set to 600", path, mode)
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise TokenError(f"token file {path} holds no usable token; delete it to make a new one")
+    return token
+
+
+def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """The token: ``DGX_SPARK_TOKEN`` if set, else the stored one, else a new stored one.
+
+    Args:
+        data_dir: The data directory (``settings.data_dir`` by default).
+        env: The environment to read (``os.environ`` by default).
+
+    Returns:
+        The token.
+
+    Raises:
+        TokenError: The override is too short or the file holds no token.
+    """
+    env = os.environ if env is None else env
+    override = env.get(TOKEN_ENV, "").strip()
+    if override:
+        if len(override) < MIN_TOKEN_LENGTH:
+            raise TokenError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters")
+        return override
+    path = token_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return _read_token_file(path)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another worker made it first.
+        return _read_token_file(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    logger.info("created a new access token in %s", path)
+    return token
+
+
+@functools.cache
+def get_token() -> str:
+    """The process-wide token (read or created once)."""
+    return load_or_create_token()
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
+
+
+def token_matches(candidate: str | None, token: str | None = None) -> bool:
+    """Whether ``candidate`` is the token (constant-time)."""
+    if not candidate or not isinstance(candidate, str):
+        return False
+    return _equal(candidate, token or get_token())
+
+
+def session_value(token: str | None = None) -> str:
+    """The session cookie's value for the current token."""
+    return hmac.new((token or get_token()).encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def session_matches(candidate: str | None, token: str | None = None) -> bool:
+    """Whether a session cookie value is valid for the current token (constant-time)."""
+    if not candidate or not isinstance(candidate, str):
+        return False
+    return _equal(candidate, session_value(token))
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """Parse a ``Cookie`` header into a dict (first value of a name wins)."""
+    cookies: dict[str, str] = {}
+    for part in (header or "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in cookies:
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+def session_cookie_valid(cookie_header: str | None) -> bool:
+    """Whether a ``Cookie`` header carries a valid session cookie."""
+    return session_matches(parse_cookies(cookie_header).get(SESSION_COOKIE))
+
+
+def session_cookie_header(secure: bool = False) -> str:
+    """The ``Set-Cookie`` header value that logs a browser in."""
+    flags = f"Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Strict"
+    return f"{SESSION_COOKIE}={session_value()}; {flags}" + ("; Secure" if secure else "")
+
+
+def clear_cookie_header() -> str:
+    """The ``Set-Cookie`` header value that logs a browser out."""
+    return f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
+
+
+def _code_dir(data_dir: Path | None = None) -> Path:
+    return (data_dir or settings.data_dir) / LOGIN_CODE_DIR
+
+
+def _code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def issue_login_code(data_dir: Path | None = None) -> str:
+    """Make a one-time login code; only its hash is stored (a file per code, mode 0600)."""
+    directory = _code_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = time.time()
+    for old in directory.iterdir():
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > LOGIN_CODE_TTL:
+                old.unlink()
+    code = secrets.token_urlsafe(24)
+    fd = os.open(directory / _code_digest(code), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    return code
+
+
+def consume_login_code(code: str | None, data_dir: Path | None = None) -> bool:
+    """Use a one-time login code: True exactly once per issued, unexpired code.
+
+    Removing the file is atomic, so the code works once even across workers.
+    """
+    if not code or not isinstance(code, str) or len(code) > 200:
+        return False
+    path = _code_dir(data_dir) / _code_digest(code)
+    try:
+        fresh = time.time() - path.stat().st_mtime <= LOGIN_CODE_TTL
+        path.unlink()
+    except OSError:
+        return False
+    return fresh
+
+
+def login_url(base_url: str, code: str) -> str:
+    """The URL that logs a browser in with a one-time code."""
+    return f"{base_url.rstrip('/')}/login?token={code}"

@@ -1,0 +1,172 @@
+"""Strict argument checks for event handlers (and anything else a client can call).
+
+Every public Reflex event handler can be called by any client, by name, with
+arguments of any JSON type. Privileged handlers call these before acting; each
+check raises :class:`InvalidArgument` (a ``ValueError``) whose message names
+the field, and returns the value with its proper type.
+
+Plain Python (no Reflex, no FastAPI).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PID_MAX = 4_194_304  # Linux's upper limit for /proc/sys/kernel/pid_max.
+MAX_TEXT = 256
+_OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidArgument(ValueError):
+    """An argument was refused; ``field`` names it and the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        """Create the error for ``field``."""
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+@functools.cache
+def pid_max() -> int:
+    """The kernel's largest PID (``/proc/sys/kernel/pid_max``)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text().strip())
+    except (OSError, ValueError):
+        return DEFAULT_PID_MAX
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def protected_pids() -> frozenset[int]:
+    """PIDs no control action may touch: this process and every ancestor up to init."""
+    pids = {os.getpid(), os.getppid(), 0, 1}
+    pid: int | None = os.getpid()
+    while pid and pid > 1 and len(pids) < 1000:
+        pid = _parent_pid(pid)
+        if pid is not None:
+            pids.add(pid)
+    return frozenset(pids)
+
+
+def validate_int(value: Any, field: str, lo: int, hi: int) -> int:
+    """An ``int`` (not a bool, a float or a string) with ``lo <= value <= hi``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"must be an integer, got {_type_name(value)}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def validate_pid(value: Any, field: str = "pid") -> int:
+    """A PID that may be signalled: an int in 2..pid_max, not the dashboard or its ancestors."""
+    pid = validate_int(value, field, 2, pid_max())
+    if pid in protected_pids():
+        raise InvalidArgument(field, f"{pid} is the dashboard itself or one of its parents")
+    return pid
+
+
+def validate_port(value: Any, field: str = "port") -> int:
+    """A TCP port number, 1..65535."""
+    return validate_int(value, field, 1, 65535)
+
+
+def validate_bool(value: Any, field: str) -> bool:
+    """A real boolean (not 0/1, not "true")."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(field, f"must be true or false, got {_type_name(value)}")
+    return value
+
+
+def validate_text(
+    value: Any,
+    field: str,
+    *,
+    max_length: int = MAX_TEXT,
+    allow_empty: bool = False,
+    multiline: bool = False,
+) -> str:
+    """A string without NUL or control characters (newlines only if ``multiline``), within a length cap."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string, got {_type_name(value)}")
+    if len(value) > max_length:
+        raise InvalidArgument(field, f"must be at most {max_length} characters, got {len(value)}")
+    if not allow_empty and not value.strip():
+        raise InvalidArgument(field, "must not be empty")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL bytes")
+    bad = _CONTROL.findall(value.replace("\n", "").replace("\t", "") if multiline else value)
+    if bad:
+        raise InvalidArgument(field, "must not contain newlines or control characters")
+    return value
+
+
+def validate_operation_id(value: Any, field: str = "operation_id") -> str:
+    """An operation id: 1-64 characters of letters, digits and ``_.:-``."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string, got {_type_name(value)}")
+    if not _OPERATION_ID.fullmatch(value):
+        raise InvalidArgument(field, "is not a valid operation id")
+    return value
+
+
+def validate_choice(value: Any, field: str, choices: Collection[str]) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgument(field, f"must be one of {', '.join(sorted(choices))}")
+    return value
+
+
+def validate_str_list(
+    value: Any, field: str, *, max_items: int = 256, max_length: int = 4096, allow_empty_items: bool = True
+) -> list[str]:
+    """A list of strings (an argv, say): no NUL or newlines in any item, bounded sizes."""
+    if not isinstance(value, list | tuple):
+        raise InvalidArgument(field, f"must be a list of strings, got {_type_name(value)}")
+    if len(value) > max_items:
+        raise InvalidArgument(field, f"must have at most {max_items} items, got {len(value)}")
+    return [
+        validate_text(item, f"{field}[{i}]", max_length=max_length, allow_empty=allow_empty_items)
+        for i, item in enumerate(value)
+    ]
+
+
+def validate_env(
+    value: Any, field: str = "env", *, allowed: Iterable[str] | None = None, max_items: int = 64
+) -> dict[str, str]:
+    """An environment mapping: variable names, string values, optionally from an allow-list."""
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(field, f"must be an object of strings, got {_type_name(value)}")
+    if len(value) > max_items:
+        raise InvalidArgument(field, f"must have at most {max_items} entries")
+    allow = None if allowed is None else frozenset(allowed)
+    out: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise InvalidArgument(f"{field}.{name}", "is not a valid variable name")
+        if allow is not None and name not in allow:
+            raise InvalidArgument(f"{field}.{name}", "is not an allowed variable")
+        out[name] = validate_text(item, f"{field}.{name}", max_length=4096, allow_empty=True)
+    return out
