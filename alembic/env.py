@@ -23,6 +23,7 @@ import sqlmodel  # noqa: E402
 
 import dgx_spark.supervisor.models  # noqa: E402,F401
 import dgx_spark.security.audit  # noqa: E402,F401
+import dgx_spark.events.store  # noqa: E402,F401
 from dgx_spark.database import normalize_url  # noqa: E402
 from dgx_spark.settings import settings  # noqa: E402
 

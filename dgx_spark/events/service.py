@@ -11,9 +11,7 @@ import logging
 import threading
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 
 from dgx_spark.events.config import (
     EventsConfig,
@@ -22,37 +20,17 @@ from dgx_spark.events.config import (
 )
 from dgx_spark.events.detector import EventDetector
 from dgx_spark.events.recorder import EventRecorder
-from dgx_spark.events.store import TABLES, WEBHOOK_SETTING, EventStore
+from dgx_spark.events.store import WEBHOOK_SETTING, EventStore
 from dgx_spark.events.webhook import WebhookSender
-from dgx_spark.settings import settings
 
 logger = logging.getLogger(__name__)
 
 
 def _engine() -> Engine:
-    """The app's engine (dgx_spark.database when present, else our own)."""
-    try:
-        from dgx_spark import database  # the supervisor's module, when it exists
-    except ImportError:
-        database = None  # type: ignore[assignment]
-    if database is not None and hasattr(database, "get_engine"):
-        return database.get_engine()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    connect_args: dict[str, Any] = {}
-    if settings.db_url.startswith("sqlite"):
-        connect_args = {"check_same_thread": False, "timeout": 30}
-    engine = sa.create_engine(settings.db_url, connect_args=connect_args)
-    if settings.db_url.startswith("sqlite"):
+    """The app's engine; the schema comes from the alembic migrations (run at startup)."""
+    from dgx_spark.database import get_engine
 
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-    SQLModel.metadata.create_all(engine, tables=TABLES)
-    return engine
+    return get_engine()
 
 
 class EventsService:
