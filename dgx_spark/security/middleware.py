@@ -63,6 +63,7 @@ _CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/start/?$"), "start"),
     ("DELETE", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/?$"), "remove"),
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
+    ("POST", re.compile(r"^/api/dgx/progress/?$"), "progress"),
 )
 # Progress reports come often from training jobs: not throttled, audited only when refused.
 _QUIET_ACTIONS = frozenset({"progress"})

@@ -1,0 +1,126 @@
+"""The audit log view: a button that opens a dialog listing recent control actions.
+
+``audit_view()`` renders the trigger button and its dialog; place it in the page
+header. Only a logged-in browser (session cookie) sees the entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import reflex as rx
+
+from dgx_spark.security.audit import list_audit
+from dgx_spark.security.auth import event_is_authorized
+from dgx_spark.security.validation import InvalidArgument, validate_bool
+
+OUTCOME_COLORS: dict[str, str] = {"allowed": "green", "failed": "amber", "refused": "red"}
+AUDIT_ROWS = 200
+
+
+class AuditState(rx.State):
+    """What the audit dialog shows."""
+
+    audit_open: bool = False
+    audit_rows: list[dict[str, str]] = []  # noqa: RUF012 - a Reflex state var
+    audit_error: str = ""
+
+    @rx.event
+    async def load_audit(self) -> None:
+        """Read the newest entries (only for a logged-in browser)."""
+        if not event_is_authorized(self):
+            self.audit_rows = []
+            self.audit_error = "Log in to see the audit log (open /login)."
+            return
+        try:
+            entries = await asyncio.to_thread(list_audit, limit=AUDIT_ROWS)
+        except Exception as exc:  # noqa: BLE001 - shown, not raised
+            self.audit_rows = []
+            self.audit_error = f"The audit log cannot be read ({type(exc).__name__})."
+            return
+        self.audit_error = ""
+        self.audit_rows = [
+            {key: "" if value is None else str(value) for key, value in entry.to_api().items()}
+            for entry in entries
+        ]
+
+    @rx.event
+    async def audit_open_change(self, value: Any) -> None:
+        """The dialog opened or closed; load the entries when it opens."""
+        try:
+            self.audit_open = validate_bool(value, "open")
+        except InvalidArgument:
+            self.audit_open = False
+            return
+        if self.audit_open:
+            await self.load_audit()
+
+
+def _row(entry: rx.Var[dict[str, str]]) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(rx.moment(entry["at"], format="YYYY-MM-DD HH:mm:ss", size="1"), white_space="nowrap"),
+        rx.table.cell(rx.code(entry["action"], size="1")),
+        rx.table.cell(rx.text(entry["target"], size="1"), max_width="14rem", overflow="hidden"),
+        rx.table.cell(
+            rx.badge(
+                entry["outcome"],
+                color_scheme=rx.match(entry["outcome"], *OUTCOME_COLORS.items(), "gray"),
+                variant="soft",
+                size="1",
+            )
+        ),
+        rx.table.cell(rx.text(entry["status"], size="1")),
+        rx.table.cell(rx.text(entry["client"], " · ", entry["via"], size="1"), white_space="nowrap"),
+        rx.table.cell(rx.text(entry["detail"], size="1", color_scheme="gray")),
+        class_name="audit-row",
+    )
+
+
+def audit_view() -> rx.Component:
+    """The "Audit log" button and its dialog (newest first)."""
+    return rx.dialog.root(
+        rx.dialog.trigger(
+            rx.button(rx.icon("shield_check", size=16), "Audit log", variant="soft", size="2", id="audit-open"),
+        ),
+        rx.dialog.content(
+            rx.hstack(
+                rx.dialog.title("Audit log", margin="0"),
+                rx.spacer(),
+                rx.icon_button(rx.icon("refresh_cw", size=14), on_click=AuditState.load_audit, variant="ghost",
+                               size="1", title="Reload", id="audit-reload"),
+                rx.dialog.close(rx.icon_button(rx.icon("x", size=14), variant="ghost", size="1", title="Close")),
+                align="center",
+                width="100%",
+            ),
+            rx.dialog.description("Every control action, allowed or refused: when, what, on what, who asked.",
+                                  size="2", margin_bottom="0.75rem"),
+            rx.cond(
+                AuditState.audit_error != "",
+                rx.callout(AuditState.audit_error, icon="lock", color_scheme="amber", id="audit-error"),
+                rx.cond(
+                    AuditState.audit_rows.length() > 0,  # type: ignore[attr-defined]
+                    rx.scroll_area(
+                        rx.table.root(
+                            rx.table.header(
+                                rx.table.row(
+                                    *[rx.table.column_header_cell(name) for name in
+                                      ("Time", "Action", "Target", "Outcome", "Status", "Client", "Detail")]
+                                )
+                            ),
+                            rx.table.body(rx.foreach(AuditState.audit_rows, _row)),
+                            size="1",
+                            variant="surface",
+                        ),
+                        max_height="60vh",
+                        type="auto",
+                    ),
+                    rx.text("No control actions yet.", size="2", color_scheme="gray", id="audit-empty"),
+                ),
+            ),
+            max_width="min(64rem, 95vw)",
+            id="audit-dialog",
+        ),
+        open=AuditState.audit_open,
+        on_open_change=AuditState.audit_open_change,
+    )
