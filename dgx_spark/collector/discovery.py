@@ -1,13 +1,513 @@
-"""Discovery: find operations among the machine's processes (placeholder)."""
+"""Discovery: turn the machine's process table into operations, cheaply.
+
+Each tick reads one ``/proc/<pid>/stat`` per process (ppid, terminal, start time,
+CPU ticks, RSS: everything that moves) with raw ``os.open``/``os.read``. Facts that
+never change for a process (command line, executable, working directory, owner,
+classification) are read once per (pid, start time) and cached; the cache is
+pruned when a process goes away. Listening ports come from ``sockets``.
+
+Trees fold into one operation: a process whose parent is part of an operation
+belongs to it (a launcher's workers, a server's runners, a script's commands).
+Processes a rule ignores (daemons, interactive shells, tmux) are boundaries:
+what runs under them is looked at on its own.
+"""
 
 from __future__ import annotations
 
-from dgx_spark.collector.model import Operation
+import dataclasses
+import logging
+import os
+import pwd
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dgx_spark.collector.model import Operation, operation_id
+from dgx_spark.collector.rules import (
+    CommandShape,
+    ProcessFacts,
+    RuleTable,
+    Verdict,
+    load_table,
+    shape_of,
+)
+from dgx_spark.collector.sockets import Key, ListeningTracker
+
+try:  # The security layer hides secrets in command lines.
+    from dgx_spark.security.redaction import redact_command as _redact_command
+except ImportError:  # pragma: no cover - only while the security layer is missing
+    _redact_command = None
+
+logger = logging.getLogger(__name__)
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PF_KTHREAD = 0x00200000
+MIN_AGE_SECONDS = 1.0
+"""Processes younger than this are not listed yet (no flicker from ``ps``/``grep``)."""
+ACTIVE_CPU_PERCENT = 5.0
+"""An operation using more CPU than this (100 = one core) is ``active``."""
+LAUNCH_MARKER = b"DGX_SPARK_OPERATION_ID="
+"""Environment variable the supervisor sets on processes the dashboard launches."""
+DESCRIPTION_CHARS = 160
+_DASHBOARD_MARKERS = ("reflex", "granian")
+
+
+def _display_command(argv: Sequence[str]) -> str:
+    """The one place a command line becomes display text (secrets redacted)."""
+    if _redact_command is not None:
+        return _redact_command(list(argv))
+    return " ".join(argv)
+
+
+def _read(path: str, size: int = 4096) -> bytes | None:
+    """Read a small /proc file with raw syscalls; ``None`` if it is gone or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if len(chunk) < size:
+                break
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def boot_time(proc: str = "/proc") -> float:
+    """System boot time (seconds since the epoch), as psutil computes it."""
+    data = _read(f"{proc}/stat", 65536) or b""
+    for line in data.split(b"\n"):
+        if line.startswith(b"btime"):
+            return float(line.split()[1])
+    return time.time() - time.monotonic()
+
+
+@dataclasses.dataclass(slots=True)
+class _Known:
+    """What never changes for one process (cached per (pid, start time))."""
+
+    facts: ProcessFacts
+    shape: CommandShape
+    verdict: Verdict | None
+    create_time: float
+    listening_verdict: Verdict | None = None
+    launched: bool | None = None
+    log_path: str | None = None
+    log_read: bool = False
+    command: str | None = None
+    description: str | None = None
+
+    def display(self) -> tuple[str, str]:
+        """The redacted command line and short description (computed once)."""
+        if self.command is None or self.description is None:
+            argv = self.facts.argv or (self.facts.comm,)
+            self.command = _display_command(argv)
+            self.description = _describe(argv)
+        return self.command, self.description
+
+
+_KERNEL = object()
+"""Cache entry for kernel threads and processes that vanished mid-read."""
 
 
 class Discovery:
-    """Turns the process table into operations."""
+    """Turns the process table into operations (one call per sampler tick)."""
 
+    def __init__(
+        self,
+        rules: RuleTable | None = None,
+        *,
+        rules_file: Path | None = None,
+        proc: str = "/proc",
+        min_age: float = MIN_AGE_SECONDS,
+        exclude_self: bool = True,
+    ) -> None:
+        """Create a discovery.
+
+        Args:
+            rules: A fixed rule table; default: built-ins plus ``rules_file``.
+            rules_file: The user's TOML rules (default ``settings.rules_file``);
+                reloaded when it changes.
+            proc: Where procfs is mounted.
+            min_age: Seconds a process must live before it is listed.
+            exclude_self: Leave out the dashboard's own processes.
+        """
+        if rules is None and rules_file is None:
+            from dgx_spark.settings import settings
+
+            rules_file = settings.rules_file
+        self._fixed_rules = rules
+        self._rules_file = rules_file
+        self._rules_mtime: float | None = None
+        self.rules: RuleTable = rules or load_table(rules_file)
+        if rules is None:
+            self._rules_mtime = self._mtime()
+        self.proc = proc
+        self.min_age = min_age
+        self.exclude_self = exclude_self
+        self.own_pid = os.getpid()
+        self.boot_time = boot_time(proc)
+        self.listening = ListeningTracker(proc)
+        self._known: dict[Key, _Known | object] = {}
+        self._users: dict[int, str] = {}
+        self._prev_ticks: dict[Key, int] = {}
+        self._prev_ops: set[str] = set()
+        self._prev_mono: float | None = None
+        self._prev_time: float | None = None
+
+    # ----------------------------------------------------------------- rules
+    def _mtime(self) -> float | None:
+        if self._rules_file is None:
+            return None
+        try:
+            return self._rules_file.stat().st_mtime
+        except OSError:
+            return None
+
+    def _maybe_reload_rules(self) -> None:
+        if self._fixed_rules is not None:
+            return
+        mtime = self._mtime()
+        if mtime != self._rules_mtime:
+            self._rules_mtime = mtime
+            self.rules = load_table(self._rules_file)
+            self._known.clear()
+            logger.info("classification rules reloaded from %s", self._rules_file)
+
+    # ------------------------------------------------------------ cold facts
+    def _user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._users[uid] = name
+        return name
+
+    def _learn(self, pid: int, ppid: int, comm: str, tty: bool, start: int) -> _Known | object:
+        """Read the facts that never change for a new process, and classify it."""
+        base = f"{self.proc}/{pid}"
+        raw = _read(f"{base}/cmdline")
+        if raw is None:
+            return _KERNEL
+        argv = tuple(part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")) if raw else ()
+        try:
+            uid = os.stat(base).st_uid
+        except OSError:
+            return _KERNEL
+        facts = ProcessFacts(
+            pid=pid,
+            ppid=ppid,
+            argv=argv,
+            comm=comm,
+            exe=_readlink(f"{base}/exe"),
+            cwd=_readlink(f"{base}/cwd"),
+            user=self._user(uid),
+            tty=tty,
+        )
+        shape = shape_of(facts)
+        verdict = self.rules.classify(facts, shape)
+        return _Known(facts, shape, verdict, start / CLOCK_TICKS + self.boot_time)
+
+    def _verdict(self, known: _Known, listening: bool) -> Verdict | None:
+        if not listening:
+            return known.verdict
+        if known.listening_verdict is None:
+            facts = dataclasses.replace(known.facts, listening=True)
+            known.listening_verdict = self.rules.classify(facts, known.shape)
+        return known.listening_verdict
+
+    def _launched(self, known: _Known) -> bool:
+        """Whether the dashboard launched this process (marker in its environment)."""
+        if known.launched is None:
+            raw = _read(f"{self.proc}/{known.facts.pid}/environ", 65536)
+            known.launched = raw is not None and (raw.startswith(LAUNCH_MARKER) or b"\0" + LAUNCH_MARKER in raw)
+        return known.launched
+
+    def _log_path(self, known: _Known) -> str | None:
+        """Where the process writes stdout, when that is a regular file."""
+        if not known.log_read:
+            known.log_read = True
+            target = _readlink(f"{self.proc}/{known.facts.pid}/fd/1")
+            if (
+                target
+                and target.startswith("/")
+                and not target.startswith(("/dev/", "/proc/"))
+                and not target.endswith(" (deleted)")
+                and os.path.isfile(target)
+            ):
+                known.log_path = target
+        return known.log_path
+
+    # ------------------------------------------------------------------ tick
     def __call__(self, now: float) -> list[Operation]:
-        """Scan the process table once."""
-        return []
+        """Scan the process table once and return the live operations."""
+        self._maybe_reload_rules()
+        mono = time.monotonic()
+        proc = self.proc
+        known_cache = self._known
+        stats: dict[int, tuple[int, int, list[bytes]]] = {}
+        alive: dict[int, Key] = {}
+        for name in os.listdir(proc):
+            if not name.isdigit():
+                continue
+            try:
+                fd = os.open(f"{proc}/{name}/stat", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                data = os.read(fd, 1024)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            close = data.rfind(b")")
+            fields = data[close + 2 :].split()
+            if len(fields) < 22 or fields[0] == b"Z":
+                continue
+            pid = int(name)
+            start = int(fields[19])
+            key = (pid, start)
+            known = known_cache.get(key)
+            if known is None:
+                if int(fields[6]) & PF_KTHREAD or pid == 1:
+                    known = _KERNEL
+                else:
+                    comm = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
+                    known = self._learn(pid, int(fields[1]), comm, fields[4] != b"0", start)
+                known_cache[key] = known
+            alive[pid] = key
+            if known is not _KERNEL:
+                stats[pid] = (int(fields[1]), start, fields)
+        # Forget processes that went away.
+        if len(known_cache) > len(alive) + 64:
+            for key in [key for key in known_cache if alive.get(key[0]) != key]:
+                del known_cache[key]
+
+        excluded = self._dashboard_processes(stats, alive) if self.exclude_self else set()
+        # Members: processes that may belong to an operation (not ignored, not ours).
+        members: dict[int, _Known] = {}
+        for pid in stats:
+            if pid in excluded:
+                continue
+            known = known_cache[alive[pid]]
+            assert isinstance(known, _Known)
+            verdict = known.verdict
+            if verdict is not None and verdict.type == "ignore":
+                continue
+            members[pid] = known
+        children: dict[int, list[int]] = {}
+        roots: list[int] = []
+        for pid in members:
+            ppid = stats[pid][0]
+            if ppid in members:
+                children.setdefault(ppid, []).append(pid)
+            else:
+                roots.append(pid)
+
+        # Listening ports: candidates are members, newest first.
+        candidates = sorted((alive[pid] for pid in members), key=lambda key: key[1], reverse=True)
+        self.listening.update(alive, candidates)
+        ports_by_key = self.listening.ports_by_key()
+        unreadable = self.listening.unreadable
+
+        elapsed = None if self._prev_mono is None else mono - self._prev_mono
+        prev_ticks = self._prev_ticks
+        prev_time = self._prev_time
+        ticks_now: dict[Key, int] = {}
+        operations: list[Operation] = []
+        for root in roots:
+            root_known = members[root]
+            if now - root_known.create_time < self.min_age:
+                continue
+            tree = [root]
+            index = 0
+            while index < len(tree):
+                tree.extend(children.get(tree[index], ()))
+                index += 1
+            operation = self._fold(
+                root, tree, members, stats, alive, ports_by_key, unreadable, now, elapsed, prev_ticks, prev_time, ticks_now
+            )
+            if operation is not None:
+                operations.append(operation)
+        self._prev_ticks = ticks_now
+        self._prev_ops = {op.id for op in operations}
+        self._prev_mono = mono
+        self._prev_time = now
+        operations.sort(key=lambda op: (op.started_at_ts or 0.0, op.id))
+        return operations
+
+    def _fold(
+        self,
+        root: int,
+        tree: list[int],
+        members: dict[int, _Known],
+        stats: dict[int, tuple[int, int, list[bytes]]],
+        alive: dict[int, Key],
+        ports_by_key: dict[Key, list[int]],
+        unreadable: set[Key],
+        now: float,
+        elapsed: float | None,
+        prev_ticks: dict[Key, int],
+        prev_time: float | None,
+        ticks_now: dict[Key, int],
+    ) -> Operation | None:
+        """One operation from a process tree, or ``None`` when nothing in it is one."""
+        root_known = members[root]
+        ports: set[int] = set()
+        representative: tuple[int, Verdict] | None = None
+        fallback: tuple[int, Verdict] | None = None
+        ports_unknown = False
+        for pid in tree:
+            key = alive[pid]
+            own_ports = ports_by_key.get(key)
+            if own_ports:
+                ports.update(own_ports)
+            if key in unreadable:
+                ports_unknown = True
+            known = members[pid]
+            verdict = self._verdict(known, bool(own_ports))
+            if verdict is None or verdict.type == "ignore":
+                continue
+            if representative is None and not verdict.rule.generic:
+                representative = (pid, verdict)
+            if fallback is None:
+                fallback = (pid, verdict)
+        # A specific rule (root first, then the first in the tree) names the tree; else the root's.
+        chosen = representative or fallback
+        if chosen is None:
+            if not self._launched(root_known):
+                return None
+            chosen_pid, chosen_verdict = root, None
+        else:
+            chosen_pid, chosen_verdict = chosen
+        lead = members[chosen_pid]
+        op_type = chosen_verdict.type if chosen_verdict is not None else "program"
+        if op_type == "program" and ports:
+            op_type = "server"
+        if chosen_verdict is not None:
+            name = chosen_verdict.name
+        else:
+            name = lead.shape.entry or lead.facts.comm
+        rule = chosen_verdict.rule if chosen_verdict is not None else None
+
+        # Resources: CPU from tick deltas, RSS summed.
+        total_ticks_delta = 0
+        cpu_known = elapsed is not None and elapsed > 0
+        rss_pages = 0
+        for pid in tree:
+            fields = stats[pid][2]
+            key = alive[pid]
+            ticks = int(fields[11]) + int(fields[12])
+            ticks_now[key] = ticks
+            rss_pages += int(fields[21])
+            previous = prev_ticks.get(key)
+            if previous is not None:
+                total_ticks_delta += ticks - previous
+            elif prev_time is not None and members[pid].create_time >= prev_time:
+                total_ticks_delta += ticks  # born since the last tick: all its CPU is new
+        op_id = operation_id(root, root_known.create_time)
+        if op_id not in self._prev_ops:
+            cpu_known = False  # first sighting: no interval to measure over yet
+        cpu_percent = None
+        if cpu_known and elapsed:
+            cpu_percent = round(max(0.0, total_ticks_delta / CLOCK_TICKS / elapsed * 100.0), 1)
+
+        sorted_ports = tuple(sorted(ports))
+        port = None
+        if sorted_ports:
+            port = rule.port if rule is not None and rule.port in ports else sorted_ports[0]
+        if op_type == "server" and not sorted_ports and rule is not None and not rule.generic and not ports_unknown:
+            status = "starting"
+        elif cpu_percent is not None and cpu_percent > ACTIVE_CPU_PERCENT:
+            status = "active"
+        else:
+            status = "running"
+        command = root_known.display()[0]
+        description = lead.display()[1]
+        return Operation(
+            id=op_id,
+            type=op_type,  # type: ignore[arg-type]
+            name=name,
+            status=status,  # type: ignore[arg-type]
+            description=description,
+            started_at_ts=root_known.create_time,
+            port=port,
+            ports=sorted_ports,
+            pid=root,
+            pids=tuple(tree),
+            command=command,
+            user=root_known.facts.user,
+            cpu_percent=cpu_percent,
+            memory_bytes=rss_pages * PAGE_SIZE,
+            log_path=self._log_path(root_known),
+            cwd=root_known.facts.cwd,
+        )
+
+    def _dashboard_processes(self, stats: dict[int, tuple[int, int, list[bytes]]], alive: dict[int, Key]) -> set[int]:
+        """Our own pid, its ancestors, and the dashboard's other processes (not launched ones).
+
+        The other processes are the descendants of a ``reflex``/``granian`` ancestor
+        (sibling workers, the frontend server), except processes the dashboard
+        launched (they carry the launch marker) and what runs under those.
+        """
+        excluded: set[int] = set()
+        dashboard_roots: list[int] = []
+        pid = self.own_pid
+        while pid in stats and pid not in excluded:
+            excluded.add(pid)
+            known = self._known.get(alive[pid])
+            if (
+                pid != self.own_pid
+                and isinstance(known, _Known)
+                and any(marker in " ".join(known.facts.argv) for marker in _DASHBOARD_MARKERS)
+            ):
+                dashboard_roots.append(pid)
+            pid = stats[pid][0]
+        if not dashboard_roots:
+            return excluded
+        children: dict[int, list[int]] = {}
+        for child, (ppid, _start, _fields) in stats.items():
+            children.setdefault(ppid, []).append(child)
+        stack = list(dashboard_roots)
+        while stack:
+            parent = stack.pop()
+            for child in children.get(parent, ()):
+                if child in excluded:
+                    continue
+                known = self._known.get(alive[child])
+                if isinstance(known, _Known) and self._launched(known):
+                    continue  # launched by the dashboard: an operation, with its subtree
+                excluded.add(child)
+                stack.append(child)
+        return excluded
+
+
+def _describe(argv: Sequence[str]) -> str:
+    """A short description from a command line: program base names, secrets hidden."""
+    parts = list(argv)
+    if parts:
+        parts[0] = parts[0].rsplit("/", 1)[-1]
+    if len(parts) > 1 and parts[1].startswith("/") and parts[1].count("/") > 2:
+        parts[1] = parts[1].rsplit("/", 1)[-1]
+    text = _display_command(parts)
+    if len(text) > DESCRIPTION_CHARS:
+        text = text[: DESCRIPTION_CHARS - 1].rstrip() + "…"
+    return text

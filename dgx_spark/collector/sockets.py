@@ -1,0 +1,186 @@
+"""Which processes listen on which TCP ports, tracked cheaply.
+
+Every tick asks the kernel for the listening TCP sockets through netlink
+sock_diag (socket inode -> port; only this network namespace), falling back to
+the LISTEN rows of ``/proc/net/tcp{,6}`` where netlink is not allowed. Mapping an
+inode to its process means reading ``/proc/<pid>/fd`` links, which is costly, so
+it is done only for inodes not mapped yet, only when the set of listening
+sockets changed (or an owner died), and only over candidate processes, newest
+first, stopping as soon as every new inode is found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import sys
+from collections.abc import Iterable, Mapping
+
+LISTEN = "0A"
+_SOCKET_PREFIX = "socket:["
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[int, int]
+"""A process identity: (pid, start time in clock ticks since boot)."""
+
+
+_SOCK_DIAG_BY_FAMILY = 20
+_NETLINK_SOCK_DIAG = 4
+_NLM_F_DUMP_REQUEST = 0x301
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN = 10
+_HEADER = struct.Struct("=IHHII")
+
+
+def read_listening_netlink() -> dict[int, int]:
+    """Listening TCP sockets via netlink sock_diag (the kernel filters LISTEN): inode -> port.
+
+    Reading ``/proc/net/tcp`` makes the kernel walk every bucket of the connection
+    hash table, which costs milliseconds even with few sockets; asking sock_diag
+    for LISTEN sockets only walks the listening table (tens of microseconds).
+    """
+    found: dict[int, int] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
+        sock.settimeout(2.0)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            # inet_diag_req_v2: family, protocol, ext, pad, states; then a zeroed sockid.
+            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+            sock.sendto(_HEADER.pack(16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST, 1, 0) + request, (0, 0))
+            done = False
+            while not done:
+                data = sock.recv(1 << 16)
+                offset = 0
+                while offset + 16 <= len(data):
+                    length, kind = _HEADER.unpack_from(data, offset)[:2]
+                    if kind == _NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == _NLMSG_ERROR or length < 16:
+                        raise OSError("sock_diag refused the request")
+                    body = offset + 16  # inet_diag_msg: sport at +4 (big endian), inode at +68
+                    inode = int.from_bytes(data[body + 68 : body + 72], sys.byteorder)
+                    if inode:
+                        found[inode] = int.from_bytes(data[body + 4 : body + 6], "big")
+                    offset += (length + 3) & ~3
+                if not data:
+                    break
+    return found
+
+
+def read_listening_proc(proc: str = "/proc") -> dict[int, int]:
+    """Listening TCP sockets from ``/proc/net/tcp{,6}`` LISTEN rows: inode -> port."""
+    found: dict[int, int] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc}/net/{name}", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        for line in data.split(b"\n")[1:]:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != b"0A":
+                continue
+            inode = int(fields[9])
+            if inode:
+                found[inode] = int(fields[1].rsplit(b":", 1)[1], 16)
+    return found
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
+    """Inodes of the sockets a process holds; ``None`` when its fds cannot be read."""
+    base = f"{proc}/{pid}/fd"
+    try:
+        names = os.listdir(base)
+    except (PermissionError, FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return None
+    except OSError:
+        return None
+    inodes: set[int] = set()
+    for name in names:
+        try:
+            target = os.readlink(f"{base}/{name}")
+        except OSError:
+            continue
+        if target.startswith(_SOCKET_PREFIX):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+class ListeningTracker:
+    """Keeps ``inode -> owner`` for listening sockets and answers ports per process."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        """Start with nothing known."""
+        self.proc = proc
+        self.ports: dict[int, int] = {}
+        """inode -> port of every listening socket seen at the last update."""
+        self.owner: dict[int, Key] = {}
+        """inode -> the process found holding it."""
+        self.unreadable: set[Key] = set()
+        """Processes whose fd table could not be read (ports unknown)."""
+        self.scans = 0
+        """How many fd tables were read (for measuring)."""
+        self._unresolved: frozenset[int] = frozenset()
+        self._netlink = True
+
+    def read(self) -> dict[int, int]:
+        """The listening sockets now: netlink when it works, else /proc/net."""
+        if self._netlink and self.proc == "/proc":
+            try:
+                return read_listening_netlink()
+            except OSError as exc:
+                self._netlink = False
+                logger.info("sock_diag unavailable (%s); reading /proc/net/tcp instead", exc)
+        return read_listening_proc(self.proc)
+
+    def update(self, alive: Mapping[int, Key], candidates: Iterable[Key]) -> None:
+        """Refresh the listening set; map new inodes to owners among ``candidates``.
+
+        Args:
+            alive: pid -> key of every process alive now.
+            candidates: Processes that may own sockets we care about, newest first
+                is best (a new socket usually belongs to a new process).
+        """
+        self.ports = self.read()
+        for inode in [inode for inode in self.owner if inode not in self.ports]:
+            del self.owner[inode]
+        wanted = {
+            inode
+            for inode in self.ports
+            if (owner := self.owner.get(inode)) is None or alive.get(owner[0]) != owner
+        }
+        for inode in wanted:
+            self.owner.pop(inode, None)
+        # Inodes we already failed to map are retried only when something changed.
+        if not wanted or wanted <= self._unresolved:
+            self._unresolved = frozenset(wanted)
+            return
+        for key in candidates:
+            inodes = socket_inodes(key[0], self.proc)
+            self.scans += 1
+            if inodes is None:
+                self.unreadable.add(key)
+                continue
+            self.unreadable.discard(key)
+            for inode in inodes & wanted:
+                self.owner[inode] = key
+                wanted.discard(inode)
+            if not wanted:
+                break
+        self._unresolved = frozenset(wanted)
+        if len(self.unreadable) > 4096:
+            self.unreadable = {key for key in self.unreadable if alive.get(key[0]) == key}
+
+    def ports_by_key(self) -> dict[Key, list[int]]:
+        """key -> sorted listening ports of that process."""
+        result: dict[Key, list[int]] = {}
+        for inode, key in self.owner.items():
+            port = self.ports.get(inode)
+            if port is not None:
+                result.setdefault(key, []).append(port)
+        for ports in result.values():
+            ports.sort()
+        return result
