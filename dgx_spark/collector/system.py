@@ -81,6 +81,30 @@ class ResourceSettings:
         return int(total * self.memory_pressure_percent / 100.0)
 
 
+class CpuMeter:
+    """Whole-machine CPU use between two calls (0-100), from its own ``cpu_times`` deltas.
+
+    Unlike ``psutil.cpu_percent(interval=None)`` it shares no state with other
+    callers in the process. The first call has no interval: None.
+    """
+
+    def __init__(self) -> None:
+        """Start with no previous reading."""
+        self._last: Any = None
+
+    def __call__(self) -> float | None:
+        """Percent busy since the previous call."""
+        times = psutil.cpu_times()
+        last, self._last = self._last, times
+        if last is None:
+            return None
+        total = sum(times) - sum(last)
+        idle = (times.idle + getattr(times, "iowait", 0.0)) - (last.idle + getattr(last, "iowait", 0.0))
+        if total <= 0:
+            return None
+        return round(max(0.0, min(100.0, 100.0 * (total - idle) / total)), 1)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class OperationGpu:
     """GPU use of one operation, summed over its processes."""
@@ -171,29 +195,24 @@ class SystemProbe:
         reader: GpuReader | None = None,
         *,
         settings: ResourceSettings | None = None,
-        cpu_percent: Callable[[], float] = lambda: psutil.cpu_percent(interval=None),
+        cpu_percent: Callable[[], float | None] | None = None,
         virtual_memory: Callable[[], Any] = psutil.virtual_memory,
     ) -> None:
         """Create the probe; by default it reads the real NVML under the configured deadline."""
         self.settings = settings or ResourceSettings.from_env()
         self.reader = reader or GpuReader(timeout=self.settings.nvml_timeout_seconds)
-        self._cpu_percent = cpu_percent
+        self._cpu_percent = cpu_percent or CpuMeter()
         self._virtual_memory = virtual_memory
-        self._cpu_primed = False
         self._idle = IdleTracker()
         self._history: collections.deque[HistoryPoint] = collections.deque(maxlen=HISTORY_MAX_POINTS)
         self._lock = threading.Lock()
 
     def _cpu(self) -> float | None:
         try:
-            value = float(self._cpu_percent())
+            value = self._cpu_percent()
         except Exception:  # noqa: BLE001 - unreadable is None
             return None
-        if not self._cpu_primed:
-            # psutil's first call has no interval to measure: it is meaningless.
-            self._cpu_primed = True
-            return None
-        return value
+        return None if value is None else float(value)
 
     def _memory(self) -> dict[str, Any]:
         try:
