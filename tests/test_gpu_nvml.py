@@ -409,3 +409,15 @@ def test_history_is_bounded_to_the_last_minutes() -> None:
     assert 100 <= len(history["at"]) <= 151
     assert history["at"][0] >= 1000.0 - 300.0
     assert len(history["gpu_utilization"]) == 1 and history["gpu_utilization"][0][-1] == 37.0
+
+
+def test_ended_operation_holds_no_gpu() -> None:
+    probe, _ = probe_for({"devices": [gb10(compute=[{"pid": 10, "used_memory": GIB}], samples=[])]})
+    ended = op("done", 10, gpu_memory_bytes=GIB, gpu_indices=(0,), idle_gpu=True).replace(
+        status="stopped", pids=()
+    )
+    ctx = SampleContext(now=5.0, operations=[ended])
+    probe.sample(ctx)
+    (after,) = ctx.operations
+    assert after.gpu_memory_bytes is None and after.idle_gpu is None
+    assert [w for w in ctx.system["warnings"] if w["kind"] == "idle_gpu"] == []

@@ -237,6 +237,9 @@ class SystemProbe:
         live_ids: set[str] = set()
         for i, op in enumerate(ctx.operations):
             if not op.is_live:
+                if op.gpu_memory_bytes is not None or op.idle_gpu:
+                    # An ended operation holds no GPU any more (the sampler carries its last values).
+                    ctx.operations[i] = op.replace(gpu_memory_bytes=None, gpu_utilization=None, idle_gpu=None)
                 continue
             live_ids.add(op.id)
             if not reading.available:
