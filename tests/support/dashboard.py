@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -22,7 +23,8 @@ TEST_TOKEN = "test-token-0123456789abcdef0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # Only one frontend build may use .web/ at a time, across test runs in this checkout.
-WEB_LOCK = Path(tempfile.gettempdir()) / f"dgx-spark-web-{abs(hash(str(ROOT)))}.lock"
+# hashlib, not hash(): str hashes differ per process, which would give every process its own lock.
+WEB_LOCK = Path(tempfile.gettempdir()) / f"dgx-spark-web-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]}.lock"
 
 
 def free_port() -> int:
