@@ -359,7 +359,7 @@ def pressure_warning(
     """A memory-pressure warning naming what is left and the largest holders."""
     message = (
         f"Low {pool}: {format_bytes(available)} left of {format_bytes(total)}"
-        f" ({format_percent(100.0 * available / total if total else None)})"
+        f" ({format_percent(100.0 * available / total if total else None)} free)"
     )
     if holders:
         message += ". Largest: " + ", ".join(
