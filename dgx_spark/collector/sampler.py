@@ -172,6 +172,7 @@ class Sampler:
                     status="stopped",
                     ended_at_ts=now,
                     cpu_percent=None,
+                    memory_bytes=None,
                     gpu_utilization=None,
                     pids=(),
                 )
