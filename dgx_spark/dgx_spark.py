@@ -3,6 +3,7 @@
 import reflex as rx
 
 from dgx_spark.api.app import create_api
+from dgx_spark.pages.history import history_page
 from dgx_spark.pages.spark import index
 from dgx_spark.security.middleware import security_layer
 from dgx_spark.services import lifespan
@@ -10,3 +11,4 @@ from dgx_spark.services import lifespan
 app = rx.App(api_transformer=[create_api(), security_layer])
 app.register_lifespan_task(lifespan)
 app.add_page(index, title="DGX Spark Operations")
+app.add_page(history_page, route="/history", title="History · DGX Spark Operations")

@@ -14,9 +14,11 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.filters import filter_bar, no_matches
 from dgx_spark.components.new_operation import new_operation_button
 from dgx_spark.components.section import operation_section, sections
 from dgx_spark.components.status import connection_lost, not_connected, stale_banner
+from dgx_spark.state.filters import FiltersState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -100,6 +102,15 @@ def tab_header() -> rx.Component:
     )
 
 
+def filters_row() -> rx.Component:
+    """Search, filter chips and sort (state in the URL), and the no-match empty state."""
+    return rx.box(
+        filter_bar(FiltersState),
+        rx.cond(FiltersState.no_matches, no_matches(FiltersState)),
+        on_mount=FiltersState.load_filters,
+    )
+
+
 def loading_skeleton() -> rx.Component:
     """Placeholders while the first snapshot is on its way."""
     return rx.box(
@@ -144,6 +155,7 @@ def operations_tab(
     return rx.box(
         rx.el.style(styles.GLOBAL_CSS),
         tab_header(),
+        filters_row(),
         rx.cond(is_connected, operations_body(), not_connected(connection_id)),
         id="operations-tab",
         style=styles.tab,

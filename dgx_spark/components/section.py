@@ -8,6 +8,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.operation_card import operation_card
+from dgx_spark.state.filters import FiltersState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -32,8 +33,8 @@ def sections() -> list[SectionSpec]:
             key="servers",
             title="Servers",
             icon="server",
-            items=OperationsState.servers,
-            count=OperationsState.server_count,
+            items=FiltersState.visible_servers,
+            count=FiltersState.visible_servers.length(),
             empty_title="No servers running",
             empty_hint="Start a service that listens on a port (ComfyUI, Ollama, vLLM, Jupyter…) "
             "and it appears here within seconds, with an Open link.",
@@ -43,8 +44,8 @@ def sections() -> list[SectionSpec]:
             key="jobs",
             title="Training Jobs",
             icon="brain",
-            items=OperationsState.jobs,
-            count=OperationsState.job_count,
+            items=FiltersState.visible_jobs,
+            count=FiltersState.visible_jobs.length(),
             empty_title="No training jobs",
             empty_hint="Run a training script; its progress, epoch and loss show here "
             "when it prints them or reports them to the dashboard.",
@@ -54,8 +55,8 @@ def sections() -> list[SectionSpec]:
             key="programs",
             title="Programs & Scripts",
             icon="terminal",
-            items=OperationsState.programs,
-            count=OperationsState.program_count,
+            items=FiltersState.visible_programs,
+            count=FiltersState.visible_programs.length(),
             empty_title="No programs or scripts",
             empty_hint="Long-running scripts and background processes you start show up here.",
             example="nohup ./my_script.sh &",

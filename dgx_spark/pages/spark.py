@@ -12,6 +12,7 @@ from collections.abc import Callable
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.notifications import notifications
 from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
 from dgx_spark.components.system_header import system_header
@@ -76,7 +77,14 @@ def top_bar() -> rx.Component:
             align="center",
             spacing="3",
         ),
-        connection_chip(),
+        rx.hstack(
+            rx.link(rx.icon("history", size=styles.ICON_MD), href="/history", aria_label="History",
+                    title="History of ended operations", id="history-link", color=styles.MUTED),
+            notifications(),
+            connection_chip(),
+            align="center",
+            spacing="3",
+        ),
         style=styles.topbar,
     )
 

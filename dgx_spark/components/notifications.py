@@ -1,0 +1,226 @@
+"""Notifications: the bell (unread count, recent events), the log dialog, settings.
+
+``notifications()`` renders the bell with its popover and the "View logs" dialog
+and starts the events loop when mounted; toasts come from ``EventsState.watch``.
+"""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark import styles
+from dgx_spark.state.events import EventsState
+
+KIND_COLORS: dict[str, str] = {
+    "failed": "red",
+    "completed": "green",
+    "stopped": "gray",
+    "stalled": "amber",
+    "idle_gpu": "amber",
+    "started": "blue",
+    "ready": "green",
+}
+KIND_ICONS: dict[str, str] = {
+    "failed": "circle_x",
+    "completed": "circle_check",
+    "stopped": "circle_stop",
+    "stalled": "triangle_alert",
+    "idle_gpu": "moon",
+    "started": "play",
+    "ready": "circle_play",
+}
+
+
+def _kind_badge(kind: rx.Var[str]) -> rx.Component:
+    return rx.badge(
+        kind.replace("_", " "),  # type: ignore[attr-defined]
+        color_scheme=rx.match(kind, *KIND_COLORS.items(), "gray"),
+        variant="soft",
+        size="1",
+    )
+
+
+def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
+    """One event in the bell's list."""
+    return rx.hstack(
+        rx.vstack(
+            rx.hstack(
+                _kind_badge(event["kind"]),
+                rx.text(event["name"], weight="medium", size="2", trim="both",
+                        style={"overflow": "hidden", "text_overflow": "ellipsis", "white_space": "nowrap"}),
+                spacing="2",
+                align="center",
+            ),
+            rx.text(event["detail"], size="1", color=styles.MUTED),
+            rx.moment(event["at"], from_now=True, size="1", color=styles.FAINT, title=event["at"]),
+            spacing="1",
+            min_width="0",
+            flex="1",
+        ),
+        rx.icon_button(
+            rx.icon("scroll_text", size=styles.ICON_SM),
+            variant="ghost",
+            size="1",
+            title="View logs",
+            aria_label="View logs",
+            on_click=EventsState.show_logs(event["id"].to(int)),
+        ),
+        class_name="dgx-event-row",
+        custom_attrs={"data-kind": event["kind"], "data-operation-id": event["operation_id"]},
+        width="100%",
+        align="start",
+        padding_y="6px",
+        border_bottom=styles.BORDER,
+    )
+
+
+def notification_settings() -> rx.Component:
+    """Browser notifications opt-in and the webhook URL."""
+    return rx.vstack(
+        rx.text("Browser notifications", weight="medium", size="2"),
+        rx.cond(
+            EventsState.notify == "on",
+            rx.hstack(
+                rx.text("On while this tab is hidden.", size="1", color=styles.MUTED),
+                rx.button("Turn off", size="1", variant="soft", on_click=EventsState.disable_notifications),
+                align="center",
+            ),
+            rx.button(
+                rx.icon("bell_ring", size=styles.ICON_SM),
+                "Notify me when this tab is hidden",
+                size="1",
+                variant="soft",
+                id="enable-browser-notifications",
+                on_click=EventsState.enable_notifications,
+            ),
+        ),
+        rx.text("Webhook", weight="medium", size="2", margin_top="8px"),
+        rx.text(
+            "Each event is POSTed as JSON ({\"text\", \"content\", \"event\"}): Slack, Mattermost, Discord.",
+            size="1",
+            color=styles.MUTED,
+        ),
+        rx.hstack(
+            rx.input(
+                value=EventsState.webhook_url,
+                on_change=EventsState.edit_webhook,
+                placeholder="https://hooks.example.com/...",
+                size="1",
+                width="100%",
+                id="webhook-url",
+                aria_label="Webhook URL",
+                max_length=2000,
+            ),
+            rx.button("Save", size="1", on_click=EventsState.save_webhook, id="webhook-save"),
+            width="100%",
+        ),
+        rx.cond(
+            EventsState.webhook_error != "",
+            rx.text(EventsState.webhook_error, size="1", color="var(--red-11)", id="webhook-error"),
+        ),
+        rx.cond(
+            EventsState.webhook_message != "",
+            rx.text(EventsState.webhook_message, size="1", color="var(--green-11)", id="webhook-message"),
+        ),
+        spacing="1",
+        width="100%",
+    )
+
+
+def bell() -> rx.Component:
+    """The bell with its unread count; opening it lists recent events."""
+    return rx.popover.root(
+        rx.popover.trigger(
+            rx.box(
+                rx.icon_button(
+                    rx.icon("bell", size=styles.ICON_MD),
+                    variant="ghost",
+                    size="2",
+                    aria_label="Notifications",
+                    id="notifications-bell",
+                ),
+                rx.cond(
+                    EventsState.unread_count > 0,
+                    rx.badge(
+                        EventsState.unread_label,
+                        color_scheme="red",
+                        variant="solid",
+                        radius="full",
+                        size="1",
+                        id="unread-count",
+                        style={"position": "absolute", "top": "-6px", "right": "-8px", "pointer_events": "none"},
+                    ),
+                ),
+                position="relative",
+                display="inline-flex",
+            ),
+        ),
+        rx.popover.content(
+            rx.vstack(
+                rx.hstack(
+                    rx.text("Recent events", weight="bold", size="3"),
+                    rx.spacer(),
+                    rx.link("History", href="/?tab=history", size="1"),
+                    width="100%",
+                    align="center",
+                ),
+                rx.cond(
+                    EventsState.recent.length() > 0,
+                    rx.box(
+                        rx.foreach(EventsState.recent, event_row),
+                        id="recent-events",
+                        width="100%",
+                        max_height="320px",
+                        overflow_y="auto",
+                    ),
+                    rx.text("No events yet. Starts, ends and stalls of operations appear here.",
+                            size="2", color=styles.MUTED, id="recent-events-empty"),
+                ),
+                notification_settings(),
+                spacing="3",
+                width="100%",
+            ),
+            width="380px",
+            max_width="95vw",
+            on_open_auto_focus=EventsState.load_webhook,
+        ),
+        on_open_change=EventsState.bell_open_change,
+    )
+
+
+def logs_dialog() -> rx.Component:
+    """The "View logs" dialog: the last lines captured with the event."""
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title(EventsState.logs_title),
+            rx.dialog.description("The last lines of the operation's log when the event happened.",
+                                  size="1", color=styles.MUTED),
+            rx.el.pre(
+                EventsState.logs_text,
+                id="event-logs",
+                style={"max_height": "50vh", "overflow": "auto", "font_size": "12px", "white_space": "pre-wrap",
+                       "background": styles.SURFACE, "border": styles.BORDER, "padding": "8px",
+                       "border_radius": styles.RADIUS},
+            ),
+            rx.hstack(
+                rx.dialog.close(rx.button("Close", variant="soft", on_click=EventsState.close_logs)),
+                justify="end",
+                width="100%",
+            ),
+            max_width="760px",
+        ),
+        open=EventsState.logs_open,
+        on_open_change=EventsState.logs_open_change,
+    )
+
+
+def notifications() -> rx.Component:
+    """The bell and the log dialog; mounting it starts the events loop."""
+    return rx.box(
+        bell(),
+        logs_dialog(),
+        id="notifications",
+        display="inline-flex",
+        on_mount=EventsState.watch,
+        on_unmount=EventsState.stop_watch,
+    )

@@ -1,0 +1,116 @@
+"""The History page (``/history``): ended operations with the same search and filters.
+
+Its search, filters and sort live in the URL query like the live view's.
+"""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark import styles
+from dgx_spark.components.filters import SORT_OPTIONS, filter_bar, no_matches
+from dgx_spark.components.notifications import KIND_COLORS, notifications
+from dgx_spark.state.history import HistoryState
+
+HISTORY_SORTS = [("none", "Ended (newest first)"), ("ended_at", "End time"), *SORT_OPTIONS[1:]]
+
+
+def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
+    """One ended operation."""
+    return rx.table.row(
+        rx.table.cell(
+            rx.vstack(
+                rx.text(row["name"], weight="medium"),
+                rx.text(row["command"], size="1", color=styles.MUTED, title=row["command"],
+                        style={"max_width": "360px", "overflow": "hidden", "text_overflow": "ellipsis",
+                               "white_space": "nowrap"}),
+                spacing="0",
+            )
+        ),
+        rx.table.cell(rx.badge(row["type"], variant="surface", color_scheme="gray")),
+        rx.table.cell(
+            rx.badge(row["outcome"], color_scheme=rx.match(row["outcome"], *KIND_COLORS.items(), "gray"),
+                     variant="soft")
+        ),
+        rx.table.cell(rx.moment(row["started_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
+        rx.table.cell(rx.moment(row["ended_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
+        rx.table.cell(row["duration"]),
+        rx.table.cell(row["exit_code"]),
+        rx.table.cell(row["peak_memory"]),
+        rx.table.cell(
+            rx.popover.root(
+                rx.popover.trigger(rx.button("Last lines", size="1", variant="ghost")),
+                rx.popover.content(
+                    rx.el.pre(rx.cond(row["log_tail"] != "", row["log_tail"], "(no log lines captured)"),
+                              style={"max_height": "40vh", "overflow": "auto", "font_size": "12px",
+                                     "white_space": "pre-wrap", "margin": "0"}),
+                    max_width="640px",
+                ),
+            )
+        ),
+        class_name="dgx-history-row",
+        custom_attrs={"data-operation-id": row["id"], "data-outcome": row["outcome"]},
+    )
+
+
+def history_table() -> rx.Component:
+    """The table, or an empty state."""
+    return rx.cond(
+        HistoryState.no_matches,
+        no_matches(HistoryState, "ended operations"),
+        rx.cond(
+            HistoryState.visible.length() > 0,
+            rx.table.root(
+                rx.table.header(
+                    rx.table.row(
+                        *[rx.table.column_header_cell(h) for h in
+                          ("Operation", "Type", "Outcome", "Started", "Ended", "Duration", "Exit", "Peak memory", "Log")]
+                    )
+                ),
+                rx.table.body(rx.foreach(HistoryState.visible, history_row)),
+                variant="surface",
+                size="1",
+                width="100%",
+                id="history-table",
+            ),
+            rx.text(
+                rx.cond(HistoryState.loaded, "No ended operations yet. Operations that stop, complete or fail "
+                        "are kept here for DGX_SPARK_HISTORY_DAYS days.", "Loading…"),
+                color=styles.MUTED,
+                id="history-empty",
+            ),
+        ),
+    )
+
+
+def history_page() -> rx.Component:
+    """The History page."""
+    return rx.box(
+        rx.box(
+            rx.flex(
+                rx.hstack(
+                    rx.link(rx.icon("arrow_left", size=styles.ICON_MD), href="/", aria_label="Back"),
+                    rx.heading("History", size="5", weight="bold"),
+                    rx.text("ended operations", color=styles.MUTED, size="2"),
+                    align="center",
+                ),
+                rx.hstack(
+                    rx.icon_button(rx.icon("refresh_cw", size=styles.ICON_MD), on_click=HistoryState.load_history,
+                                   variant="soft", color_scheme="gray", aria_label="Reload history",
+                                   id="history-refresh"),
+                    notifications(),
+                    align="center",
+                ),
+                justify="between",
+                align="center",
+                width="100%",
+            ),
+            filter_bar(HistoryState, statuses=["stopped", "failed"], sorts=HISTORY_SORTS),
+            rx.cond(HistoryState.error != "", rx.callout(HistoryState.error, color_scheme="red", icon="triangle_alert")),
+            history_table(),
+            style=styles.page_inner,
+        ),
+        style=styles.page,
+        on_mount=HistoryState.load_history,
+        id="history-page",
+    )

@@ -1,0 +1,52 @@
+"""The History page in a real browser: ended operations, same search/filters, URL round trip."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.support.dashboard import Dashboard, wait_until
+
+
+def test_history_page_lists_ended_operations_with_filters(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    ids = {}
+    for name, code in (("hist-bad", 3), ("hist-good", 0)):
+        path = tmp_path / f"{name}.py"
+        path.write_text(f"import sys\nprint('{name} says bye')\nsys.exit({code})\n")
+        status, body = full_dashboard.authed(
+            "POST", "/api/dgx/operations",
+            {"template": "custom", "name": name, "type": "job", "command": [sys.executable, str(path)]},
+        )
+        assert status == 201, body
+        ids[name] = body["data"]["id"]
+
+    def in_history() -> bool:
+        rows = full_dashboard.get_json("/api/dgx/history?q=hist-")["data"]
+        return {r["id"] for r in rows} >= set(ids.values())
+
+    wait_until(in_history, 90, message="ended operations never reached the history")
+    page.goto(full_dashboard.url + "/history?q=hist-&status=failed")
+    bad = page.locator(f"[data-operation-id='{ids['hist-bad']}']")
+    good = page.locator(f"[data-operation-id='{ids['hist-good']}']")
+    expect(bad).to_be_visible(timeout=60_000)
+    expect(bad).to_have_attribute("data-outcome", "failed")
+    expect(good).to_have_count(0)
+    expect(page.locator("#filter-statuses-failed")).to_have_attribute("aria-pressed", "true")
+    page.screenshot(path=str(artifacts_dir / "history.png"), full_page=True)
+
+    page.locator("#filter-statuses-failed").click()  # off: both show
+    expect(good).to_be_visible(timeout=30_000)
+    expect(good).to_have_attribute("data-outcome", "completed")
+    page.wait_for_function("() => !new URL(location.href).searchParams.has('status')", timeout=30_000)
+    page.reload()
+    expect(page.locator("#filter-search")).to_have_value("hist-", timeout=60_000)
+    expect(good).to_be_visible(timeout=30_000)
+
+    page.locator("#filter-search").fill("nothing-ever-matches-this")
+    expect(page.locator("#no-matches")).to_be_visible(timeout=30_000)
+    page.locator("#clear-filters").click()
+    expect(bad).to_be_visible(timeout=30_000)
