@@ -267,3 +267,12 @@ def test_end_to_end_through_sampler_recorder_and_webhook(store: EventStore, tmp_
 def test_read_log_tail_of_missing_file_is_empty(tmp_path: Path) -> None:
     assert read_log_tail(str(tmp_path / "nope.log"), 10) == []
     assert read_log_tail(None, 10) == []
+
+
+def test_event_ids_are_never_reused_after_retention(store: EventStore) -> None:
+    recorder = EventRecorder(store, retention_seconds=86400)
+    first = recorder.record(Transition("started", 10.0, op("old"), "started"))
+    assert first is not None
+    assert store.purge_batch(cutoff=time.time() - 86400) == 1
+    second = recorder.record(Transition("started", time.time(), op("new"), "started"))
+    assert second is not None and second["id"] > first["id"]  # a client's ?since= stays valid
