@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.system import SystemProbe
-from dgx_spark.events.service import EventsProbe
+from dgx_spark.events.service import EventsProbe, stop_events
 from dgx_spark.progress.probe import ProgressProbe
 from dgx_spark.database import get_engine, migrate
 from dgx_spark.settings import settings
@@ -76,3 +76,4 @@ async def lifespan() -> AsyncIterator[None]:
         yield
     finally:
         sampler.stop()
+        stop_events()  # after the sampler: its last transitions get stored

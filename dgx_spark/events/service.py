@@ -128,3 +128,9 @@ class EventsProbe:
     def sample(self, ctx: Any) -> None:
         """Run the detector over this snapshot."""
         get_events().detector.sample(ctx)
+
+
+def stop_events() -> None:
+    """Store the queued events and stop the threads, if the service was ever started."""
+    if get_events.cache_info().currsize:
+        get_events().stop()
