@@ -84,7 +84,6 @@ class EventRecorder:
         self._next_purge = 0.0
         self._purging = False
         self.dropped = 0
-        self._loaded = False
 
     # -- producer side (sampler thread) ---------------------------------------------
 
@@ -151,7 +150,6 @@ class EventRecorder:
             return
         with self._recent_lock:
             self._recent.extend(events)
-        self._loaded = True
 
     def record(self, transition: Transition) -> dict[str, Any] | None:
         """Store one transition (and the history row when it ends an operation).
