@@ -112,6 +112,7 @@ class _Known:
     log_read: bool = False
     command: str | None = None
     description: str | None = None
+    key: Key = (b"", b"")
 
     def display(self) -> tuple[str, str]:
         """The redacted command line and short description (computed once)."""
@@ -124,6 +125,8 @@ class _Known:
 
 _KERNEL = object()
 """Cache entry for kernel threads and processes that vanished mid-read."""
+_IGNORED = object()
+"""Cache entry for processes a rule says are not operations (daemons, shells)."""
 
 
 class Discovery:
@@ -159,6 +162,8 @@ class Discovery:
         if rules is None:
             self._rules_mtime = self._mtime()
         self.proc = proc
+        self._proc_b = proc.encode()
+        self._proc_prefix = self._proc_b + b"/"
         self.min_age = min_age
         self.exclude_self = exclude_self
         self.own_pid = os.getpid()
@@ -261,175 +266,160 @@ class Discovery:
         """Scan the process table once and return the live operations."""
         self._maybe_reload_rules()
         mono = time.monotonic()
-        proc = self.proc
+        prefix = self._proc_prefix
         known_cache = self._known
-        stats: dict[int, tuple[int, int, list[bytes]]] = {}
-        alive: dict[int, Key] = {}
-        for name in os.listdir(proc):
+        cache_get = known_cache.get
+        os_open, os_read, os_close, rdonly = os.open, os.read, os.close, os.O_RDONLY
+        # pid -> (cached facts, stat fields) of processes that may be part of an operation.
+        entries: dict[bytes, tuple[_Known, list[bytes]]] = {}
+        seen: list[Key] = []
+        for name in os.listdir(self._proc_b):
             if not name.isdigit():
                 continue
             try:
-                fd = os.open(f"{proc}/{name}/stat", os.O_RDONLY)
+                fd = os_open(prefix + name + b"/stat", rdonly)
             except OSError:
                 continue
             try:
-                data = os.read(fd, 1024)
+                data = os_read(fd, 1024)
             except OSError:
                 continue
             finally:
-                os.close(fd)
+                os_close(fd)
             close = data.rfind(b")")
-            fields = data[close + 2 :].split()
-            if len(fields) < 22 or fields[0] == b"Z":
+            # state ppid pgrp session tty tpgid flags ... utime(11) stime(12) ... starttime(19) vsize rss(21)
+            fields = data[close + 2 :].split(None, 22)
+            if len(fields) < 23 or fields[0] == b"Z":
                 continue
-            pid = int(name)
-            start = int(fields[19])
-            key = (pid, start)
-            known = known_cache.get(key)
+            key = (name, fields[19])
+            seen.append(key)
+            known = cache_get(key)
             if known is None:
-                if int(fields[6]) & PF_KTHREAD or pid == 1:
-                    known = _KERNEL
-                else:
-                    comm = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
-                    known = self._learn(pid, int(fields[1]), comm, fields[4] != b"0", start)
+                known = self._learn_stat(name, data, close, fields)
                 known_cache[key] = known
-            alive[pid] = key
-            if known is not _KERNEL:
-                stats[pid] = (int(fields[1]), start, fields)
+            if known.__class__ is _Known:
+                entries[name] = (known, fields)  # type: ignore[assignment]
         # Forget processes that went away.
-        if len(known_cache) > len(alive) + 64:
-            for key in [key for key in known_cache if alive.get(key[0]) != key]:
+        if len(known_cache) > len(seen) + 64:
+            alive_keys = set(seen)
+            for key in [key for key in known_cache if key not in alive_keys]:
                 del known_cache[key]
 
-        excluded = self._dashboard_processes(stats, alive) if self.exclude_self else set()
-        # Members: processes that may belong to an operation (not ignored, not ours).
-        members: dict[int, _Known] = {}
-        for pid in stats:
-            if pid in excluded:
-                continue
-            known = known_cache[alive[pid]]
-            assert isinstance(known, _Known)
-            verdict = known.verdict
-            if verdict is not None and verdict.type == "ignore":
-                continue
-            members[pid] = known
-        children: dict[int, list[int]] = {}
-        roots: list[int] = []
-        for pid in members:
-            ppid = stats[pid][0]
-            if ppid in members:
+        children: dict[bytes, list[bytes]] = {}
+        roots: list[bytes] = []
+        for pid, (_known, fields) in entries.items():
+            ppid = fields[1]
+            if ppid in entries:
                 children.setdefault(ppid, []).append(pid)
             else:
                 roots.append(pid)
+        if self.exclude_self:
+            roots = self._without_dashboard(entries, children, roots)
 
-        # Listening ports: candidates are members, newest first.
-        candidates = sorted((alive[pid] for pid in members), key=lambda key: key[1], reverse=True)
-        self.listening.update(alive, candidates)
+        # Listening ports: candidates are members, newest first (only read when needed).
+        self.listening.update(
+            lambda pid: entry[0].key if (entry := entries.get(pid)) is not None else None,
+            lambda: sorted((known.key for known, _fields in entries.values()), key=_start_of, reverse=True),
+        )
         ports_by_key = self.listening.ports_by_key()
         unreadable = self.listening.unreadable
 
         elapsed = None if self._prev_mono is None else mono - self._prev_mono
-        prev_ticks = self._prev_ticks
-        prev_time = self._prev_time
-        ticks_now: dict[Key, int] = {}
+        tick = _Tick(now, elapsed, self._prev_ticks, self._prev_time, {}, ports_by_key, unreadable)
         operations: list[Operation] = []
+        min_age = self.min_age
         for root in roots:
-            root_known = members[root]
-            if now - root_known.create_time < self.min_age:
+            if now - entries[root][0].create_time < min_age:
                 continue
             tree = [root]
             index = 0
             while index < len(tree):
                 tree.extend(children.get(tree[index], ()))
                 index += 1
-            operation = self._fold(
-                root, tree, members, stats, alive, ports_by_key, unreadable, now, elapsed, prev_ticks, prev_time, ticks_now
-            )
+            operation = self._fold(tree, entries, tick)
             if operation is not None:
                 operations.append(operation)
-        self._prev_ticks = ticks_now
+        self._prev_ticks = tick.ticks_now
         self._prev_ops = {op.id for op in operations}
         self._prev_mono = mono
         self._prev_time = now
         operations.sort(key=lambda op: (op.started_at_ts or 0.0, op.id))
         return operations
 
-    def _fold(
-        self,
-        root: int,
-        tree: list[int],
-        members: dict[int, _Known],
-        stats: dict[int, tuple[int, int, list[bytes]]],
-        alive: dict[int, Key],
-        ports_by_key: dict[Key, list[int]],
-        unreadable: set[Key],
-        now: float,
-        elapsed: float | None,
-        prev_ticks: dict[Key, int],
-        prev_time: float | None,
-        ticks_now: dict[Key, int],
-    ) -> Operation | None:
-        """One operation from a process tree, or ``None`` when nothing in it is one."""
-        root_known = members[root]
-        ports: set[int] = set()
-        representative: tuple[int, Verdict] | None = None
-        fallback: tuple[int, Verdict] | None = None
-        ports_unknown = False
-        for pid in tree:
-            key = alive[pid]
-            own_ports = ports_by_key.get(key)
-            if own_ports:
-                ports.update(own_ports)
-            if key in unreadable:
-                ports_unknown = True
-            known = members[pid]
-            verdict = self._verdict(known, bool(own_ports))
-            if verdict is None or verdict.type == "ignore":
-                continue
-            if representative is None and not verdict.rule.generic:
-                representative = (pid, verdict)
-            if fallback is None:
-                fallback = (pid, verdict)
-        # A specific rule (root first, then the first in the tree) names the tree; else the root's.
-        chosen = representative or fallback
-        if chosen is None:
-            if not self._launched(root_known):
-                return None
-            chosen_pid, chosen_verdict = root, None
-        else:
-            chosen_pid, chosen_verdict = chosen
-        lead = members[chosen_pid]
-        op_type = chosen_verdict.type if chosen_verdict is not None else "program"
-        if op_type == "program" and ports:
-            op_type = "server"
-        if chosen_verdict is not None:
-            name = chosen_verdict.name
-        else:
-            name = lead.shape.entry or lead.facts.comm
-        rule = chosen_verdict.rule if chosen_verdict is not None else None
+    def _learn_stat(self, name: bytes, data: bytes, close: int, fields: list[bytes]) -> _Known | object:
+        """Cache entry for a process seen for the first time."""
+        pid = int(name)
+        if int(fields[6]) & PF_KTHREAD or pid == 1:
+            return _KERNEL
+        comm = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
+        known = self._learn(pid, int(fields[1]), comm, fields[4] != b"0", int(fields[19]))
+        if isinstance(known, _Known):
+            known.key = (name, fields[19])
+            if known.verdict is not None and known.verdict.type == "ignore":
+                return _IGNORED
+        return known
 
-        # Resources: CPU from tick deltas, RSS summed.
-        total_ticks_delta = 0
-        cpu_known = elapsed is not None and elapsed > 0
+    def _fold(self, tree: list[bytes], entries: dict[bytes, tuple[_Known, list[bytes]]], tick: _Tick) -> Operation | None:
+        """One operation from a process tree, or ``None`` when nothing in it is one."""
+        root_known = entries[tree[0]][0]
+        ports: set[int] = set()
+        representative: tuple[_Known, Verdict] | None = None
+        fallback: tuple[_Known, Verdict] | None = None
+        ports_unknown = False
+        ports_by_key = tick.ports_by_key
+        unreadable = tick.unreadable
+        prev_ticks = tick.prev_ticks
+        ticks_now = tick.ticks_now
+        born_after = tick.prev_time if tick.prev_time is not None else float("inf")
+        ticks_delta = 0
         rss_pages = 0
+        pids: list[int] = []
         for pid in tree:
-            fields = stats[pid][2]
-            key = alive[pid]
+            known, fields = entries[pid]
+            key = known.key
+            pids.append(known.facts.pid)
+            # Resources: CPU from tick deltas, RSS summed.
             ticks = int(fields[11]) + int(fields[12])
             ticks_now[key] = ticks
             rss_pages += int(fields[21])
             previous = prev_ticks.get(key)
             if previous is not None:
-                total_ticks_delta += ticks - previous
-            elif prev_time is not None and members[pid].create_time >= prev_time:
-                total_ticks_delta += ticks  # born since the last tick: all its CPU is new
-        op_id = operation_id(root, root_known.create_time)
-        if op_id not in self._prev_ops:
-            cpu_known = False  # first sighting: no interval to measure over yet
-        cpu_percent = None
-        if cpu_known and elapsed:
-            cpu_percent = round(max(0.0, total_ticks_delta / CLOCK_TICKS / elapsed * 100.0), 1)
+                ticks_delta += ticks - previous
+            elif known.create_time >= born_after:
+                ticks_delta += ticks  # born since the last tick: all its CPU is new
+            # Classification and ports.
+            own_ports = ports_by_key.get(key)
+            if own_ports:
+                ports.update(own_ports)
+                verdict = self._verdict(known, True)
+            else:
+                verdict = known.verdict
+            if key in unreadable:
+                ports_unknown = True
+            if verdict is None:
+                continue
+            if representative is None and not verdict.rule.generic:
+                representative = (known, verdict)
+            if fallback is None:
+                fallback = (known, verdict)
+        # A specific rule (root first, then the first in the tree) names the tree; else the root's.
+        chosen = representative or fallback
+        if chosen is None:
+            if not self._launched(root_known):
+                return None
+            lead, verdict = root_known, None
+        else:
+            lead, verdict = chosen
+        rule = verdict.rule if verdict is not None else None
+        op_type = verdict.type if verdict is not None else "program"
+        if op_type == "program" and ports:
+            op_type = "server"
+        name = verdict.name if verdict is not None else (lead.shape.entry or lead.facts.comm)
 
+        op_id = operation_id(root_known.facts.pid, root_known.create_time)
+        cpu_percent = None
+        if tick.elapsed and op_id in self._prev_ops:  # first sighting: no interval yet
+            cpu_percent = round(max(0.0, ticks_delta / CLOCK_TICKS / tick.elapsed * 100.0), 1)
         sorted_ports = tuple(sorted(ports))
         port = None
         if sorted_ports:
@@ -440,20 +430,18 @@ class Discovery:
             status = "active"
         else:
             status = "running"
-        command = root_known.display()[0]
-        description = lead.display()[1]
         return Operation(
             id=op_id,
             type=op_type,  # type: ignore[arg-type]
             name=name,
             status=status,  # type: ignore[arg-type]
-            description=description,
+            description=lead.display()[1],
             started_at_ts=root_known.create_time,
             port=port,
             ports=sorted_ports,
-            pid=root,
-            pids=tuple(tree),
-            command=command,
+            pid=root_known.facts.pid,
+            pids=tuple(pids),
+            command=root_known.display()[0],
             user=root_known.facts.user,
             cpu_percent=cpu_percent,
             memory_bytes=rss_pages * PAGE_SIZE,
@@ -461,43 +449,66 @@ class Discovery:
             cwd=root_known.facts.cwd,
         )
 
-    def _dashboard_processes(self, stats: dict[int, tuple[int, int, list[bytes]]], alive: dict[int, Key]) -> set[int]:
-        """Our own pid, its ancestors, and the dashboard's other processes (not launched ones).
+    def _ancestors(self) -> list[bytes]:
+        """Our own pid and its ancestors (read directly: some are not operations)."""
+        chain: list[bytes] = []
+        pid = str(self.own_pid).encode()
+        while pid not in (b"0", b"1") and pid not in chain and len(chain) < 64:
+            chain.append(pid)
+            data = _read(f"{self.proc}/{pid.decode()}/stat")
+            if not data:
+                break
+            pid = data[data.rfind(b")") + 2 :].split(None, 2)[1]
+        return chain
 
-        The other processes are the descendants of a ``reflex``/``granian`` ancestor
-        (sibling workers, the frontend server), except processes the dashboard
-        launched (they carry the launch marker) and what runs under those.
+    def _without_dashboard(
+        self,
+        entries: dict[bytes, tuple[_Known, list[bytes]]],
+        children: dict[bytes, list[bytes]],
+        roots: list[bytes],
+    ) -> list[bytes]:
+        """Roots without the dashboard's own processes; what the dashboard launched becomes roots.
+
+        Left out: our own pid, its ancestors, and every descendant of a
+        ``reflex``/``granian`` ancestor (sibling workers, the frontend server),
+        except processes carrying the launch marker and what runs under them.
         """
-        excluded: set[int] = set()
-        dashboard_roots: list[int] = []
-        pid = self.own_pid
-        while pid in stats and pid not in excluded:
-            excluded.add(pid)
-            known = self._known.get(alive[pid])
-            if (
-                pid != self.own_pid
-                and isinstance(known, _Known)
-                and any(marker in " ".join(known.facts.argv) for marker in _DASHBOARD_MARKERS)
-            ):
-                dashboard_roots.append(pid)
-            pid = stats[pid][0]
-        if not dashboard_roots:
-            return excluded
-        children: dict[int, list[int]] = {}
-        for child, (ppid, _start, _fields) in stats.items():
-            children.setdefault(ppid, []).append(child)
-        stack = list(dashboard_roots)
+        ancestors = self._ancestors()
+        excluded = set(ancestors)
+        stack = [
+            pid
+            for pid in ancestors[1:]
+            if pid in entries
+            and any(marker in arg for arg in entries[pid][0].facts.argv for marker in _DASHBOARD_MARKERS)
+        ]
         while stack:
             parent = stack.pop()
             for child in children.get(parent, ()):
-                if child in excluded:
+                if child in excluded or self._launched(entries[child][0]):
                     continue
-                known = self._known.get(alive[child])
-                if isinstance(known, _Known) and self._launched(known):
-                    continue  # launched by the dashboard: an operation, with its subtree
                 excluded.add(child)
                 stack.append(child)
-        return excluded
+        kept = [pid for pid in roots if pid not in excluded]
+        for parent in excluded:
+            kept.extend(child for child in children.get(parent, ()) if child not in excluded)
+        return kept
+
+
+def _start_of(key: Key) -> int:
+    return int(key[1])
+
+
+@dataclasses.dataclass(slots=True)
+class _Tick:
+    """What one tick shares between the trees it folds."""
+
+    now: float
+    elapsed: float | None
+    prev_ticks: dict[Key, int]
+    prev_time: float | None
+    ticks_now: dict[Key, int]
+    ports_by_key: dict[Key, list[int]]
+    unreadable: set[Key]
 
 
 def _describe(argv: Sequence[str]) -> str:

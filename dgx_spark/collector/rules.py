@@ -269,8 +269,8 @@ def placeholders(facts: ProcessFacts, shape: CommandShape) -> dict[str, str | No
     ``{program}``, ``{script}``, ``{module}``, ``{entry}`` (script, else module,
     else program), ``{subcommand}``, ``{arg1}``/``{arg2}`` (positional arguments),
     ``{model}`` (``--model``-like option or the argument after ``serve``),
-    ``{target}`` (first script or config file argument, or ``-m`` module), ``{cwd}``
-    (base name of the working directory).
+    ``{target}`` (first script or config file argument, or ``-m`` module), ``{app}``
+    (a ``module:app`` argument), ``{cwd}`` (base name of the working directory).
     """
     positionals = shape.positionals
     return {
@@ -283,10 +283,12 @@ def placeholders(facts: ProcessFacts, shape: CommandShape) -> dict[str, str | No
         "arg2": positionals[1] if len(positionals) > 1 else None,
         "model": _model(shape),
         "target": _target(shape),
+        "app": next((arg for arg in shape.args if _APP.match(arg)), None),
         "cwd": _basename(facts.cwd) if facts.cwd else None,
     }
 
 
+_APP = re.compile(r"^[\w.]+:[\w.()]+$")
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
@@ -455,10 +457,10 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     _rule("triton", "server", "Triton Inference Server", program=["tritonserver"], port=8000),
     _rule("open-webui", "server", "Open WebUI", program=["open-webui"], port=8080),
     _rule("open-webui-app", "server", "Open WebUI", args=[r"\bopen_webui\.main\b"], port=8080),
-    _rule("uvicorn", "server", ["Uvicorn · {arg1}", "Uvicorn"], program=["uvicorn"], port=8000),
-    _rule("uvicorn-module", "server", ["Uvicorn · {arg1}", "Uvicorn"], module=["uvicorn"], port=8000),
-    _rule("gunicorn", "server", ["Gunicorn · {arg1}", "Gunicorn"], program=["gunicorn"], port=8000),
-    _rule("granian", "server", ["Granian · {arg1}", "Granian"], program=["granian"], port=8000),
+    _rule("uvicorn", "server", ["Uvicorn · {app}", "Uvicorn"], program=["uvicorn"], port=8000),
+    _rule("uvicorn-module", "server", ["Uvicorn · {app}", "Uvicorn"], module=["uvicorn"], port=8000),
+    _rule("gunicorn", "server", ["Gunicorn · {app}", "Gunicorn"], program=["gunicorn"], port=8000),
+    _rule("granian", "server", ["Granian · {app}", "Granian"], program=["granian"], port=8000),
     _rule("streamlit", "server", ["Streamlit · {arg2}", "Streamlit"], program=["streamlit"],
           subcommand=["run"], port=8501),
     _rule("streamlit-module", "server", ["Streamlit · {arg2}", "Streamlit"], module=["streamlit"], port=8501),

@@ -16,15 +16,15 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 LISTEN = "0A"
 _SOCKET_PREFIX = "socket:["
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[int, int]
-"""A process identity: (pid, start time in clock ticks since boot)."""
+Key = tuple[bytes, bytes]
+"""A process identity: (pid, start time in clock ticks since boot), as /proc spells them."""
 
 
 _SOCK_DIAG_BY_FAMILY = 20
@@ -89,9 +89,9 @@ def read_listening_proc(proc: str = "/proc") -> dict[int, int]:
     return found
 
 
-def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
+def socket_inodes(pid: bytes, proc: str = "/proc") -> set[int] | None:
     """Inodes of the sockets a process holds; ``None`` when its fds cannot be read."""
-    base = f"{proc}/{pid}/fd"
+    base = f"{proc}/{pid.decode()}/fd"
     try:
         names = os.listdir(base)
     except (PermissionError, FileNotFoundError, ProcessLookupError, NotADirectoryError):
@@ -136,13 +136,14 @@ class ListeningTracker:
                 logger.info("sock_diag unavailable (%s); reading /proc/net/tcp instead", exc)
         return read_listening_proc(self.proc)
 
-    def update(self, alive: Mapping[int, Key], candidates: Iterable[Key]) -> None:
+    def update(self, alive: Callable[[bytes], Key | None], candidates: Callable[[], Iterable[Key]]) -> None:
         """Refresh the listening set; map new inodes to owners among ``candidates``.
 
         Args:
-            alive: pid -> key of every process alive now.
-            candidates: Processes that may own sockets we care about, newest first
-                is best (a new socket usually belongs to a new process).
+            alive: pid -> key of that pid now (None if gone or not a candidate).
+            candidates: Returns the processes that may own sockets we care about,
+                newest first (a new socket usually belongs to a new process);
+                called only when some inode needs an owner.
         """
         self.ports = self.read()
         for inode in [inode for inode in self.owner if inode not in self.ports]:
@@ -150,7 +151,7 @@ class ListeningTracker:
         wanted = {
             inode
             for inode in self.ports
-            if (owner := self.owner.get(inode)) is None or alive.get(owner[0]) != owner
+            if (owner := self.owner.get(inode)) is None or alive(owner[0]) != owner
         }
         for inode in wanted:
             self.owner.pop(inode, None)
@@ -158,7 +159,7 @@ class ListeningTracker:
         if not wanted or wanted <= self._unresolved:
             self._unresolved = frozenset(wanted)
             return
-        for key in candidates:
+        for key in candidates():
             inodes = socket_inodes(key[0], self.proc)
             self.scans += 1
             if inodes is None:
@@ -172,7 +173,7 @@ class ListeningTracker:
                 break
         self._unresolved = frozenset(wanted)
         if len(self.unreadable) > 4096:
-            self.unreadable = {key for key in self.unreadable if alive.get(key[0]) == key}
+            self.unreadable = {key for key in self.unreadable if alive(key[0]) == key}
 
     def ports_by_key(self) -> dict[Key, list[int]]:
         """key -> sorted listening ports of that process."""
