@@ -339,6 +339,8 @@ class Supervisor:
             if rec is None:
                 raise self._not_launched(op_id, "started again")
             if rec.is_live:
+                self._reconcile(rec)
+            if rec.is_live:
                 raise ControlError(409, f"operation {op_id} is {rec.status}, not ended")
             field = "params.port" if rec.template != tpl.CUSTOM else "port"
             if rec.port is not None and (
@@ -370,20 +372,21 @@ class Supervisor:
             if rec is not None:
                 if not rec.is_live:
                     raise ControlError(409, f"operation {op_id} has already ended ({rec.status})")
-                if rec.busy:
+                if rec.busy and not force:
                     raise ControlError(409, f"operation {op_id} is already being stopped")
                 rec.stop_requested = True
-                rec.busy = True
                 self._persist(rec)
-                target, group = (rec.identity, True) if rec.identity else (rec.runner_identity, False)
+                self._reconcile(rec)  # learn the command's pid if the runner has started it
+                target, group = self._stop_target(rec)
+                if not rec.is_live or target is None:
+                    return self._as_operation(rec, None)
+                rec.busy = True
         if rec is not None:
-            if target is None:
-                return self._as_operation(rec, None)
             try:
                 self._signal(target, sig, group=group)
             finally:
                 with self._lock:
-                    rec.busy = force or not self.config.stop_grace
+                    rec.busy = not force
             if not force:
                 self._escalate_later(target, group, rec)
             self._changed()
@@ -424,9 +427,26 @@ class Supervisor:
         except SignalDenied as exc:
             raise ControlError(403, f"not permitted: {exc}") from exc
 
+    def _stop_target(self, rec: Launched) -> tuple[ProcessIdentity | None, bool]:
+        """The command's process group once known; before that the runner (it forwards SIGTERM)."""
+        if rec.identity is not None:
+            return rec.identity, True
+        return rec.runner_identity, False
+
     def _escalate_later(self, target: ProcessIdentity, group: bool, rec: Launched | None) -> None:
         def escalate() -> None:
+            nonlocal target, group
             try:
+                if rec is not None:
+                    with self._lock:
+                        if rec.is_live:
+                            self._reconcile(rec)
+                        if not rec.is_live:
+                            return
+                        # Never SIGKILL the runner while its command may live: it would lose the exit code.
+                        target, group = self._stop_target(rec)  # type: ignore[assignment]
+                        if target is None:
+                            return
                 if is_alive(target):
                     logger.info("stop: pid %d outlived the grace period; SIGKILL", target.pid)
                     send_signal(target, signal.SIGKILL, group=group)
@@ -447,6 +467,8 @@ class Supervisor:
             rec = self._ops.get(op_id)
             if rec is None:
                 raise self._not_launched(op_id, "removed")
+            if rec.is_live:
+                self._reconcile(rec)  # it may have ended since the last sample
             if rec.is_live:
                 raise ControlError(409, f"operation {op_id} is {rec.status}; stop it first")
             del self._ops[op_id]
