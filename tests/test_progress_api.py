@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import signal
 import socket
 import sys
 import textwrap
@@ -51,6 +54,48 @@ def write_job(folder: Path, name: str, body: str) -> Path:
     return path
 
 
+# Every job a test launches, so that teardown stops it even when the test failed.
+_LAUNCHED: list[tuple[Dashboard, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_launched() -> Iterator[None]:
+    """Stop every job launched during the test and make sure its process is gone."""
+    yield
+    while _LAUNCHED:
+        dashboard, op_id = _LAUNCHED.pop()
+        try:
+            status, body = dashboard.request("GET", f"/api/dgx/operations/{op_id}")
+            pid = body["data"]["pid"] if status == 200 else None
+            stop(dashboard, op_id)
+        except OSError:  # that dashboard has already gone
+            continue
+        if pid is not None:
+            reap(pid)
+
+
+def reap(pid: int) -> None:
+    """Wait for a stopped job's process to go; SIGKILL it if it lingers."""
+    try:
+        wait_until(lambda: not _alive(pid), 20)
+    except AssertionError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def launch(dashboard: Dashboard, script: Path, name: str, *args: str) -> dict[str, Any]:
     """Launch ``script`` as a job through the supervisor (custom template); return the operation."""
     body = {
@@ -62,6 +107,7 @@ def launch(dashboard: Dashboard, script: Path, name: str, *args: str) -> dict[st
     }
     status, answer = dashboard.authed("POST", "/api/dgx/operations", body)
     assert status == 201, answer
+    _LAUNCHED.append((dashboard, answer["data"]["id"]))
     return answer["data"]
 
 
@@ -273,6 +319,7 @@ def test_stalled_when_a_job_stops_printing(tmp_path: Path) -> None:
     with running_dashboard(tmp_path / "dash", env={"DGX_SPARK_STALL_SECONDS": "4"}) as dashboard:
         op = launch(dashboard, script, "stalling training")
         moving = wait_until(lambda: (o := operation(dashboard, op["id"]))["progress"] and o, 90)
+        pid = moving["pid"]
         assert moving["stalled"] is False
         stalled = wait_until(lambda: (o := operation(dashboard, op["id"]))["stalled"] and o, 90,
                              message="never marked stalled")
@@ -282,5 +329,6 @@ def test_stalled_when_a_job_stops_printing(tmp_path: Path) -> None:
         stop(dashboard, op["id"])
         ended = wait_until(lambda: (o := operation(dashboard, op["id"]))["status"] in ("stopped", "failed") and o, 60)
         assert ended["stalled"] is False
+        reap(pid)
         log = dashboard.log_tail(200_000)
     assert "Traceback (most recent call last)" not in log

@@ -17,13 +17,23 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.job_progress import job_progress_block
 from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
 
-# Uptime ticks in the browser (react-moment), once a second, with no server traffic.
-UPTIME_FORMAT = "d[d] h[h] m[m] s[s]"
+# Uptime ticks in the browser (react-moment), once a second, with no server traffic;
+# its format comes with the view (seconds while under a day).
 TICK_MS = 1000
+# Start time in the browser's zone: the time today, the day and time before.
+STARTED_CALENDAR = {
+    "sameDay": "HH:mm",
+    "lastDay": "[yesterday] HH:mm",
+    "lastWeek": "ddd HH:mm",
+    "sameElse": "MMM D, HH:mm",
+    "nextDay": "MMM D, HH:mm",
+    "nextWeek": "MMM D, HH:mm",
+}
 
 
 def type_icon(op: rx.Var[OperationView]) -> rx.Component:
@@ -139,7 +149,7 @@ def started_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.hstack(
                 rx.moment(
                     op.started_at,
-                    format="HH:mm",
+                    calendar=STARTED_CALENDAR,
                     local=True,
                     with_title=True,
                     title_format="YYYY-MM-DD HH:mm:ss Z",
@@ -164,7 +174,7 @@ def uptime_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.moment(
                 op.started_at,
                 duration_from_now=True,
-                format=UPTIME_FORMAT,
+                format=op.uptime_format,
                 trim=True,
                 interval=TICK_MS,
             ),
@@ -203,31 +213,8 @@ def card_details(op: rx.Var[OperationView]) -> rx.Component:
 
 
 def job_progress(op: rx.Var[OperationView]) -> rx.Component:
-    """A job's progress bar with percent, epoch and train loss (extension slot)."""
-    return rx.cond(
-        op.type == "job",
-        rx.vstack(
-            rx.cond(
-                op.progress_percent.is_not_none(),
-                rx.progress(value=op.progress_percent.to(int), max=100, size="2", data_field="progress-bar"),
-                rx.progress(size="2", duration="3s"),  # indeterminate while unknown
-            ),
-            rx.hstack(
-                rx.text(
-                    rx.cond(op.progress_percent.is_not_none(), op.progress_percent.to_string() + " %", "progress unknown"),
-                    data_field="progress",
-                ),
-                rx.hstack(
-                    rx.cond(op.epoch_text != "", rx.text("epoch " + op.epoch_text, data_field="epoch")),
-                    rx.cond(op.train_loss_text != "", rx.text("loss " + op.train_loss_text, data_field="train-loss")),
-                    spacing="3",
-                ),
-                style=styles.progress_meta,
-            ),
-            style=styles.progress_block,
-            data_field="job-progress",
-        ),
-    )
+    """A job's progress block: bar, percent, epoch, loss sparkline, ETA, source (extension slot)."""
+    return job_progress_block(op)
 
 
 def chip(icon: str, label: str, value: rx.Var[str], field: str) -> rx.Component:

@@ -14,6 +14,7 @@ from typing import Any
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import ENDED_STATUSES, LIVE_STATUSES, Operation, Snapshot
+from dgx_spark.progress import display as progress_display
 
 SECTIONS: tuple[str, ...] = ("servers", "jobs", "programs")
 SECTION_OF_TYPE: Mapping[str, str] = {"server": "servers", "job": "jobs", "program": "programs"}
@@ -37,6 +38,7 @@ class OperationView:
     started_at: str = ""
     ended_at: str = ""
     uptime_text: str = ""
+    uptime_format: str = "h[h] m[m] s[s]"  # moment-duration-format template for the ticking uptime
     # Server.
     port: int | None = None
     ports_text: str = ""
@@ -52,6 +54,11 @@ class OperationView:
     eta_seconds: float | None = None
     stalled: bool = False
     progress_source: str = ""
+    # Job progress as read on the card (dgx_spark/progress/display.py).
+    eta_text: str = ""
+    throughput_text: str = ""
+    progress_source_text: str = ""
+    loss_sparkline: str = ""  # SVG polyline points of the recent train losses
     # Resources (filled when a probe reports them).
     cpu_text: str = ""
     memory_text: str = ""
@@ -96,6 +103,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         started_at=fmt.iso_timestamp(op.started_at_ts),
         ended_at=fmt.iso_timestamp(op.ended_at_ts),
         uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
+        uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
         ports_text=", ".join(str(p) for p in op.ports) if len(op.ports) > 1 else "",
         url=f"http://{url_host}:{port}" if port is not None else "",
@@ -108,6 +116,10 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         eta_seconds=op.eta_seconds,
         stalled=bool(op.stalled),
         progress_source=op.progress_source or "",
+        eta_text=progress_display.format_eta(op.eta_seconds) if op.status in LIVE_STATUSES else "",
+        throughput_text=progress_display.format_throughput(op.throughput) if op.status in LIVE_STATUSES else "",
+        progress_source_text=progress_display.source_label(op.progress_source),
+        loss_sparkline=progress_display.sparkline_points(op.loss_history),
         cpu_text=_text(fmt.format_percent(op.cpu_percent)),
         memory_text=_text(fmt.format_bytes(op.memory_bytes)),
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
