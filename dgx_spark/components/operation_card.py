@@ -22,18 +22,9 @@ from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
 
-# Uptime ticks in the browser (react-moment), once a second, with no server traffic;
-# its format comes with the view (seconds while under a day).
+# Uptime ticks in the browser (react-moment), once a second, with no server traffic.
+UPTIME_FORMAT = "d[d] h[h] m[m] s[s]"
 TICK_MS = 1000
-# Start time in the browser's zone: the time today, the day and time before.
-STARTED_CALENDAR = {
-    "sameDay": "HH:mm",
-    "lastDay": "[yesterday] HH:mm",
-    "lastWeek": "ddd HH:mm",
-    "sameElse": "MMM D, HH:mm",
-    "nextDay": "MMM D, HH:mm",
-    "nextWeek": "MMM D, HH:mm",
-}
 
 
 def type_icon(op: rx.Var[OperationView]) -> rx.Component:
@@ -149,7 +140,7 @@ def started_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.hstack(
                 rx.moment(
                     op.started_at,
-                    calendar=STARTED_CALENDAR,
+                    format="HH:mm",
                     local=True,
                     with_title=True,
                     title_format="YYYY-MM-DD HH:mm:ss Z",
@@ -174,7 +165,7 @@ def uptime_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.moment(
                 op.started_at,
                 duration_from_now=True,
-                format=op.uptime_format,
+                format=UPTIME_FORMAT,
                 trim=True,
                 interval=TICK_MS,
             ),
