@@ -332,3 +332,48 @@ def test_stalled_when_a_job_stops_printing(tmp_path: Path) -> None:
         reap(pid)
         log = dashboard.log_tail(200_000)
     assert "Traceback (most recent call last)" not in log
+
+
+def test_discovered_job_progress_from_its_stdout_file(backend: Dashboard, tmp_path: Path) -> None:
+    from tests.support import workloads
+
+    with workloads.training_script(tmp_path, "train_discovered.py", epochs=500, seconds_per_epoch=0.3) as job:
+        def found() -> dict[str, Any] | None:
+            for op in backend.operations(type="job"):
+                if op["pid"] == job.pid and op["progress"]:
+                    return op
+            return None
+
+        first = wait_until(found, 90, 0.5, message="the discovered job's output was never read")
+        assert first["source"] == "discovered" and first["progress_source"] == "log"
+        assert first["total_epochs"] == 500
+        assert first["metrics"]["train_loss"] == pytest.approx(1.0 / first["metrics"]["epoch"], rel=1e-3)
+        wait_until(lambda: (op := found()) and op["metrics"]["epoch"] > first["metrics"]["epoch"], 90, 0.5)
+
+
+def test_trainer_state_json_in_the_output_dir(backend: Dashboard, tmp_path: Path) -> None:
+    script = write_job(
+        tmp_path,
+        "train_hf.py",
+        """
+        import json, os, sys, time
+        out = sys.argv[sys.argv.index("--output_dir") + 1]
+        for step in range(10, 1001, 10):
+            folder = os.path.join(out, f"checkpoint-{step}")
+            os.makedirs(folder, exist_ok=True)
+            state = {"global_step": step, "max_steps": 1000, "num_train_epochs": 4, "epoch": step / 250,
+                     "log_history": [{"loss": 1.0 / step, "learning_rate": 5e-05, "step": step}]}
+            with open(os.path.join(folder, "trainer_state.json"), "w") as handle:
+                json.dump(state, handle)
+            time.sleep(0.5)
+        time.sleep(600)
+        """,
+    )
+    op = launch(backend, script, "hf training", "--output_dir", "out", "--num_train_epochs", "4")
+    first = wait_until(lambda: (o := operation(backend, op["id"]))["progress"] and o, 90,
+                       message="trainer_state.json was never read")
+    assert first["progress_source"] == "trainer_state"
+    assert first["total_epochs"] == 4
+    assert first["metrics"]["step"] == round(first["progress"] * 1000)
+    assert first["metrics"]["train_loss"] == pytest.approx(1.0 / first["metrics"]["step"])
+    wait_until(lambda: operation(backend, op["id"])["progress"] > first["progress"], 90)
