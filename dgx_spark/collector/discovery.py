@@ -113,6 +113,10 @@ class _Known:
     command: str | None = None
     description: str | None = None
     key: Key = (b"", b"")
+    cpu_ticks: int = -1
+    """CPU ticks (user + system) at the last tick it was part of an operation."""
+    cpu_seq: int = -1
+    """Which tick ``cpu_ticks`` is from."""
 
     def display(self) -> tuple[str, str]:
         """The redacted command line and short description (computed once)."""
@@ -171,7 +175,7 @@ class Discovery:
         self.listening = ListeningTracker(proc)
         self._known: dict[Key, _Known | object] = {}
         self._users: dict[int, str] = {}
-        self._prev_ticks: dict[Key, int] = {}
+        self._seq = 0
         self._prev_ops: set[str] = set()
         self._prev_mono: float | None = None
         self._prev_time: float | None = None
@@ -325,7 +329,8 @@ class Discovery:
         unreadable = self.listening.unreadable
 
         elapsed = None if self._prev_mono is None else mono - self._prev_mono
-        tick = _Tick(now, elapsed, self._prev_ticks, self._prev_time, {}, ports_by_key, unreadable)
+        self._seq += 1
+        tick = _Tick(now, elapsed, self._seq, self._prev_time, ports_by_key, unreadable)
         operations: list[Operation] = []
         min_age = self.min_age
         for root in roots:
@@ -339,7 +344,6 @@ class Discovery:
             operation = self._fold(tree, entries, tick)
             if operation is not None:
                 operations.append(operation)
-        self._prev_ticks = tick.ticks_now
         self._prev_ops = {op.id for op in operations}
         self._prev_mono = mono
         self._prev_time = now
@@ -368,8 +372,8 @@ class Discovery:
         ports_unknown = False
         ports_by_key = tick.ports_by_key
         unreadable = tick.unreadable
-        prev_ticks = tick.prev_ticks
-        ticks_now = tick.ticks_now
+        seq = tick.seq
+        previous_seq = seq - 1
         born_after = tick.prev_time if tick.prev_time is not None else float("inf")
         ticks_delta = 0
         rss_pages = 0
@@ -380,13 +384,13 @@ class Discovery:
             pids.append(known.facts.pid)
             # Resources: CPU from tick deltas, RSS summed.
             ticks = int(fields[11]) + int(fields[12])
-            ticks_now[key] = ticks
             rss_pages += int(fields[21])
-            previous = prev_ticks.get(key)
-            if previous is not None:
-                ticks_delta += ticks - previous
+            if known.cpu_seq == previous_seq:
+                ticks_delta += ticks - known.cpu_ticks
             elif known.create_time >= born_after:
                 ticks_delta += ticks  # born since the last tick: all its CPU is new
+            known.cpu_ticks = ticks
+            known.cpu_seq = seq
             # Classification and ports.
             own_ports = ports_by_key.get(key)
             if own_ports:
@@ -504,9 +508,8 @@ class _Tick:
 
     now: float
     elapsed: float | None
-    prev_ticks: dict[Key, int]
+    seq: int
     prev_time: float | None
-    ticks_now: dict[Key, int]
     ports_by_key: dict[Key, list[int]]
     unreadable: set[Key]
 

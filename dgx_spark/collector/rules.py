@@ -199,6 +199,8 @@ def shape_of(facts: ProcessFacts) -> CommandShape:
                 continue
             runs, script_path, rest = "script", arg, argv[index + 1 :]
             break
+    if script_path is not None and script_path.startswith(("/dev/fd/", "/proc/self/fd/", "/dev/stdin")):
+        script_path = None  # a script fed through a pipe has no telling name
     if script_path is not None:
         script = _basename(script_path)
         if not script_path.startswith("/") and facts.cwd:
