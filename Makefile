@@ -24,6 +24,7 @@ $(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
 setup: $(VENV)/.installed
 
 setup-dev: $(VENV)/.installed-dev browser
+	@bash scripts/ensure_postgres.sh
 
 ## Debian's chromium for the browser tests (playwright cannot download browsers here).
 browser:

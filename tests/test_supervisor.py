@@ -9,12 +9,26 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+UNTHROTTLED = {"DGX_SPARK_CONTROL_RATE": "1000", "DGX_SPARK_CONTROL_BURST": "1000"}
+
 import pytest
 
+from tests.conftest import _fail_on_logged_errors
 from tests.support.dashboard import TEST_TOKEN, Dashboard, free_port, wait_until
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """A backend of its own: many control requests in a row, so no control-rate limit."""
+    dashboard = Dashboard(tmp_path_factory.mktemp("control"), env=UNTHROTTLED)
+    dashboard.start()
+    yield dashboard
+    dashboard.stop()
+    _fail_on_logged_errors(dashboard)
 
 
 def launched(backend: Dashboard, op_id: str) -> dict[str, Any] | None:
