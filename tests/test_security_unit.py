@@ -1,0 +1,313 @@
+"""Unit tests of the security building blocks: token, validators, throttle, policy helpers, audit, bind."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel
+
+from dgx_spark import settings as settings_module
+from dgx_spark.database import make_engine
+from dgx_spark.security import token as tokens
+from dgx_spark.security.audit import AuditEntry, list_audit, record_audit
+from dgx_spark.security.middleware import (
+    bearer_token,
+    control_action,
+    host_name,
+    is_cross_origin,
+    is_loopback_client,
+)
+from dgx_spark.security.throttle import Busy, InFlight, RateLimiter
+from dgx_spark.security.validation import (
+    InvalidArgument,
+    pid_max,
+    protected_pids,
+    validate_bool,
+    validate_choice,
+    validate_env,
+    validate_operation_id,
+    validate_pid,
+    validate_port,
+    validate_str_list,
+    validate_text,
+)
+
+# ----------------------------------------------------------------------------- token
+
+
+def test_token_file_is_created_with_mode_0600(tmp_path: Path) -> None:
+    token = tokens.load_or_create_token(tmp_path, env={})
+    path = tmp_path / "token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == token
+    assert len(token) >= 43  # 32 random bytes, base64url
+    # The next start reads the same token.
+    assert tokens.load_or_create_token(tmp_path, env={}) == token
+
+
+def test_loosened_token_file_is_tightened(tmp_path: Path) -> None:
+    token = tokens.load_or_create_token(tmp_path, env={})
+    os.chmod(tmp_path / "token", 0o644)
+    assert tokens.load_or_create_token(tmp_path, env={}) == token
+    assert stat.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600
+
+
+def test_env_token_overrides_and_short_one_is_refused(tmp_path: Path) -> None:
+    assert tokens.load_or_create_token(tmp_path, env={"DGX_SPARK_TOKEN": "x" * 20}) == "x" * 20
+    assert not (tmp_path / "token").exists()
+    with pytest.raises(tokens.TokenError, match="DGX_SPARK_TOKEN"):
+        tokens.load_or_create_token(tmp_path, env={"DGX_SPARK_TOKEN": "short"})
+
+
+def test_token_comparison() -> None:
+    token = "t" * 40
+    assert tokens.token_matches(token, token)
+    assert not tokens.token_matches("t" * 39, token)
+    assert not tokens.token_matches("", token)
+    assert not tokens.token_matches(None, token)
+    assert not tokens.token_matches(["t" * 40], token)  # type: ignore[arg-type]
+    assert not tokens.token_matches("é" * 40, token)
+
+
+def test_session_cookie_is_bound_to_the_token() -> None:
+    a, b = "a" * 40, "b" * 40
+    assert tokens.session_matches(tokens.session_value(a), a)
+    assert not tokens.session_matches(tokens.session_value(a), b)
+    assert tokens.session_value(a) != a
+
+
+def test_parse_cookies() -> None:
+    assert tokens.parse_cookies('x=1; dgx_spark_session="abc"; y=2') == {"x": "1", "dgx_spark_session": "abc", "y": "2"}
+    assert tokens.parse_cookies(None) == {}
+    assert tokens.parse_cookies("garbage") == {}
+
+
+def test_login_code_works_once(tmp_path: Path) -> None:
+    code = tokens.issue_login_code(tmp_path)
+    assert tokens.consume_login_code(code, tmp_path)
+    assert not tokens.consume_login_code(code, tmp_path)
+    assert not tokens.consume_login_code("made-up", tmp_path)
+    assert not tokens.consume_login_code("", tmp_path)
+    # Only a hash of the code is on disk.
+    stored = list((tmp_path / "login-codes").iterdir())
+    assert all(code not in p.name for p in stored)
+
+
+def test_login_code_used_once_across_threads(tmp_path: Path) -> None:
+    code = tokens.issue_login_code(tmp_path)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(tokens.consume_login_code(code, tmp_path)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+
+
+def test_cookie_header_flags() -> None:
+    header = tokens.session_cookie_header()
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
+
+
+# ----------------------------------------------------------------------------- validators
+
+
+@pytest.mark.parametrize("bad", ["1", "1234", [1], [1234], True, False, None, 1.0, 12.5, -1, 0, 1, 2**63, {"pid": 5}])
+def test_validate_pid_rejects(bad: object) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_pid(bad)
+    assert info.value.field == "pid"
+    assert str(info.value).startswith("pid: ")
+    assert isinstance(info.value, ValueError)
+
+
+def test_validate_pid_rejects_beyond_pid_max_and_self_and_ancestors() -> None:
+    with pytest.raises(InvalidArgument):
+        validate_pid(pid_max() + 1)
+    with pytest.raises(InvalidArgument, match="dashboard"):
+        validate_pid(os.getpid())
+    with pytest.raises(InvalidArgument, match="dashboard"):
+        validate_pid(os.getppid())
+    assert os.getppid() in protected_pids() and os.getpid() in protected_pids()
+
+
+def test_validate_pid_accepts_a_real_child() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert validate_pid(child.pid) == child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("bad", ["", " ", "a\nb", "a\rb", "a\x00b", "x" * 257, 5, None, ["a"], "tab\there"])
+def test_validate_text_rejects(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="^name: "):
+        validate_text(bad, "name")
+
+
+def test_validate_text_accepts_and_multiline() -> None:
+    assert validate_text("ComfyUI · 8188", "name") == "ComfyUI · 8188"
+    assert validate_text("a\nb", "note", multiline=True) == "a\nb"
+    assert validate_text("", "note", allow_empty=True) == ""
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "op 1", "a" * 65, 7, None, ["op-1"], "op-1\n", "-op"])
+def test_validate_operation_id_rejects(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="^operation_id: "):
+        validate_operation_id(bad)
+
+
+def test_validate_operation_id_accepts() -> None:
+    assert validate_operation_id("op-1234-170000000000") == "op-1234-170000000000"
+    assert validate_operation_id("launch-7f3a.b_c:1") == "launch-7f3a.b_c:1"
+
+
+def test_other_validators() -> None:
+    assert validate_bool(True, "force") is True
+    for bad in (1, 0, "true", None):
+        with pytest.raises(InvalidArgument, match="^force: "):
+            validate_bool(bad, "force")
+    assert validate_port(8080) == 8080
+    for bad in (0, 65536, "80", True):
+        with pytest.raises(InvalidArgument, match="^port: "):
+            validate_port(bad)
+    assert validate_choice("job", "type", ("server", "job")) == "job"
+    with pytest.raises(InvalidArgument, match="^type: "):
+        validate_choice("daemon", "type", ("server", "job"))
+    assert validate_str_list(["python", ";id", "$(id)"], "command") == ["python", ";id", "$(id)"]
+    with pytest.raises(InvalidArgument, match=r"^command\[1\]: "):
+        validate_str_list(["python", "a\x00"], "command")
+    with pytest.raises(InvalidArgument, match="^command: "):
+        validate_str_list("python x.py", "command")
+    assert validate_env({"CUDA_VISIBLE_DEVICES": "0"}, allowed={"CUDA_VISIBLE_DEVICES"}) == {"CUDA_VISIBLE_DEVICES": "0"}
+    with pytest.raises(InvalidArgument, match=r"^env\.LD_PRELOAD: "):
+        validate_env({"LD_PRELOAD": "/x.so"}, allowed={"CUDA_VISIBLE_DEVICES"})
+    with pytest.raises(InvalidArgument):
+        validate_env({"BAD NAME": "1"})
+
+
+# ----------------------------------------------------------------------------- throttle
+
+
+def test_rate_limiter_bursts_then_refills() -> None:
+    limiter = RateLimiter(rate=2.0, burst=3)
+    assert [limiter.allow("a", now=100.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b", now=100.0)  # per client
+    assert not limiter.allow("a", now=100.2)
+    assert limiter.allow("a", now=100.6)  # 0.5 s at 2/s refills one
+
+
+def test_in_flight_one_at_a_time_and_reentrant() -> None:
+    registry = InFlight()
+    with registry.hold("op-1"):
+        assert registry.busy("op-1")
+        assert not registry.try_acquire("op-1")
+        # The same context may hold it again (the REST layer holds it, then the handler).
+        with registry.hold("op-1"):
+            assert registry.busy("op-1")
+        assert registry.busy("op-1")
+        with registry.hold("op-2"):
+            pass
+    assert not registry.busy("op-1")
+
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            with registry.hold("op-3"):
+                pass
+        except Busy as exc:
+            errors.append(exc)
+
+    with registry.hold("op-3"):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1
+
+
+# ----------------------------------------------------------------------------- policy helpers
+
+
+def _scope(**headers: str) -> dict[str, object]:
+    return {"type": "http", "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}
+
+
+def test_policy_helpers() -> None:
+    assert host_name("127.0.0.1:3000") == "127.0.0.1"
+    assert host_name("[::1]:3000") == "::1"
+    assert host_name("LocalHost") == "localhost"
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("Basic abc") is None
+    assert bearer_token(None) is None
+    assert is_loopback_client("127.0.0.1") and is_loopback_client("::1") and is_loopback_client("::ffff:127.0.0.1")
+    assert not is_loopback_client("10.0.0.5") and not is_loopback_client("unknown")
+    assert control_action("POST", "/api/dgx/operations") == ("launch", None)
+    assert control_action("POST", "/api/dgx/operations/op-1-2/stop") == ("stop", "op-1-2")
+    assert control_action("DELETE", "/api/dgx/operations/op-1-2") == ("remove", "op-1-2")
+    assert control_action("GET", "/api/dgx/operations") is None
+
+
+def test_cross_origin_detection() -> None:
+    port = settings_module.settings.port
+    assert is_cross_origin(_scope(origin="http://evil.example"))
+    assert is_cross_origin(_scope(origin="null"))
+    assert is_cross_origin(_scope(origin=f"http://127.0.0.1:{port + 1}"))
+    assert is_cross_origin(_scope(sec_fetch_site="cross-site"))
+    assert is_cross_origin(_scope(sec_fetch_site="same-site"))
+    assert not is_cross_origin(_scope(origin=f"http://127.0.0.1:{port}", sec_fetch_site="same-origin"))
+    assert not is_cross_origin(_scope(origin=f"http://localhost:{port}"))
+    assert not is_cross_origin(_scope())
+
+
+# ----------------------------------------------------------------------------- bind
+
+
+def test_non_loopback_bind_without_auth_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DGX_SPARK_AUTH", raising=False)
+    for host in ("0.0.0.0", "::", "192.168.1.20", "spark.local"):
+        monkeypatch.setenv("DGX_SPARK_HOST", host)
+        with pytest.raises(ValueError, match="DGX_SPARK_AUTH=required"):
+            settings_module.load_settings()
+    monkeypatch.setenv("DGX_SPARK_AUTH", "required")
+    assert settings_module.load_settings().auth_required
+    monkeypatch.setenv("DGX_SPARK_HOST", "127.0.0.1")
+    monkeypatch.setenv("DGX_SPARK_AUTH", "sometimes")
+    with pytest.raises(ValueError, match="DGX_SPARK_AUTH must be one of"):
+        settings_module.load_settings()
+    monkeypatch.delenv("DGX_SPARK_AUTH")
+    loaded = settings_module.load_settings()
+    assert loaded.auth == "local" and not loaded.auth_required
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def test_audit_rows_are_written_and_listed(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    SQLModel.metadata.create_all(engine, tables=[AuditEntry.__table__])  # type: ignore[attr-defined]
+    record_audit("stop", "allowed", target="op-1-2", client="127.0.0.1", status=200, engine=engine)
+    record_audit("stop", "refused", target="op-1-2", client="10.0.0.9", status=401, detail="no token", engine=engine)
+    record_audit("launch", "failed", client="127.0.0.1", status=422, via="ui",
+                 detail="command: python x --token hunter2hunter2", engine=engine)
+    rows = list_audit(engine=engine)
+    assert [r.action for r in rows] == ["launch", "stop", "stop"]
+    assert rows[0].detail is not None and "hunter2" not in rows[0].detail
+    assert [r.outcome for r in list_audit(engine=engine, action="stop")] == ["refused", "allowed"]
+    api = rows[1].to_api()
+    assert api["at"].endswith("Z") and api["client"] == "10.0.0.9" and api["target"] == "op-1-2"
+
+
+def test_audit_failure_is_logged_not_raised(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no table
+    assert record_audit("stop", "allowed", engine=engine) is None
