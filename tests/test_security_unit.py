@@ -311,3 +311,13 @@ def test_audit_rows_are_written_and_listed(tmp_path: Path) -> None:
 def test_audit_failure_is_logged_not_raised(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no table
     assert record_audit("stop", "allowed", engine=engine) is None
+
+
+def test_reflex_cors_and_socketio_use_the_apps_own_origins() -> None:
+    import rxconfig
+    from dgx_spark.security.middleware import allowed_origins
+
+    origins = set(rxconfig.config.cors_allowed_origins)
+    assert "*" not in origins
+    assert origins == allowed_origins()
+    assert all("evil" not in o for o in origins)
