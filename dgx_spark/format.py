@@ -48,6 +48,16 @@ def format_uptime(seconds: float | None) -> str:
     return " ".join(parts) if parts else "0s"
 
 
+def uptime_template(seconds: float | None) -> str:
+    """The moment-duration-format template a browser ticks an uptime with.
+
+    Seconds while under a day (``3h 12m 5s``), minutes from then on (``2d 3h 12m``).
+    """
+    if _finite(seconds) and seconds >= 86400:  # type: ignore[operator]
+        return "d[d] h[h] m[m]"
+    return "h[h] m[m] s[s]"
+
+
 def format_bytes(count: float | None, *, precision: int = 1) -> str:
     """A byte count in binary units: ``512 B``, ``1.5 KiB``, ``12.4 GiB``.
 

@@ -94,7 +94,7 @@ brand_mark: Style = {
     "justify_content": "center",
     "flex_shrink": "0",
 }
-tab_trigger: Style = {"gap": "6px", "cursor": "pointer"}
+tab_trigger: Style = {"gap": "6px", "align_items": "center"}
 
 # ---- tab header --------------------------------------------------------------
 tab: Style = {"width": "100%", "padding_top": "16px"}
@@ -252,6 +252,7 @@ detail_value: Style = {
     "overflow": "hidden",
     "text_overflow": "ellipsis",
 }
+detail_sub: Style = {"font_size": "11px", "color": FAINT, "display": "block"}
 open_link: Style = {
     "display": "inline-flex",
     "align_items": "center",

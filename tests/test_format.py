@@ -31,6 +31,12 @@ def test_format_uptime(seconds: float, text: str) -> None:
     assert fmt.format_uptime(seconds) == text
 
 
+def test_uptime_template_drops_seconds_after_a_day() -> None:
+    assert fmt.uptime_template(None) == "h[h] m[m] s[s]"
+    assert fmt.uptime_template(3600) == "h[h] m[m] s[s]"
+    assert fmt.uptime_template(2 * 86400) == "d[d] h[h] m[m]"
+
+
 @pytest.mark.parametrize("bad", [None, math.nan, math.inf, True, "12"])
 def test_unknown_values_are_a_placeholder_not_zero(bad: object) -> None:
     assert fmt.format_uptime(bad) == fmt.PLACEHOLDER  # type: ignore[arg-type]

@@ -22,9 +22,18 @@ from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
 
-# Uptime ticks in the browser (react-moment), once a second, with no server traffic.
-UPTIME_FORMAT = "d[d] h[h] m[m] s[s]"
+# Uptime ticks in the browser (react-moment), once a second, with no server traffic;
+# its format comes with the view (seconds while under a day).
 TICK_MS = 1000
+# Start time in the browser's zone: the time today, the day and time before.
+STARTED_CALENDAR = {
+    "sameDay": "HH:mm",
+    "lastDay": "[yesterday] HH:mm",
+    "lastWeek": "ddd HH:mm",
+    "sameElse": "MMM D, HH:mm",
+    "nextDay": "MMM D, HH:mm",
+    "nextWeek": "MMM D, HH:mm",
+}
 
 
 def type_icon(op: rx.Var[OperationView]) -> rx.Component:
@@ -81,6 +90,7 @@ def detail(label: str, value: rx.Component | rx.Var | str, field: str) -> rx.Com
         rx.box(value, style=styles.detail_value),
         spacing="0",
         min_width="0",
+        align="stretch",
         data_field=field,
     )
 
@@ -137,18 +147,16 @@ def started_detail(op: rx.Var[OperationView]) -> rx.Component:
         "Started",
         rx.cond(
             op.started_at != "",
-            rx.hstack(
+            rx.vstack(
                 rx.moment(
                     op.started_at,
-                    format="HH:mm",
+                    calendar=STARTED_CALENDAR,
                     local=True,
                     with_title=True,
                     title_format="YYYY-MM-DD HH:mm:ss Z",
                 ),
-                rx.text("·", as_="span", color=styles.FAINT),
-                rx.moment(op.started_at, from_now=True, interval=TICK_MS, style={"color": styles.MUTED}),
-                spacing="1",
-                wrap="nowrap",
+                rx.moment(op.started_at, from_now=True, interval=TICK_MS, style=styles.detail_sub),
+                spacing="0",
             ),
             "—",
         ),
@@ -165,7 +173,7 @@ def uptime_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.moment(
                 op.started_at,
                 duration_from_now=True,
-                format=UPTIME_FORMAT,
+                format=op.uptime_format,
                 trim=True,
                 interval=TICK_MS,
             ),

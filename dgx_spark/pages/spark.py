@@ -99,11 +99,9 @@ def index() -> rx.Component:
                 rx.tabs.list(
                     *[
                         rx.tabs.trigger(
-                            rx.icon(tab.icon, size=styles.ICON_MD),
-                            tab.label,
+                            rx.hstack(rx.icon(tab.icon, size=styles.ICON_MD), tab.label, style=styles.tab_trigger),
                             value=tab.value,
                             id=f"tab-{tab.value}",
-                            style=styles.tab_trigger,
                         )
                         for tab in TABS
                     ],

@@ -38,6 +38,7 @@ class OperationView:
     started_at: str = ""
     ended_at: str = ""
     uptime_text: str = ""
+    uptime_format: str = "h[h] m[m] s[s]"  # moment-duration-format template for the ticking uptime
     # Server.
     port: int | None = None
     ports_text: str = ""
@@ -102,6 +103,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         started_at=fmt.iso_timestamp(op.started_at_ts),
         ended_at=fmt.iso_timestamp(op.ended_at_ts),
         uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
+        uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
         ports_text=", ".join(str(p) for p in op.ports) if len(op.ports) > 1 else "",
         url=f"http://{url_host}:{port}" if port is not None else "",
