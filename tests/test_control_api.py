@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import _fail_on_logged_errors
 from tests.support.dashboard import Dashboard
+from tests.test_supervisor import reap_launched
 
 SCRIPT = str(Path(__file__).resolve())
 
@@ -25,6 +26,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     dashboard.start()
     yield dashboard
     dashboard.stop()
+    reap_launched(dashboard.data_dir)
     _fail_on_logged_errors(dashboard)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.conftest import _fail_on_logged_errors
 from tests.support.dashboard import Dashboard, wait_until
+from tests.test_supervisor import reap_launched
 
 TICKER = """\
 import sys, time
@@ -62,6 +63,7 @@ def test_sigkilled_dashboard_readopts_and_keeps_exit_codes(tmp_path: Path) -> No
     flag = tmp_path / "flag"
     first = Dashboard(data, log_path=tmp_path / "first.log")
     first.start()
+    group = None
     try:
         ticker = _launch(first, "ticker", [sys.executable, str(tmp_path / "ticker.py")])
         waiter = _launch(first, "waiter", [sys.executable, str(tmp_path / "waiter.py"), str(flag)])
@@ -70,6 +72,10 @@ def test_sigkilled_dashboard_readopts_and_keeps_exit_codes(tmp_path: Path) -> No
             wait_until(lambda op_id=op_id: (op := _op(first, op_id)) and op["status"] == "active", 60)
         pid = _op(first, ticker)["pid"]
         wait_until(lambda: any(x.startswith("tick 3") for x in _lines(first, ticker)), 60)
+    except BaseException:
+        first.stop(signal.SIGKILL)
+        reap_launched(data)
+        raise
     finally:
         group = first.process.pid if first.process else None
         first.stop(signal.SIGKILL)
@@ -109,6 +115,7 @@ def test_sigkilled_dashboard_readopts_and_keeps_exit_codes(tmp_path: Path) -> No
         assert stopped["status"] == "stopped" and stopped["exit_code"] == -signal.SIGTERM
     finally:
         second.stop()
+        reap_launched(data)
     _fail_on_logged_errors(second)
     with sqlite3.connect(data / "dgx_spark.db") as db:
         rows = db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,17 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     dashboard.start()
     yield dashboard
     dashboard.stop()
+    reap_launched(dashboard.data_dir)
     _fail_on_logged_errors(dashboard)
+
+
+def reap_launched(data_dir: Path) -> None:
+    """Kill what a test's dashboard launched and left running (runners outlive dashboards by design)."""
+    for info_file in (data_dir / "runs").glob("*/runner.json"):
+        if (info_file.parent / "exit.json").exists():
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            os.killpg(json.loads(info_file.read_text())["pid"], signal.SIGKILL)
 
 
 def launched(backend: Dashboard, op_id: str) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """The "New Operation" button (extension slot for the launch dialog).
 
-Until the launch dialog exists it is visibly disabled, with a tooltip saying
-why. Replace ``new_operation_button`` to open the dialog.
+It opens the launch dialog (``components/launch_dialog.py``); the control
+dialogs (launch, logs, stop confirmation) are rendered next to it, once.
 """
 
 from __future__ import annotations
@@ -9,22 +9,19 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.operation_actions import control_dialogs
+from dgx_spark.state.control import ControlState
 
 
 def new_operation_button() -> rx.Component:
-    """The header button that opens the launch dialog (disabled for now)."""
-    return rx.tooltip(
-        # A disabled button gets no pointer events: the span carries the tooltip.
-        rx.el.span(
-            rx.button(
-                rx.icon("plus", size=styles.ICON_MD),
-                "New Operation",
-                disabled=True,
-                size="2",
-                id="new-operation",
-            ),
-            tab_index=0,
-            aria_label="New Operation (coming soon)",
+    """The header button that opens the launch dialog (the control dialogs render with it, once)."""
+    return rx.fragment(
+        rx.button(
+            rx.icon("plus", size=styles.ICON_MD),
+            "New Operation",
+            size="2",
+            id="new-operation",
+            on_click=ControlState.open_launch_dialog,
         ),
-        content="Launching operations from the dashboard is coming soon.",
+        control_dialogs(),
     )

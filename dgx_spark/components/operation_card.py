@@ -18,6 +18,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.job_progress import job_progress_block
+from dgx_spark.components.operation_actions import operation_actions
 from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
@@ -237,7 +238,7 @@ def card_actions(op: rx.Var[OperationView]) -> rx.Component:
 
     Return the buttons wrapped in ``card_footer(...)``; nothing renders while empty.
     """
-    return rx.fragment()
+    return card_footer(*operation_actions(op))
 
 
 def card_footer(*buttons: rx.Component) -> rx.Component:

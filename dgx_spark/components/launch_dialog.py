@@ -1,0 +1,86 @@
+"""The "New Operation" dialog: template, typed fields with inline errors, the final argv, Launch."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark.state.control import ControlState
+
+
+def _field(param: rx.Var[dict[str, str]]) -> rx.Component:
+    name = param["name"]
+    error = ControlState.errors[name]
+    return rx.vstack(
+        rx.text(param["label"], size="2", weight="medium"),
+        rx.input(
+            value=ControlState.values[name],
+            on_change=lambda value: ControlState.edit_param(name, value),
+            placeholder=param["help"],
+            width="100%",
+            id="launch-field-" + name.to(str),
+            custom_attrs={"data-param": name},
+            color_scheme=rx.cond(error, "red", "gray"),
+        ),
+        rx.cond(error, rx.text(error, color="var(--red-11)", size="1", data_field="error", id="launch-error-" + name.to(str))),
+        spacing="1",
+        width="100%",
+        align="stretch",
+    )
+
+
+def launch_dialog() -> rx.Component:
+    """The dialog itself (controlled by ``ControlState.dialog_open``)."""
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("New Operation"),
+            rx.dialog.description("Start a server, job or program from a template. No shell is involved.",
+                                  size="2", margin_bottom="8px"),
+            rx.vstack(
+                rx.text("Template", size="2", weight="medium"),
+                rx.select.root(
+                    rx.select.trigger(width="100%", id="launch-template"),
+                    rx.select.content(
+                        rx.foreach(
+                            ControlState.templates,
+                            lambda t: rx.select.item(t["title"] + " (" + t["type"] + ")", value=t["name"]),
+                        )
+                    ),
+                    value=ControlState.template,
+                    on_change=ControlState.choose_template,
+                ),
+                rx.text("Name", size="2", weight="medium"),
+                rx.input(value=ControlState.op_name, on_change=ControlState.edit_name,
+                         placeholder="optional display name", id="launch-name", width="100%"),
+                rx.cond(ControlState.errors["name"], rx.text(ControlState.errors["name"], color="var(--red-11)", size="1")),
+                rx.foreach(ControlState.params, _field),
+                rx.cond(ControlState.errors["_form"], rx.text(ControlState.errors["_form"], color="var(--red-11)", size="1")),
+                rx.cond(ControlState.errors["template"],
+                        rx.text(ControlState.errors["template"], color="var(--red-11)", size="1", id="launch-error-template")),
+                rx.text("Command that will run", size="2", weight="medium"),
+                rx.code_block(rx.cond(ControlState.preview != "", ControlState.preview, "(fix the fields above)"),
+                              language="bash", wrap_long_lines=True, width="100%", id="launch-preview"),
+                spacing="2",
+                align="stretch",
+                max_height="60vh",
+                overflow_y="auto",
+                padding_right="4px",
+            ),
+            rx.hstack(
+                rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                rx.button(
+                    rx.cond(ControlState.launching, rx.spinner(size="1"), rx.icon("rocket", size=14)),
+                    "Launch",
+                    on_click=ControlState.launch_operation,
+                    disabled=ControlState.launching | (ControlState.preview == ""),
+                    id="launch-submit",
+                ),
+                justify="end",
+                spacing="3",
+                margin_top="12px",
+            ),
+            max_width="640px",
+            id="launch-dialog",
+        ),
+        open=ControlState.dialog_open,
+        on_open_change=ControlState.close_launch_dialog,
+    )

@@ -1,0 +1,357 @@
+"""Control from the UI: the launch dialog, Stop / Start again / Remove, and the logs view.
+
+Every handler validates its arguments first (any client can call any public
+handler by name). Privileged handlers (launch, stop, start, remove) then run the
+security layer's event check (login + throttle) and write the audit log; none
+of them is named ``set_*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+from typing import Any
+
+import reflex as rx
+
+from dgx_spark.security.audit import record_audit
+from dgx_spark.security.auth import authorize_event, event_client
+from dgx_spark.security.throttle import Busy, in_flight
+from dgx_spark.security.validation import (
+    InvalidArgument,
+    validate_operation_id,
+    validate_text,
+)
+from dgx_spark.services import get_supervisor
+from dgx_spark.state.operations import OperationsState
+from dgx_spark.supervisor import logs as oplogs
+from dgx_spark.supervisor import templates as tpl
+from dgx_spark.supervisor.supervisor import ControlError
+
+LOG_LINES = 1000
+FOLLOW_SECONDS = 1.0
+MAX_INPUT = 4096
+
+# The custom command as dialog fields (its API body has no "params").
+CUSTOM_PARAMS: list[dict[str, str]] = [
+    {"name": "command", "label": "Command", "kind": "args", "help": "argv, split like a shell would (no shell runs it)",
+     "default": ""},
+    {"name": "type", "label": "Type", "kind": "choice", "help": "server, job or program", "default": "program"},
+    {"name": "port", "label": "Port", "kind": "port", "help": "optional; a server's port", "default": ""},
+    {"name": "cwd", "label": "Working directory", "kind": "dir", "help": "optional", "default": ""},
+    {"name": "gpus", "label": "GPUs", "kind": "gpus", "help": "e.g. 0,1 -> CUDA_VISIBLE_DEVICES", "default": ""},
+    {"name": "env", "label": "Environment", "kind": "env", "help": "NAME=value pairs (allow-listed names)",
+     "default": ""},
+]
+
+
+def _param_rows(template: tpl.Template) -> list[dict[str, str]]:
+    return [
+        {
+            "name": p.name,
+            "label": p.label or p.name.replace("_", " "),
+            "kind": p.kind,
+            "help": p.help + ("" if p.required else (" (optional)" if p.help else "optional")),
+            "default": "" if p.default is None else str(p.default),
+        }
+        for p in template.params
+    ]
+
+
+def _env_from_text(text: str, field: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in shlex.split(text):
+        if "=" not in item:
+            raise tpl.SpecError(field, f"{item[:40]!r} is not NAME=value")
+        key, value = item.split("=", 1)
+        env[key] = value
+    return env
+
+
+def request_body(template: str, name: str, values: dict[str, str]) -> dict[str, Any]:
+    """The launch request the dialog's fields describe (the same body the REST API takes).
+
+    Raises:
+        tpl.SpecError: A field that cannot even be parsed.
+    """
+    filled = {k: v for k, v in values.items() if isinstance(v, str) and v.strip() != ""}
+    if template == tpl.CUSTOM:
+        try:
+            command = shlex.split(filled.get("command", ""))
+        except ValueError as exc:
+            raise tpl.SpecError("command", f"cannot be split: {exc}") from exc
+        body: dict[str, Any] = {"template": tpl.CUSTOM, "name": name or None, "command": command,
+                                "type": filled.get("type", "program")}
+        for key in ("port", "cwd", "gpus"):
+            if key in filled:
+                body[key] = filled[key]
+        if "env" in filled:
+            body["env"] = _env_from_text(filled["env"], "env")
+        return body
+    params: dict[str, Any] = dict(filled)
+    if "env" in params:
+        params["env"] = _env_from_text(params["env"], "params.env")
+    return {"template": template, "name": name or None, "params": params}
+
+
+def field_key(field: str | None) -> str:
+    """The dialog input a server-side field name belongs to (``params.args[0]`` -> ``args``)."""
+    if not field:
+        return "_form"
+    key = field.removeprefix("params.")
+    return key.split(".")[0].split("[")[0]
+
+
+class ControlState(rx.State):
+    """The launch dialog, the per-card actions and the logs view."""
+
+    # Launch dialog.
+    dialog_open: bool = False
+    templates: list[dict[str, str]] = []  # noqa: RUF012 - a Reflex state var
+    template: str = ""
+    op_name: str = ""
+    params: list[dict[str, str]] = []  # noqa: RUF012
+    values: dict[str, str] = {}  # noqa: RUF012
+    errors: dict[str, str] = {}  # noqa: RUF012
+    preview: str = ""
+    launching: bool = False
+    # Card actions.
+    busy_ids: list[str] = []  # noqa: RUF012
+    confirm_open: bool = False
+    confirm_id: str = ""
+    confirm_name: str = ""
+    confirm_source: str = ""
+    # Logs view.
+    logs_open: bool = False
+    logs_id: str = ""
+    logs_name: str = ""
+    log_lines: list[str] = []  # noqa: RUF012
+    logs_available: bool = True
+    logs_truncated: bool = False
+    following: bool = True
+    _log_offset: int = 0
+    _log_path: str = ""
+
+    # ---- launch dialog -------------------------------------------------------------------
+    @rx.event
+    def open_launch_dialog(self) -> None:
+        """Open the "New Operation" dialog with the first template chosen."""
+        templates = get_supervisor().templates()
+        self.templates = [{"name": t.name, "title": t.title, "type": t.type} for t in templates.values()] + [
+            {"name": tpl.CUSTOM, "title": "Custom command", "type": "program"}
+        ]
+        self.dialog_open = True
+        self._choose(self.template or "training")
+
+    @rx.event
+    def close_launch_dialog(self, open_: bool = False) -> None:
+        """Close (or keep open) the dialog; ``open_`` comes from the dialog's own toggle."""
+        self.dialog_open = bool(open_) if isinstance(open_, bool) else False
+
+    @rx.event
+    def choose_template(self, name: str) -> None:
+        """Pick a template; its fields start at their defaults."""
+        if isinstance(name, str) and len(name) <= 64:
+            self._choose(name)
+
+    def _choose(self, name: str) -> None:
+        templates = get_supervisor().templates()
+        if name == tpl.CUSTOM:
+            self.params = [dict(p) for p in CUSTOM_PARAMS]
+        elif name in templates:
+            self.params = _param_rows(templates[name])
+        else:
+            return
+        self.template = name
+        self.values = {p["name"]: p["default"] for p in self.params}
+        if name == "training":
+            self.values["python"] = self.values.get("python") or "python3"
+        self.errors = {}
+        self._validate(check_port=False)
+
+    @rx.event
+    def edit_name(self, value: str) -> None:
+        """The operation's display name."""
+        if not isinstance(value, str) or len(value) > MAX_INPUT:
+            self.errors = {**self.errors, "name": "must be a string of at most 4096 characters"}
+            return
+        self.op_name = value
+        self._validate(check_port=False)
+
+    @rx.event
+    def edit_param(self, name: str, value: str) -> None:
+        """One typed field of the chosen template; validated at once, shown inline."""
+        if not isinstance(name, str) or name not in {p["name"] for p in self.params}:
+            return
+        if not isinstance(value, str) or len(value) > MAX_INPUT:
+            self.errors = {**self.errors, name: "must be a string of at most 4096 characters"}
+            return
+        self.values = {**self.values, name: value}
+        self._validate(check_port=True)
+
+    def _validate(self, *, check_port: bool) -> bool:
+        """Check the form like the API will; fill ``errors`` and the argv ``preview``."""
+        try:
+            spec = get_supervisor().build_spec(request_body(self.template, self.op_name, self.values),
+                                               check_port=check_port)
+        except tpl.SpecError as exc:
+            self.errors, self.preview = {field_key(exc.field): exc.message}, ""
+            return False
+        except ControlError as exc:
+            message = exc.message.split(": ", 1)[-1] if exc.field else exc.message
+            self.errors, self.preview = {field_key(exc.field): message}, ""
+            return False
+        self.errors = {}
+        self.preview = spec.display
+        return True
+
+    @rx.event(background=True)
+    async def launch_operation(self) -> Any:
+        """Launch what the dialog describes; the card appears at once."""
+        async with self:
+            refused = authorize_event(self, "launch", self.template)
+            if refused:
+                return rx.toast.error(refused)
+            if self.launching:
+                return None
+            if not self._validate(check_port=True):
+                return rx.toast.error("Fix the highlighted field first.")
+            body = request_body(self.template, self.op_name, self.values)
+            client = event_client(self)
+            self.launching = True
+        try:
+            op = await asyncio.to_thread(get_supervisor().launch, body)
+        except ControlError as exc:
+            record_audit("launch", "failed", target=str(body.get("template")), client=client, status=exc.status,
+                         via="ui", detail=exc.message)
+            async with self:
+                self.launching = False
+                self.errors = {field_key(exc.field): exc.message}
+            return rx.toast.error(f"Launch failed: {exc.message}")
+        record_audit("launch", "allowed", target=op.id, client=client, status=201, via="ui")
+        async with self:
+            self.launching = False
+            self.dialog_open = False
+        return [OperationsState.refresh, rx.toast.success(f"Launched {op.name} ({op.status})")]
+
+    # ---- card actions ----------------------------------------------------------------------
+    @rx.event
+    def ask_stop(self, op_id: str, name: str, source: str) -> Any:
+        """Open the confirmation for stopping an operation."""
+        try:
+            self.confirm_id = validate_operation_id(op_id)
+            self.confirm_name = validate_text(name, "name", max_length=256, allow_empty=True)
+            self.confirm_source = validate_text(source, "source", max_length=16, allow_empty=True)
+        except InvalidArgument as exc:
+            return rx.toast.error(str(exc))
+        self.confirm_open = True
+        return None
+
+    @rx.event
+    def cancel_stop(self, open_: bool = False) -> None:
+        """Close the stop confirmation."""
+        self.confirm_open = bool(open_) if isinstance(open_, bool) else False
+
+    @rx.event(background=True)
+    async def confirm_stop(self, force: bool = False) -> Any:
+        """Stop the confirmed operation (SIGTERM, SIGKILL after the grace period; at once if ``force``)."""
+        async with self:
+            op_id = self.confirm_id
+            self.confirm_open = False
+        return await self._act("stop", op_id, lambda sup: sup.stop(op_id, force=force is True), "Stopping")
+
+    @rx.event(background=True)
+    async def start_again(self, op_id: str) -> Any:
+        """Start an ended launched operation again."""
+        return await self._act("start", op_id, lambda sup: sup.start_again(op_id), "Started again")
+
+    @rx.event(background=True)
+    async def remove_operation(self, op_id: str) -> Any:
+        """Forget an ended launched operation and its logs."""
+        return await self._act("remove", op_id, lambda sup: sup.forget(op_id), "Removed")
+
+    async def _act(self, action: str, op_id: Any, call: Any, done: str) -> Any:
+        try:
+            op_id = validate_operation_id(op_id)
+        except InvalidArgument as exc:
+            return rx.toast.error(str(exc))
+        async with self:
+            refused = authorize_event(self, action, op_id)
+            if refused:
+                return rx.toast.error(refused)
+            if op_id in self.busy_ids:
+                return None
+            self.busy_ids = [*self.busy_ids, op_id]
+            client = event_client(self)
+        try:
+            with in_flight(op_id):
+                await asyncio.to_thread(call, get_supervisor())
+        except Busy:
+            outcome: Any = rx.toast.error("Another action on this operation is in progress.")
+        except ControlError as exc:
+            record_audit(action, "failed", target=op_id, client=client, status=exc.status, via="ui", detail=exc.message)
+            outcome = rx.toast.error(f"{action.capitalize()} failed: {exc.message}")
+        else:
+            record_audit(action, "allowed", target=op_id, client=client, status=200, via="ui")
+            outcome = rx.toast.success(f"{done}: {op_id}")
+        async with self:
+            self.busy_ids = [i for i in self.busy_ids if i != op_id]
+        return [OperationsState.refresh, outcome]
+
+    # ---- logs ------------------------------------------------------------------------------
+    @rx.event
+    def open_logs(self, op_id: str, name: str) -> Any:
+        """Show the last lines of an operation's log and follow it."""
+        try:
+            op_id = validate_operation_id(op_id)
+            name = validate_text(name, "name", max_length=256, allow_empty=True)
+        except InvalidArgument as exc:
+            return rx.toast.error(str(exc))
+        try:
+            path = get_supervisor().find_log(op_id)
+        except ControlError as exc:
+            return rx.toast.error(exc.message)
+        self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
+        self._log_path = str(path) if path else ""
+        if path is None:
+            self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
+            return None
+        lines, offset, truncated = oplogs.read_tail(path, LOG_LINES)
+        self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = lines, True, truncated, offset
+        return ControlState.follow_logs
+
+    @rx.event
+    def close_logs(self, open_: bool = False) -> None:
+        """Close the logs view (its follow loop ends)."""
+        self.logs_open = bool(open_) if isinstance(open_, bool) else False
+
+    @rx.event
+    def toggle_follow(self) -> None:
+        """Pause or resume following new lines."""
+        self.following = not self.following
+
+    @rx.event(background=True)
+    async def follow_logs(self) -> None:
+        """Append new lines while the logs view is open and following (keeps the last 1000)."""
+        async with self:
+            op_id = self.logs_id
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            async with self:
+                if not self.logs_open or self.logs_id != op_id or not self._log_path:
+                    return
+                if not self.following:
+                    continue
+                path, before = Path(self._log_path), self._log_offset
+            lines, offset = await asyncio.to_thread(oplogs.read_from, path, before)
+            if not lines and offset == before:
+                continue
+            async with self:
+                if self.logs_id != op_id:
+                    return
+                self._log_offset = offset
+                if lines:
+                    merged = self.log_lines + lines
+                    self.logs_truncated = self.logs_truncated or len(merged) > LOG_LINES
+                    self.log_lines = merged[-LOG_LINES:]
