@@ -270,6 +270,7 @@ progress_meta: Style = {
 }
 chips: Style = {"gap": "6px", "flex_wrap": "wrap"}
 card_footer: Style = {
+    "margin_top": "auto",  # buttons line up at the bottom of a row of cards
     "gap": "6px",
     "padding_top": "10px",
     "border_top": "1px solid var(--gray-a4)",

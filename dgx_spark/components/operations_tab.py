@@ -5,8 +5,8 @@ Embed it in any Reflex app::
     from dgx_spark.components.operations_tab import operations_tab
     operations_tab(is_connected=True, connection_id="spark-01")
 
-It starts its live loop when it mounts and stops it when it unmounts, and it
-ships its own keyframes, so the host needs no on_load and no stylesheet.
+It starts its live loop when it mounts (and after a reconnect) and stops it
+when it unmounts, and it ships its own keyframes, so the host needs no on_load and no stylesheet.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from dgx_spark import styles
 from dgx_spark.components.filters import filter_bar, no_matches
 from dgx_spark.components.new_operation import new_operation_button
 from dgx_spark.components.section import operation_section, sections
-from dgx_spark.components.status import connection_lost, not_connected, stale_banner
+from dgx_spark.components.status import (
+    connection_lost,
+    not_connected,
+    stale_banner,
+    while_connected,
+)
 from dgx_spark.state.filters import FiltersState
 from dgx_spark.state.operations import OperationsState
 
@@ -138,6 +143,11 @@ def operations_body() -> rx.Component:
     )
 
 
+def live_starter() -> rx.Component:
+    """Starts the tab's live loop now and again after each reconnect."""
+    return while_connected(OperationsState.start_live, "operations-live-starter")
+
+
 def operations_tab(
     is_connected: rx.Var[bool] | bool = True,
     connection_id: rx.Var[str] | str = "",
@@ -154,12 +164,12 @@ def operations_tab(
     """
     return rx.box(
         rx.el.style(styles.GLOBAL_CSS),
+        live_starter(),
         tab_header(),
         filters_row(),
         rx.cond(is_connected, operations_body(), not_connected(connection_id)),
         id="operations-tab",
         style=styles.tab,
-        on_mount=OperationsState.start_live,
         on_unmount=OperationsState.stop_live,
         custom_attrs={"data-connection-id": connection_id},
     )

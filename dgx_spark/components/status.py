@@ -34,6 +34,16 @@ def status_indicator(status: rx.Var[str], live: rx.Var[bool]) -> rx.Component:
 connection_lost = has_connection_errors
 
 
+def while_connected(on_start: rx.EventHandler | rx.event.EventSpec, id: str) -> rx.Component:
+    """An invisible element that fires ``on_start`` on mount and after every reconnect.
+
+    It is unmounted while the websocket is down, so a reconnect (or a restarted
+    backend) remounts it: use it to (re)start a per-tab background loop, which
+    should supersede an older loop of the same tab (see ``dgx_spark.state.loops``).
+    """
+    return rx.cond(~connection_lost, rx.box(on_mount=on_start, display="none", id=id))
+
+
 def stale_banner() -> rx.Component:
     """Banners for a dropped connection, a stopped sampler and failing probes."""
     return rx.fragment(
