@@ -50,6 +50,11 @@ def api_operation(dashboard: Dashboard, pid: int) -> dict[str, Any] | None:
     return None
 
 
+def health(dashboard: Dashboard) -> dict[str, Any]:
+    """The app's /api/health data."""
+    return dashboard.get_json("/api/health")["data"]
+
+
 def card(page: Page, section: str, **data: object) -> Any:
     """Cards in ``section`` whose data attributes match."""
     attrs = "".join(f'[data-{key}="{value}"]' for key, value in data.items())
@@ -193,3 +198,32 @@ def test_phone_shows_one_column_desktop_more_and_screenshots(
         # Nothing wider than the phone: no horizontal scrolling.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.screenshot(path=str(artifacts_dir / "operations-phone.png"), full_page=True)
+
+
+def test_a_dropped_connection_shows_a_banner_keeps_stale_data_and_recovers(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path
+) -> None:
+    # No console_errors fixture: a dropped websocket logs errors by design.
+    with workloads.http_server(tmp_path / "srv") as server:
+        open_dashboard(page, full_dashboard)
+        server_card = card(page, "servers", port=server.port)
+        expect(server_card).to_have_count(1, timeout=APPEAR)
+        expect(page.locator("#operations-sections")).to_have_attribute("data-stale", "false")
+
+        page.context.set_offline(True)
+        expect(page.locator("#banner-disconnected")).to_be_visible(timeout=APPEAR)
+        # The last data stays, marked stale.
+        expect(page.locator("#operations-sections")).to_have_attribute("data-stale", "true")
+        expect(page.locator("#live-indicator")).to_have_attribute("data-stale", "true")
+        expect(server_card).to_have_count(1)
+        # The backend saw the tab go: its loops end (no other tab is open in this test).
+        wait_until(lambda: health(full_dashboard)["ui_loops"] == 0, 60, 0.5, "loops outlived the connection")
+
+        page.context.set_offline(False)
+        expect(page.locator("#banner-disconnected")).to_have_count(0, timeout=APPEAR)
+        expect(page.locator("#operations-sections")).to_have_attribute("data-stale", "false")
+        # The reconnect restarted the tab's loop.
+        wait_until(lambda: health(full_dashboard)["ui_loops"] > 0, 60, 0.5, "no loop after the reconnect")
+    # Live again: the killed server changes status or leaves without a reload.
+    gone_or_live = server_card.and_(page.locator('[data-status="running"], [data-status="active"]'))
+    expect(gone_or_live).to_have_count(0, timeout=APPEAR)
