@@ -1,10 +1,11 @@
 """N extra idle processes for the sampler benchmark, spawned cheaply and always cleaned up.
 
-One small Python parent (its own session) starts N ``sleep`` children with
-``posix_spawn`` and reaps them itself when told to stop, so nothing is left
-behind even where PID 1 does not reap orphans. ``sleep`` with no terminal is
-not an operation, so the children cost a monitor only its per-process scan,
-which is what the benchmark is about.
+N ``sleep`` processes, children of one plain ``bash`` that reads its commands
+from a pipe. A shell running nothing and a ``sleep`` without a terminal are
+not operations, so the monitor under test must look at every one of them
+each refresh and list none: the shape of the daemons and helpers that make up
+most of a real process table. The shell reaps its children when told to stop,
+so nothing is left behind even where PID 1 does not reap orphans.
 """
 
 from __future__ import annotations
@@ -13,39 +14,14 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
-# Runs in the helper parent. argv: count. Prints "ready" once every child exists.
-_PARENT = r"""
-import os, signal, shutil, sys
-count = int(sys.argv[1])
-sleep = shutil.which("sleep") or "/bin/sleep"
-children = []
-def stop(*_):
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in children:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    os._exit(0)
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
-try:
-    for _ in range(count):
-        children.append(os.posix_spawn(sleep, [sleep, "100000"], {}))
-except OSError as exc:
-    print(f"error {exc}", flush=True)
-    stop()
-print("ready", flush=True)
-sys.stdin.read()  # until the benchmark closes our stdin (or dies)
-stop()
+# Fed to the shell on stdin: start the children, say so, wait; on TERM kill and reap them all.
+_SCRIPT = """trap 'kill -9 $(jobs -p) 2>/dev/null; wait; exit 0' TERM
+for ((i = 0; i < {count}; i++)); do sleep 100000 & done
+echo ready
+wait
 """
 
 
@@ -60,8 +36,8 @@ def idle_processes(count: int, timeout: float = 120.0) -> Iterator[list[int]]:
     if count <= 0:
         yield []
         return
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT, str(count)],
+    shell = subprocess.Popen(
+        ["bash"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -69,13 +45,15 @@ def idle_processes(count: int, timeout: float = 120.0) -> Iterator[list[int]]:
         text=True,
     )
     try:
-        assert parent.stdout is not None
-        line = parent.stdout.readline().strip()
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write(_SCRIPT.format(count=int(count)))
+        shell.stdin.flush()
+        line = shell.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"could not start {count} idle processes: {line or 'no answer'}")
-        yield _children(parent.pid)
+        yield _children(shell.pid)
     finally:
-        _stop(parent, timeout)
+        _stop(shell, timeout)
 
 
 def _children(ppid: int) -> list[int]:
@@ -88,21 +66,21 @@ def _children(ppid: int) -> list[int]:
     return pids
 
 
-def _stop(parent: subprocess.Popen[str], timeout: float) -> None:
-    """Ask the parent to kill and reap its children; force the whole group if it must."""
-    with contextlib.suppress(OSError, ValueError):
-        if parent.stdin is not None:
-            parent.stdin.close()
+def _stop(shell: subprocess.Popen[str], timeout: float) -> None:
+    """Ask the shell to kill and reap its children; force the whole group if it must."""
+    with contextlib.suppress(ProcessLookupError):
+        shell.send_signal(signal.SIGTERM)
     try:
-        parent.wait(timeout)
+        shell.wait(timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(parent.pid, signal.SIGKILL)
-        parent.wait(10)
-    # Anything still in the group (the parent died early) goes too.
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(10)
+    # Anything still in the group (the shell died early) goes too.
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(parent.pid, signal.SIGKILL)
-    with contextlib.suppress(OSError, ValueError):
-        if parent.stdout is not None:
-            parent.stdout.close()
+        os.killpg(shell.pid, signal.SIGKILL)
+    for stream in (shell.stdin, shell.stdout):
+        with contextlib.suppress(OSError, ValueError):
+            if stream is not None:
+                stream.close()
     time.sleep(0.05)

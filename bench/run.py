@@ -151,7 +151,10 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             [
                 f"Websocket bytes / tick, {ops} operations, nothing changed",
                 f"{idle['bytes_per_tick']:.0f} B (median {idle['median_bytes_per_tick']:.0f} B)",
-                f"{idle['frames']} frames over {idle['ticks']} ticks",
+                (
+                    f"{idle['frames']} frames over {idle['ticks']} ticks, {idle['tabs_open']} tabs; "
+                    f"{results['app'].get('operations_total')} operations listed in all"
+                ),
                 "0 B",
                 verdict(idle["bytes_per_tick"] == 0),
             ]
