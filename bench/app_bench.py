@@ -8,6 +8,7 @@ Headless Chromium opens the tabs. Every process started here is killed at the en
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -147,6 +148,7 @@ class AppBench:
         self.api_requests = api_requests
         self.log = log
         self.frames: list[tuple[float, int, str]] = []  # (monotonic, bytes, payload head)
+        self.frame_vars: list[tuple[float, dict[str, int]]] = []  # (monotonic, {state.var: bytes})
         self.results: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
@@ -256,12 +258,23 @@ class AppBench:
 
         def received(payload: str | bytes) -> None:
             data = payload.encode() if isinstance(payload, str) else payload
-            self.frames.append((time.monotonic(), len(data), data[:16].decode(errors="replace")))
+            now = time.monotonic()
+            self.frames.append((now, len(data), data[:16].decode(errors="replace")))
+            self.frame_vars.append((now, _delta_sizes(data)))
 
         ws.on("framereceived", received)
 
     def _frames_between(self, start: float, end: float) -> list[tuple[float, int, str]]:
         return [f for f in self.frames if start <= f[0] < end and f[2] not in HEARTBEATS]
+
+    def _bytes_by_var(self, start: float, end: float, top: int = 8) -> dict[str, int]:
+        """Which state variables the frames between ``start`` and ``end`` carried, biggest first."""
+        totals: dict[str, int] = {}
+        for t, sizes in self.frame_vars:
+            if start <= t < end:
+                for var, size in sizes.items():
+                    totals[var] = totals.get(var, 0) + size
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1])[:top])
 
     def _cpu_window(self, dashboard: Dashboard, pump: Any) -> dict[str, Any]:
         pid = dashboard.process.pid if dashboard.process else 0
@@ -300,6 +313,7 @@ class AppBench:
                 "bytes_per_tick": round(sum(f[1] for f in frames) / ticks, 1),
                 "median_bytes_per_tick": statistics.median(bins) if bins else 0,
                 "tabs_open": tabs,
+                "bytes_by_var": self._bytes_by_var(start, end),
             }
         if "rss" in self.parts:
             mb = 1024 * 1024
@@ -348,6 +362,7 @@ class AppBench:
             "frames": len(frames),
             "bytes": sum(f[1] for f in frames),
             "bytes_largest_tick": max(_bin_bytes(frames, start, end, self.refresh), default=0),
+            "bytes_by_var": self._bytes_by_var(start, end),
         }
 
     def _start_to_visible(self, fleet: Fleet, page: Any) -> dict[str, Any]:
@@ -374,6 +389,24 @@ class AppBench:
                 samples_s=[round(s, 3) for s in seconds],
             )
         return result
+
+
+def _delta_sizes(data: bytes) -> dict[str, int]:
+    """``{state.var: JSON bytes}`` of a Reflex delta frame (``42/_event,["event",{"delta":...}]``)."""
+    start = data.find(b"[")
+    if not data.startswith(b"42") or start < 0:
+        return {}
+    try:
+        message = json.loads(data[start:])
+        delta = message[1].get("delta") or {}
+    except (ValueError, IndexError, AttributeError):
+        return {}
+    sizes: dict[str, int] = {}
+    for state, fields in delta.items():
+        short = state.rsplit(".", 1)[-1].replace("dgx_spark___state___", "")
+        for var, value in (fields or {}).items():
+            sizes[f"{short}.{var.removesuffix('_rx_state_')}"] = len(json.dumps(value, separators=(",", ":")))
+    return sizes
 
 
 def _named(op: dict[str, Any], names: list[str]) -> bool:
