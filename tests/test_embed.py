@@ -86,6 +86,7 @@ def test_a_host_app_embeds_and_compiles_the_operations_tab(tmp_path: Path) -> No
     page = (tmp_path / ".web" / "app" / "routes" / "_index.jsx").read_text()
     assert "host-heading" in page and "spark-embedded" in page
     assert "section-servers" in page and "section-jobs" in page and "section-programs" in page
+    assert "operations-not-connected" in page  # shown when the host says it is not connected
     # The tab's state is part of the host's state tree, and the tab starts its own live loop.
     web = tmp_path / ".web"
     compiled = "\n".join(p.read_text() for d in ("app", "app_components", "utils") for p in (web / d).rglob("*.js*"))

@@ -88,6 +88,9 @@ def test_real_workloads_appear_with_port_and_pid_and_a_killed_one_leaves(
         expect(loop_card.locator('[data-value="pid"]')).to_have_text(str(loop.pid))
         expect(loop_card.locator('[data-field="uptime"]')).to_contain_text(re.compile(r"\d+s"))
 
+        page.locator("#refresh").click()  # a manual refresh changes nothing visible here
+        expect(loop_card).to_have_count(1)
+
         loop.kill()
         # Killed: the card turns stopped/failed, or leaves the page.
         gone_or_ended = card(page, "programs", pid=loop.pid).and_(
