@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -173,9 +174,13 @@ class AppBench:
                 self.results["api"] = measure_api(
                     dashboard.port, clients=self.api_clients, requests_per_client=self.api_requests
                 )
+        except BaseException:
+            self.log(f"app: the dashboard's log is kept in {dashboard.log_path}")
+            raise
         finally:
             fleet.stop()
             dashboard.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         return self.results
 
     def _start_fleet(self, fleet: Fleet, dashboard: Dashboard) -> None:

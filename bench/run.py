@@ -7,10 +7,12 @@ Usage: ``python bench/run.py [--only sampler,tabs,api,ws,visible,rss] [--sizes 1
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +23,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-# The in-process sampler must not touch the user's data folder.
-os.environ.setdefault("DGX_SPARK_DATA_DIR", tempfile.mkdtemp(prefix="dgx-bench-data-"))
+# Nothing here may touch the user's data folder or database (the in-process services
+# would load its launched operations): a throw-away folder, removed at exit.
+BENCH_DATA = tempfile.mkdtemp(prefix="dgx-bench-data-")
+os.environ["DGX_SPARK_DATA_DIR"] = BENCH_DATA
+os.environ.pop("DGX_SPARK_DB_URL", None)
+atexit.register(shutil.rmtree, BENCH_DATA, ignore_errors=True)
 
 PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss")
 RESULTS = ROOT / "bench" / "results"
