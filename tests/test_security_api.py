@@ -450,3 +450,29 @@ def test_openapi_lists_audit_route(backend: Dashboard) -> None:
     assert status == 200
     assert "/api/dgx/audit" in body["paths"]
     json.dumps(body)
+
+
+# ----------------------------------------------------------------------------- secrets of real processes
+
+
+def test_secrets_in_a_real_command_line_never_reach_the_api(backend: Dashboard, tmp_path: Path) -> None:
+    from tests.support.workloads import PYTHON, spawn, write_script
+
+    secret = "sk-live-Zq8Xw2Rt6Yp4Nm1Kc9Vb3Hd5"
+    env_secret = "env-only-secret-7Gf3Jk9Lq2"
+    script = write_script(tmp_path, "serve_model.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    argv = [PYTHON, str(script), "--api-key", secret, f"--hf-token={secret}", f"OPENAI_API_KEY={secret}",
+            f"https://user:{secret}@example.com/x"]
+    with spawn(argv, tmp_path, env={"MY_SERVICE_TOKEN": env_secret}) as workload:
+
+        def listed() -> dict[str, Any] | None:
+            return next((op for op in backend.operations() if op["pid"] == workload.pid), None)
+
+        op = wait_until(listed, timeout=60, message="the process was not listed")
+        assert "--api-key ***" in op["command"] and "--hf-token=***" in op["command"]
+        assert "OPENAI_API_KEY=***" in op["command"] and "user:***@example.com" in op["command"]
+        for path in ("/api/dgx/operations", f"/api/dgx/operations/{op['id']}"):
+            _, body = backend.request("GET", path)
+            text = json.dumps(body)
+            assert secret not in text, path
+            assert env_secret not in text, path
