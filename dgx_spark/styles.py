@@ -58,10 +58,6 @@ GLOBAL_CSS = """
 @media (prefers-reduced-motion: reduce) {
   .dgx-status-dot { animation: none !important; }
 }
-.dgx-sr-only {
-  position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
-  overflow: hidden; clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0;
-}
 """
 
 # ---- page ------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_real_workloads_appear_with_port_and_pid_and_a_killed_one_leaves(
         open_link = server_card.locator('[data-field="open"]')
         expect(open_link).to_have_attribute("href", f"http://127.0.0.1:{server.port}")
         expect(open_link).to_have_attribute("target", "_blank")
-        expect(server_card.locator('[role="status"]')).to_contain_text(re.compile("Running|Active"))
+        expect(server_card.locator('[data-field="status"]')).to_contain_text(re.compile("Running|Active"))
 
         loop_op = wait_until(lambda: api_operation(full_dashboard, loop.pid), 60, 0.5)
         loop_card = card(page, SECTION_OF_TYPE[loop_op["type"]], pid=loop.pid)

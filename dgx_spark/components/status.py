@@ -26,7 +26,9 @@ def status_indicator(status: rx.Var[str], live: rx.Var[bool]) -> rx.Component:
         rx.box(class_name="dgx-status-dot", style=styles.status_dot(color, live), aria_hidden="true"),
         rx.text(status_label(status), as_="span", style={"color": f"var(--{color}-11)"}),
         style=styles.status_pill,
-        custom_attrs={"role": "status", "data-status": status},
+        # The word is plain text (the dot is hidden from screen readers), not a live
+        # region: a page of cards announcing every tick would drown the reader.
+        custom_attrs={"data-field": "status", "data-status": status},
     )
 
 
