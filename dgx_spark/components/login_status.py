@@ -1,0 +1,48 @@
+"""Whether this browser is logged in: a "Log in" link, or a "Logged in" chip with "Log out".
+
+The session cookie is HttpOnly, so the page cannot read it; the backend tells the
+page instead (``LoginState.logged_in``), from the cookie the websocket carried.
+Controls can use ``LoginState.logged_in`` to explain why an action needs a login.
+"""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from dgx_spark.security.auth import event_is_authorized
+
+
+class LoginState(rx.State):
+    """The login status of this browser tab."""
+
+    logged_in: bool = False
+
+    @rx.event
+    def check_login(self) -> None:
+        """Read the login from the websocket's cookie."""
+        self.logged_in = event_is_authorized(self)
+
+
+def login_status() -> rx.Component:
+    """The login chip for the page header."""
+    return rx.box(
+        rx.cond(
+            LoginState.logged_in,
+            rx.hstack(
+                rx.badge(rx.icon("lock_open", size=12), "Logged in", color_scheme="green", variant="soft",
+                         id="login-status", custom_attrs={"data-logged-in": "true"}),
+                # Plain anchors: /login and /logout are served by the backend, not by the app's router.
+                rx.el.a("Log out", href="/logout", id="logout-link", style={"font_size": "12px"}),
+                align="center",
+                spacing="2",
+            ),
+            rx.el.a(
+                rx.button(rx.icon("log_in", size=14), "Log in", size="1", variant="soft"),
+                href="/login",
+                id="login-link",
+                title="Log in to launch, stop and start operations",
+                custom_attrs={"data-logged-in": "false"},
+            ),
+        ),
+        on_mount=LoginState.check_login,
+    )
