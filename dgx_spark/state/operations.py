@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import reflex as rx
 
@@ -35,21 +36,34 @@ POLL_SECONDS = 0.5
 DISCONNECT_GRACE_SECONDS = 3.0
 
 
+_namespace: Any = None
+
+
 def _token_to_sid() -> Mapping[str, str] | None:
-    """The app's live websocket map (client token -> socket id), if available."""
-    with contextlib.suppress(Exception):
-        from reflex.utils.prerequisites import get_and_validate_app
+    """The app's live websocket map (client token -> socket id), if available.
 
-        namespace = get_and_validate_app().app.event_namespace
-        if namespace is not None:
-            return namespace.token_to_sid
-    return None
+    The app's event namespace is looked up once and kept: ``get_and_validate_app``
+    prepends the working directory to ``sys.path`` on every call.
+    """
+    global _namespace
+    if _namespace is None:
+        with contextlib.suppress(Exception):
+            from reflex.utils.prerequisites import get_and_validate_app
+
+            _namespace = get_and_validate_app().app.event_namespace
+    return None if _namespace is None else _namespace.token_to_sid
 
 
-def _client_connected(token: str) -> bool:
-    """Whether the browser tab with ``token`` still has a websocket to this backend."""
+def client_connected(token: str) -> bool:
+    """Whether the browser tab with ``token`` still has a websocket to this backend.
+
+    Per-tab background loops call this to end when their tab has gone.
+    """
     mapping = _token_to_sid()
     return True if mapping is None else token in mapping
+
+
+_client_connected = client_connected  # the name other state modules imported first
 
 
 def _is_stale(snapshot: Snapshot, interval: float, running: bool, now: float) -> bool:
@@ -192,7 +206,7 @@ class OperationsState(rx.State):
                 self.live = True
             while loops.is_current(token, generation):
                 now = time.time()
-                if _client_connected(token):
+                if client_connected(token):
                     missing_since = None
                 elif missing_since is None:
                     missing_since = now
