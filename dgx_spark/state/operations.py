@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # How often the loop looks at the sampler (cheap: a sequence number compare).
 POLL_SECONDS = 0.5
+# A manual refresh does not sample again when the latest snapshot is this fresh.
+REFRESH_MIN_AGE_SECONDS = 0.5
 # A tab whose websocket is gone for this long has closed: its loop ends.
 DISCONNECT_GRACE_SECONDS = 3.0
 
@@ -168,11 +170,16 @@ class OperationsState(rx.State):
     # ---- events ---------------------------------------------------------
     @rx.event
     async def refresh(self) -> None:
-        """Take a sample now and show it (the manual refresh button)."""
+        """Take a sample now and show it (the manual refresh button).
+
+        A snapshot younger than ``REFRESH_MIN_AGE_SECONDS`` is shown as it is, so
+        clicking (or scripting) refresh cannot keep the sampler scanning non-stop.
+        """
         sampler = get_sampler()
-        sequence = sampler.latest.sequence
-        sampler.request_sample()
-        snapshot = await asyncio.to_thread(sampler.wait_for, sequence, 5.0)
+        snapshot = sampler.latest
+        if sampler.running and time.time() - snapshot.taken_at >= REFRESH_MIN_AGE_SECONDS:
+            sampler.request_sample()
+            snapshot = await asyncio.to_thread(sampler.wait_for, snapshot.sequence, 5.0)
         self._host = self._host_from_router()
         self._apply(snapshot, sampler.running, sampler.interval, time.time())
 
