@@ -1,0 +1,100 @@
+"""The Operations state in-process: an idle tick sends nothing; changes, errors and staleness do.
+
+A real Reflex state tree (no app server) fed real ``Snapshot`` values; the
+delta is what Reflex would send to the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import reflex as rx
+
+import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
+from dgx_spark.collector.model import Operation, ProbeError, Snapshot
+from dgx_spark.state.operations import OperationsState
+
+NOW = time.time()
+SERVER = Operation(
+    id="op-1", type="server", name="web", status="running", port=8000, ports=(8000,),
+    pid=10, pids=(10,), started_at_ts=NOW - 60,
+)
+SCRIPT = Operation(id="op-2", type="program", name="loop.sh", status="running", pid=11, pids=(11,))
+
+
+@pytest.fixture
+def tree() -> tuple[Any, OperationsState]:
+    """A fresh root state and its operations substate."""
+    root = rx.State(_reflex_internal_init=True)
+    state = root.get_substate(OperationsState.get_full_name().split(".")[1:])
+    return root, state
+
+
+def delta(root: Any) -> dict[str, Any]:
+    """What would be sent to the browser now (then marks everything clean)."""
+    result = asyncio.run(root._get_resolved_delta())
+    root._clean()
+    return {key.rsplit(".", 1)[-1]: value for key, value in result.items()}
+
+
+def ops_delta(root: Any) -> dict[str, Any]:
+    """The operations state's part of the delta."""
+    return delta(root).get("dgx_spark___state___operations____operations_state", {})
+
+
+def snap(sequence: int, *operations: Operation, errors: tuple[ProbeError, ...] = ()) -> Snapshot:
+    return Snapshot(sequence=sequence, taken_at=NOW + sequence, operations=operations, errors=errors)
+
+
+def test_first_snapshot_fills_sections_and_ends_loading(tree: tuple[Any, OperationsState]) -> None:
+    root, state = tree
+    state._apply(snap(1, SERVER, SCRIPT), True, 1.0, NOW + 1)
+    sent = ops_delta(root)
+    assert sent["loading_rx_state_"] is False
+    assert [op.id for op in sent["servers_rx_state_"]] == ["op-1"]
+    assert [op.id for op in sent["programs_rx_state_"]] == ["op-2"]
+    assert sent["jobs_rx_state_"] == []
+    assert sent["last_updated_rx_state_"]
+
+
+def test_an_idle_tick_sends_nothing(tree: tuple[Any, OperationsState]) -> None:
+    root, state = tree
+    state._apply(snap(1, SERVER, SCRIPT), True, 1.0, NOW + 1)
+    delta(root)
+    # A newer snapshot with the same contents (only time moved on): nothing to send.
+    state._apply(snap(2, SERVER, SCRIPT), True, 1.0, NOW + 2)
+    assert ops_delta(root) == {}
+    # A change is sent.
+    state._apply(snap(3, SERVER, SCRIPT.replace(status="stopped", ended_at_ts=NOW)), True, 1.0, NOW + 3)
+    sent = ops_delta(root)
+    assert [op.status for op in sent["programs_rx_state_"]] == ["stopped"]
+
+
+def test_probe_errors_and_a_stalled_sampler_are_flagged(tree: tuple[Any, OperationsState]) -> None:
+    root, state = tree
+    failing = (ProbeError(probe="gpu", message="NVMLError: boom", since=NOW),)
+    state._apply(snap(1, SERVER, errors=failing), True, 1.0, NOW + 1)
+    sent = ops_delta(root)
+    assert sent["error_rx_state_"] == "gpu: NVMLError: boom"
+    assert "stale_rx_state_" not in sent or sent["stale_rx_state_"] is False
+    # The sampler stopped: the same data is now stale, and still there.
+    state._apply(snap(1, SERVER, errors=failing), False, 1.0, NOW + 60)
+    sent = ops_delta(root)
+    assert sent["stale_rx_state_"] is True and "operations_rx_state_" not in sent
+    assert [op.id for op in state.operations] == ["op-1"]
+
+
+def test_toggle_section_accepts_only_known_sections(tree: tuple[Any, OperationsState]) -> None:
+    _, state = tree
+    toggle = OperationsState.toggle_section.fn
+    toggle(state, "programs")
+    toggle(state, "servers")
+    assert state.collapsed == "servers,programs"
+    for bad in ("nope", "", "servers,jobs", None, 3, ["jobs"]):
+        toggle(state, bad)
+    assert state.collapsed == "servers,programs"
+    toggle(state, "servers")
+    assert state.collapsed_sections == ["programs"]
