@@ -296,14 +296,29 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
         error = "That token is not valid, or this one-time link was already used."
         await _send_response(send, *_login_page(401, next_path, error))
         return
-    _audit_later(action="login", outcome="allowed", client=client, status=303, via="login")
     secure = scope.get("scheme") == "https"
+    cookie = (b"set-cookie", tokens.session_cookie_header(secure=secure).encode())
+    if method == "POST":
+        _audit_later(action="login", outcome="allowed", client=client, status=303, via="login")
+        await _send_response(send, 303, [(b"location", next_path.encode("latin-1", "replace")), cookie,
+                                         (b"referrer-policy", b"no-referrer")])
+        return
+    # A link may be opened from another site (a chat, a terminal): a redirect would then carry
+    # no SameSite=Strict cookie to the next page. A page of our own that moves on does.
+    _audit_later(action="login", outcome="allowed", client=client, status=200, via="login")
+    target = html.escape(next_path, quote=True)
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={target}"><title>Logged in</title></head>'
+        f'<body id="login-done"><p>Logged in. <a href="{target}">Continue</a></p></body></html>'
+    ).encode()
     headers = [
-        (b"location", next_path.encode("latin-1", "replace")),
-        (b"set-cookie", tokens.session_cookie_header(secure=secure).encode()),
+        (b"content-type", b"text/html; charset=utf-8"),
+        cookie,
         (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", b"default-src 'none'"),
     ]
-    await _send_response(send, 303, headers)
+    await _send_response(send, 200, headers, body)
 
 
 async def _handle_logout(send: Send) -> None:
