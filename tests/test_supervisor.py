@@ -217,11 +217,58 @@ def test_logs_follow_offset_stream_and_download(backend: Dashboard, tmp_path: Pa
     assert body["data"]["lines"] == ["late line"]
     with urllib.request.urlopen(
         urllib.request.Request(f"{backend.url}/api/dgx/operations/{op['id']}/logs/download",
-                               headers={"Host": f"127.0.0.1:{backend.port}"}), timeout=30
+                               headers={"Host": f"127.0.0.1:{backend.port}",
+                                        "Authorization": f"Bearer {TEST_TOKEN}"}), timeout=30
     ) as resp:
         whole = resp.read().decode()
         assert "attachment" in resp.headers["Content-Disposition"]
     assert "\x1b[32mgreen start" in whole and "line 0\n" in whole and "late line" in whole
+    backend.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {"force": True})
+    wait_status(backend, op["id"], "stopped", "failed")
+
+
+def test_log_lines_hide_secrets_and_the_raw_download_needs_the_token(backend: Dashboard, tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "print('[I] Jupyter Server is running at: http://127.0.0.1:8888/lab?token=abcdef0123456789', flush=True)\n"
+        "print('launching with --token abc123secret --port 8888', flush=True)\n"
+        "print('mirror https://user:pass@host/simple', flush=True)\n"
+        "time.sleep(4)\n"
+        "print('later --api-key=late456secret', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    path = script(tmp_path, "leaky.py", code)
+    op = launch(backend, {"template": "training", "params": {"script": str(path), "python": sys.executable}})
+    wait_until(lambda: any("mirror" in line for line in logs(backend, op["id"])), 60)
+    _, body = backend.request("GET", f"/api/dgx/operations/{op['id']}/logs?tail=100")
+    shown = "\n".join(body["data"]["lines"])
+    assert "--token ***" in shown and "https://user:***@host/simple" in shown and "token=***" in shown, shown
+    for secret in ("abc123secret", "user:pass@", "abcdef0123456789"):
+        assert secret not in shown
+    _, body = backend.request("GET", f"/api/dgx/operations/{op['id']}/logs?offset=0")
+    assert "abc123secret" not in json.dumps(body) and "--token ***" in json.dumps(body)
+    request = urllib.request.Request(
+        f"{backend.url}/api/dgx/operations/{op['id']}/logs/stream?offset=0",  # from the start: every line
+        headers={"Host": f"127.0.0.1:{backend.port}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as stream:
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while time.monotonic() < deadline and not any("later" in line for line in seen):
+            raw = stream.readline().decode()
+            if raw.startswith("data: "):
+                seen += json.loads(raw[6:])["lines"]
+    assert any("--api-key=***" in line for line in seen) and "late456secret" not in "".join(seen), seen
+    # The raw download keeps the bytes as written, so it needs the token, even from loopback.
+    url = f"/api/dgx/operations/{op['id']}/logs/download"
+    status, refused = backend.request("GET", url)
+    assert status == 401 and refused["success"] is False
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{backend.url}{url}", headers={"Host": f"127.0.0.1:{backend.port}",
+                                                               "Authorization": f"Bearer {TEST_TOKEN}"}),
+        timeout=30,
+    ) as resp:
+        assert "--token abc123secret" in resp.read().decode()
     backend.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {"force": True})
     wait_status(backend, op["id"], "stopped", "failed")
 

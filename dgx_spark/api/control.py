@@ -147,7 +147,7 @@ def get_logs(
     tail: int = Query(default=1000, ge=0, le=10000, description="How many lines from the end."),
     offset: int | None = Query(default=None, ge=0, le=2**62, description="Lines after this offset."),
 ) -> dict[str, Any]:
-    """The last ``tail`` lines (ANSI codes stripped), or the lines after ``offset``."""
+    """The last ``tail`` lines (ANSI codes stripped, secrets hidden), or the lines after ``offset``."""
     path = _log_file(op_id)
     if path is None:
         return {"success": True, "data": {"lines": [], "offset": 0, "truncated": False, "available": False}}
@@ -194,9 +194,13 @@ async def stream_logs(
     )
 
 
-@router.get("/api/dgx/operations/{op_id}/logs/download", summary="Download the whole log")
+@router.get(
+    "/api/dgx/operations/{op_id}/logs/download",
+    summary="Download the whole log",
+    dependencies=[Depends(require_token)],
+)
 def download_logs(op_id: str) -> StreamingResponse:
-    """The whole log (rotated parts first), raw, as an attachment."""
+    """The whole log (rotated parts first), raw (secrets not hidden), as an attachment (token required)."""
     path = _log_file(op_id)
     if path is None or not path.exists():
         raise ApiError(404, f"operation {op_id} has no log file", field="id")
