@@ -78,7 +78,34 @@ def test_exit_0_is_a_completed_event_with_webhook(dash: Dashboard, receiver: Web
     op = launch(dash, "finisher", [sys.executable, str(path)])
     event = wait_until(lambda: event_of(dash, op["id"], "completed"), 90, message="no completed event")
     assert event["exit_code"] == 0 and "all done" in event["log_tail"]
+    assert event_of(dash, op["id"], "stopped") is None
+    assert dash.get_json(f"/api/dgx/operations/{op['id']}")["data"]["stop_requested"] is False
     wait_until(lambda: [e for e in receiver.events("completed") if e["operation_id"] == op["id"]], 60)
+
+
+def test_a_user_stop_that_exits_0_is_stopped_not_completed(dash: Dashboard, tmp_path: Path) -> None:
+    # Exits 0 on SIGTERM, as many servers do: only the user's stop tells it from a natural end.
+    path = script(
+        tmp_path, "graceful.py",
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "print('serving', flush=True)\n"
+        "time.sleep(600)\n",
+    )
+    op = launch(dash, "graceful", [sys.executable, str(path)])
+    wait_until(lambda: event_of(dash, op["id"], "started"), 90, message="no started event")
+    wait_until(lambda: "serving" in "".join(dash.get_json(f"/api/dgx/operations/{op['id']}/logs")["data"]["lines"]),
+               60, message="the script never ran")
+    status, body = dash.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {})
+    assert status == 200, body
+    event = wait_until(lambda: event_of(dash, op["id"], "stopped"), 90, message="no stopped event")
+    assert event["exit_code"] == 0
+    shown = dash.get_json(f"/api/dgx/operations/{op['id']}")["data"]
+    assert shown["status"] == "stopped" and shown["stop_requested"] is True and shown["exit_code"] == 0
+    # Give the recorder a few more snapshots: still no "completed" for it.
+    seq = dash.get_json("/api/health")["data"]["sequence"]
+    wait_until(lambda: dash.get_json("/api/health")["data"]["sequence"] > seq + 2, 30)
+    assert event_of(dash, op["id"], "completed") is None
 
 
 def test_events_since_id_and_time(dash: Dashboard) -> None:

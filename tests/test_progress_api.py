@@ -201,16 +201,16 @@ def test_report_by_pid(backend: Dashboard, sleeper: dict[str, Any]) -> None:
 def test_helper_inside_a_launched_job_reports_with_the_supervisor_environment(
     backend: Dashboard, tmp_path: Path
 ) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text(TEST_TOKEN)
+    # Nothing but what the supervisor puts in the job's environment (its own operation token).
     script = write_job(
         tmp_path,
         "train_helper.py",
         f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        os.environ["DGX_SPARK_TOKEN"] = open({str(token_file)!r}).read()  # the test's token
         from dgx_spark.progress import report
+        token = os.environ.get("DGX_SPARK_TOKEN", "")
+        print("token kind", token.split(".")[0] if "." in token else "none", flush=True)
         for epoch in range(1, 61):
             ok = report(progress=epoch / 60, epoch=epoch, total_epochs=60, loss=1.0 / epoch)
             print("reported", epoch, ok, flush=True)
@@ -226,8 +226,66 @@ def test_helper_inside_a_launched_job_reports_with_the_supervisor_environment(
         assert first["progress_source"] == "helper"
         assert first["total_epochs"] == 60
         wait_until(lambda: operation(backend, op["id"])["progress"] > first["progress"], 90)
+        lines = backend.get_json(f"/api/dgx/operations/{op['id']}/logs")["data"]["lines"]
+        assert "token kind op1" in lines, lines  # an operation token, never the main one
     finally:
         stop(backend, op["id"])
+
+
+def test_a_jobs_operation_token_reports_only_its_own_progress(
+    backend: Dashboard, sleeper: dict[str, Any], tmp_path: Path
+) -> None:
+    # The job hands its environment's token to the test (a real launched job, the real token).
+    token_file = tmp_path / "job_token"
+    script = write_job(
+        tmp_path,
+        "train_token.py",
+        f"""
+        import os, time
+        with open({str(token_file)!r} + ".part", "w") as out:
+            out.write(os.environ.get("DGX_SPARK_TOKEN", ""))
+        os.replace({str(token_file)!r} + ".part", {str(token_file)!r})
+        time.sleep(600)
+        """,
+    )
+    op = launch(backend, script, "token holder")
+    wait_until(lambda: token_file.exists(), 60, message="the job never wrote its token")
+    job_token = token_file.read_text()
+    assert job_token.startswith("op1.") and job_token != TEST_TOKEN and TEST_TOKEN not in job_token
+    as_job = {"Authorization": f"Bearer {job_token}"}
+    wait_until(lambda: operation(backend, op["id"])["pid"], 60)
+
+    status, answer = backend.request("POST", f"/api/dgx/operations/{op['id']}/progress", {"progress": 0.25}, as_job)
+    assert status == 200, answer
+    wait_until(lambda: operation(backend, op["id"])["progress"] == 0.25, 30)
+
+    # Anything else with it is refused and changes nothing.
+    other = sleeper["id"]
+    refused = [
+        ("POST", f"/api/dgx/operations/{other}/progress", {"progress": 0.9}),
+        ("POST", "/api/dgx/progress", {"pid": sleeper["pid"], "progress": 0.9}),
+        ("POST", f"/api/dgx/operations/{op['id']}/stop", {"force": True}),
+        ("POST", f"/api/dgx/operations/{other}/stop", {"force": True}),
+        ("POST", f"/api/dgx/operations/{op['id']}/start", {}),
+        ("DELETE", f"/api/dgx/operations/{op['id']}", None),
+        ("POST", "/api/dgx/operations", {"template": "custom", "name": "x", "type": "job",
+                                         "command": [sys.executable, "-c", "print(1)"]}),
+        ("GET", "/api/dgx/audit", None),
+        ("GET", f"/api/dgx/operations/{op['id']}/logs/download", None),
+        ("GET", f"/api/dgx/operations/{op['id']}/progress", None),
+    ]
+    for method, path, body in refused:
+        status, answer = backend.request(method, path, body, as_job)
+        assert status in (401, 403), (method, path, status, answer)
+    # A token for another operation id, or a tampered one, is no good either.
+    tampered = job_token[:-1] + ("0" if job_token[-1] != "0" else "1")
+    for bad in (tampered, "op1." + "0" * 64, job_token + "x"):
+        status, _ = backend.request("POST", f"/api/dgx/operations/{op['id']}/progress", {"progress": 0.5},
+                                    {"Authorization": f"Bearer {bad}"})
+        assert status == 401
+    assert operation(backend, other)["progress"] != 0.9
+    assert operation(backend, op["id"])["status"] in ("running", "active")
+    assert operation(backend, op["id"])["progress"] == 0.25
 
 
 def test_helper_posts_to_a_running_app(

@@ -60,6 +60,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "stalled",
     "progress_source",
     "loss_history",
+    "stop_requested",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
 
@@ -116,6 +117,8 @@ class Operation:
     # Where a discovered process writes stdout, when that is a regular file.
     log_path: str | None = None
     cwd: str | None = None
+    # A launched operation: whether a user asked it to stop (None: not known, e.g. discovered).
+    stop_requested: bool | None = None
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
@@ -175,6 +178,7 @@ class Operation:
             "stalled": self.stalled,
             "progress_source": self.progress_source,
             "loss_history": list(self.loss_history) if self.loss_history is not None else None,
+            "stop_requested": self.stop_requested,
         }
 
 

@@ -35,9 +35,11 @@ Sink = Callable[[Transition], None]
 
 
 def terminal_kind(operation: Operation) -> str:
-    """How an ended operation ended: ``failed``, ``completed`` (exit 0) or ``stopped``."""
+    """How an ended operation ended: ``failed``, ``stopped`` (by the user) or ``completed`` (exit 0)."""
     if operation.status == "failed":
         return "failed"
+    if operation.stop_requested:
+        return "stopped"  # even when the command exited 0 on SIGTERM
     if operation.exit_code == 0:
         return "completed"
     return "stopped"
@@ -49,7 +51,8 @@ def _terminal_detail(kind: str, operation: Operation) -> str:
         return f"failed with exit code {code}" if code is not None else "failed"
     if kind == "completed":
         return "completed (exit code 0)"
-    return f"stopped (exit code {code})" if code is not None else "stopped"
+    who = " by the user" if operation.stop_requested else ""
+    return f"stopped{who} (exit code {code})" if code is not None else f"stopped{who}"
 
 
 class EventDetector:

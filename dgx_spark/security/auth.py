@@ -18,16 +18,22 @@ from fastapi import Request
 from dgx_spark.api.errors import ApiError
 from dgx_spark.security import token as tokens
 from dgx_spark.security.audit import REFUSED, record_audit
-from dgx_spark.security.middleware import bearer_token, is_cross_origin
+from dgx_spark.security.middleware import (
+    bearer_token,
+    is_cross_origin,
+    operation_token_ok,
+)
 from dgx_spark.security.throttle import control_rate
 
 
 def request_is_authorized(request: Request) -> bool:
     """Whether an HTTP request carries the bearer token, or the session cookie from our own origin.
 
-    A token in the query string is never looked at.
+    A token in the query string is never looked at. A launched job's operation token
+    is accepted only on ``POST /api/dgx/operations/{its id}/progress``.
     """
-    if tokens.token_matches(bearer_token(request.headers.get("authorization"))):
+    offered = bearer_token(request.headers.get("authorization"))
+    if tokens.token_matches(offered) or operation_token_ok(offered, request.method, request.scope.get("path", "")):
         return True
     return tokens.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
 

@@ -8,13 +8,16 @@ For every HTTP request and websocket handshake, in this order:
    must log in (``DGX_SPARK_AUTH=required`` or not loopback) without the session cookie.
 4. **Mutations** (POST, PUT, PATCH, DELETE, anywhere): need ``Authorization: Bearer
    <token>``, or the session cookie from the app's own origin. A token in the query
-   string is never accepted. Without the bearer token, a request from another origin
+   string is never accepted. A launched job's operation token (``op1.`` + HMAC of
+   the token and its id) is accepted for ``POST /api/dgx/operations/{its id}/progress``
+   and nothing else. Without the bearer token, a request from another origin
    (``Origin`` / ``Sec-Fetch-Site``) -> 403; otherwise no credentials -> 401.
    Control actions are then throttled per client (429) and held one at a time per
    operation (409), and every one is written to the audit log.
 5. **Viewing** (GET, HEAD): free from loopback in the default ``local`` mode; with
    ``DGX_SPARK_AUTH=required`` or from another address it needs the cookie or the
-   bearer token (API: 401; pages: redirect to /login). ``/api/dgx/audit`` always needs it.
+   bearer token (API: 401; pages: redirect to /login). ``/api/dgx/audit`` and the raw
+   log download (``/api/dgx/operations/{id}/logs/download``) always need it.
 
 Handlers check again themselves (``require_token``, ``event_is_authorized``).
 """
@@ -54,6 +57,8 @@ LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 # Paths that need the token even to read.
 PRIVATE_PREFIXES = ("/api/dgx/audit",)
+# The raw log download is not redacted: token (or login cookie) only.
+PRIVATE_PATHS = re.compile(r"^/api/dgx/operations/[^/]+/logs/download/?$")
 MAX_LOGIN_BODY = 4096
 
 # (method, path pattern, action) of the control routes: audited, throttled, one at a time.
@@ -65,6 +70,8 @@ _CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
     ("POST", re.compile(r"^/api/dgx/progress/?$"), "progress"),
 )
+# The one route an operation token (``DGX_SPARK_TOKEN`` inside a launched job) may use.
+_OPERATION_PROGRESS = re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$")
 # Progress reports come often from training jobs: not throttled, audited only when refused.
 _QUIET_ACTIONS = frozenset({"progress"})
 
@@ -156,6 +163,24 @@ def control_action(method: str, path: str) -> tuple[str, str | None] | None:
             op_id = match.groupdict().get("id")
             return action, urllib.parse.unquote(op_id) if op_id else None
     return None
+
+
+def operation_token_scope(method: str, path: str) -> str | None:
+    """The operation id whose token may make this request, or None (nothing else takes one).
+
+    An operation token only reports its own operation's progress:
+    ``POST /api/dgx/operations/{id}/progress``.
+    """
+    if method.upper() != "POST" or not (match := _OPERATION_PROGRESS.match(path)):
+        return None
+    return urllib.parse.unquote(match.group("id"))
+
+
+def operation_token_ok(offered: str | None, method: str, path: str) -> bool:
+    """Whether ``offered`` is the operation token for the operation this request reports on."""
+    if not offered or not offered.startswith(tokens.OPERATION_TOKEN_PREFIX):
+        return False
+    return tokens.operation_token_matches(offered, operation_token_scope(method, path))
 
 
 def _json_response(status: int, code: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -395,13 +420,14 @@ def security_layer(app: ASGIApp) -> ASGIApp:
 
         authorization = header(scope, b"authorization")
         offered = bearer_token(authorization)
-        bearer_ok = tokens.token_matches(offered)
+        # An operation token counts as the bearer token for its own progress route only.
+        bearer_ok = tokens.token_matches(offered) or operation_token_ok(offered, method, path)
         if authorization is not None and not bearer_ok:
             await _refuse(scope, send, 401, "unauthorized", "the bearer token is not valid")
             return
 
         if method in SAFE_METHODS:
-            private = path.startswith(PRIVATE_PREFIXES)
+            private = path.startswith(PRIVATE_PREFIXES) or bool(PRIVATE_PATHS.match(path))
             if (must_log_in or private) and not (bearer_ok or cookie_ok):
                 if path.startswith("/api/") or private or method == "OPTIONS":
                     await _refuse(scope, send, 401, "unauthorized", "a valid token is required")

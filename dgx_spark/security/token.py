@@ -39,6 +39,10 @@ SESSION_MAX_AGE = 30 * 86400
 LOGIN_CODE_DIR = "login-codes"
 LOGIN_CODE_TTL = 86400.0
 _SESSION_CONTEXT = b"dgx-spark-session-v1"
+# An operation token: what a launched job gets as DGX_SPARK_TOKEN. It only reports
+# that operation's progress (see ``security.middleware.operation_token_scope``).
+OPERATION_TOKEN_PREFIX = "op1."
+_OPERATION_CONTEXT = b"dgx-spark-operation-v1:"
 
 
 class TokenError(RuntimeError):
@@ -125,6 +129,26 @@ def session_matches(candidate: str | None, token: str | None = None) -> bool:
     if not candidate or not isinstance(candidate, str):
         return False
     return _equal(candidate, session_value(token))
+
+
+def operation_token(op_id: str, token: str | None = None) -> str:
+    """The token scoped to one operation: ``op1.`` + HMAC-SHA256(token, operation id).
+
+    The supervisor hands it to each launched command instead of the main token.
+    """
+    digest = hmac.new(
+        (token or get_token()).encode("utf-8", "surrogateescape"),
+        _OPERATION_CONTEXT + op_id.encode("utf-8", "surrogateescape"),
+        hashlib.sha256,
+    ).hexdigest()
+    return OPERATION_TOKEN_PREFIX + digest
+
+
+def operation_token_matches(candidate: str | None, op_id: str | None, token: str | None = None) -> bool:
+    """Whether ``candidate`` is the token of operation ``op_id`` (constant-time)."""
+    if not candidate or not isinstance(candidate, str) or not op_id or not isinstance(op_id, str):
+        return False
+    return _equal(candidate, operation_token(op_id, token))
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:

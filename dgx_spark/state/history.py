@@ -20,8 +20,8 @@ def history_view(row: dict[str, Any]) -> dict[str, str]:
     code = row.get("exit_code")
     if row.get("status") == "failed":
         outcome = "failed"
-    elif code == 0:
-        outcome = "completed"
+    elif code == 0 and not str(row.get("description") or "").startswith("stopped by the user"):
+        outcome = "completed"  # a user stop that exited 0 stays "stopped"
     else:
         outcome = "stopped"
     peak = row.get("peak_memory_bytes")

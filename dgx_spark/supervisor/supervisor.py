@@ -76,6 +76,13 @@ except ImportError:  # pragma: no cover - only before the security work lands
         return shlex.join(argv or [])
 
 
+def _operation_token(op_id: str) -> str:
+    """The operation-scoped token (security layer; plain Python, no web framework)."""
+    from dgx_spark.security.token import operation_token
+
+    return operation_token(op_id)
+
+
 class ControlError(Exception):
     """A control action that cannot be done: an HTTP-like status, a message, the field at fault."""
 
@@ -97,6 +104,9 @@ class SupervisorConfig:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     templates_file: Path | None = None
+    # Makes the token a launched command gets as DGX_SPARK_TOKEN: it may only report
+    # that operation's progress. None: launched commands get no token.
+    operation_token: Callable[[str], str] | None = None
 
     @classmethod
     def from_env(cls, data_dir: Path, base_url: str) -> SupervisorConfig:
@@ -119,6 +129,7 @@ class SupervisorConfig:
             log_max_bytes=int(number("DGX_SPARK_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, 4096, 2**40)),
             log_backups=int(number("DGX_SPARK_LOG_BACKUPS", DEFAULT_BACKUPS, 1, 20)),
             templates_file=Path(templates).expanduser() if templates else data_dir / "templates.toml",
+            operation_token=_operation_token,
         )
 
 
@@ -606,6 +617,7 @@ class Supervisor:
             idle_gpu=base.idle_gpu if base else None,
             log_path=str(self.log_path(rec.id)),
             cwd=rec.cwd,
+            stop_requested=rec.stop_requested,
         )
 
     def _title(self, rec: Launched) -> str:
@@ -626,6 +638,12 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         env["DGX_SPARK_OPERATION_ID"] = rec.id
         env["DGX_SPARK_URL"] = self.config.base_url
+        if self.config.operation_token is not None:
+            # Never the main token (stripped above): one that only reports this operation's progress.
+            try:
+                env["DGX_SPARK_TOKEN"] = self.config.operation_token(rec.id)
+            except Exception as exc:  # noqa: BLE001 - the job still runs, it just cannot report
+                logger.warning("supervisor: no progress token for %s: %s", rec.id, exc)
         return env
 
     def _spawn(self, rec: Launched) -> None:
@@ -740,7 +758,7 @@ class Supervisor:
         else:
             detail = f"exit code {rec.exit_code}"
         stopped = rec.exit_code == 0 or rec.stop_requested
-        if rec.stop_requested and rec.exit_code != 0:
+        if rec.stop_requested:
             detail = f"stopped by the user ({detail})"
         self._record(rec, "stopped" if stopped else "failed", detail)
         rec.runner_proc = None
