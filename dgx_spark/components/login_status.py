@@ -29,15 +29,18 @@ def login_status() -> rx.Component:
         rx.cond(
             LoginState.logged_in,
             rx.hstack(
-                rx.badge(rx.icon("lock_open", size=12), "Logged in", color_scheme="green", variant="soft",
-                         id="login-status", custom_attrs={"data-logged-in": "true"}),
+                rx.badge(rx.icon("lock_open", size=12), rx.el.span("Logged in", display=["none", "inline"]),
+                         color_scheme="green", variant="soft", id="login-status", title="Logged in",
+                         aria_label="Logged in", custom_attrs={"data-logged-in": "true"}),
                 # Plain anchors: /login and /logout are served by the backend, not by the app's router.
-                rx.el.a("Log out", href="/logout", id="logout-link", style={"font_size": "12px"}),
+                rx.el.a("Log out", href="/logout", id="logout-link", style={"font_size": "12px", "white_space": "nowrap"}),
                 align="center",
                 spacing="2",
             ),
             rx.el.a(
-                rx.button(rx.icon("log_in", size=14), "Log in", size="1", variant="soft"),
+                # Icon only on a phone (below 30em), so the top bar fits.
+                rx.button(rx.icon("log_in", size=14), rx.el.span("Log in", display=["none", "inline"]),
+                          size="1", variant="soft", aria_label="Log in", white_space="nowrap"),
                 href="/login",
                 id="login-link",
                 title="Log in to launch, stop and start operations",

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.audit_view import audit_view
+from dgx_spark.components.login_status import login_status
 from dgx_spark.components.notifications import notifications
 from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
@@ -65,7 +67,7 @@ def connection_chip() -> rx.Component:
 
 
 def top_bar() -> rx.Component:
-    """Brand and connection."""
+    """Brand; history, notifications, audit log, login and connection."""
     return rx.flex(
         rx.hstack(
             rx.box(rx.icon("cpu", size=styles.ICON_LG), style=styles.brand_mark),
@@ -81,9 +83,12 @@ def top_bar() -> rx.Component:
             rx.link(rx.icon("history", size=styles.ICON_MD), href="/history", aria_label="History",
                     title="History of ended operations", id="history-link", color=styles.MUTED),
             notifications(),
+            audit_view(),
+            login_status(),
             connection_chip(),
             align="center",
             spacing="3",
+            id="top-bar-actions",
         ),
         style=styles.topbar,
     )
