@@ -72,3 +72,38 @@ def test_toasts_bell_and_webhook_set_in_the_ui(
         page.locator("#webhook-save").click()
         expect(page.locator("#webhook-message")).to_contain_text("off", timeout=30_000)
         page.keyboard.press("Escape")
+
+
+def test_webhook_url_is_masked_until_logged_in(full_dashboard: Dashboard, page: Page) -> None:
+    secret_url = "https://hooks.example.com/services/T0001/B0002/secretpart123"
+    browser = page.context.browser
+    assert browser is not None
+    # Logged in: set it, and see it whole.
+    page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
+    expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+    page.locator("#notifications-bell").click()
+    page.locator("#webhook-url").fill(secret_url)
+    page.locator("#webhook-save").click()
+    expect(page.locator("#webhook-message")).to_contain_text("Saved", timeout=30_000)
+    try:
+        # Another browser, not logged in: only the scheme and host.
+        stranger = browser.new_context()
+        try:
+            other = stranger.new_page()
+            other.goto(full_dashboard.url)
+            expect(other.locator("#operations-tab")).to_be_visible(timeout=60_000)
+            other.locator("#notifications-bell").click()
+            field = other.locator("#webhook-url")
+            expect(field).to_have_value("https://hooks.example.com/…/***", timeout=30_000)
+            assert "secretpart123" not in other.content()
+        finally:
+            stranger.close()
+        page.reload()
+        expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+        page.locator("#notifications-bell").click()
+        expect(page.locator("#webhook-url")).to_have_value(secret_url, timeout=30_000)
+    finally:
+        # Turn the webhook off again for the other tests sharing this dashboard.
+        page.locator("#webhook-url").fill("")
+        page.locator("#webhook-save").click()
+        expect(page.locator("#webhook-message")).to_contain_text("off", timeout=30_000)

@@ -48,6 +48,32 @@ def validate_webhook_url(raw: str) -> str | None:
     return url
 
 
+def mask_webhook_url(url: str | None) -> str:
+    """The webhook URL with its secret part hidden, for a browser that has not logged in.
+
+    Webhook URLs carry their secret in the path or query (Slack, Discord, ntfy), so only
+    the scheme and host are kept: ``https://hooks.slack.com/…/***``.
+    """
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}/…/***"
+
+
+def is_masked_webhook_url(value: str | None) -> bool:
+    """Whether ``value`` is a masked URL as ``mask_webhook_url`` shows it (never saved back)."""
+    return bool(value) and (value == "***" or value.endswith("/…/***"))
+
+
 @dataclasses.dataclass(frozen=True)
 class EventsConfig:
     """Runtime settings of events, history and the webhook."""

@@ -18,10 +18,14 @@ from typing import Any
 import reflex as rx
 from reflex_components_sonner.toast import ToastAction
 
-from dgx_spark.events.config import InvalidWebhookUrl
+from dgx_spark.events.config import (
+    InvalidWebhookUrl,
+    is_masked_webhook_url,
+    mask_webhook_url,
+)
 from dgx_spark.events.service import get_events
 from dgx_spark.security.audit import record_audit
-from dgx_spark.security.auth import authorize_event, event_client
+from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +195,10 @@ class EventsState(rx.State):
 
     @rx.event
     def load_webhook(self) -> None:
-        """Show the webhook URL in effect."""
+        """Show the webhook URL in effect (masked unless this browser logged in: it holds a secret)."""
         service = get_events()
-        self.webhook_url = service.webhook_url() or ""
+        url = service.webhook_url() or ""
+        self.webhook_url = url if event_is_authorized(self) else mask_webhook_url(url)
         self.webhook_source = service.webhook_source
         self.webhook_message = ""
         self.webhook_error = ""
@@ -211,6 +216,9 @@ class EventsState(rx.State):
         refused = authorize_event(self, "webhook")  # a change: the login cookie is required
         if refused:
             self.webhook_error, self.webhook_message = refused, ""
+            return
+        if is_masked_webhook_url(self.webhook_url):  # shown before logging in: never save the mask
+            self.webhook_error, self.webhook_message = "Not saved: type the whole URL (reopen to see it).", ""
             return
         try:
             url = await asyncio.to_thread(get_events().set_webhook_url, self.webhook_url)
