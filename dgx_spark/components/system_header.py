@@ -3,7 +3,8 @@
 Shows GPU name, utilisation, memory used/total ("unified memory" on GB10-like
 devices that share the system pool), temperature and power; or "No NVIDIA GPU
 detected" where NVML is missing. Below it, the memory-pressure banners.
-It starts its own light loop on mount (``SystemState.start_live``).
+It joins the browser tab's live loop on mount and again after every reconnect
+(``SystemState.start_live``, through ``while_connected``).
 
 Stable hooks for tests: ``id="system-header"``; tiles ``data-field`` ``cpu``,
 ``ram``, ``gpu-none``, ``gpu`` (``data-index``); values ``data-value``.
@@ -17,6 +18,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.resources import memory_pressure_banner
+from dgx_spark.components.status import while_connected
 from dgx_spark.state.system import SPARK_HEIGHT, SPARK_WIDTH, GpuView, SystemState
 
 _row: dict[str, Any] = {
@@ -147,6 +149,7 @@ def no_gpu_tile() -> rx.Component:
 def system_header() -> rx.Component:
     """The header above the tab, and the memory-pressure banners under it."""
     return rx.box(
+        while_connected(SystemState.start_live, "system-live-starter"),
         rx.box(
             cpu_tile(),
             ram_tile(),
@@ -160,7 +163,6 @@ def system_header() -> rx.Component:
         memory_pressure_banner(),
         id="system-header",
         width="100%",
-        on_mount=SystemState.start_live,
         on_unmount=SystemState.stop_live,
         custom_attrs={"data-loaded": rx.cond(SystemState.loaded, "true", "false")},
     )

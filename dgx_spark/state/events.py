@@ -8,7 +8,6 @@ toasts and, when the tab is hidden and the user opted in, browser notifications.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -26,6 +25,7 @@ from dgx_spark.events.config import (
 from dgx_spark.events.service import get_events
 from dgx_spark.security.audit import record_audit
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
+from dgx_spark.state.operations import client_connected
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,6 @@ def _release(token: str, generation: int) -> None:
     with _lock:
         if _current.get(token) == generation:
             del _current[token]
-
-
-def _client_connected(token: str) -> bool:
-    with contextlib.suppress(Exception):
-        from reflex.utils.prerequisites import get_and_validate_app
-
-        namespace = get_and_validate_app().app.event_namespace
-        if namespace is not None:
-            return token in namespace.token_to_sid
-    return True
 
 
 def event_view(event: dict[str, Any]) -> dict[str, str]:
@@ -251,7 +241,7 @@ class EventsState(rx.State):
         loop = asyncio.get_running_loop()
         try:
             while _is_current(token, generation):
-                if _client_connected(token):
+                if client_connected(token):
                     missing_since = None
                 elif missing_since is None:
                     missing_since = loop.time()

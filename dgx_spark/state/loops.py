@@ -1,9 +1,14 @@
 """Registry of the browser tabs' live loops (plain Python, no Reflex).
 
 Each browser tab (client token) may run at most one live loop. A loop claims a
-generation when it starts; a newer claim for the same token (a reload, a
-remount) supersedes it, and the old loop ends at its next check. The REST API
-reads ``count()`` for ``/api/health`` without importing any Reflex state.
+generation when it starts; a newer claim for the same token supersedes it, and
+the old loop ends at its next check. The REST API reads ``count()`` for
+``/api/health`` without importing any Reflex state.
+
+Several views of one tab share its loop through *feeds* (``"operations"``,
+``"system"``): a view ``join``s when it mounts (starting the loop only when none
+runs) and ``leave``s when it unmounts; the loop ends when no feed is left, so a
+tab costs one loop however many live views it shows.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ _lock = threading.Lock()
 _generations = itertools.count(1)
 _current: dict[str, int] = {}  # token -> generation allowed to run
 _running: dict[int, str] = {}  # generation -> token, for every loop still alive
+_feeds: dict[str, set[str]] = {}  # token -> the views its loop serves
 
 
 def claim(token: str) -> int:
@@ -36,6 +42,40 @@ def stop(token: str) -> None:
     """Ask any loop of ``token`` to end (the tab went away or hid the view)."""
     with _lock:
         _current.pop(token, None)
+        _feeds.pop(token, None)
+
+
+def join(token: str, feed: str) -> int | None:
+    """Have ``token``'s loop serve ``feed``.
+
+    Returns:
+        The generation of a new loop the caller must run, or None when a loop
+        of ``token`` already runs (it serves ``feed`` from its next tick).
+    """
+    with _lock:
+        _feeds.setdefault(token, set()).add(feed)
+        if token in _current:
+            return None
+        generation = next(_generations)
+        _current[token] = generation
+        _running[generation] = token
+        return generation
+
+
+def leave(token: str, feed: str) -> None:
+    """``token``'s loop no longer serves ``feed`` (that view unmounted)."""
+    with _lock:
+        feeds = _feeds.get(token)
+        if feeds is not None:
+            feeds.discard(feed)
+
+
+def feeds(token: str, generation: int) -> frozenset[str]:
+    """The feeds loop ``generation`` serves now; empty once it should end."""
+    with _lock:
+        if _current.get(token) != generation:
+            return frozenset()
+        return frozenset(_feeds.get(token, ()))
 
 
 def release(token: str, generation: int) -> None:
@@ -44,6 +84,7 @@ def release(token: str, generation: int) -> None:
         _running.pop(generation, None)
         if _current.get(token) == generation:
             del _current[token]
+            _feeds.pop(token, None)
 
 
 def count() -> int:

@@ -3,7 +3,9 @@
 A live loop (a background event started when the tab mounts) copies
 ``get_sampler().latest`` into this state. It never scans /proc itself, and it
 assigns state only when what the cards show changed, so an idle tick sends
-nothing to the browser. One loop per browser tab: see ``dgx_spark.state.loops``.
+nothing to the browser. One loop per browser tab, shared by the tab's live views
+(the system header rides on it as the ``"system"`` feed): see ``run_tab_loop``
+and ``dgx_spark.state.loops``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import reflex as rx
@@ -65,7 +67,6 @@ def client_connected(token: str) -> bool:
     return True if mapping is None else token in mapping
 
 
-_client_connected = client_connected  # the name other state modules imported first
 
 
 def _is_stale(snapshot: Snapshot, interval: float, running: bool, now: float) -> bool:
@@ -194,42 +195,83 @@ class OperationsState(rx.State):
 
     @rx.event
     def stop_live(self) -> None:
-        """End this tab's live loop (the tab's view unmounted)."""
-        loops.stop(self.router.session.client_token)
+        """This tab no longer shows the operations (the tab's view unmounted)."""
+        loops.leave(self.router.session.client_token, FEED)
 
     @rx.event(background=True)
     async def start_live(self) -> None:
-        """Copy the sampler's snapshots into this tab's state until the tab goes away."""
+        """Show the sampler's snapshots in this tab until it goes away (its shared loop)."""
         token = self.router.session.client_token
         if not token:
             return
-        generation = loops.claim(token)
         sampler = get_sampler()
-        seen = -1
-        missing_since: float | None = None
-        try:
-            async with self:
-                self._host = self._host_from_router()
-                self.live = True
-            while loops.is_current(token, generation):
-                now = time.time()
-                if client_connected(token):
-                    missing_since = None
-                elif missing_since is None:
-                    missing_since = now
-                elif now - missing_since > DISCONNECT_GRACE_SECONDS:
-                    break
-                snapshot = sampler.latest
-                stale = _is_stale(snapshot, sampler.interval, sampler.running, now)
-                # Nothing new and staleness unchanged: nothing to do, nothing sent.
-                if snapshot.sequence != seen or stale != self.stale:
-                    async with self:
-                        if not loops.is_current(token, generation):
-                            break
-                        self._apply(snapshot, sampler.running, sampler.interval, now)
-                    seen = snapshot.sequence
-                await asyncio.sleep(POLL_SECONDS)
-        finally:
-            loops.release(token, generation)
-            logger.debug("live loop %s for %s ended", generation, token[:8])
+        async with self:
+            self._host = self._host_from_router()
+            self.live = True
+            self._apply(sampler.latest, sampler.running, sampler.interval, time.time())
+        await run_tab_loop(self, token, FEED)
 
+
+async def _apply_operations(state: Any, snapshot: Snapshot, now: float) -> None:
+    """The operations feed: copy the snapshot into ``OperationsState``."""
+    operations = await state.get_state(OperationsState)
+    sampler = get_sampler()
+    operations._apply(snapshot, sampler.running, sampler.interval, now)
+
+
+FEED = "operations"
+FeedApplier = Callable[[Any, Snapshot, float], Awaitable[None]]
+# What each feed does with a new snapshot, inside the loop's state lock.
+_appliers: dict[str, FeedApplier] = {FEED: _apply_operations}
+
+
+def register_feed(name: str, apply: FeedApplier) -> None:
+    """Let another view of the tab ride on its loop.
+
+    Args:
+        name: The feed's name (``loops.join`` / ``loops.leave`` use it).
+        apply: ``await apply(state, snapshot, now)`` inside ``async with state``;
+            it reaches its own state with ``await state.get_state(...)``.
+    """
+    _appliers[name] = apply
+
+
+async def run_tab_loop(state: Any, token: str, feed: str) -> None:
+    """Serve ``feed`` from the tab's one live loop, starting it if none runs.
+
+    Called at the end of a background handler with its state proxy. Returns at
+    once when the tab's loop already runs; otherwise runs the loop until no feed
+    is left, the tab's websocket is gone for ``DISCONNECT_GRACE_SECONDS``, or a
+    newer loop supersedes it.
+    """
+    generation = loops.join(token, feed)
+    if generation is None:
+        return
+    sampler = get_sampler()
+    seen = -1
+    shown_stale: bool | None = None
+    missing_since: float | None = None
+    try:
+        while wanted := loops.feeds(token, generation):
+            now = time.time()
+            if client_connected(token):
+                missing_since = None
+            elif missing_since is None:
+                missing_since = now
+            elif now - missing_since > DISCONNECT_GRACE_SECONDS:
+                break
+            snapshot = sampler.latest
+            stale = _is_stale(snapshot, sampler.interval, sampler.running, now)
+            # Nothing new and staleness unchanged: nothing to do, nothing sent.
+            if snapshot.sequence != seen or stale != shown_stale:
+                async with state:
+                    if not loops.is_current(token, generation):
+                        break
+                    for name in wanted:
+                        if name in _appliers:
+                            await _appliers[name](state, snapshot, now)
+                seen, shown_stale = snapshot.sequence, stale
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        loops.release(token, generation)
+        logger.debug("live loop %s for %s ended", generation, token[:8])

@@ -1,14 +1,13 @@
 """The system header's state: CPU, RAM, GPUs and warnings of the latest snapshot.
 
-A light live loop per browser tab copies ``get_sampler().latest`` (never
-rescanning anything) into this state, and only when what the header shows
-changed. ``system_view`` is plain Python: the same payload as
+The browser tab's one live loop (``operations.run_tab_loop``, the ``"system"``
+feed) copies ``get_sampler().latest`` (never rescanning anything) into this
+state, and only when what the header shows changed. ``system_view`` is plain Python: the same payload as
 ``GET /api/dgx/system`` turned into ready-to-show text and sparkline points.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -19,19 +18,17 @@ import reflex as rx
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE
+from dgx_spark.collector.model import Snapshot
 from dgx_spark.collector.system import system_payload
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops
-from dgx_spark.state.operations import DISCONNECT_GRACE_SECONDS, _client_connected
+from dgx_spark.state.operations import register_feed, run_tab_loop
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
 # Sparkline viewBox: points are scaled into 0..SPARK_WIDTH x 0..SPARK_HEIGHT.
 SPARK_WIDTH = 100
 SPARK_HEIGHT = 24
-# A loop key distinct from the operations tab's loop of the same browser tab.
-LOOP_SUFFIX = "#system-header"
 
 
 def sparkline(values: Sequence[float | int | None], top: float | None = None) -> str:
@@ -182,6 +179,7 @@ class SystemState(rx.State):
     loaded: bool = False
 
     _shown: Any = None
+    _shown_sequence: int = -1
 
     def _apply(self, view: SystemView) -> None:
         """Assign only the fields that changed, so an idle tick sends nothing."""
@@ -198,39 +196,30 @@ class SystemState(rx.State):
 
     @rx.event
     def stop_live(self) -> None:
-        """End this tab's header loop (the header unmounted)."""
-        loops.stop(self.router.session.client_token + LOOP_SUFFIX)
+        """This tab no longer shows the header (it unmounted)."""
+        loops.leave(self.router.session.client_token, FEED)
 
     @rx.event(background=True)
     async def start_live(self) -> None:
-        """Copy the sampler's system view into this tab's state until the tab goes away."""
+        """Show the sampler's system view in this tab until it goes away (the tab's shared loop)."""
         token = self.router.session.client_token
         if not token:
             return
-        key = token + LOOP_SUFFIX
-        generation = loops.claim(key)
-        sampler = get_sampler()
-        seen = -1
-        missing_since: float | None = None
-        try:
-            while loops.is_current(key, generation):
-                # The tab closed without unmounting: end with its websocket.
-                now = time.time()
-                if _client_connected(token):
-                    missing_since = None
-                elif missing_since is None:
-                    missing_since = now
-                elif now - missing_since > DISCONNECT_GRACE_SECONDS:
-                    break
-                snapshot = sampler.latest
-                if snapshot.sequence != seen and snapshot.sequence > 0:
-                    view = system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence))
-                    async with self:
-                        if not loops.is_current(key, generation):
-                            break
-                        self._apply(view)
-                    seen = snapshot.sequence
-                await asyncio.sleep(POLL_SECONDS)
-        finally:
-            loops.release(key, generation)
-            logger.debug("system header loop %s ended", generation)
+        async with self:
+            await _apply_system(self, get_sampler().latest, time.time())
+        await run_tab_loop(self, token, FEED)
+
+
+async def _apply_system(state: Any, snapshot: Snapshot, now: float) -> None:
+    """The system feed: copy the snapshot's system facts into ``SystemState``."""
+    if snapshot.sequence <= 0:
+        return
+    header = await state.get_state(SystemState)
+    if header._shown_sequence == snapshot.sequence:
+        return
+    header._apply(system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence)))
+    header._shown_sequence = snapshot.sequence
+
+
+FEED = "system"
+register_feed(FEED, _apply_system)

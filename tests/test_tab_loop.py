@@ -1,0 +1,68 @@
+"""The tab's shared live loop in-process: feeds, one loop per tab, no sys.path growth."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import time
+from typing import Any
+
+import reflex as rx
+
+import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
+from dgx_spark.collector.model import Snapshot
+from dgx_spark.state import events, loops, operations, system
+from dgx_spark.state.system import SystemState
+
+
+def test_connection_checks_do_not_grow_sys_path() -> None:
+    # Every per-tab loop's "is the tab still connected" check, as the loops call it each tick.
+    checks = [
+        value
+        for module in (events, operations, system)
+        for name, value in vars(module).items()
+        if name.endswith("client_connected") and inspect.isfunction(value)
+    ]
+    assert checks
+    for check in checks:
+        check("no-such-tab")  # the first call may look the app up once
+    before = len(sys.path)
+    for _ in range(10):
+        for check in checks:
+            check("no-such-tab")
+    assert len(sys.path) == before
+
+
+def test_views_of_a_tab_share_one_loop_which_ends_with_the_last_feed() -> None:
+    token = "tab-feeds"
+    running = loops.count()
+    generation = loops.join(token, "operations")
+    assert generation is not None
+    assert loops.join(token, "system") is None  # the header rides on the running loop
+    assert loops.count() == running + 1
+    assert loops.feeds(token, generation) == {"operations", "system"}
+    loops.leave(token, "operations")
+    assert loops.feeds(token, generation) == {"system"}
+    loops.leave(token, "system")
+    assert loops.feeds(token, generation) == frozenset()  # the loop ends at its next check
+    loops.release(token, generation)
+    assert loops.count() == running
+    # A later mount starts a fresh loop.
+    again = loops.join(token, "system")
+    assert again is not None and again != generation
+    loops.release(token, again)
+
+
+def test_the_system_feed_fills_the_header_once_per_snapshot() -> None:
+    root = rx.State(_reflex_internal_init=True)
+    header = root.get_substate(SystemState.get_full_name().split(".")[1:])
+    memory = {"total_bytes": 8 << 30, "used_bytes": 2 << 30, "percent": 25.0}
+    snapshot = Snapshot(sequence=3, taken_at=time.time(), operations=(), system={"cpu_percent": 12.0, "memory": memory})
+    apply: Any = operations._appliers[system.FEED]
+    asyncio.run(apply(header, snapshot, time.time()))
+    assert header.loaded
+    assert header.ram_text == "2.0 GiB / 8.0 GiB"
+    header.ram_text = "changed"
+    asyncio.run(apply(header, snapshot, time.time()))  # same snapshot: nothing reassigned
+    assert header.ram_text == "changed"
