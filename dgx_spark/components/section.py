@@ -24,6 +24,7 @@ class SectionSpec:
     empty_title: str
     empty_hint: str
     example: str
+    filtered_title: str = ""
 
 
 def sections() -> list[SectionSpec]:
@@ -36,6 +37,7 @@ def sections() -> list[SectionSpec]:
             items=FiltersState.visible_servers,
             count=FiltersState.visible_servers.length(),
             empty_title="No servers running",
+            filtered_title="No servers match the filters",
             empty_hint="Start a service that listens on a port (ComfyUI, Ollama, vLLM, Jupyter…) "
             "and it appears here within seconds, with an Open link.",
             example="python -m http.server 8000",
@@ -47,6 +49,7 @@ def sections() -> list[SectionSpec]:
             items=FiltersState.visible_jobs,
             count=FiltersState.visible_jobs.length(),
             empty_title="No training jobs",
+            filtered_title="No training jobs match the filters",
             empty_hint="Run a training script; its progress, epoch and loss show here "
             "when it prints them or reports them to the dashboard.",
             example="python train.py --epochs 10",
@@ -58,6 +61,7 @@ def sections() -> list[SectionSpec]:
             items=FiltersState.visible_programs,
             count=FiltersState.visible_programs.length(),
             empty_title="No programs or scripts",
+            filtered_title="No programs or scripts match the filters",
             empty_hint="Long-running scripts and background processes you start show up here.",
             example="nohup ./my_script.sh &",
         ),
@@ -91,14 +95,29 @@ def section_header(spec: SectionSpec, expanded: rx.Var[bool]) -> rx.Component:
 
 
 def empty_state(spec: SectionSpec) -> rx.Component:
-    """What an empty section shows, with a hint of how to get something there."""
+    """What an empty section shows: a hint of how to get something there, or, while
+    a search or filter is on, that nothing here matches it."""
+    filtered_title = spec.filtered_title or f"No {spec.title.lower()} match the filters"
     return rx.vstack(
         rx.box(rx.icon(spec.icon, size=20), style=styles.empty_icon),
-        rx.text(spec.empty_title, weight="medium", color="var(--gray-12)", size="2"),
-        rx.text(spec.empty_hint, size="1", max_width="440px"),
-        rx.code(spec.example, variant="soft", color_scheme="gray", style=styles.code_hint),
+        rx.text(
+            rx.cond(FiltersState.filtering, filtered_title, spec.empty_title),
+            weight="medium",
+            color="var(--gray-12)",
+            size="2",
+            data_field="empty-title",
+        ),
+        rx.cond(
+            FiltersState.filtering,
+            rx.text("Change or clear the search and filters to see them.", size="1", max_width="440px"),
+            rx.fragment(
+                rx.text(spec.empty_hint, size="1", max_width="440px"),
+                rx.code(spec.example, variant="soft", color_scheme="gray", style=styles.code_hint),
+            ),
+        ),
         id=f"section-{spec.key}-empty",
         style=styles.empty_state,
+        custom_attrs={"data-filtered": rx.cond(FiltersState.filtering, "true", "false")},
     )
 
 
