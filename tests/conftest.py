@@ -11,6 +11,9 @@ import pytest
 
 from tests.support.dashboard import Dashboard
 
+# How long the shared full dashboard lists ended operations (seconds).
+FULL_ENDED_TTL_SECONDS = 15
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -60,8 +63,16 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
 
 @pytest.fixture(scope="session")
 def full_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """The whole app (UI built, one port), once per test session."""
-    dashboard = Dashboard(tmp_path_factory.mktemp("full"), full=True)
+    """The whole app (UI built, one port), once per test session.
+
+    Ended operations stay listed ``FULL_ENDED_TTL_SECONDS`` only, so operations
+    other tests ended leave soon and a section can be seen empty.
+    """
+    dashboard = Dashboard(
+        tmp_path_factory.mktemp("full"),
+        full=True,
+        env={"DGX_SPARK_ENDED_TTL_SECONDS": str(FULL_ENDED_TTL_SECONDS)},
+    )
     dashboard.start()
     yield dashboard
     dashboard.stop()
