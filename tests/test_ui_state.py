@@ -7,6 +7,7 @@ delta is what Reflex would send to the browser.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from typing import Any
 
@@ -35,7 +36,9 @@ def tree() -> tuple[Any, OperationsState]:
 
 def delta(root: Any) -> dict[str, Any]:
     """What would be sent to the browser now (then marks everything clean)."""
-    result = asyncio.run(root._get_resolved_delta())
+    # In a thread of its own: pytest-playwright may already run an event loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(asyncio.run, root._get_resolved_delta()).result()
     root._clean()
     return {key.rsplit(".", 1)[-1]: value for key, value in result.items()}
 
