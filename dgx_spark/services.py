@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.system import SystemProbe
+from dgx_spark.database import get_engine, migrate
 from dgx_spark.events.service import EventsProbe, stop_events
 from dgx_spark.progress.probe import ProgressProbe
-from dgx_spark.database import get_engine, migrate
 from dgx_spark.settings import settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
 

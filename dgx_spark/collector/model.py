@@ -69,7 +69,7 @@ def iso_utc(timestamp: float | None) -> str | None:
     """Format a POSIX timestamp as ISO-8601 UTC ending in ``Z`` (whole seconds)."""
     if timestamp is None:
         return None
-    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -117,7 +117,7 @@ class Sampler:
             started = time.monotonic()
             try:
                 self.sample_once()
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 logger.exception("sampler: sample failed")
             elapsed = time.monotonic() - started
             self._wake.wait(max(0.05, self.interval - elapsed))
