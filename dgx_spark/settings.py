@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+def env_number(name: str, default: float | None, lo: float, hi: float) -> float | None:
+    """Read a numeric setting; every ``DGX_SPARK_*`` number goes through here.
 
+    Args:
+        name: The environment variable.
+        default: The value when it is unset or empty.
+        lo: The smallest value allowed.
+        hi: The largest value allowed.
 
-def _float(name: str, default: float, lo: float, hi: float) -> float:
+    Returns:
+        The value, or ``default``.
+
+    Raises:
+        ValueError: When the value is not a finite number in ``[lo, hi]``, naming the variable.
+    """
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -35,8 +37,24 @@ def _float(name: str, default: float, lo: float, hi: float) -> float:
         value = float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {raw!r}")
+    return value
+
+
+def env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """Read a whole-number setting (see ``env_number``)."""
+    value = env_number(name, default, lo, hi)
+    assert value is not None
+    if value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value:g}")
+    return int(value)
+
+
+def env_float(name: str, default: float, lo: float, hi: float) -> float:
+    """Read a numeric setting that has a default (see ``env_number``)."""
+    value = env_number(name, default, lo, hi)
+    assert value is not None
     return value
 
 
@@ -102,11 +120,11 @@ def load_settings() -> Settings:
             "Set DGX_SPARK_AUTH=required as well, so that every request needs the access token."
         )
     return Settings(
-        port=_int("DGX_SPARK_PORT", 3000, 1, 65535),
+        port=env_int("DGX_SPARK_PORT", 3000, 1, 65535),
         host=host,
         data_dir=data_dir,
-        refresh_seconds=_float("DGX_SPARK_REFRESH_SECONDS", 2.0, 0.2, 60.0),
-        ended_ttl_seconds=_float("DGX_SPARK_ENDED_TTL_SECONDS", 600.0, 0.0, 7 * 86400.0),
+        refresh_seconds=env_float("DGX_SPARK_REFRESH_SECONDS", 2.0, 0.2, 60.0),
+        ended_ttl_seconds=env_float("DGX_SPARK_ENDED_TTL_SECONDS", 600.0, 0.0, 7 * 86400.0),
         db_url=db_url,
         rules_file=rules_file,
         auth=auth,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -29,6 +27,7 @@ from dgx_spark.collector.gpu import NO_GPU_MESSAGE, GpuReader, GpuReading
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.format import format_bytes, format_percent
+from dgx_spark.settings import env_number
 
 # Below this GPU utilisation (percent) a GPU holder counts as idle.
 IDLE_UTILIZATION_PERCENT = 1.0
@@ -37,19 +36,6 @@ TOP_HOLDERS = 3
 # Sparkline length: the last few minutes.
 HISTORY_SECONDS = 300.0
 HISTORY_MAX_POINTS = 300
-
-
-def _env_float(name: str, default: float | None, lo: float, hi: float) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {raw}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +51,13 @@ class ResourceSettings:
     def from_env(cls) -> ResourceSettings:
         """Read ``DGX_SPARK_IDLE_GPU_SECONDS``, ``DGX_SPARK_MEMORY_PRESSURE_PERCENT``,
         ``DGX_SPARK_MEMORY_PRESSURE_BYTES`` and ``DGX_SPARK_NVML_TIMEOUT_SECONDS``."""
-        pressure_bytes = _env_float("DGX_SPARK_MEMORY_PRESSURE_BYTES", None, 0, 2**62)
+        pressure_bytes = env_number("DGX_SPARK_MEMORY_PRESSURE_BYTES", None, 0, 2**62)
         return cls(
-            idle_gpu_seconds=_env_float("DGX_SPARK_IDLE_GPU_SECONDS", 600.0, 0.0, 30 * 86400.0) or 0.0,
-            memory_pressure_percent=_env_float("DGX_SPARK_MEMORY_PRESSURE_PERCENT", 10.0, 0.0, 100.0)
+            idle_gpu_seconds=env_number("DGX_SPARK_IDLE_GPU_SECONDS", 600.0, 0.0, 30 * 86400.0) or 0.0,
+            memory_pressure_percent=env_number("DGX_SPARK_MEMORY_PRESSURE_PERCENT", 10.0, 0.0, 100.0)
             or 0.0,
             memory_pressure_bytes=int(pressure_bytes) if pressure_bytes is not None else None,
-            nvml_timeout_seconds=_env_float("DGX_SPARK_NVML_TIMEOUT_SECONDS", 2.0, 0.05, 60.0) or 2.0,
+            nvml_timeout_seconds=env_number("DGX_SPARK_NVML_TIMEOUT_SECONDS", 2.0, 0.05, 60.0) or 2.0,
         )
 
     def pressure_threshold(self, total: int) -> int:

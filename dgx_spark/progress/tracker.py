@@ -12,13 +12,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import math
-import os
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from dgx_spark.progress.parsers import ProgressUpdate
+from dgx_spark.settings import env_float
 
 SOURCES: tuple[str, ...] = ("api", "helper", "log", "trainer_state", "command")
 # Sources that may be named as ``progress_source`` (``command`` only hints the epoch count).
@@ -32,16 +31,7 @@ DEFAULT_STALL_SECONDS = 600.0
 
 def stall_seconds_from_env() -> float:
     """``DGX_SPARK_STALL_SECONDS`` (default 600): how long unmoving progress means stalled."""
-    raw = os.environ.get("DGX_SPARK_STALL_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_STALL_SECONDS
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"DGX_SPARK_STALL_SECONDS must be a number, got {raw!r}") from exc
-    if not math.isfinite(value) or not 1.0 <= value <= 7 * 86400.0:
-        raise ValueError(f"DGX_SPARK_STALL_SECONDS must be between 1 and 604800, got {raw!r}")
-    return value
+    return env_float("DGX_SPARK_STALL_SECONDS", DEFAULT_STALL_SECONDS, 1.0, 7 * 86400.0)
 
 
 @dataclasses.dataclass(frozen=True)

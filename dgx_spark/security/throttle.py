@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import threading
 import time
 from collections.abc import Iterator
+
+from dgx_spark.settings import env_float, env_int
 
 DEFAULT_RATE = 5.0  # control actions per second per client, sustained
 DEFAULT_BURST = 10  # control actions a client may make at once
@@ -109,18 +110,10 @@ class InFlight:
             self.release(key)
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
 # The process-wide limits, shared by the REST layer and the event handlers.
 control_rate = RateLimiter(
-    rate=_env_float("DGX_SPARK_CONTROL_RATE", DEFAULT_RATE),
-    burst=int(_env_float("DGX_SPARK_CONTROL_BURST", DEFAULT_BURST)),
+    rate=env_float("DGX_SPARK_CONTROL_RATE", DEFAULT_RATE, 0.0001, 100_000.0),
+    burst=env_int("DGX_SPARK_CONTROL_BURST", DEFAULT_BURST, 1, 100_000),
 )
 operations_in_flight = InFlight()
 

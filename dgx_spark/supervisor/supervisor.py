@@ -42,7 +42,7 @@ from dgx_spark.collector.model import (
     operation_id,
 )
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.settings import PROJECT_ROOT
+from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
@@ -112,22 +112,13 @@ class SupervisorConfig:
     def from_env(cls, data_dir: Path, base_url: str) -> SupervisorConfig:
         """Read the supervisor's settings from the environment."""
 
-        def number(name: str, default: float, lo: float, hi: float) -> float:
-            raw = os.environ.get(name, "").strip()
-            if not raw:
-                return default
-            value = float(raw)
-            if not lo <= value <= hi:
-                raise ValueError(f"{name} must be between {lo} and {hi}, got {raw}")
-            return value
-
         templates = os.environ.get("DGX_SPARK_TEMPLATES_FILE")
         return cls(
             data_dir=data_dir,
             base_url=base_url,
-            stop_grace=number("DGX_SPARK_STOP_GRACE_SECONDS", 10.0, 0.0, 3600.0),
-            log_max_bytes=int(number("DGX_SPARK_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, 4096, 2**40)),
-            log_backups=int(number("DGX_SPARK_LOG_BACKUPS", DEFAULT_BACKUPS, 1, 20)),
+            stop_grace=env_float("DGX_SPARK_STOP_GRACE_SECONDS", 10.0, 0.0, 3600.0),
+            log_max_bytes=env_int("DGX_SPARK_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, 4096, 2**40),
+            log_backups=env_int("DGX_SPARK_LOG_BACKUPS", DEFAULT_BACKUPS, 1, 20),
             templates_file=Path(templates).expanduser() if templates else data_dir / "templates.toml",
             operation_token=_operation_token,
         )
