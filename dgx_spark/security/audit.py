@@ -7,6 +7,7 @@ raises (an audit failure is logged, the action's own outcome stands).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import time
@@ -125,6 +126,21 @@ def record_audit(
         logger.exception("could not write the audit entry for %s on %s", action, target)
         return None
     return entry
+
+
+# One writer thread keeps entries in order and keeps SQLite off every event loop.
+_writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-audit")
+
+
+def record_audit_soon(action: str, outcome: str, **fields: Any) -> None:
+    """Queue an audit entry for the writer thread; returns at once, never raises.
+
+    Use this from async code (ASGI layer, event handlers); ``record_audit`` itself blocks.
+    """
+    try:
+        _writer.submit(record_audit, action, outcome, **fields)
+    except RuntimeError:  # interpreter shutting down
+        record_audit(action, outcome, **fields)
 
 
 def list_audit(

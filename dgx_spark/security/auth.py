@@ -17,7 +17,7 @@ from fastapi import Request
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.security import token as tokens
-from dgx_spark.security.audit import REFUSED, record_audit
+from dgx_spark.security.audit import REFUSED, record_audit_soon
 from dgx_spark.security.middleware import (
     bearer_token,
     is_cross_origin,
@@ -90,7 +90,7 @@ def authorize_event(state: Any, action: str, target: str | None = None) -> str |
     """The first check of every privileged event handler: login, then throttle.
 
     Refusals are written to the audit log here; the handler audits what it then does
-    (``record_audit(action, "allowed"|"failed", target=..., client=event_client(self), via="ui")``).
+    (``record_audit_soon(action, "allowed"|"failed", target=..., client=event_client(self), via="ui")``).
 
     Args:
         state: The Reflex state (``self`` in the handler).
@@ -102,9 +102,9 @@ def authorize_event(state: Any, action: str, target: str | None = None) -> str |
     """
     client = event_client(state)
     if not event_is_authorized(state):
-        record_audit(action, REFUSED, target=target, client=client, status=401, via="ui", detail="not logged in")
+        record_audit_soon(action, REFUSED, target=target, client=client, status=401, via="ui", detail="not logged in")
         return "Log in first: open the login link printed when the dashboard started, or go to /login."
     if not control_rate.allow(client):
-        record_audit(action, REFUSED, target=target, client=client, status=429, via="ui", detail="throttled")
+        record_audit_soon(action, REFUSED, target=target, client=client, status=429, via="ui", detail="throttled")
         return "Too many actions at once; wait a moment and try again."
     return None

@@ -24,7 +24,6 @@ Handlers check again themselves (``require_token``, ``event_is_authorized``).
 
 from __future__ import annotations
 
-import asyncio
 import html
 import ipaddress
 import json
@@ -209,15 +208,9 @@ async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str
 
 def _audit_later(**fields: Any) -> None:
     """Write an audit entry off the event loop; never raises."""
-    from dgx_spark.security.audit import record_audit
+    from dgx_spark.security.audit import record_audit_soon
 
-    async def write() -> None:
-        await asyncio.to_thread(record_audit, **fields)
-
-    try:
-        asyncio.get_running_loop().create_task(write())
-    except RuntimeError:
-        record_audit(**fields)
+    record_audit_soon(**fields)
 
 
 # ----------------------------------------------------------------------------- login page

@@ -15,7 +15,7 @@ from typing import Any
 
 import reflex as rx
 
-from dgx_spark.security.audit import record_audit
+from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client
 from dgx_spark.security.throttle import Busy, in_flight
 from dgx_spark.security.validation import (
@@ -223,13 +223,13 @@ class ControlState(rx.State):
         try:
             op = await asyncio.to_thread(get_supervisor().launch, body)
         except ControlError as exc:
-            record_audit("launch", "failed", target=str(body.get("template")), client=client, status=exc.status,
+            record_audit_soon("launch", "failed", target=str(body.get("template")), client=client, status=exc.status,
                          via="ui", detail=exc.message)
             async with self:
                 self.launching = False
                 self.errors = {field_key(exc.field): exc.message}
             return rx.toast.error(f"Launch failed: {exc.message}")
-        record_audit("launch", "allowed", target=op.id, client=client, status=201, via="ui")
+        record_audit_soon("launch", "allowed", target=op.id, client=client, status=201, via="ui")
         async with self:
             self.launching = False
             self.dialog_open = False
@@ -290,10 +290,10 @@ class ControlState(rx.State):
         except Busy:
             outcome: Any = rx.toast.error("Another action on this operation is in progress.")
         except ControlError as exc:
-            record_audit(action, "failed", target=op_id, client=client, status=exc.status, via="ui", detail=exc.message)
+            record_audit_soon(action, "failed", target=op_id, client=client, status=exc.status, via="ui", detail=exc.message)
             outcome = rx.toast.error(f"{action.capitalize()} failed: {exc.message}")
         else:
-            record_audit(action, "allowed", target=op_id, client=client, status=200, via="ui")
+            record_audit_soon(action, "allowed", target=op_id, client=client, status=200, via="ui")
             outcome = rx.toast.success(f"{done}: {op_id}")
         async with self:
             self.busy_ids = [i for i in self.busy_ids if i != op_id]

@@ -23,7 +23,7 @@ from dgx_spark.events.config import (
     mask_webhook_url,
 )
 from dgx_spark.events.service import get_events
-from dgx_spark.security.audit import record_audit
+from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
 from dgx_spark.state.operations import client_connected
 
@@ -220,7 +220,7 @@ class EventsState(rx.State):
         self.webhook_source = "ui"
         self.webhook_error = ""
         self.webhook_message = "Saved: events are POSTed there." if url else "Saved: webhook off."
-        record_audit("webhook", "allowed", target="webhook", client=event_client(self), via="ui",
+        record_audit_soon("webhook", "allowed", target="webhook", client=event_client(self), via="ui",
                      detail="set" if url else "turned off")
 
     @rx.event
