@@ -8,6 +8,7 @@ Headless Chromium opens the tabs. Every process started here is killed at the en
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -37,6 +38,8 @@ CHROMIUM_FLAGS = [
 ]
 HEARTBEATS = {"2", "3"}  # Engine.IO ping/pong: keep-alive, not a tick's data
 BROWSER_PARTS = {"tabs", "ws", "visible", "rss"}
+FLEET_MARKER = "bench_(op|vis)_"
+"""What the names of the benchmark's operation-like scripts contain."""
 Log = Callable[[str], None]
 
 
@@ -135,6 +138,7 @@ class AppBench:
         starts: int = 20,
         api_clients: int = 50,
         api_requests: int = 40,
+        isolate: bool = True,
         log: Log = print,
     ) -> None:
         """Describe the run; ``run`` performs it."""
@@ -147,9 +151,11 @@ class AppBench:
         self.starts = starts
         self.api_clients = api_clients
         self.api_requests = api_requests
+        self.isolate = isolate
         self.log = log
-        self.frames: list[tuple[float, int, str]] = []  # (monotonic, bytes, payload head)
-        self.frame_vars: list[tuple[float, dict[str, int]]] = []  # (monotonic, {state.var: bytes})
+        self.frames: list[tuple[float, int, str]] = []  # (wall time, bytes, payload head)
+        # (time, {state.var: JSON bytes}, frame bytes, heartbeat?)
+        self.frame_vars: list[tuple[float, dict[str, int], int, bool]] = []
         self.results: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
@@ -157,11 +163,10 @@ class AppBench:
         workdir = Path(tempfile.mkdtemp(prefix="dgx-bench-"))
         browser_needed = bool(self.parts & BROWSER_PARTS)
         fleet = Fleet(workdir)
-        dashboard = Dashboard(
-            workdir / "data",
-            full=browser_needed,
-            env={"DGX_SPARK_REFRESH_SECONDS": str(self.refresh)},
-        )
+        env = {"DGX_SPARK_REFRESH_SECONDS": str(self.refresh)}
+        if self.isolate:
+            env["DGX_SPARK_RULES_FILE"] = str(_write_isolating_rules(workdir / "rules.toml"))
+        dashboard = Dashboard(workdir / "data", full=browser_needed, env=env)
         try:
             self.log(f"app: starting the dashboard ({'full UI' if browser_needed else 'backend only'}) ...")
             dashboard.start()
@@ -263,9 +268,9 @@ class AppBench:
 
         def received(payload: str | bytes) -> None:
             data = payload.encode() if isinstance(payload, str) else payload
-            now = time.monotonic()
+            now = time.time()  # wall clock: lines up with the snapshots' taken_at
             self.frames.append((now, len(data), data[:16].decode(errors="replace")))
-            self.frame_vars.append((now, _delta_sizes(data)))
+            self.frame_vars.append((now, _delta_sizes(data), len(data), data.decode(errors="replace") in HEARTBEATS))
 
         ws.on("framereceived", received)
 
@@ -275,7 +280,7 @@ class AppBench:
     def _bytes_by_var(self, start: float, end: float, top: int = 8) -> dict[str, int]:
         """Which state variables the frames between ``start`` and ``end`` carried, biggest first."""
         totals: dict[str, int] = {}
-        for t, sizes in self.frame_vars:
+        for t, sizes, _size, _heartbeat in self.frame_vars:
             if start <= t < end:
                 for var, size in sizes.items():
                     totals[var] = totals.get(var, 0) + size
@@ -295,29 +300,45 @@ class AppBench:
         }
 
     def _idle_window(self, dashboard: Dashboard, pump: Any, seconds: float, tabs: int) -> None:
+        """Memory every 5 s and websocket bytes per tick, telling quiet ticks from busy ones.
+
+        A tick is quiet when the API's operation list (less ``uptime``, which moves
+        every second by definition) is the same as the tick before. On a shared
+        machine other people's processes change, so busy ticks are reported apart.
+        """
         pid = dashboard.process.pid if dashboard.process else 0
-        start, seq0 = time.monotonic(), sequence(dashboard)
-        rss: list[tuple[float, int, int]] = []
+        start, seq0 = time.time(), sequence(dashboard)
         deadline = start + seconds
+        rss: list[tuple[float, int, int]] = []
+        ticks: list[tuple[int, float, bool | None]] = []  # (sequence, taken_at, ops changed?)
+        previous: str | None = None
+        next_rss = start
         while True:
-            worker, total = tree_rss(pid)
-            rss.append((round(time.monotonic() - start, 1), worker, total))
-            if time.monotonic() >= deadline:
+            now = time.time()
+            if now >= next_rss:
+                worker, total = tree_rss(pid)
+                rss.append((round(now - start, 1), worker, total))
+                next_rss += 5.0
+            if now >= deadline:
                 break
-            pump.wait_for_timeout(min(5.0, max(0.1, deadline - time.monotonic())) * 1000)
-        end, seq1 = time.monotonic(), sequence(dashboard)
-        ticks = max(1, seq1 - seq0)
+            health = dashboard.get_json("/api/health")["data"]
+            if not ticks or health["sequence"] != ticks[-1][0]:
+                signature = _signature(dashboard.operations())
+                changed = None if previous is None else signature != previous
+                ticks.append((int(health["sequence"]), float(health["taken_at"]), changed))
+                previous = signature
+            pump.wait_for_timeout(150)
+        end, seq1 = time.time(), sequence(dashboard)
         frames = self._frames_between(start, end)
-        bins = _bin_bytes(frames, start, end, self.refresh)
         if "ws" in self.parts:
             self.results.setdefault("ws", {})["idle"] = {
                 "seconds": round(end - start, 1),
                 "ticks": seq1 - seq0,
                 "frames": len(frames),
                 "bytes": sum(f[1] for f in frames),
-                "bytes_per_tick": round(sum(f[1] for f in frames) / ticks, 1),
-                "median_bytes_per_tick": statistics.median(bins) if bins else 0,
+                "bytes_per_tick": round(sum(f[1] for f in frames) / max(1, seq1 - seq0), 1),
                 "tabs_open": tabs,
+                **self._quiet_ticks(ticks),
                 "bytes_by_var": self._bytes_by_var(start, end),
             }
         if "rss" in self.parts:
@@ -337,12 +358,38 @@ class AppBench:
                 "samples": [(t, round(w / mb, 1), round(tt / mb, 1)) for t, w, tt in rss],
             }
 
+    def _quiet_ticks(self, ticks: list[tuple[int, float, bool | None]]) -> dict[str, Any]:
+        """Bytes per quiet tick (operations' state vs the system header's) and how many ticks were quiet."""
+        quiet: list[tuple[int, int]] = []  # (operations bytes, system bytes) per quiet tick
+        busy = 0
+        for (seq, taken, changed), (next_seq, next_taken, _) in itertools.pairwise(ticks):
+            if changed is None or next_seq != seq + 1:
+                continue
+            if changed:
+                busy += 1
+                continue
+            ops_bytes = system_bytes = 0
+            for t, sizes, size, heartbeat in self.frame_vars:
+                if taken <= t < next_taken and not heartbeat:
+                    # A frame that only updates the system header (CPU/RAM meters) is not about operations.
+                    if sizes and all(var.startswith("system") for var in sizes):
+                        system_bytes += size
+                    else:
+                        ops_bytes += size
+            quiet.append((ops_bytes, system_bytes))
+        return {
+            "quiet_ticks": len(quiet),
+            "busy_ticks": busy,
+            "quiet_operations_bytes_per_tick": round(statistics.mean(q[0] for q in quiet), 1) if quiet else None,
+            "quiet_system_bytes_per_tick": round(statistics.mean(q[1] for q in quiet), 1) if quiet else None,
+        }
+
     def _one_change(self, dashboard: Dashboard, fleet: Fleet, pump: Any) -> dict[str, Any]:
         victim = next((n for n in fleet.processes if n.startswith("bench_op_")), None)
         if victim is None:
             return {"error": "no operation to change"}
         pump.wait_for_timeout(2 * self.refresh * 1000)
-        start, seq0 = time.monotonic(), sequence(dashboard)
+        start, seq0 = time.time(), sequence(dashboard)
         fleet.kill(victim)
 
         def ended() -> bool:
@@ -358,7 +405,7 @@ class AppBench:
         while sequence(dashboard) < seen + 1:  # the tick that carries it has been sent
             pump.wait_for_timeout(200)
         pump.wait_for_timeout(500)
-        end, seq1 = time.monotonic(), sequence(dashboard)
+        end, seq1 = time.time(), sequence(dashboard)
         frames = self._frames_between(start, end)
         return {
             "change": f"killed {victim} (running → stopped)",
@@ -412,6 +459,29 @@ def _delta_sizes(data: bytes) -> dict[str, int]:
         for var, value in (fields or {}).items():
             sizes[f"{short}.{var.removesuffix('_rx_state_')}"] = len(json.dumps(value, separators=(",", ":")))
     return sizes
+
+
+def _write_isolating_rules(path: Path) -> Path:
+    """A user rules file that ignores every process but the benchmark's own scripts.
+
+    On a shared machine other people's processes change every tick; with this
+    file the dashboard lists only what the benchmark starts, so "nothing changed"
+    can really happen. (A documented user feature: DGX_SPARK_RULES_FILE.)
+    """
+    path.write_text(
+        "# Written by bench/app_bench.py: list only the benchmark's processes.\n"
+        "[[rule]]\n"
+        'id = "bench-only"\n'
+        'type = "ignore"\n'
+        f"args = ['^(?!.*{FLEET_MARKER})']\n"
+    )
+    return path
+
+
+def _signature(operations: list[dict[str, Any]]) -> str:
+    """The operation list as the UI would show it, less ``uptime`` (it moves every second)."""
+    rows = sorted(({k: v for k, v in op.items() if k != "uptime"} for op in operations), key=lambda op: op["id"])
+    return json.dumps(rows, sort_keys=True, default=str)
 
 
 def _named(op: dict[str, Any], names: list[str]) -> bool:
