@@ -89,6 +89,10 @@ CASES: list[tuple[list[str], str]] = [
         ["python", "agent.py", "--model", "gpt-4o", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123"],
         "python agent.py --model gpt-4o ***",
     ),
+    (
+        ["runner", "--env", f'{{"HF_TOKEN": "{SECRET}", "PATH": "/usr/bin", "WORKERS": 4}}'],
+        """runner --env '{"HF_TOKEN": "***", "PATH": "/usr/bin", "WORKERS": 4}'""",
+    ),
 ]
 
 
@@ -116,6 +120,8 @@ def test_at_least_ten_real_command_lines() -> None:
         f"https://user:{SECRET}@host/",
         f"redis-cli -u redis://default:{SECRET}@localhost:6379",
         f"x --client-secret {SECRET} --auth-token={SECRET}",
+        f"{{'loss': 0.3, 'api_key': '{SECRET}'}}",
+        f'password: "{SECRET}"',
     ],
 )
 def test_redact_text_hides_secret(text: str) -> None:

@@ -17,6 +17,8 @@ What is hidden (the value becomes ``***``):
 * credentials inside URLs (``https://user:pass@host`` -> ``https://user:***@host``),
   a long user-only credential (``https://ghp_xxx@github.com``), and secret-named
   query parameters (``?token=...``);
+* values of secret-named keys in JSON, Python dicts and YAML
+  (``{"HF_TOKEN": "..."}``, ``'api_key': '...'``, ``password: "..."``);
 * ``Authorization:`` header values and ``Bearer <token>``;
 * strings shaped like well-known API tokens (``hf_...``, ``sk-...``,
   ``ghp_...``, ``xoxb-...``, ``AKIA...``) wherever they appear.
@@ -43,6 +45,11 @@ _QUOTED_VALUE = r"\"[^\"]*\"|'[^']*'|[^\s\"']\S*"
 _FLAG_IN_TEXT = re.compile(rf"(?P<flag>(?<![\w-])--?(?P<name>[A-Za-z][\w.-]*))(?P<sep>=|\s+)(?P<value>{_QUOTED_VALUE})")
 # NAME=value (environment-style or dotted config keys) inside free text.
 _ASSIGN_IN_TEXT = re.compile(rf"(?<![\w.?&;/-])(?P<name>[A-Za-z_][\w.]*)=(?P<value>{_QUOTED_VALUE})")
+# "NAME": value  /  'NAME': value  /  NAME: "value"  (JSON, Python dicts, YAML)
+_KEYED_IN_TEXT = re.compile(
+    r"(?P<key>(?P<q>[\"'])(?P<qname>[A-Za-z_][\w.-]*)(?P=q)\s*:\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,}\]]+)"
+    r"|(?P<ukey>(?<![\w.-])(?P<uname>[A-Za-z_][\w.-]*):\s*)(?P<uvalue>\"[^\"]*\"|'[^']*')"
+)
 # scheme://user:password@host  and  scheme://longtoken@host
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/@?#]+)@")
 # ?token=...&api_key=...
@@ -97,6 +104,16 @@ def _redact_assignment(match: re.Match[str]) -> str:
     return f"{match['name']}={_mask_quoted(match['value'])}"
 
 
+def _redact_keyed(match: re.Match[str]) -> str:
+    if match["qname"] is not None:
+        if not is_secret_name(match["qname"]):
+            return match[0]
+        return f"{match['key']}{_mask_quoted(match['value'])}"
+    if not is_secret_name(match["uname"]):
+        return match[0]
+    return f"{match['ukey']}{_mask_quoted(match['uvalue'])}"
+
+
 def _redact_auth_header(match: re.Match[str]) -> str:
     return f"{match['head']}{match['scheme'] or ''}{MASK}"
 
@@ -118,6 +135,7 @@ def redact_text(text: str) -> str:
     text = _URL_QUERY_SECRET.sub(lambda m: f"{m['sep']}{m['name']}={MASK}", text)
     text = _FLAG_IN_TEXT.sub(_redact_flag, text)
     text = _ASSIGN_IN_TEXT.sub(_redact_assignment, text)
+    text = _KEYED_IN_TEXT.sub(_redact_keyed, text)
     return _KNOWN_TOKENS.sub(MASK, text)
 
 
