@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import sys
 import time
@@ -14,6 +13,7 @@ import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.state import events, loops, operations, system
 from dgx_spark.state.system import SystemState
+from tests.support.aio import run_coroutine
 
 
 def test_connection_checks_do_not_grow_sys_path() -> None:
@@ -60,9 +60,9 @@ def test_the_system_feed_fills_the_header_once_per_snapshot() -> None:
     memory = {"total_bytes": 8 << 30, "used_bytes": 2 << 30, "percent": 25.0}
     snapshot = Snapshot(sequence=3, taken_at=time.time(), operations=(), system={"cpu_percent": 12.0, "memory": memory})
     apply: Any = operations._appliers[system.FEED]
-    asyncio.run(apply(header, snapshot, time.time()))
+    run_coroutine(apply(header, snapshot, time.time()))
     assert header.loaded
     assert header.ram_text == "2.0 GiB / 8.0 GiB"
     header.ram_text = "changed"
-    asyncio.run(apply(header, snapshot, time.time()))  # same snapshot: nothing reassigned
+    run_coroutine(apply(header, snapshot, time.time()))  # same snapshot: nothing reassigned
     assert header.ram_text == "changed"

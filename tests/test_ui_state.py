@@ -6,8 +6,6 @@ delta is what Reflex would send to the browser.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
 from typing import Any
 
@@ -17,6 +15,7 @@ import reflex as rx
 import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
 from dgx_spark.collector.model import Operation, ProbeError, Snapshot
 from dgx_spark.state.operations import OperationsState
+from tests.support.aio import run_coroutine
 
 NOW = time.time()
 SERVER = Operation(
@@ -36,9 +35,7 @@ def tree() -> tuple[Any, OperationsState]:
 
 def delta(root: Any) -> dict[str, Any]:
     """What would be sent to the browser now (then marks everything clean)."""
-    # In a thread of its own: pytest-playwright may already run an event loop in this one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        result = pool.submit(asyncio.run, root._get_resolved_delta()).result()
+    result = run_coroutine(root._get_resolved_delta())
     root._clean()
     return {key.rsplit(".", 1)[-1]: value for key, value in result.items()}
 
