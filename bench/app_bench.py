@@ -120,6 +120,12 @@ def sequence(dashboard: Dashboard) -> int:
     return int(dashboard.get_json("/api/health")["data"]["sequence"])
 
 
+def sampler_state(dashboard: Dashboard) -> tuple[int, float]:
+    """(snapshot sequence, CPU seconds the sampler thread has used so far)."""
+    data = dashboard.get_json("/api/health")["data"]
+    return int(data["sequence"]), float(data["sampler_cpu_seconds"])
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -237,11 +243,14 @@ class AppBench:
                     self.log(f"tabs: backend CPU per refresh, {self.tabs} tabs, {self.window:.0f}s ...")
                     many = self._cpu_window(dashboard, first)
                     ratio = many["cpu_ms_per_refresh"] / one["cpu_ms_per_refresh"] if one["cpu_ms_per_refresh"] else None
+                    sampler_one, sampler_many = one["sampler_cpu_ms_per_refresh"], many["sampler_cpu_ms_per_refresh"]
+                    sampler_ratio = sampler_many / sampler_one if sampler_one else None
                     self.results["tabs"] = {
                         "one": one,
                         "many": many,
                         "tabs": self.tabs,
                         "ratio": None if ratio is None else round(ratio, 3),
+                        "sampler_ratio": None if sampler_ratio is None else round(sampler_ratio, 3),
                     }
                 if "rss" in self.parts or "ws" in self.parts:
                     while len(pages) < self.tabs and "rss" in self.parts:
@@ -288,15 +297,16 @@ class AppBench:
 
     def _cpu_window(self, dashboard: Dashboard, pump: Any) -> dict[str, Any]:
         pid = dashboard.process.pid if dashboard.process else 0
-        seq0, cpu0 = sequence(dashboard), tree_cpu_seconds(pid)
+        (seq0, sampler0), cpu0 = sampler_state(dashboard), tree_cpu_seconds(pid)
         pump.wait_for_timeout(self.window * 1000)
-        seq1, cpu1 = sequence(dashboard), tree_cpu_seconds(pid)
+        (seq1, sampler1), cpu1 = sampler_state(dashboard), tree_cpu_seconds(pid)
         refreshes = max(1, seq1 - seq0)
         return {
             "seconds": self.window,
             "refreshes": seq1 - seq0,
             "cpu_seconds": round(cpu1 - cpu0, 3),
             "cpu_ms_per_refresh": round((cpu1 - cpu0) * 1000.0 / refreshes, 2),
+            "sampler_cpu_ms_per_refresh": round((sampler1 - sampler0) * 1000.0 / refreshes, 2),
         }
 
     def _idle_window(self, dashboard: Dashboard, pump: Any, seconds: float, tabs: int) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.events.query import QueryError, apply_query, parse_query
@@ -15,7 +18,43 @@ from dgx_spark.state import loops as ui_loops
 router = APIRouter()
 
 
-@router.get("/api/dgx/operations", summary="List operations")
+class _ListCache:
+    """Encoded list bodies of the latest snapshot, one per query.
+
+    Every request between two samples gets the same bytes, so they are encoded once
+    per (snapshot, query) rather than once per request.
+    """
+
+    MAX_QUERIES = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sequence = -1
+        self._bodies: dict[tuple[str | None, ...], bytes] = {}
+
+    def body(self, key: tuple[str | None, ...], sequence: int, build: Any) -> bytes:
+        """The body for ``key`` at ``sequence``, building it with ``build()`` when missing."""
+        with self._lock:
+            if sequence != self._sequence:
+                self._sequence, self._bodies = sequence, {}
+            cached = self._bodies.get(key)
+        if cached is not None:
+            return cached
+        body = build()
+        with self._lock:
+            if sequence == self._sequence and len(self._bodies) < self.MAX_QUERIES:
+                self._bodies[key] = body
+        return body
+
+
+_list_cache = _ListCache()
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@router.get("/api/dgx/operations", summary="List operations", response_class=Response)
 def list_operations(
     type: str | None = Query(
         default=None, max_length=100, description="Only these types (comma-separated): server, job, program."
@@ -24,14 +63,22 @@ def list_operations(
     status: str | None = Query(default=None, max_length=200, description="Only these statuses (comma-separated)."),
     sort: str | None = Query(default=None, max_length=20, description="status, started_at, name, cpu, memory, gpu_memory."),
     order: str | None = Query(default=None, max_length=10, description="asc or desc."),
-) -> dict[str, Any]:
-    """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted."""
+) -> Response:
+    """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted.
+
+    Returns ``{"success": true, "data": [...]}``.
+    """
     try:
         query = parse_query(q, type, status, sort, order)
     except QueryError as err:
         raise ApiError(422, str(err), field=err.field) from err
-    data = apply_query(get_sampler().latest.to_api(), query)
-    return {"success": True, "data": data}
+    snapshot = get_sampler().latest
+    body = _list_cache.body(
+        (q, type, status, sort, order),
+        snapshot.sequence,
+        lambda: _encode({"success": True, "data": apply_query(snapshot.to_api(), query)}),
+    )
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/api/dgx/operations/{op_id}", summary="One operation")
@@ -59,6 +106,8 @@ def health() -> dict[str, Any]:
             "age_seconds": age,
             "interval_seconds": sampler.interval,
             "duration_ms": snapshot.duration_ms,
+            "cpu_ms": snapshot.cpu_ms,
+            "sampler_cpu_seconds": round(sampler.cpu_seconds, 6),
             "operation_count": len(snapshot.operations),
             "ui_loops": ui_loops.count(),
             "errors": [

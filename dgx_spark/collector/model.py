@@ -201,6 +201,7 @@ class Snapshot:
     errors: tuple[ProbeError, ...] = ()
     system: Mapping[str, Any] | None = None
     duration_ms: float | None = None
+    cpu_ms: float | None = None
 
     def find(self, op_id: str) -> Operation | None:
         """The operation with this id, if present."""

@@ -65,11 +65,17 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
+        self._cpu_seconds = 0.0
 
     @property
     def latest(self) -> Snapshot:
         """The most recent snapshot (``sequence`` 0 before the first sample)."""
         return self._latest
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time all samples so far have used (the sampling thread's own)."""
+        return self._cpu_seconds
 
     @property
     def running(self) -> bool:
@@ -126,6 +132,7 @@ class Sampler:
     def sample_once(self) -> Snapshot:
         """Take one snapshot now and publish it."""
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         now = self._clock()
         errors: list[ProbeError] = []
         try:
@@ -153,7 +160,9 @@ class Sampler:
             errors=tuple(errors),
             system=dict(ctx.system),
             duration_ms=(time.perf_counter() - started) * 1000.0,
+            cpu_ms=(time.thread_time() - cpu_started) * 1000.0,
         )
+        self._cpu_seconds += (snapshot.cpu_ms or 0.0) / 1000.0
         with self._changed:
             self._latest = snapshot
             self._changed.notify_all()
