@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.dashboard import Dashboard
+from tests.support.dashboard import Dashboard, wait_until
 
 
 def test_list_has_seed_envelope(backend: Dashboard) -> None:
@@ -40,6 +40,21 @@ def test_health_reports_sampler(backend: Dashboard) -> None:
     assert status == 200
     assert body["data"]["sampler_running"] is True
     assert body["data"]["sequence"] >= 1
+    assert body["data"]["cpu_ms"] >= 0
+    assert body["data"]["sampler_cpu_seconds"] >= 0
+
+
+def test_list_follows_new_snapshots(backend: Dashboard) -> None:
+    """Encoded lists are reused within a snapshot only: a new snapshot gives a new body."""
+    first = backend.request("GET", "/api/dgx/operations")[1]
+    again = backend.request("GET", "/api/dgx/operations")[1]
+    assert [op["id"] for op in first["data"]] == [op["id"] for op in again["data"]]
+    sequence = backend.get_json("/api/health")["data"]["sequence"]
+    wait_until(lambda: backend.get_json("/api/health")["data"]["sequence"] > sequence + 1, 30)
+    later = backend.request("GET", "/api/dgx/operations")[1]
+    uptimes = {op["id"]: op["uptime"] for op in first["data"] if op["status"] in ("running", "active")}
+    moved = [op for op in later["data"] if op["id"] in uptimes and op["uptime"] > uptimes[op["id"]]]
+    assert moved or not uptimes
 
 
 def test_openapi_is_served(backend: Dashboard) -> None:
