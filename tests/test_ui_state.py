@@ -84,7 +84,7 @@ def test_probe_errors_and_a_stalled_sampler_are_flagged(tree: tuple[Any, Operati
     state._apply(snap(1, SERVER, errors=failing), False, 1.0, NOW + 60)
     sent = ops_delta(root)
     assert sent["stale_rx_state_"] is True and "operations_rx_state_" not in sent
-    assert [op.id for op in state.operations] == ["op-1"]
+    assert [op.id for op in state.servers] == ["op-1"]
 
 
 def test_toggle_section_accepts_only_known_sections(tree: tuple[Any, OperationsState]) -> None:

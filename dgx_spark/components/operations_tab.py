@@ -23,7 +23,6 @@ from dgx_spark.components.status import (
     stale_banner,
     while_connected,
 )
-from dgx_spark.state.filters import FiltersState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -110,9 +109,9 @@ def tab_header() -> rx.Component:
 def filters_row() -> rx.Component:
     """Search, filter chips and sort (state in the URL), and the no-match empty state."""
     return rx.box(
-        filter_bar(FiltersState),
-        rx.cond(FiltersState.no_matches, no_matches(FiltersState)),
-        on_mount=FiltersState.load_filters,
+        filter_bar(OperationsState),
+        rx.cond(OperationsState.no_matches, no_matches(OperationsState)),
+        on_mount=OperationsState.load_filters,
     )
 
 

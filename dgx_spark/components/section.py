@@ -1,4 +1,9 @@
-"""A collapsible section of cards: Servers, Training Jobs, Programs & Scripts."""
+"""A collapsible section of cards: Servers, Training Jobs, Programs & Scripts.
+
+Each section reads its own list var (``OperationsState.servers`` / ``jobs`` /
+``programs``: the cards that pass the filters), so a change in one section
+re-sends only that section's list.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.operation_card import operation_card
-from dgx_spark.state.filters import FiltersState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -34,8 +38,8 @@ def sections() -> list[SectionSpec]:
             key="servers",
             title="Servers",
             icon="server",
-            items=FiltersState.visible_servers,
-            count=FiltersState.visible_servers.length(),
+            items=OperationsState.servers,
+            count=OperationsState.servers.length(),
             empty_title="No servers running",
             filtered_title="No servers match the filters",
             empty_hint="Start a service that listens on a port (ComfyUI, Ollama, vLLM, Jupyter…) "
@@ -46,8 +50,8 @@ def sections() -> list[SectionSpec]:
             key="jobs",
             title="Training Jobs",
             icon="brain",
-            items=FiltersState.visible_jobs,
-            count=FiltersState.visible_jobs.length(),
+            items=OperationsState.jobs,
+            count=OperationsState.jobs.length(),
             empty_title="No training jobs",
             filtered_title="No training jobs match the filters",
             empty_hint="Run a training script; its progress, epoch and loss show here "
@@ -58,8 +62,8 @@ def sections() -> list[SectionSpec]:
             key="programs",
             title="Programs & Scripts",
             icon="terminal",
-            items=FiltersState.visible_programs,
-            count=FiltersState.visible_programs.length(),
+            items=OperationsState.programs,
+            count=OperationsState.programs.length(),
             empty_title="No programs or scripts",
             filtered_title="No programs or scripts match the filters",
             empty_hint="Long-running scripts and background processes you start show up here.",
@@ -101,14 +105,14 @@ def empty_state(spec: SectionSpec) -> rx.Component:
     return rx.vstack(
         rx.box(rx.icon(spec.icon, size=20), style=styles.empty_icon),
         rx.text(
-            rx.cond(FiltersState.filtering, filtered_title, spec.empty_title),
+            rx.cond(OperationsState.filtering, filtered_title, spec.empty_title),
             weight="medium",
             color="var(--gray-12)",
             size="2",
             data_field="empty-title",
         ),
         rx.cond(
-            FiltersState.filtering,
+            OperationsState.filtering,
             rx.text("Change or clear the search and filters to see them.", size="1", max_width="440px"),
             rx.fragment(
                 rx.text(spec.empty_hint, size="1", max_width="440px"),
@@ -117,7 +121,7 @@ def empty_state(spec: SectionSpec) -> rx.Component:
         ),
         id=f"section-{spec.key}-empty",
         style=styles.empty_state,
-        custom_attrs={"data-filtered": rx.cond(FiltersState.filtering, "true", "false")},
+        custom_attrs={"data-filtered": rx.cond(OperationsState.filtering, "true", "false")},
     )
 
 

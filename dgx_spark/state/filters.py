@@ -6,13 +6,14 @@ back with ``history.replaceState`` on every change, so a view is bookmarkable an
 survives the refresh loop and a reload. The matching is ``dgx_spark.events.query``,
 the same functions the REST API uses.
 
-- ``FiltersState`` (a substate of the Operations tab's state) filters its cards.
+- ``OperationsState`` (``state/operations.py``; ``FiltersState`` is another name
+  for it) filters the Operations tab's cards: it assigns each section's visible
+  cards when a filter changes (``_filters_changed``) or the snapshot does.
 - ``HistoryState`` (in ``state/history.py``) filters the ended operations.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -24,11 +25,8 @@ from dgx_spark.events.query import (
     ORDERS,
     SORT_KEYS,
     OperationQuery,
-    apply_query,
     query_from_params,
 )
-from dgx_spark.state.operations import OperationsState
-from dgx_spark.state.view import OperationView
 
 URL_KEYS = ("q", "type", "status", "sort", "order")
 
@@ -62,7 +60,11 @@ class FilterMixin(rx.State, mixin=True):
             lenient=True,
         )
 
+    def _filters_changed(self) -> None:
+        """Called after the filters changed (a view that filters on the backend refilters here)."""
+
     def _sync_url(self) -> rx.event.EventSpec:
+        self._filters_changed()
         return rx.call_script(url_script(self._query().to_params()))
 
     @rx.var
@@ -84,6 +86,7 @@ class FilterMixin(rx.State, mixin=True):
     def load_filters(self) -> None:
         """Take the filters from the URL (bad values are dropped)."""
         self._load_filters_from_url()
+        self._filters_changed()
 
     def _load_filters_from_url(self) -> None:
         params = dict(self.router.url.query_parameters)
@@ -153,49 +156,10 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
 
-def _view_row(view: OperationView) -> dict[str, Any]:
-    """The fields ``query`` reads, from a card's view."""
-    row = dataclasses.asdict(view)
-    row.setdefault("ports", [view.port] if view.port is not None else [])
-    return row
+def __getattr__(name: str) -> Any:
+    """``FiltersState``: the Operations tab's state, which holds its filters (imported late: no cycle)."""
+    if name == "FiltersState":
+        from dgx_spark.state.operations import OperationsState
 
-
-def filter_views(views: list[OperationView], query: OperationQuery) -> list[OperationView]:
-    """The views that pass ``query``, in its order (views carry no raw numbers: see view.py)."""
-    rows = apply_query([_view_row(v) for v in views], query)
-    by_id = {v.id: v for v in views}
-    return [by_id[r["id"]] for r in rows]
-
-
-class FiltersState(FilterMixin, OperationsState):
-    """The Operations tab's cards after search, filters and sort."""
-
-    @rx.var
-    def visible_operations(self) -> list[OperationView]:
-        """Every card that passes the filters, sorted."""
-        return filter_views(list(self.operations), self._query())
-
-    @rx.var
-    def visible_servers(self) -> list[OperationView]:
-        """Servers that pass."""
-        return [op for op in self.visible_operations if op.type == "server"]
-
-    @rx.var
-    def visible_jobs(self) -> list[OperationView]:
-        """Jobs that pass."""
-        return [op for op in self.visible_operations if op.type == "job"]
-
-    @rx.var
-    def visible_programs(self) -> list[OperationView]:
-        """Programs that pass."""
-        return [op for op in self.visible_operations if op.type == "program"]
-
-    @rx.var
-    def no_matches(self) -> bool:
-        """Filters are on, there are operations, and none passes."""
-        return self.filtering and len(self.operations) > 0 and not self.visible_operations
-
-    @rx.var
-    def visible_count(self) -> int:
-        """How many cards pass."""
-        return len(self.visible_operations)
+        return OperationsState
+    raise AttributeError(name)

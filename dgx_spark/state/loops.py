@@ -9,18 +9,26 @@ Several views of one tab share its loop through *feeds* (``"operations"``,
 ``"system"``): a view ``join``s when it mounts (starting the loop only when none
 runs) and ``leave``s when it unmounts; the loop ends when no feed is left, so a
 tab costs one loop however many live views it shows.
+
+Per tab and feed the registry also keeps what the tab's state last showed (a
+small *fingerprint*, ``shown`` / ``mark_shown``) and the settings the feed needs
+to compute it (``setting`` / ``remember``: e.g. the host name and filters), so a
+loop can tell a quiet tick without loading or locking the tab's state.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from typing import Any
 
 _lock = threading.Lock()
 _generations = itertools.count(1)
 _current: dict[str, int] = {}  # token -> generation allowed to run
 _running: dict[int, str] = {}  # generation -> token, for every loop still alive
 _feeds: dict[str, set[str]] = {}  # token -> the views its loop serves
+_shown: dict[str, dict[str, Any]] = {}  # token -> feed -> fingerprint of what the tab shows
+_settings: dict[str, dict[str, Any]] = {}  # token -> feed -> what the feed needs to compute it
 
 
 def claim(token: str) -> int:
@@ -43,6 +51,8 @@ def stop(token: str) -> None:
     with _lock:
         _current.pop(token, None)
         _feeds.pop(token, None)
+        _shown.pop(token, None)
+        _settings.pop(token, None)
 
 
 def join(token: str, feed: str) -> int | None:
@@ -85,9 +95,39 @@ def release(token: str, generation: int) -> None:
         if _current.get(token) == generation:
             del _current[token]
             _feeds.pop(token, None)
+            _shown.pop(token, None)
+            _settings.pop(token, None)
 
 
 def count() -> int:
     """How many live loops are running now in this process."""
     with _lock:
         return len(_running)
+
+
+def shown(token: str, feed: str) -> Any:
+    """The fingerprint of what ``token``'s tab shows for ``feed`` (None: unknown)."""
+    with _lock:
+        return _shown.get(token, {}).get(feed)
+
+
+def mark_shown(token: str, feed: str, fingerprint: Any) -> None:
+    """Record what ``token``'s tab now shows for ``feed`` (called by the state that assigned it)."""
+    if not token:
+        return
+    with _lock:
+        _shown.setdefault(token, {})[feed] = fingerprint
+
+
+def setting(token: str, feed: str) -> Any:
+    """What ``feed`` needs to compute ``token``'s fingerprint (None: not known yet)."""
+    with _lock:
+        return _settings.get(token, {}).get(feed)
+
+
+def remember(token: str, feed: str, value: Any) -> None:
+    """Keep ``value`` as ``token``'s settings for ``feed`` (the state calls it when they change)."""
+    if not token:
+        return
+    with _lock:
+        _settings.setdefault(token, {})[feed] = value

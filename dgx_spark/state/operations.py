@@ -1,11 +1,15 @@
 """The Operations tab's state: the sampler's latest snapshot, per browser tab.
 
-A live loop (a background event started when the tab mounts) copies
-``get_sampler().latest`` into this state. It never scans /proc itself, and it
-assigns state only when what the cards show changed, so an idle tick sends
-nothing to the browser. One loop per browser tab, shared by the tab's live views
-(the system header rides on it as the ``"system"`` feed): see ``run_tab_loop``
-and ``dgx_spark.state.loops``.
+A live loop (a background event started when the tab mounts) shows
+``get_sampler().latest`` in this state. It never scans /proc itself. What a tab
+shows is computed once per snapshot for all tabs (``state.tab_view``, keyed by
+the tab's host and filters); each tick the loop compares that view's small
+fingerprint with the one the tab last showed (kept in ``state.loops``) and, when
+equal, does not touch the tab's state at all: no lock, no load, no delta. When it
+differs, only the vars that changed are assigned, each section's card list on
+its own, so one changed program re-sends just the programs list. One loop per
+browser tab, shared by the tab's live views (the system header rides on it as
+the ``"system"`` feed): see ``run_tab_loop`` and ``dgx_spark.state.loops``.
 """
 
 from __future__ import annotations
@@ -14,21 +18,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import reflex as rx
 
 from dgx_spark.collector.model import Snapshot
-from dgx_spark.format import iso_timestamp
+from dgx_spark.events.query import OperationQuery
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops
-from dgx_spark.state.view import (
-    SECTIONS,
-    OperationView,
-    operation_views,
-    snapshot_errors,
-)
+from dgx_spark.state.filters import FilterMixin
+from dgx_spark.state.tab_view import TabView, tab_view
+from dgx_spark.state.view import SECTIONS, OperationView, snapshot_errors
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ def client_connected(token: str) -> bool:
 
 
 
+# The newest snapshot any tab showed (a filter change refilters it without a new sample).
+_newest_applied = Snapshot(sequence=0, taken_at=0.0, operations=())
+
+
+def fingerprint(view: TabView, error: str, stale: bool, running: bool) -> tuple[Any, ...]:
+    """What a tab shows, in a few small values: equal fingerprints, nothing to send."""
+    return (view.version, error, stale, running)
+
+
 def _is_stale(snapshot: Snapshot, interval: float, running: bool, now: float) -> bool:
     """Whether the snapshot is too old to trust (sampler stopped or stuck)."""
     if snapshot.sequence == 0:
@@ -76,10 +86,26 @@ def _is_stale(snapshot: Snapshot, interval: float, running: bool, now: float) ->
     return not running or now - snapshot.taken_at > max(3 * interval, 5.0)
 
 
-class OperationsState(rx.State):
-    """Operations grouped by section, plus loading / error / staleness."""
+class OperationsState(FilterMixin, rx.State):
+    """Each section's cards after the tab's filters, the counts, and loading / error / staleness.
 
-    operations: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    Only what the page renders is public, and each section's list is assigned only
+    when that section changed: one changed program re-sends the programs list,
+    nothing else. The whole list lives in the shared ``tab_view`` cache, not here.
+    """
+
+    # Each section's cards that pass the search and filters, in display order.
+    servers: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    jobs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    programs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    # Every server / job / program / operation not ended, filters aside.
+    server_count: int = 0
+    job_count: int = 0
+    program_count: int = 0
+    running_count: int = 0
+    # Every card, and those that pass the filters.
+    total_count: int = 0
+    visible_count: int = 0
     loading: bool = True
     # Probe failures reported by the sampler ("probe: message"), joined for the banner.
     error: str = ""
@@ -91,45 +117,16 @@ class OperationsState(rx.State):
     # Sections the user collapsed, comma-separated; kept in the browser.
     collapsed: str = rx.LocalStorage("", name="dgx_spark_collapsed", sync=True)
 
-    # What the browser shows now, to compare before assigning (backend only).
+    # The fingerprint of what the browser shows now, and its sections (backend only).
     _shown: tuple = ()
+    _shown_sections: tuple = ()
     _host: str = "127.0.0.1"
 
-    # ---- computed vars -------------------------------------------------
+    # ---- computed vars (small) -------------------------------------------
     @rx.var
-    def servers(self) -> list[OperationView]:
-        """Servers, in display order."""
-        return [op for op in self.operations if op.type == "server"]
-
-    @rx.var
-    def jobs(self) -> list[OperationView]:
-        """Training jobs, in display order."""
-        return [op for op in self.operations if op.type == "job"]
-
-    @rx.var
-    def programs(self) -> list[OperationView]:
-        """Programs and scripts, in display order."""
-        return [op for op in self.operations if op.type == "program"]
-
-    @rx.var
-    def server_count(self) -> int:
-        """How many servers are shown."""
-        return sum(1 for op in self.operations if op.type == "server")
-
-    @rx.var
-    def job_count(self) -> int:
-        """How many jobs are shown."""
-        return sum(1 for op in self.operations if op.type == "job")
-
-    @rx.var
-    def program_count(self) -> int:
-        """How many programs are shown."""
-        return sum(1 for op in self.operations if op.type == "program")
-
-    @rx.var
-    def running_count(self) -> int:
-        """How many operations have not ended."""
-        return sum(1 for op in self.operations if op.live)
+    def no_matches(self) -> bool:
+        """Filters are on, there are operations, and none passes."""
+        return self.filtering and self.total_count > 0 and self.visible_count == 0
 
     @rx.var
     def collapsed_sections(self) -> list[str]:
@@ -137,19 +134,60 @@ class OperationsState(rx.State):
         return [name for name in self.collapsed.split(",") if name in SECTIONS]
 
     # ---- applying snapshots -------------------------------------------
+    def _token(self) -> str:
+        with contextlib.suppress(Exception):
+            return self.router.session.client_token or ""
+        return ""
+
+    def _settings(self) -> tuple[str, OperationQuery]:
+        """What this tab's view depends on besides the snapshot (kept in the loops registry too)."""
+        return (self._host, self._query())
+
+    def _filters_changed(self) -> None:
+        """Refilter the latest snapshot now (a chip or the search changed)."""
+        loops.remember(self._token(), FEED, self._settings())
+        if self._shown:
+            sampler = get_sampler()
+            snapshot = max(sampler.latest, _newest_applied, key=lambda snap: snap.sequence)
+            self._apply(snapshot, sampler.running, sampler.interval, time.time())
+
     def _apply(self, snapshot: Snapshot, running: bool, interval: float, now: float) -> None:
-        """Copy ``snapshot`` into the state, touching only what changed."""
+        """Show ``snapshot``, assigning only the vars whose value changed."""
         if snapshot.sequence == 0:
             return
-        views = operation_views(snapshot.operations, snapshot.taken_at, self._host)
+        global _newest_applied
+        if snapshot.sequence > _newest_applied.sequence:
+            _newest_applied = snapshot
+        settings = self._settings()
+        view = tab_view(snapshot, *settings)
         error = "; ".join(snapshot_errors(snapshot))
         stale = _is_stale(snapshot, interval, running, now)
-        shown = (tuple(views), error, stale, running)
+        shown = fingerprint(view, error, stale, running)
+        token = self._token()
+        loops.remember(token, FEED, settings)
+        loops.mark_shown(token, FEED, shown)
         if shown == self._shown and not self.loading:
             return
-        if self.loading or tuple(self.operations) != shown[0]:
-            self.operations = views
-            self.last_updated = iso_timestamp(snapshot.taken_at)
+        if not self._shown or self._shown[0] != view.version or self.loading:
+            # Compare with what was assigned last (the cache keeps unchanged cards
+            # as the same objects, so this is mostly identity checks).
+            before = self._shown_sections
+            for index, name in enumerate(SECTIONS):
+                cards = view.sections[index]
+                if not before or before[index] != cards:
+                    setattr(self, name, list(cards))
+            self._shown_sections = view.sections
+            for name, value in (
+                ("server_count", view.counts[0]),
+                ("job_count", view.counts[1]),
+                ("program_count", view.counts[2]),
+                ("running_count", view.running_count),
+                ("total_count", view.total),
+                ("visible_count", view.visible_count),
+                ("last_updated", view.changed_at),
+            ):
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
         if self.error != error:
             self.error = error
         if self.stale != stale:
@@ -219,21 +257,61 @@ async def _apply_operations(state: Any, snapshot: Snapshot, now: float) -> None:
     operations._apply(snapshot, sampler.running, sampler.interval, now)
 
 
+def _operations_fingerprint(token: str, snapshot: Snapshot, now: float) -> Any:
+    """What the tab would show for ``snapshot``, from the shared cache (no state touched)."""
+    settings = loops.setting(token, FEED)
+    if settings is None or snapshot.sequence == 0:
+        return None
+    sampler = get_sampler()
+    running = sampler.running
+    view = tab_view(snapshot, *settings)
+    error = "; ".join(snapshot_errors(snapshot)) if snapshot.errors else ""
+    return fingerprint(view, error, _is_stale(snapshot, sampler.interval, running, now), running)
+
+
 FEED = "operations"
 FeedApplier = Callable[[Any, Snapshot, float], Awaitable[None]]
+FeedFingerprint = Callable[[str, Snapshot, float], Any]
 # What each feed does with a new snapshot, inside the loop's state lock.
 _appliers: dict[str, FeedApplier] = {FEED: _apply_operations}
+# What each feed would show, computed outside the lock (None: unknown, apply).
+_fingerprints: dict[str, FeedFingerprint] = {FEED: _operations_fingerprint}
 
 
-def register_feed(name: str, apply: FeedApplier) -> None:
+def register_feed(name: str, apply: FeedApplier, fingerprint: FeedFingerprint | None = None) -> None:
     """Let another view of the tab ride on its loop.
 
     Args:
         name: The feed's name (``loops.join`` / ``loops.leave`` use it).
         apply: ``await apply(state, snapshot, now)`` inside ``async with state``;
             it reaches its own state with ``await state.get_state(...)``.
+        fingerprint: ``fingerprint(token, snapshot, now)``: a small value equal to
+            ``loops.shown(token, name)`` when the tab already shows what ``snapshot``
+            would show (then the loop skips the state entirely), or None when
+            unknown. Without it the feed is applied once per new snapshot.
     """
     _appliers[name] = apply
+    if fingerprint is not None:
+        _fingerprints[name] = fingerprint
+
+
+def due_feeds(token: str, wanted: Iterable[str], snapshot: Snapshot, now: float) -> list[tuple[str, Any]]:
+    """The feeds whose view of ``snapshot`` differs from what ``token``'s tab shows.
+
+    Computed from shared, per-snapshot caches, without touching the tab's state.
+
+    Returns:
+        ``(feed, fingerprint)`` pairs; the fingerprint is None when unknown.
+    """
+    due: list[tuple[str, Any]] = []
+    for name in sorted(wanted):
+        if name not in _appliers:
+            continue
+        compute = _fingerprints.get(name)
+        shown = compute(token, snapshot, now) if compute is not None else ("sequence", snapshot.sequence)
+        if shown is None or shown != loops.shown(token, name):
+            due.append((name, shown))
+    return due
 
 
 async def run_tab_loop(state: Any, token: str, feed: str) -> None:
@@ -248,8 +326,6 @@ async def run_tab_loop(state: Any, token: str, feed: str) -> None:
     if generation is None:
         return
     sampler = get_sampler()
-    seen = -1
-    shown_stale: bool | None = None
     missing_since: float | None = None
     try:
         while wanted := loops.feeds(token, generation):
@@ -261,16 +337,17 @@ async def run_tab_loop(state: Any, token: str, feed: str) -> None:
             elif now - missing_since > DISCONNECT_GRACE_SECONDS:
                 break
             snapshot = sampler.latest
-            stale = _is_stale(snapshot, sampler.interval, sampler.running, now)
-            # Nothing new and staleness unchanged: nothing to do, nothing sent.
-            if snapshot.sequence != seen or stale != shown_stale:
+            # None due: no state lock, no state load, no delta.
+            due = due_feeds(token, wanted, snapshot, now)
+            if due:
                 async with state:
                     if not loops.is_current(token, generation):
                         break
-                    for name in wanted:
-                        if name in _appliers:
-                            await _appliers[name](state, snapshot, now)
-                seen, shown_stale = snapshot.sequence, stale
+                    for name, _ in due:
+                        await _appliers[name](state, snapshot, now)
+                for name, shown in due:
+                    if shown is not None:
+                        loops.mark_shown(token, name, shown)
             await asyncio.sleep(POLL_SECONDS)
     finally:
         loops.release(token, generation)

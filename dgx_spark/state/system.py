@@ -4,12 +4,18 @@ The browser tab's one live loop (``operations.run_tab_loop``, the ``"system"``
 feed) copies ``get_sampler().latest`` (never rescanning anything) into this
 state, and only when what the header shows changed. ``system_view`` is plain Python: the same payload as
 ``GET /api/dgx/system`` turned into ready-to-show text and sparkline points.
+
+The header's view is computed once per snapshot for every tab (``shared_system_view``);
+a tab whose header already shows it is not touched. CPU / RAM numbers change
+every tick, so each tick sends just the changed texts; the sparklines (the bulk
+of the bytes) are redrawn every ``SPARK_EVERY_TICKS`` snapshots only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +35,8 @@ logger = logging.getLogger(__name__)
 # Sparkline viewBox: points are scaled into 0..SPARK_WIDTH x 0..SPARK_HEIGHT.
 SPARK_WIDTH = 100
 SPARK_HEIGHT = 24
+# The sparklines are redrawn every this many snapshots (the numbers every snapshot).
+SPARK_EVERY_TICKS = 5
 
 
 def sparkline(values: Sequence[float | int | None], top: float | None = None) -> str:
@@ -78,7 +86,6 @@ class GpuView:
     temperature_text: str = ""
     power_text: str = ""
     utilization_points: str = ""
-    memory_points: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +127,6 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
     gpu = payload.get("gpu") or {}
     history = payload.get("history") or {}
     gpu_util_series = history.get("gpu_utilization") or []
-    gpu_memory_series = history.get("gpu_memory_used_bytes") or []
     gpus = []
     for position, device in enumerate(gpu.get("devices") or []):
         unified = bool(device.get("unified_memory"))
@@ -137,10 +143,6 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
                 power_text=_power(device),
                 utilization_points=sparkline(
                     gpu_util_series[position] if position < len(gpu_util_series) else [], 100.0
-                ),
-                memory_points=sparkline(
-                    gpu_memory_series[position] if position < len(gpu_memory_series) else [],
-                    device.get("memory_total_bytes"),
                 ),
             )
         )
@@ -210,6 +212,61 @@ class SystemState(rx.State):
         await run_tab_loop(self, token, FEED)
 
 
+_cache_lock = threading.Lock()
+# The latest shared header view: (snapshot, view, sequence its sparklines were
+# drawn at, sequence the view last changed at: its fingerprint).
+_cache: tuple[Snapshot | None, SystemView, int, int] = (None, SystemView(), -1, -1)
+
+
+def _keep_sparklines(view: SystemView, drawn: SystemView) -> SystemView:
+    """``view`` with the sparklines of ``drawn`` (the numbers stay ``view``'s)."""
+    drawn_points = {gpu.index: gpu.utilization_points for gpu in drawn.gpus}
+    return dataclasses.replace(
+        view,
+        cpu_points=drawn.cpu_points,
+        ram_points=drawn.ram_points,
+        gpus=tuple(
+            dataclasses.replace(gpu, utilization_points=drawn_points.get(gpu.index, gpu.utilization_points))
+            for gpu in view.gpus
+        ),
+    )
+
+
+def shared_system_view(snapshot: Snapshot) -> tuple[SystemView, int]:
+    """The header's view of ``snapshot``, computed once for every tab.
+
+    The sparklines are redrawn every ``SPARK_EVERY_TICKS`` snapshots (or while
+    one is still empty); in between the previous points are kept, so most ticks
+    change only a few short texts.
+
+    Returns:
+        The view, and the sequence of the snapshot it last changed at.
+    """
+    global _cache
+    with _cache_lock:
+        cached, previous, drawn_at, changed_at = _cache
+        # The sampler hands every tab the same Snapshot object for a sequence.
+        if cached is snapshot:
+            return previous, changed_at
+        view = system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence))
+        redraw = (
+            drawn_at < 0
+            or snapshot.sequence - drawn_at >= SPARK_EVERY_TICKS
+            or snapshot.sequence < drawn_at
+            or not previous.cpu_points
+            or not previous.ram_points
+            or len(view.gpus) != len(previous.gpus)
+        )
+        if not redraw:
+            view = _keep_sparklines(view, previous)
+        if view == previous:
+            view = previous
+        else:
+            changed_at = snapshot.sequence
+        _cache = (snapshot, view, snapshot.sequence if redraw else drawn_at, changed_at)
+        return view, changed_at
+
+
 async def _apply_system(state: Any, snapshot: Snapshot, now: float) -> None:
     """The system feed: copy the snapshot's system facts into ``SystemState``."""
     if snapshot.sequence <= 0:
@@ -217,9 +274,16 @@ async def _apply_system(state: Any, snapshot: Snapshot, now: float) -> None:
     header = await state.get_state(SystemState)
     if header._shown_sequence == snapshot.sequence:
         return
-    header._apply(system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence)))
+    header._apply(shared_system_view(snapshot)[0])
     header._shown_sequence = snapshot.sequence
 
 
+def _system_fingerprint(token: str, snapshot: Snapshot, now: float) -> Any:
+    """The header's view of ``snapshot`` (shared); equal to what the tab shows: nothing to do."""
+    if snapshot.sequence <= 0:
+        return ("sequence", snapshot.sequence)
+    return ("changed at", shared_system_view(snapshot)[1])
+
+
 FEED = "system"
-register_feed(FEED, _apply_system)
+register_feed(FEED, _apply_system, _system_fingerprint)

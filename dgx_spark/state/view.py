@@ -3,7 +3,9 @@
 The browser gets ready-to-show values: text is formatted here, times are sent
 as ISO UTC so the browser shows them in its own zone and ticks them itself.
 To show a new field on the cards: add it to ``OperationView`` and fill it in
-``operation_view``; then read it in a component (``op.my_field``).
+``operation_view``; then read it in a component (``op.my_field``). Every field is
+sent to every open tab whenever its section changes, so the view holds only what
+the cards render; what search and sort read besides is in ``query_row``.
 """
 
 from __future__ import annotations
@@ -32,16 +34,13 @@ class OperationView:
     live: bool = False
     source: str = "discovered"
     command: str = ""
-    user: str = ""
     # Times: ISO UTC for the browser; uptime is only sent for ended operations
     # (a live one ticks in the browser from ``started_at``).
     started_at: str = ""
-    ended_at: str = ""
     uptime_text: str = ""
     uptime_format: str = "h[h] m[m] s[s]"  # moment-duration-format template for the ticking uptime
     # Server.
     port: int | None = None
-    ports_text: str = ""
     url: str = ""
     # Program (and any process).
     pid: int | None = None
@@ -51,9 +50,7 @@ class OperationView:
     progress_percent: int | None = None
     epoch_text: str = ""
     train_loss_text: str = ""
-    eta_seconds: float | None = None
     stalled: bool = False
-    progress_source: str = ""
     # Job progress as read on the card (dgx_spark/progress/display.py).
     eta_text: str = ""
     throughput_text: str = ""
@@ -65,10 +62,6 @@ class OperationView:
     gpu_memory_text: str = ""
     gpu_utilization_text: str = ""
     idle_gpu: bool = False
-    # Raw numbers for sorting (dgx_spark.events.query); None when unknown.
-    cpu_percent: float | None = None
-    memory_bytes: int | None = None
-    gpu_memory_bytes: int | None = None
 
 
 def _text(value: Any) -> str:
@@ -99,13 +92,10 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         live=op.status in LIVE_STATUSES,
         source=op.source,
         command=op.command or "",
-        user=op.user or "",
         started_at=fmt.iso_timestamp(op.started_at_ts),
-        ended_at=fmt.iso_timestamp(op.ended_at_ts),
         uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
         uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
-        ports_text=", ".join(str(p) for p in op.ports) if len(op.ports) > 1 else "",
         url=f"http://{url_host}:{port}" if port is not None else "",
         pid=op.pid,
         process_count=op.process_count,
@@ -113,9 +103,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         progress_percent=fmt.progress_percent(op.progress),
         epoch_text=_text(fmt.format_epoch(metrics.get("epoch"), op.total_epochs)),
         train_loss_text=_text(fmt.format_metric(metrics.get("train_loss", metrics.get("loss")))),
-        eta_seconds=op.eta_seconds,
         stalled=bool(op.stalled),
-        progress_source=op.progress_source or "",
         eta_text=progress_display.format_eta(op.eta_seconds) if op.status in LIVE_STATUSES else "",
         throughput_text=progress_display.format_throughput(op.throughput) if op.status in LIVE_STATUSES else "",
         progress_source_text=progress_display.source_label(op.progress_source),
@@ -125,20 +113,37 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
         gpu_utilization_text=_text(fmt.format_percent(op.gpu_utilization)),
         idle_gpu=bool(op.idle_gpu),
-        cpu_percent=op.cpu_percent,
-        memory_bytes=op.memory_bytes,
-        gpu_memory_bytes=op.gpu_memory_bytes,
     )
 
 
-def _order(view: OperationView) -> tuple[int, str, str]:
+def query_row(op: Operation, view: OperationView) -> dict[str, Any]:
+    """The fields search, filters and sort (``dgx_spark.events.query``) read, for one card."""
+    return {
+        "id": view.id,
+        "type": view.type,
+        "status": view.status,
+        "name": view.name,
+        "description": view.description,
+        "command": view.command,
+        "pid": view.pid,
+        "port": view.port,
+        "ports": list(op.ports) or ([view.port] if view.port is not None else []),
+        "started_at": view.started_at,
+        "ended_at": fmt.iso_timestamp(op.ended_at_ts),
+        "cpu_percent": op.cpu_percent,
+        "memory_bytes": op.memory_bytes,
+        "gpu_memory_bytes": op.gpu_memory_bytes,
+    }
+
+
+def display_order(view: OperationView) -> tuple[int, str, str]:
     """Live first; then oldest first, so a new card appears at the end and cards stay put."""
     return (0 if view.live else 1, view.started_at or "~", view.id)
 
 
 def operation_views(operations: Iterable[Operation], now: float, host: str) -> list[OperationView]:
     """Views of every operation, in display order."""
-    return sorted((operation_view(op, now, host) for op in operations), key=_order)
+    return sorted((operation_view(op, now, host) for op in operations), key=display_order)
 
 
 def snapshot_errors(snapshot: Snapshot) -> list[str]:

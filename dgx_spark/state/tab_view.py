@@ -1,0 +1,175 @@
+"""What the Operations tab shows for a snapshot, computed once for every open tab.
+
+Plain Python (no Reflex). Every tab's live loop asks ``tab_view(snapshot, host,
+query)`` each tick; the cards' views are derived once per snapshot and host
+(``base_view``), and filtered once per snapshot and distinct filter settings,
+however many tabs show them. A result whose content equals the previous one for
+the same host and filters keeps its ``version`` (and its objects), so a loop
+tells "nothing changed for this tab" by comparing one small fingerprint, without
+touching the tab's state (see ``operations.run_tab_loop``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from dgx_spark.collector.model import Snapshot
+from dgx_spark.events.query import OperationQuery, apply_query
+from dgx_spark.format import iso_timestamp
+from dgx_spark.state.view import (
+    SECTION_OF_TYPE,
+    SECTIONS,
+    OperationView,
+    display_order,
+    operation_view,
+    query_row,
+)
+
+# How many (host, filters) results are kept; the oldest unused go first.
+MAX_TAB_VIEWS = 256
+MAX_HOSTS = 16
+
+_versions = itertools.count(1)
+_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BaseView:
+    """Every card of one snapshot, for one host name (links carry it).
+
+    ``version`` names the content: it stays when a newer snapshot shows the same cards.
+    """
+
+    snapshot: Snapshot
+    sequence: int
+    version: int
+    views: tuple[OperationView, ...]
+    rows: tuple[dict[str, Any], ...]  # query_row of each view, same order
+    counts: tuple[int, int, int]  # servers, jobs, programs
+    running_count: int
+    changed_at: str  # ISO time of the snapshot that last changed ``views``
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TabView:
+    """What one tab shows: each section's cards after its filters, and the counts."""
+
+    sequence: int
+    version: int
+    base_version: int
+    sections: tuple[tuple[OperationView, ...], ...]  # in SECTIONS order
+    counts: tuple[int, int, int]  # every server / job / program, filters aside
+    running_count: int
+    total: int
+    visible_count: int
+    changed_at: str
+
+    def section(self, name: str) -> tuple[OperationView, ...]:
+        """The cards of section ``name`` that pass the filters."""
+        return self.sections[SECTIONS.index(name)]
+
+
+_bases: OrderedDict[str, BaseView] = OrderedDict()  # host -> latest
+_tabs: OrderedDict[tuple[str, OperationQuery], TabView] = OrderedDict()
+
+
+def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> BaseView:
+    known = {view.id: view for view in previous.views} if previous is not None else {}
+    pairs = []
+    for op in snapshot.operations:
+        view = operation_view(op, snapshot.taken_at, host)
+        old = known.get(view.id)
+        # Keep the previous object when nothing changed: later comparisons are identity checks.
+        pairs.append((old if old == view else view, op))
+    pairs.sort(key=lambda pair: display_order(pair[0]))
+    views = tuple(view for view, _ in pairs)
+    if previous is not None and views == previous.views:
+        return dataclasses.replace(previous, snapshot=snapshot, sequence=snapshot.sequence)
+    counts = [0, 0, 0]
+    for view in views:
+        section = SECTION_OF_TYPE.get(view.type)
+        if section is not None:
+            counts[SECTIONS.index(section)] += 1
+    return BaseView(
+        snapshot=snapshot,
+        sequence=snapshot.sequence,
+        version=next(_versions),
+        views=views,
+        rows=tuple(query_row(op, view) for view, op in pairs),
+        counts=(counts[0], counts[1], counts[2]),
+        running_count=sum(1 for view in views if view.live),
+        changed_at=iso_timestamp(snapshot.taken_at),
+    )
+
+
+def base_view(snapshot: Snapshot, host: str) -> BaseView:
+    """Every card of ``snapshot`` (derived once per snapshot and host)."""
+    with _lock:
+        previous = _bases.get(host)
+        # The sampler hands every tab the same Snapshot object for a sequence.
+        if previous is not None and previous.snapshot is snapshot:
+            return previous
+        base = _compute_base(snapshot, host, previous)
+        _bases[host] = base
+        _bases.move_to_end(host)
+        while len(_bases) > MAX_HOSTS:
+            _bases.popitem(last=False)
+        return base
+
+
+def _filter(base: BaseView, query: OperationQuery) -> tuple[tuple[OperationView, ...], ...]:
+    if query.is_filtering or query.sort:
+        by_id = {view.id: view for view in base.views}
+        visible = [by_id[row["id"]] for row in apply_query(list(base.rows), query)]
+    else:
+        visible = list(base.views)
+    return tuple(
+        tuple(view for view in visible if SECTION_OF_TYPE.get(view.type) == section) for section in SECTIONS
+    )
+
+
+def tab_view(snapshot: Snapshot, host: str, query: OperationQuery) -> TabView:
+    """What a tab reached at ``host`` with filters ``query`` shows for ``snapshot``.
+
+    Computed once per snapshot, host and filters; tabs that share them share the result.
+    """
+    base = base_view(snapshot, host)
+    key = (host, query)
+    with _lock:
+        previous = _tabs.get(key)
+        if previous is not None and previous.base_version == base.version:
+            if previous.sequence != base.sequence:
+                previous = dataclasses.replace(previous, sequence=base.sequence)
+                _tabs[key] = previous
+            _tabs.move_to_end(key)
+            return previous
+    sections = _filter(base, query)
+    visible_count = sum(len(section) for section in sections)
+    same = (
+        previous is not None
+        and previous.sections == sections
+        and previous.counts == base.counts
+        and previous.running_count == base.running_count
+        and previous.changed_at == base.changed_at
+    )
+    result = TabView(
+        sequence=base.sequence,
+        version=previous.version if same and previous is not None else next(_versions),
+        base_version=base.version,
+        sections=previous.sections if same and previous is not None else sections,
+        counts=base.counts,
+        running_count=base.running_count,
+        total=len(base.views),
+        visible_count=visible_count,
+        changed_at=base.changed_at,
+    )
+    with _lock:
+        _tabs[key] = result
+        _tabs.move_to_end(key)
+        while len(_tabs) > MAX_TAB_VIEWS:
+            _tabs.popitem(last=False)
+    return result
