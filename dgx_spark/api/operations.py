@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -32,19 +33,18 @@ class _ListCache:
         self._sequence = -1
         self._bodies: dict[tuple[str | None, ...], bytes] = {}
 
-    def body(self, key: tuple[str | None, ...], sequence: int, build: Any) -> bytes:
-        """The body for ``key`` at ``sequence``, building it with ``build()`` when missing."""
+    def get(self, key: tuple[str | None, ...], sequence: int) -> bytes | None:
+        """The body for ``key`` at ``sequence``, if it was built already."""
         with self._lock:
             if sequence != self._sequence:
                 self._sequence, self._bodies = sequence, {}
-            cached = self._bodies.get(key)
-        if cached is not None:
-            return cached
-        body = build()
+            return self._bodies.get(key)
+
+    def put(self, key: tuple[str | None, ...], sequence: int, body: bytes) -> None:
+        """Keep a body built for ``key`` at ``sequence`` (unless a newer snapshot exists)."""
         with self._lock:
             if sequence == self._sequence and len(self._bodies) < self.MAX_QUERIES:
                 self._bodies[key] = body
-        return body
 
 
 _list_cache = _ListCache()
@@ -55,7 +55,7 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 @router.get("/api/dgx/operations", summary="List operations", response_class=Response)
-def list_operations(
+async def list_operations(
     type: str | None = Query(
         default=None, max_length=100, description="Only these types (comma-separated): server, job, program."
     ),
@@ -73,11 +73,14 @@ def list_operations(
     except QueryError as err:
         raise ApiError(422, str(err), field=err.field) from err
     snapshot = get_sampler().latest
-    body = _list_cache.body(
-        (q, type, status, sort, order),
-        snapshot.sequence,
-        lambda: _encode({"success": True, "data": apply_query(snapshot.to_api(), query)}),
-    )
+    key = (q, type, status, sort, order)
+    body = _list_cache.get(key, snapshot.sequence)
+    if body is None:
+        # Built once per snapshot and query, off the event loop; then served from memory.
+        body = await asyncio.to_thread(
+            lambda: _encode({"success": True, "data": apply_query(snapshot.to_api(), query)})
+        )
+        _list_cache.put(key, snapshot.sequence, body)
     return Response(content=body, media_type="application/json")
 
 
