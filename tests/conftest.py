@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.dashboard import Dashboard
+from tests.support.dashboard import Dashboard, wait_until
+from tests.support.fake_gpu import NO_GPU, write_scenario
 
 # How long the shared full dashboard lists ended operations (seconds).
 FULL_ENDED_TTL_SECONDS = 15
+# The shared full dashboard runs the fake NVML (test hook) from this file in its folder:
+# "no GPU" (like this machine) unless a test sets another scenario via ``full_dashboard_gpu``.
+FULL_GPU_SCENARIO = "fake-nvml.json"
+# Seconds at ~0 % GPU before an operation gets the "idle GPU" badge (only matters with a GPU).
+FULL_IDLE_GPU_SECONDS = 2
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -66,18 +73,40 @@ def full_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboa
     """The whole app (UI built, one port), once per test session.
 
     Ended operations stay listed ``FULL_ENDED_TTL_SECONDS`` only, so operations
-    other tests ended leave soon and a section can be seen empty.
+    other tests ended leave soon and a section can be seen empty. NVML is the
+    fake with "no GPU" (on any machine); ``full_dashboard_gpu`` changes that for one test.
     """
+    folder = tmp_path_factory.mktemp("full")
+    scenario = folder / FULL_GPU_SCENARIO
+    write_scenario(scenario, NO_GPU)
     dashboard = Dashboard(
-        tmp_path_factory.mktemp("full"),
+        folder,
         full=True,
-        env={"DGX_SPARK_ENDED_TTL_SECONDS": str(FULL_ENDED_TTL_SECONDS)},
+        env={
+            "DGX_SPARK_ENDED_TTL_SECONDS": str(FULL_ENDED_TTL_SECONDS),
+            "DGX_SPARK_FAKE_NVML": str(scenario),
+            "DGX_SPARK_IDLE_GPU_SECONDS": str(FULL_IDLE_GPU_SECONDS),
+        },
     )
     dashboard.start()
     yield dashboard
     dashboard.stop()
     shutil.copy(dashboard.log_path, ARTIFACTS / "dashboard-full.log") if ARTIFACTS.exists() else None
     _fail_on_logged_errors(dashboard)
+
+
+@pytest.fixture
+def full_dashboard_gpu(full_dashboard: Dashboard) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Set the fake GPU scenario of the shared full dashboard; back to "no GPU" afterwards."""
+    scenario = full_dashboard.data_dir / FULL_GPU_SCENARIO
+    yield lambda value: write_scenario(scenario, value)
+    write_scenario(scenario, NO_GPU)
+    # The next test starts only once the app has let the GPU go again.
+    wait_until(
+        lambda: full_dashboard.get_json("/api/dgx/system")["data"]["gpu"]["available"] is False,
+        timeout=60,
+        message="the full dashboard did not go back to no GPU",
+    )
 
 
 def _fail_on_logged_errors(dashboard: Dashboard) -> None:

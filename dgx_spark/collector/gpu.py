@@ -13,8 +13,11 @@ All NVML calls of a tick run in one worker thread under a deadline
 (:class:`GpuReader`), so a hung driver never stalls the sampler.
 
 Test hook: ``DGX_SPARK_FAKE_NVML=<scenario.json>`` makes the default loader use
-``tests/fake_pynvml.py`` with that scenario instead of the real ``pynvml``.
-It exists only for the test suite; never set it in production.
+``tests/fake_pynvml.py`` with that scenario instead of the real ``pynvml``, and
+the default session (:func:`default_session`) starts NVML over whenever the
+scenario file changes, so a test can make a GPU appear or vanish under a running
+app. It exists only for the test suite; never set it in production. Without it
+NVML is initialised once and a failed start is final, as always.
 """
 
 from __future__ import annotations
@@ -376,6 +379,55 @@ class NvmlSession:
         self._initialised = False
 
 
+class FakeScenarioSession(NvmlSession):
+    """Test hook only (``DGX_SPARK_FAKE_NVML``): an NVML session that starts over
+    when the fake's scenario file changes.
+
+    A real driver does not come and go, so :class:`NvmlSession` initialises once
+    and keeps a failure for good. Under the fake a test rewrites the scenario
+    file (e.g. "no GPU" -> a GB10 -> "no GPU"); this session then shuts the old
+    fake down, loads it again and re-initialises, as a fresh app would.
+    """
+
+    def __init__(self, scenario: Path, **kwargs: Any) -> None:
+        """Follow the scenario file at ``scenario``; ``kwargs`` go to ``NvmlSession``."""
+        super().__init__(**kwargs)
+        self._kwargs = kwargs
+        self._scenario_path = scenario
+        self._stamp = self._scenario_stamp()
+
+    def _scenario_stamp(self) -> bytes | None:
+        """The scenario file's content (a few hundred bytes; None while it is missing)."""
+        try:
+            return self._scenario_path.read_bytes()
+        except OSError:
+            return None
+
+    @property
+    def failure(self) -> str | None:
+        """As ``NvmlSession.failure``, but None once the scenario changed (the next read retries)."""
+        if self._scenario_stamp() != self._stamp:
+            return None
+        return super().failure
+
+    def read(self, now: float | None = None) -> GpuReading:
+        """Start over if the scenario file changed, then read as ``NvmlSession`` does."""
+        stamp = self._scenario_stamp()
+        if stamp != self._stamp:
+            self.shutdown()
+            # Every cached field (handles, failure, sample times) back to a fresh session's.
+            NvmlSession.__init__(self, **self._kwargs)
+            self._stamp = stamp
+            logger.info("fake NVML scenario changed: NVML starts over")
+        return super().read(now)
+
+
+def default_session() -> NvmlSession:
+    """The app's NVML session: real NVML; under the test hook, one following the fake's scenario."""
+    scenario = os.environ.get(FAKE_NVML_ENV, "").strip()
+    return FakeScenarioSession(Path(scenario)) if scenario else NvmlSession()
+
+
 class GpuReader:
     """Runs ``NvmlSession.read`` in a worker thread with a deadline.
 
@@ -385,8 +437,8 @@ class GpuReader:
     """
 
     def __init__(self, session: NvmlSession | None = None, *, timeout: float = 2.0) -> None:
-        """Wrap ``session`` (a real-NVML session by default)."""
-        self.session = session if session is not None else NvmlSession()
+        """Wrap ``session`` (by default ``default_session()``: real NVML)."""
+        self.session = session if session is not None else default_session()
         self.timeout = timeout
         self._last: GpuReading | None = None
         self._worker: threading.Thread | None = None
