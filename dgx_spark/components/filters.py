@@ -1,7 +1,7 @@
 """The filter bar: search box, type and status chips, sort select and order.
 
 ``filter_bar(State)`` works with any state built on ``FilterMixin`` (the
-Operations tab's ``FiltersState``, the History view's ``HistoryState``); every
+Operations tab's ``OperationsState``, the History view's ``HistoryState``); every
 change is written to the URL query by the state.
 """
 

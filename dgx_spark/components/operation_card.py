@@ -217,22 +217,6 @@ def job_progress(op: rx.Var[OperationView]) -> rx.Component:
     return job_progress_block(op)
 
 
-def chip(icon: str, label: str, value: rx.Var[str], field: str) -> rx.Component:
-    """One resource figure, hidden while unknown."""
-    return rx.cond(
-        value != "",
-        rx.badge(
-            rx.icon(icon, size=12),
-            label,
-            rx.text(value, as_="span", weight="medium"),
-            variant="surface",
-            color_scheme="gray",
-            size="1",
-            data_field=field,
-        ),
-    )
-
-
 def card_actions(op: rx.Var[OperationView]) -> rx.Component:
     """The footer row of action buttons (extension slot: Stop, Start again, Logs, Remove).
 

@@ -6,9 +6,8 @@ back with ``history.replaceState`` on every change, so a view is bookmarkable an
 survives the refresh loop and a reload. The matching is ``dgx_spark.events.query``,
 the same functions the REST API uses.
 
-- ``OperationsState`` (``state/operations.py``; ``FiltersState`` is another name
-  for it) filters the Operations tab's cards: it assigns each section's visible
-  cards when a filter changes (``_filters_changed``) or the snapshot does.
+- ``OperationsState`` (``state/operations.py``) filters the Operations tab's cards:
+  it assigns each section's visible cards when a filter changes (``_filters_changed``) or the snapshot does.
 - ``HistoryState`` (in ``state/history.py``) filters the ended operations.
 """
 
@@ -154,12 +153,3 @@ class FilterMixin(rx.State, mixin=True):
         self.types = ""
         self.statuses = ""
         return self._sync_url()
-
-
-def __getattr__(name: str) -> Any:
-    """``FiltersState``: the Operations tab's state, which holds its filters (imported late: no cycle)."""
-    if name == "FiltersState":
-        from dgx_spark.state.operations import OperationsState
-
-        return OperationsState
-    raise AttributeError(name)
