@@ -25,17 +25,9 @@ from typing import Any
 import psutil
 
 from bench.api_latency import measure_api, percentile
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.dashboard import Dashboard, wait_until
 
-CHROMIUM = os.environ.get("DGX_SPARK_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HEARTBEATS = {"2", "3"}  # Engine.IO ping/pong: keep-alive, not a tick's data
 BROWSER_PARTS = {"tabs", "ws", "visible", "rss"}
 FLEET_MARKER = "bench_(op|vis)_"
@@ -218,7 +210,7 @@ class AppBench:
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path=CHROMIUM if Path(CHROMIUM).exists() else None,
+                executable_path=chromium_path(),
                 args=CHROMIUM_FLAGS,
                 headless=True,
             )

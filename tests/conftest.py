@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.dashboard import Dashboard, wait_until
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.dashboard import Dashboard, reap_launched, wait_until
 from tests.support.fake_gpu import NO_GPU, write_scenario
 
 # How long the shared full dashboard lists ended operations (seconds).
@@ -22,25 +22,6 @@ FULL_GPU_SCENARIO = "fake-nvml.json"
 FULL_IDLE_GPU_SECONDS = 2
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
-def chromium_path() -> str | None:
-    """Debian's Chromium, or one named by DGX_SPARK_CHROMIUM; None: Playwright's own."""
-    for candidate in (os.environ.get("DGX_SPARK_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where screenshots and logs from tests go (ignored by git)."""
@@ -59,12 +40,17 @@ def browser_type_launch_args() -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """The dashboard's backend alone (API, sampler, supervisor), once per module."""
-    dashboard = Dashboard(tmp_path_factory.mktemp("backend"))
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """The dashboard's backend alone (API, sampler, supervisor), once per module.
+
+    A module's ``BACKEND_ENV`` dict, if it has one, adds environment settings.
+    Whatever the backend launched and left running is killed afterwards.
+    """
+    dashboard = Dashboard(tmp_path_factory.mktemp("backend"), env=getattr(request.module, "BACKEND_ENV", None))
     dashboard.start()
     yield dashboard
     dashboard.stop()
+    reap_launched(dashboard.data_dir)
     _fail_on_logged_errors(dashboard)
 
 

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-UNTHROTTLED = {"DGX_SPARK_CONTROL_RATE": "1000", "DGX_SPARK_CONTROL_BURST": "1000"}
-
 import pytest
 
-from tests.conftest import _fail_on_logged_errors
-from tests.support.dashboard import Dashboard
-from tests.test_supervisor import reap_launched
+from tests.support.dashboard import UNTHROTTLED, Dashboard
+
+# The module-scoped `backend` fixture (conftest) runs with these: many control requests in a row.
+BACKEND_ENV = UNTHROTTLED
 
 SCRIPT = str(Path(__file__).resolve())
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """A backend of its own: many control requests in a row, so no control-rate limit."""
-    dashboard = Dashboard(tmp_path_factory.mktemp("control"), env=UNTHROTTLED)
-    dashboard.start()
-    yield dashboard
-    dashboard.stop()
-    reap_launched(dashboard.data_dir)
-    _fail_on_logged_errors(dashboard)
 
 
 def nothing_spawned(backend: Dashboard) -> None:

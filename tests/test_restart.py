@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import _fail_on_logged_errors
-from tests.support.dashboard import Dashboard, wait_until
-from tests.test_supervisor import reap_launched
+from tests.support.dashboard import Dashboard, reap_launched, wait_until
 
 TICKER = """\
 import sys, time

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -10,37 +9,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-UNTHROTTLED = {"DGX_SPARK_CONTROL_RATE": "1000", "DGX_SPARK_CONTROL_BURST": "1000"}
 
 import pytest
 
 from dgx_spark.security.token import operation_token
-from tests.conftest import _fail_on_logged_errors
-from tests.support.dashboard import TEST_TOKEN, Dashboard, free_port, wait_until
+from tests.support.dashboard import TEST_TOKEN, UNTHROTTLED, Dashboard, free_port, wait_until
 
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """A backend of its own: many control requests in a row, so no control-rate limit."""
-    dashboard = Dashboard(tmp_path_factory.mktemp("control"), env=UNTHROTTLED)
-    dashboard.start()
-    yield dashboard
-    dashboard.stop()
-    reap_launched(dashboard.data_dir)
-    _fail_on_logged_errors(dashboard)
-
-
-def reap_launched(data_dir: Path) -> None:
-    """Kill what a test's dashboard launched and left running (runners outlive dashboards by design)."""
-    for info_file in (data_dir / "runs").glob("*/runner.json"):
-        if (info_file.parent / "exit.json").exists():
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            os.killpg(json.loads(info_file.read_text())["pid"], signal.SIGKILL)
+# The module-scoped `backend` fixture (conftest) runs with these: many control requests in a row.
+BACKEND_ENV = UNTHROTTLED
 
 
 def launched(backend: Dashboard, op_id: str) -> dict[str, Any] | None:

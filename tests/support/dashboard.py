@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Control-rate settings for tests that make many control requests in a row.
+UNTHROTTLED = {"DGX_SPARK_CONTROL_RATE": "1000", "DGX_SPARK_CONTROL_BURST": "1000"}
 TEST_TOKEN = "test-token-0123456789abcdef0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -208,6 +210,16 @@ def running_dashboard(data_dir: Path, **kwargs: Any) -> Iterator[Dashboard]:
         yield dashboard.start()
     finally:
         dashboard.stop()
+
+
+def reap_launched(data_dir: Path) -> None:
+    """Kill what a test's dashboard launched and left running (runners outlive dashboards by design)."""
+    for info_file in (data_dir / "runs").glob("*/runner.json"):
+        if (info_file.parent / "exit.json").exists():
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            os.killpg(json.loads(info_file.read_text())["pid"], signal.SIGKILL)
+
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.2, message: str = "") -> Any:
