@@ -119,6 +119,8 @@ class Operation:
     cwd: str | None = None
     # A launched operation: whether a user asked it to stop (None: not known, e.g. discovered).
     stop_requested: bool | None = None
+    # Which run of the operation this is (1, 2, … for "Start again"); events and history are per run.
+    run: int = 1
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
