@@ -222,14 +222,17 @@ BUILTIN_TEMPLATES: tuple[Template, ...] = (
 CUSTOM = "custom"
 
 
-def _check_text(field: str, value: Any, *, limit: int = MAX_STRING, allow_empty: bool = False) -> str:
+def _check_text(
+    field: str, value: Any, *, limit: int = MAX_STRING, allow_empty: bool = False, single_line: bool = False,
+) -> str:
+    """A string within ``limit``; NUL is refused (exec cannot carry it), newlines only if ``single_line``."""
     if not isinstance(value, str):
         raise SpecError(field, f"must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise SpecError(field, f"is too long ({len(value)} characters, at most {limit})")
     if "\x00" in value:
         raise SpecError(field, "must not contain NUL bytes")
-    if "\n" in value or "\r" in value:
+    if single_line and ("\n" in value or "\r" in value):
         raise SpecError(field, "must not contain newlines")
     if not allow_empty and not value.strip():
         raise SpecError(field, "must not be empty")
@@ -331,7 +334,7 @@ def _check_param(param: Param, value: Any, base: str | None) -> Any:
     if param.kind in ("string", "model"):
         return _check_text(field, value)
     if param.kind == "choice":
-        text = _check_text(field, value)
+        text = _check_text(field, value, single_line=True)
         if text not in param.choices:
             raise SpecError(field, f"must be one of {', '.join(param.choices)}")
         return text
@@ -454,7 +457,7 @@ def build_spec(
 def _check_name(name: Any, fallback: str) -> str:
     if name is None or name == "":
         return fallback
-    return _check_text("name", name, limit=NAME_MAX).strip()
+    return _check_text("name", name, limit=NAME_MAX, single_line=True).strip()
 
 
 def build_custom_spec(
