@@ -12,8 +12,10 @@ from dgx_spark.security.redaction import (
     is_secret_name,
     redact_argv,
     redact_command,
+    redact_lines,
     redact_text,
 )
+from dgx_spark.security.token import operation_token
 
 SECRET = "s3cr3t-Value_0123456789"
 
@@ -174,3 +176,123 @@ def test_redaction_module_imports_no_web_framework() -> None:
         for alias in node.names
     }
     assert not {m for m in imported if m.split(".")[0] in {"reflex", "fastapi", "starlette"}}
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+PEM_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+
+# (text, what must be gone, expected output): issue 12 point 7 and issue 16 point 8, each form once.
+HIDDEN_FORMS: list[tuple[str, str, str]] = [
+    (f"curl -H 'x-api-key: {SECRET}' https://api", SECRET, "curl -H 'x-api-key: ***' https://api"),
+    (f"api-key: {SECRET}", SECRET, "api-key: ***"),
+    (f"curl --header 'X-Api-Key: {SECRET}' https://api", SECRET, "curl --header 'X-Api-Key: ***' https://api"),
+    ("password: x", ": x", "password: ***"),
+    ("WANDB_API_KEY: v", ": v", "WANDB_API_KEY: ***"),
+    (f"PGPASSWORD={SECRET} psql -h db", SECRET, "PGPASSWORD=*** psql -h db"),
+    (f"MYSQL_PWD={SECRET} mysql -u root", SECRET, "MYSQL_PWD=*** mysql -u root"),
+    (f"token is {JWT} ok", JWT, "token is *** ok"),
+    (
+        f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\ndone",
+        PEM_BODY,
+        "-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----\ndone",
+    ),
+    (f"cat: -----BEGIN PRIVATE KEY-----{PEM_BODY}", PEM_BODY, "cat: -----BEGIN PRIVATE KEY-----***"),
+    ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "4eC39HqLyjWDarjtT1zdp7dc", "stripe ***"),
+    ("maps AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "SyD-9tSrke72", "maps ***"),
+    ("npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 login", "AbCdEfGh", "*** login"),
+    (f"DGX_SPARK_TOKEN={operation_token('launch-1', 'x' * 32)}", "op1.", "DGX_SPARK_TOKEN=***"),
+    (f"report with {operation_token('launch-2', 'y' * 32)}", "op1.", "report with ***"),
+    (f"requests.get(url, headers=hdr(Bearer {SECRET}))", SECRET, "requests.get(url, headers=hdr(Bearer ***))"),
+    (f"(Authorization: Bearer {SECRET})", SECRET, "(Authorization: Bearer ***)"),
+    ("(Authorization: Bearer ***)", "Bearer ***)x", "(Authorization: Bearer ***)"),
+    (f"[password: {SECRET}]", SECRET, "[password: ***]"),
+]
+
+
+@pytest.mark.parametrize(("text", "gone", "expected"), HIDDEN_FORMS, ids=[str(i) for i in range(len(HIDDEN_FORMS))])
+def test_secret_forms_hidden(text: str, gone: str, expected: str) -> None:
+    out = redact_text(text)
+    assert out == expected
+    assert gone not in out
+    # Idempotent: redacting again changes nothing (text shown twice, e.g. logs then events).
+    assert redact_text(out) == out
+
+
+# Near misses: text that looks a little like a secret and must stay exactly as it is.
+NEAR_MISSES = [
+    "PWD=/home/ai OLDPWD=/tmp",
+    "max_tokens: 512",
+    "tokenizer: gpt2",
+    "keyboard: us",
+    "monkey: 1",
+    "api-key-id: 17",
+    "time: 12:00:01",
+    "http://127.0.0.1:8000/v1",
+    "npm_config_cache=/root/.npm",
+    "npm_package_name: demo",
+    "eyJhbGciOiJIUzI1NiJ9 alone is not a JWT",
+    "-----BEGIN PUBLIC KEY-----",
+    "-----BEGIN CERTIFICATE-----",
+    "sk_live_ short",
+    "AIza short",
+    "op1.example.com",
+    "Bearer ***)",
+    "(see Authorization header)",
+    "password:",
+    "ssh git@github.com",
+    "cd /srv && ls --password-file",
+]
+
+
+@pytest.mark.parametrize("text", NEAR_MISSES)
+def test_near_misses_stay(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_argv_header_argument() -> None:
+    argv = ["curl", "--header", f"X-Api-Key: {SECRET}", "-H", f"api-key: {SECRET}", "https://api"]
+    assert redact_command(argv) == "curl --header 'X-Api-Key: ***' -H 'api-key: ***' https://api"
+
+
+def test_redact_lines_hides_pem_across_lines() -> None:
+    lines = [
+        "loading key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+        PEM_BODY,
+        PEM_BODY[:20],
+        "-----END OPENSSH PRIVATE KEY-----",
+        f"HF_TOKEN={SECRET}",
+        "done",
+    ]
+    out = redact_lines(lines)
+    assert out == [
+        "loading key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----***",
+        MASK,
+        MASK,
+        "-----END OPENSSH PRIVATE KEY-----",
+        "HF_TOKEN=***",
+        "done",
+    ]
+
+
+def test_redact_lines_tail_that_starts_inside_a_key() -> None:
+    """A log tail cut inside the block: the key lines above END are hidden."""
+    out = redact_lines([PEM_BODY, PEM_BODY, "-----END PRIVATE KEY-----", "next line"])
+    assert out == [MASK, MASK, "-----END PRIVATE KEY-----", "next line"]
+
+
+def test_redact_lines_unterminated_key_hides_the_rest() -> None:
+    out = redact_lines(["-----BEGIN EC PRIVATE KEY-----", PEM_BODY, PEM_BODY])
+    assert PEM_BODY not in "".join(out)
+    assert len(out) == 3
+
+
+def test_secret_names_without_separator() -> None:
+    for name in ("PGPASSWORD", "MYSQL_PWD", "DB_PWD", "X-Api-Key", "api-key", "DBPASSWORD"):
+        assert is_secret_name(name), name
+    for name in ("PWD", "OLDPWD", "--pwd", "api-key-id"):
+        assert not is_secret_name(name), name

@@ -19,16 +19,25 @@ What is hidden (the value becomes ``***``):
   query parameters (``?token=...``);
 * values of secret-named keys in JSON, Python dicts and YAML
   (``{"HF_TOKEN": "..."}``, ``'api_key': '...'``, ``password: "..."``);
-* ``Authorization:`` header values and ``Bearer <token>``;
+* the same keys with a plain value after ``: `` (YAML, HTTP headers):
+  ``password: x``, ``WANDB_API_KEY: v``, ``x-api-key: ...``, ``api-key: ...``
+  (also inside ``--header 'X-Api-Key: ...'``);
+* names that are secret without a separator: ``PGPASSWORD=``, ``MYSQL_PWD=``
+  (``*_PWD``; but not ``PWD`` or ``OLDPWD``, which are folders);
+* ``Authorization:`` header values and ``Bearer <token>`` (a closing bracket
+  after the token stays);
+* PEM private keys, the whole block (:func:`redact_lines` also across lines);
 * strings shaped like well-known API tokens (``hf_...``, ``sk-...``,
-  ``ghp_...``, ``xoxb-...``, ``AKIA...``) wherever they appear.
+  ``ghp_...``, ``xoxb-...``, ``AKIA...``, ``sk_live_...``, ``AIza...``,
+  ``npm_...``, JWTs ``eyJ...``) and launched jobs' own ``op1.`` tokens,
+  wherever they appear.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 MASK = "***"
 
@@ -36,7 +45,9 @@ MASK = "***"
 _SECRET_WORDS = (
     r"token|secret|password|passwd|pass|passphrase|key|apikey|credentials?|auth"
 )
-_SECRET_NAME = re.compile(rf"(?:^|[_.-])(?:{_SECRET_WORDS})$", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    rf"(?:^|[_.-])(?:{_SECRET_WORDS})$|(?:password|passwd|passphrase|apikey)$|[_.-]pwd$", re.IGNORECASE
+)
 # A flag that turns a secret off (``--no-auth``) carries no value.
 _NEGATED = re.compile(r"^(?:no|disable|without)[_-]", re.IGNORECASE)
 
@@ -46,9 +57,11 @@ _FLAG_IN_TEXT = re.compile(rf"(?P<flag>(?<![\w-])--?(?P<name>[A-Za-z][\w.-]*))(?
 # NAME=value (environment-style or dotted config keys) inside free text.
 _ASSIGN_IN_TEXT = re.compile(rf"(?<![\w.?&;/-])(?P<name>[A-Za-z_][\w.]*)=(?P<value>{_QUOTED_VALUE})")
 # "NAME": value  /  'NAME': value  /  NAME: "value"  (JSON, Python dicts, YAML)
+# NAME: value  (YAML, HTTP headers such as ``X-Api-Key: ...``): a plain value needs a blank after the colon.
 _KEYED_IN_TEXT = re.compile(
     r"(?P<key>(?P<q>[\"'])(?P<qname>[A-Za-z_][\w.-]*)(?P=q)\s*:\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,}\]]+)"
     r"|(?P<ukey>(?<![\w.-])(?P<uname>[A-Za-z_][\w.-]*):\s*)(?P<uvalue>\"[^\"]*\"|'[^']*')"
+    r"|(?P<pkey>(?<![\w.-])(?P<pname>[A-Za-z_][\w.-]*):[ \t]+)(?P<pvalue>[^\s,}\]\"']+)"
 )
 # scheme://user:password@host  and  scheme://longtoken@host
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/@?#]+)@")
@@ -63,8 +76,20 @@ _BEARER = re.compile(r"(?P<head>\bbearer\s+)(?P<value>(?!\*\*\*)[A-Za-z0-9._~+/=
 # Token shapes of popular services, wherever they appear.
 _KNOWN_TOKENS = re.compile(
     r"\b(?:hf_[A-Za-z0-9]{20,}|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
-    r"|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,})"
+    r"|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,}"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AIza[0-9A-Za-z_-]{30,}|npm_[A-Za-z0-9]{30,}"
+    r"|op1\.[0-9a-f]{16,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
 )
+# A whole PEM private key block in one text, or its first line when the rest is cut off.
+_PEM_BLOCK = re.compile(
+    r"(?P<begin>-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----)"
+    r"(?:.*?(?P<end>-----END (?P=kind)-----)|.*)",
+    re.DOTALL,
+)
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
+_BASE64_LINE = re.compile(r"^\s*[A-Za-z0-9+/=]{16,}\s*$")
 # A user-only URL credential this long is a token, not a user name.
 _LONG_USERINFO = 20
 
@@ -105,6 +130,8 @@ def _redact_assignment(match: re.Match[str]) -> str:
 
 
 def _redact_keyed(match: re.Match[str]) -> str:
+    if match["pname"] is not None:
+        return _redact_plain_keyed(match)
     if match["qname"] is not None:
         if not is_secret_name(match["qname"]):
             return match[0]
@@ -114,8 +141,31 @@ def _redact_keyed(match: re.Match[str]) -> str:
     return f"{match['ukey']}{_mask_quoted(match['uvalue'])}"
 
 
+def _split_closers(value: str) -> tuple[str, str]:
+    """Split closing brackets that end a value but were not opened in it (``abc)`` -> ``abc``, ``)``)."""
+    body = value
+    while body and body[-1] in ")]}>" and "([{<"[")]}>".index(body[-1])] not in body:
+        body = body[:-1]
+    return body, value[len(body):]
+
+
 def _redact_auth_header(match: re.Match[str]) -> str:
-    return f"{match['head']}{match['scheme'] or ''}{MASK}"
+    _, closers = _split_closers(match["value"])
+    return f"{match['head']}{match['scheme'] or ''}{MASK}{closers}"
+
+
+def _redact_plain_keyed(match: re.Match[str]) -> str:
+    if not is_secret_name(match["pname"]):
+        return match[0]
+    body, closers = _split_closers(match["pvalue"])
+    if not body:
+        return match[0]
+    return f"{match['pkey']}{MASK}{closers}"
+
+
+def _redact_pem(match: re.Match[str]) -> str:
+    end = match["end"] or ""
+    return f"{match['begin']}{MASK}{end}"
 
 
 def redact_text(text: str) -> str:
@@ -129,6 +179,8 @@ def redact_text(text: str) -> str:
     """
     if not text:
         return text
+    if "PRIVATE KEY-----" in text:
+        text = _PEM_BLOCK.sub(_redact_pem, text)
     text = _AUTH_HEADER.sub(_redact_auth_header, text)
     text = _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
     text = _URL_USERINFO.sub(_redact_url_userinfo, text)
@@ -137,6 +189,45 @@ def redact_text(text: str) -> str:
     text = _ASSIGN_IN_TEXT.sub(_redact_assignment, text)
     text = _KEYED_IN_TEXT.sub(_redact_keyed, text)
     return _KNOWN_TOKENS.sub(MASK, text)
+
+
+def redact_lines(lines: Iterable[str]) -> list[str]:
+    """Redact log lines one by one, hiding a PEM private key spread over several lines.
+
+    The lines between ``-----BEGIN ... PRIVATE KEY-----`` and its ``-----END``
+    line become ``***``; so do key-looking lines just before an ``END`` line
+    whose ``BEGIN`` was cut off (a log tail).
+
+    Args:
+        lines: Lines without their line ends.
+
+    Returns:
+        The redacted lines, as many as were given.
+    """
+    out: list[str] = []
+    in_key = False
+    for line in lines:
+        if in_key:
+            end = _PEM_END.search(line)
+            in_key = end is None
+            if end is None:
+                out.append(MASK)
+            else:
+                out.append((MASK if end.start() else "") + redact_text(line[end.start() :]))
+            continue
+        begin = _PEM_BEGIN.search(line)
+        if begin and not _PEM_END.search(line, begin.end()):
+            in_key = True
+            out.append(redact_text(line))  # keeps the BEGIN marker, hides what follows it
+            continue
+        if _PEM_END.search(line) and not _PEM_BEGIN.search(line):
+            # The block's start was cut off: hide the key body above this line.
+            index = len(out) - 1
+            while index >= 0 and _BASE64_LINE.match(out[index]):
+                out[index] = MASK
+                index -= 1
+        out.append(redact_text(line))
+    return out
 
 
 def _display_quote(arg: str) -> str:
