@@ -25,7 +25,7 @@ from dgx_spark.events.store import (
     HistoryRow,
     log_tail_text,
 )
-from dgx_spark.security.redaction import redact_text
+from dgx_spark.security.redaction import redact_lines
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def read_log_tail(path: str | None, lines: int) -> list[str]:
     text = ANSI.sub("", raw.decode("utf-8", errors="replace"))
     # Carriage-return redraws (progress bars): keep what the terminal would show.
     # Secrets hidden: these lines go to the database, the UI and the webhook.
-    result = [redact_text(line.rsplit("\r", 1)[-1])[:MAX_LINE] for line in text.split("\n")]
+    result = [line[:MAX_LINE] for line in redact_lines(line.rsplit("\r", 1)[-1] for line in text.split("\n"))]
     result = [line for line in result if line.strip()]
     if size > TAIL_BYTES and result:
         result = result[1:]  # the first line is probably cut

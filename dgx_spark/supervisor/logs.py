@@ -1,7 +1,7 @@
 """Per-operation log files: capped writes with rotation, tails, follow reads, ANSI stripping.
 
 Lines read for showing (tails, follow reads) have secrets hidden
-(``redact_text``: a Jupyter server prints its token); ``iter_whole`` gives the
+(``redact_lines``: a Jupyter server prints its token); ``iter_whole`` gives the
 raw file for the token-protected download.
 """
 
@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dgx_spark.security.redaction import redact_text
+from dgx_spark.security.redaction import redact_lines
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_BACKUPS = 2
@@ -71,7 +71,8 @@ def backup_path(path: Path, index: int) -> Path:
 def _decode(raw: bytes) -> list[str]:
     text = raw.decode("utf-8", errors="replace")
     # Redact with some slack before the final cut, so a cut rarely splits a secret.
-    return [redact_text(strip_ansi(line)[: 2 * MAX_LINE_CHARS])[:MAX_LINE_CHARS] for line in text.splitlines()]
+    lines = redact_lines(strip_ansi(line)[: 2 * MAX_LINE_CHARS] for line in text.splitlines())
+    return [line[:MAX_LINE_CHARS] for line in lines]
 
 
 def read_tail(path: Path, lines: int = 1000, chunk: int = 64 * 1024) -> tuple[list[str], int, bool]:
