@@ -87,6 +87,34 @@ def allowed_hosts() -> frozenset[str]:
     return frozenset(hosts)
 
 
+# One origin: scheme://host[:port], nothing else (no path, no wildcard).
+_ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?$")
+
+
+def extra_origins(raw: str) -> frozenset[str]:
+    """The origins listed in a ``DGX_SPARK_ALLOWED_ORIGINS`` value.
+
+    Raises:
+        ValueError: For ``*`` or anything that is not one ``scheme://host[:port]`` origin.
+    """
+    origins: set[str] = set()
+    for item in raw.split(","):
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if "*" in origin:
+            raise ValueError(
+                "DGX_SPARK_ALLOWED_ORIGINS must not contain '*': it would let every web site use the "
+                "dashboard with your login. List the origins, e.g. http://my-host:3000"
+            )
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"DGX_SPARK_ALLOWED_ORIGINS: {origin[:100]!r} is not an origin (expected scheme://host[:port])"
+            )
+        origins.add(origin)
+    return frozenset(origins)
+
+
 def allowed_origins() -> frozenset[str]:
     """Origins (scheme://host:port) of the app itself, plus ``DGX_SPARK_ALLOWED_ORIGINS``."""
     origins: set[str] = set()
@@ -94,8 +122,7 @@ def allowed_origins() -> frozenset[str]:
         shown = f"[{host}]" if ":" in host else host
         origins.add(f"http://{shown}:{settings.port}")
         origins.add(f"https://{shown}:{settings.port}")
-    extra = os.environ.get("DGX_SPARK_ALLOWED_ORIGINS", "")
-    origins.update(o.strip().rstrip("/").lower() for o in extra.split(",") if o.strip())
+    origins.update(extra_origins(os.environ.get("DGX_SPARK_ALLOWED_ORIGINS", "")))
     return frozenset(origins)
 
 
@@ -204,6 +231,43 @@ async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
         return
     await _send_response(send, *_json_response(status, code, message))
+
+
+# Sent with every HTTP answer (pages, API, refusals): never framed, never sniffed, no referrer.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# Only what cannot break the Reflex frontend (its scripts, styles and websocket are untouched).
+DEFAULT_CSP = b"frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
+_FRAME_ANCESTORS = b"frame-ancestors 'none'"
+
+
+def add_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the security headers it lacks; a CSP without frame-ancestors gets it."""
+    names = {name.lower() for name, _ in headers}
+    out = [
+        (name, value + b"; " + _FRAME_ANCESTORS)
+        if name.lower() == b"content-security-policy" and b"frame-ancestors" not in value
+        else (name, value)
+        for name, value in headers
+    ]
+    out += [(name, value) for name, value in SECURITY_HEADERS if name not in names]
+    if b"content-security-policy" not in names:
+        out.append((b"content-security-policy", DEFAULT_CSP))
+    return out
+
+
+def with_security_headers(send: Send) -> Send:
+    """Wrap an ASGI ``send`` so that the response start carries the security headers."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": add_security_headers(list(message.get("headers", ())))}
+        await send(message)
+
+    return send_with_headers
 
 
 def _audit_later(**fields: Any) -> None:
@@ -381,6 +445,8 @@ def security_layer(app: ASGIApp) -> ASGIApp:
         if kind not in ("http", "websocket"):
             await app(scope, receive, send)
             return
+        if kind == "http":
+            send = with_security_headers(send)
         host = header(scope, b"host")
         if host is None or host_name(host) not in hosts:
             await _refuse(scope, send, 400, "bad_host", f"host {host!r} is not served here")
