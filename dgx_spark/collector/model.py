@@ -24,6 +24,10 @@ OPERATION_STATUSES: tuple[str, ...] = (
     "failed",
 )
 LIVE_STATUSES: frozenset[str] = frozenset({"running", "active", "starting", "pending"})
+OUTCOMES: tuple[str, ...] = ("completed", "failed", "stopped")
+OUTCOME_SOURCES: tuple[str, ...] = ("runner", "kernel", "log", "progress", "unknown")
+INFERRED_SOURCES: frozenset[str] = frozenset({"log", "progress"})
+"""Outcome sources that are an inference (the UI says "likely"); ``runner`` and ``kernel`` are facts."""
 ENDED_STATUSES: frozenset[str] = frozenset({"stopped", "failed"})
 
 # The seed document's fields, in its order, then ours. ``to_api`` emits exactly these.
@@ -61,6 +65,9 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "progress_source",
     "loss_history",
     "stop_requested",
+    "outcome",
+    "exit_reason",
+    "outcome_source",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
 
@@ -114,7 +121,7 @@ class Operation:
     gpu_utilization: float | None = None
     gpu_indices: tuple[int, ...] | None = None
     idle_gpu: bool | None = None
-    # Where a discovered process writes stdout, when that is a regular file.
+    # A launched operation's log file (discovered ones' output is read through the process).
     log_path: str | None = None
     cwd: str | None = None
     # A launched operation: whether a user asked it to stop (None: not known, e.g. discovered).
@@ -181,6 +188,9 @@ class Operation:
             "progress_source": self.progress_source,
             "loss_history": list(self.loss_history) if self.loss_history is not None else None,
             "stop_requested": self.stop_requested,
+            "outcome": self.outcome,
+            "exit_reason": self.exit_reason,
+            "outcome_source": self.outcome_source,
         }
 
 
