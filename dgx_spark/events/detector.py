@@ -105,6 +105,8 @@ class EventDetector:
     @staticmethod
     def _changes(before: Operation | None, after: Operation, first: bool) -> Iterator[tuple[str, str]]:
         """The transitions from ``before`` (None: not seen yet) to ``after``."""
+        if before is not None and before.run != after.run:
+            before = None  # a new run (e.g. started again and ended between two samples): news of its own
         if before is None:
             if after.is_live:
                 if not first:  # the first snapshot is the baseline, not news
