@@ -197,7 +197,7 @@ def test_webhook_body_is_chat_compatible() -> None:
              "log_tail": ["Traceback", "ValueError: x"]}
     body = webhook_body(event)
     assert body["event"] == event
-    assert body["text"].startswith("❌ job train: failed with exit code 3")
+    assert body["text"].startswith("❌ job `train`: failed with exit code 3")
     assert "ValueError: x" in body["text"] and body["content"] == body["text"]
 
 

@@ -3,6 +3,12 @@
 Each event becomes one JSON POST with ``text`` (Slack, Mattermost, Rocket.Chat,
 Google Chat), ``content`` (Discord) and the whole ``event``. Nothing here runs
 on the sampler's thread; when the queue is full the oldest event is dropped.
+
+Names, details and log lines come from other people's processes, so they are
+data: exact in ``event`` (JSON fields), and defused in the chat text — inline
+code around the name, no mention (``<!channel>``, ``@everyone``, ``<@U1>``),
+no link (``http://x`` -> ``http[:]//x``), Slack's ``& < >`` escaped, and
+``allowed_mentions`` / ``link_names`` / unfurling turned off.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import urllib.error
@@ -30,20 +37,66 @@ EMOJI = {
 }
 
 
-def webhook_text(event: dict[str, Any]) -> str:
-    """A one-line human message for an event."""
+# Chat dialects: Slack-like ``text`` (``<...>`` is markup, ``& < >`` escaped) and Discord ``content``.
+SLACK = "slack"
+DISCORD = "discord"
+_ZWSP = "\u200b"  # zero-width space: breaks a mention or a link without changing what one reads
+_MAX_NAME = 200
+# scheme:// (or the scheme:__ a process name uses for "/") starts a link.
+_SCHEME = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,30}):(?=//|__|\\)")
+_MENTION = re.compile(r"@(?=[\w!&#])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+
+
+def neutralise(text: str, dialect: str = SLACK, *, one_line: bool = True) -> str:
+    """Make untrusted text safe to show in a chat message: no mention, no link, no markup escape.
+
+    Args:
+        text: A name, detail or log line from a process.
+        dialect: ``SLACK`` (escape ``& < >``) or ``DISCORD`` (break ``<`` sequences).
+        one_line: Turn line breaks into spaces (a name); keep them for a log excerpt.
+
+    Returns:
+        The text as it reads, with backticks, mentions and links defused.
+    """
+    text = _CONTROL.sub(" ", text)
+    if one_line:
+        text = text.replace("\n", " ").replace("\r", " ")
+    text = text.replace("`", "\u02cb")  # cannot close our code span or block
+    text = _SCHEME.sub(r"\1[:]", text)
+    text = _MENTION.sub("@" + _ZWSP, text)
+    if dialect == SLACK:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # Discord: <@id>, <@&role>, <#channel>, <t:...>, <http...> are markup; [x](url) needs a scheme.
+    return text.replace("<", "<" + _ZWSP).replace("](", "]" + _ZWSP + "(")
+
+
+def webhook_text(event: dict[str, Any], dialect: str = SLACK) -> str:
+    """A one-line human message for an event, safe for the chat ``dialect``."""
     mark = EMOJI.get(str(event.get("kind")), "•")
-    text = f"{mark} {event.get('type', 'operation')} {event.get('name')!s}: {event.get('detail') or event.get('kind')}"
+    kind = neutralise(str(event.get("type") or "operation"), dialect)
+    name = neutralise(str(event.get("name"))[:_MAX_NAME], dialect) or "?"
+    detail = neutralise(str(event.get("detail") or event.get("kind")), dialect)
+    text = f"{mark} {kind} `{name}`: {detail}"
     tail = event.get("log_tail") or []
     if event.get("kind") in ("failed", "stalled") and tail:
-        text += "\n```\n" + "\n".join(tail[-5:])[:1500] + "\n```"
+        lines = "\n".join(str(line) for line in tail[-5:])[:1500]
+        text += "\n```\n" + neutralise(lines, dialect, one_line=False) + "\n```"
     return text
 
 
 def webhook_body(event: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body POSTed for an event."""
-    text = webhook_text(event)
-    return {"text": text, "content": text[:2000], "event": event}
+    """The JSON body POSTed for an event: chat text for Slack and Discord, the event as data."""
+    return {
+        "text": webhook_text(event, SLACK),
+        "content": webhook_text(event, DISCORD)[:2000],
+        # Discord: parse no mention at all; Slack: no @name linking, no link previews.
+        "allowed_mentions": {"parse": []},
+        "link_names": False,
+        "unfurl_links": False,
+        "unfurl_media": False,
+        "event": event,
+    }
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
