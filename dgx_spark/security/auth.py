@@ -3,10 +3,12 @@
 * ``require_token``: FastAPI dependency for every mutating route (and the audit route).
 * ``event_is_authorized`` / ``authorize_event``: for privileged Reflex event handlers.
   Reflex keeps the websocket handshake's headers on the state
-  (``state.router_data["headers"]``, also ``state.router.headers.cookie``); the
-  browser sends the HttpOnly session cookie with that handshake, so a handler can
-  tell whether its client logged in. Those headers come from the connection, not
-  from the event payload, so a client cannot forge them per event.
+  (``state.router_data["headers"]``). The security layer takes the session cookie
+  out of them (Reflex would keep it in every tab's state and write it to the log
+  when an event fails) and puts the session's public id in its place
+  (``sessions.LOGIN_HEADER``), dropping any the client sent. A handler looks that id
+  up, so Log out takes effect on an open tab at once. The headers come from the
+  connection, not from the event payload, so a client cannot forge them per event.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from fastapi import Request
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.audit import REFUSED, record_audit_soon
 from dgx_spark.security.middleware import (
@@ -35,7 +38,7 @@ def request_is_authorized(request: Request) -> bool:
     offered = bearer_token(request.headers.get("authorization"))
     if tokens.token_matches(offered) or operation_token_ok(offered, request.method, request.scope.get("path", "")):
         return True
-    return tokens.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
+    return sessions.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
 
 
 def require_token(request: Request) -> None:
@@ -62,17 +65,13 @@ def _event_headers(state: Any) -> dict[str, str]:
         return router_data["headers"]
     headers = getattr(getattr(state, "router", None), "headers", None)
     raw = getattr(headers, "raw_headers", None)
-    found = dict(raw) if raw else {}
-    cookie = getattr(headers, "cookie", "")
-    if isinstance(cookie, str) and cookie:
-        found["cookie"] = cookie
-    return found
+    return dict(raw) if raw else {}
 
 
 def event_is_authorized(state: Any) -> bool:
-    """Whether the client behind a Reflex event logged in (valid session cookie on its websocket)."""
-    cookie = _event_headers(state).get("cookie")
-    return isinstance(cookie, str) and tokens.session_cookie_valid(cookie)
+    """Whether the client behind a Reflex event logged in (a live session on its websocket)."""
+    session_id = _event_headers(state).get(sessions.LOGIN_HEADER)
+    return isinstance(session_id, str) and sessions.store().by_id(session_id) is not None
 
 
 def event_client(state: Any) -> str:

@@ -24,16 +24,21 @@ Handlers check again themselves (``require_token``, ``event_is_authorized``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import ipaddress
 import json
 import logging
 import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
+from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.throttle import (
     RateLimiter,
@@ -54,6 +59,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
+EVENT_PATH = "/_event"  # Reflex's Socket.IO endpoint (websocket, or HTTP long-polling)
 # Paths that need the token even to read.
 PRIVATE_PREFIXES = ("/api/dgx/audit",)
 # The raw log download is not redacted: token (or login cookie) only.
@@ -74,7 +80,11 @@ _OPERATION_PROGRESS = re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?
 # Progress reports come often from training jobs: not throttled, audited only when refused.
 _QUIET_ACTIONS = frozenset({"progress"})
 
-login_rate = RateLimiter(rate=2.0, burst=10)
+# Failed logins per client: 10 at once, then 2 a second. A success takes nothing from it.
+login_failures = RateLimiter(rate=2.0, burst=10)
+# The websocket's request headers become Reflex state: these never reach it.
+_PRIVATE_EVENT_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-authorization",
+                                    sessions.LOGIN_HEADER.encode()})
 
 
 def allowed_hosts() -> frozenset[str]:
@@ -304,11 +314,29 @@ button{{padding:.6rem 1.2rem;border:0;border-radius:6px;background:#30a46c;color
 </form></body></html>"""
 
 
+def _plain_path(value: str) -> bool:
+    """A path of this site: starts with one "/", printable ASCII, no space, no backslash."""
+    return (
+        value.startswith("/")
+        and not value.startswith("//")
+        and all("!" <= c <= "~" and c != "\\" for c in value)
+    )
+
+
 def _safe_next(value: str | None) -> str:
-    """A local path to go to after logging in (never another site)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A same-origin path to go to after logging in; "/" for anything else.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
+    ``/\t/evil.example`` would leave the site: any control character, whitespace,
+    backslash or non-ASCII character, also once percent-decoded, gives "/".
+    """
+    if not isinstance(value, str) or not value or len(value) > 2000 or not _plain_path(value):
         return "/"
-    return value if len(value) <= 2000 else "/"
+    decoded = urllib.parse.unquote(value)
+    if not _plain_path(decoded):
+        return "/"
+    parts = urllib.parse.urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
 
 
 def _login_page(status: int, next_path: str, error: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -369,17 +397,26 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
     else:
         await _refuse(scope, send, 405, "method_not_allowed", f"{method} is not allowed on /login")
         return
-    if not login_rate.allow(client):
-        await _refuse(scope, send, 429, "too_many_requests", "too many login attempts; wait a moment")
+    # Only failures count; once a client spent its budget, nothing it offers is checked.
+    if not login_failures.peek(client):
+        await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
         return
     if not _credential_ok(offered):
+        login_failures.allow(client)
         _audit_later(action="login", outcome="refused", client=client, status=401, via="login",
                      detail="invalid or already used token")
         error = "That token is not valid, or this one-time link was already used."
         await _send_response(send, *_login_page(401, next_path, error))
         return
+    try:
+        value, _ = await asyncio.to_thread(sessions.store().create)
+    except OSError as exc:
+        logger.error("cannot save a login session in %s: %s", sessions.store().path, exc)
+        error = "Logged in, but the session could not be saved (is the data folder writable?)."
+        await _send_response(send, *_login_page(503, next_path, error))
+        return
     secure = scope.get("scheme") == "https"
-    cookie = (b"set-cookie", tokens.session_cookie_header(secure=secure).encode())
+    cookie = (b"set-cookie", sessions.session_cookie_header(value, secure=secure).encode())
     if method == "POST":
         _audit_later(action="login", outcome="allowed", client=client, status=303, via="login")
         await _send_response(send, 303, [(b"location", next_path.encode("latin-1", "replace")), cookie,
@@ -403,9 +440,34 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
     await _send_response(send, 200, headers, body)
 
 
-async def _handle_logout(send: Send) -> None:
-    headers = [(b"location", LOGIN_PATH.encode()), (b"set-cookie", tokens.clear_cookie_header().encode())]
+async def _handle_logout(scope: Scope, send: Send) -> None:
+    """End this browser's session on the server, then drop its cookie (only from our own pages)."""
+    if is_cross_origin(scope):
+        await _send_response(send, 303, [(b"location", b"/")])
+        return
+    value = tokens.parse_cookies(cookie_header(scope)).get(sessions.SESSION_COOKIE)
+    if value:
+        try:
+            if await asyncio.to_thread(sessions.store().revoke, value):
+                _audit_later(action="logout", outcome="allowed", client=client_address(scope), status=303,
+                             via="login")
+        except OSError as exc:
+            logger.error("cannot end a login session in %s: %s", sessions.store().path, exc)
+    headers = [(b"location", LOGIN_PATH.encode()), (b"set-cookie", sessions.clear_cookie_header().encode())]
     await _send_response(send, 303, headers)
+
+
+def event_scope(scope: Scope, session: sessions.Session | None) -> Scope:
+    """The websocket's scope as Reflex gets it: no cookie or credentials, the session's public id.
+
+    Reflex keeps these headers in each tab's state and logs them when an event fails,
+    so nothing that authenticates may be among them. ``sessions.LOGIN_HEADER`` names the
+    session (only this layer sets it; a client's own is dropped).
+    """
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _PRIVATE_EVENT_HEADERS]
+    if session is not None:
+        headers.append((sessions.LOGIN_HEADER.encode(), session.id.encode()))
+    return {**scope, "headers": headers}
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -419,9 +481,40 @@ def check_bind() -> None:
         )
 
 
+def private_reflex_states(states_dir: Path | None = None) -> int:
+    """Make Reflex's on-disk state folder 0700 and its files 0600, if there is one.
+
+    The app keeps states in memory (``rxconfig.py``); a ``.states`` folder left by an
+    older version (or by ``REFLEX_STATE_MANAGER_MODE=disk``) must not be readable by others.
+
+    Returns:
+        How many paths were tightened.
+    """
+    root = states_dir or Path(os.environ.get("REFLEX_STATES_WORKDIR") or ".states")
+    fixed = 0
+    with contextlib.suppress(OSError):
+        if root.is_symlink() or not root.is_dir():
+            return 0
+        paths = [root, *root.rglob("*")]
+        for path in paths:
+            info = path.lstat()
+            want = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) == want:
+                continue
+            os.chmod(path, want)
+            fixed += 1
+    if fixed:
+        logger.warning("Reflex state folder %s: made %d path(s) private to this user", root, fixed)
+    return fixed
+
+
 def announce_login() -> str:
     """Make sure the token exists and print a one-time login URL (as Jupyter does)."""
     tokens.get_token()
+    private_reflex_states()
+    with contextlib.suppress(OSError):
+        if dropped := sessions.store().prune():
+            logger.info("dropped %d expired login sessions or sessions of an older token", dropped)
     url = tokens.login_url(settings.base_url, tokens.issue_login_code())
     print(
         "\n  DGX Spark Operations: open this link to log in (it works once):\n"
@@ -453,7 +546,8 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             return
         path: str = scope.get("path", "")
         client = client_address(scope)
-        cookie_ok = tokens.session_cookie_valid(cookie_header(scope))
+        session = sessions.cookie_session(cookie_header(scope))
+        cookie_ok = session is not None
         must_log_in = settings.auth_required or not is_loopback_client(client)
 
         if kind == "websocket":
@@ -466,7 +560,7 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             if must_log_in and not cookie_ok:
                 await _refuse(scope, send, 401, "unauthorized", "log in first")
                 return
-            await app(scope, receive, send)
+            await app(event_scope(scope, session), receive, send)
             return
 
         method: str = scope.get("method", "GET").upper()
@@ -474,7 +568,7 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             await _handle_login(scope, receive, send)
             return
         if path == LOGOUT_PATH:
-            await _handle_logout(send)
+            await _handle_logout(scope, send)
             return
 
         authorization = header(scope, b"authorization")
@@ -484,6 +578,8 @@ def security_layer(app: ASGIApp) -> ASGIApp:
         if authorization is not None and not bearer_ok:
             await _refuse(scope, send, 401, "unauthorized", "the bearer token is not valid")
             return
+        if path.startswith(EVENT_PATH):
+            scope = event_scope(scope, session)
 
         if method in SAFE_METHODS:
             private = path.startswith(PRIVATE_PREFIXES) or bool(PRIVATE_PATHS.match(path))

@@ -57,6 +57,13 @@ class RateLimiter:
             self._buckets[client] = (tokens - 1.0, now)
             return True
 
+    def peek(self, client: str, now: float | None = None) -> bool:
+        """Whether ``client`` has an action left, taking nothing (e.g. to count only failures)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            return min(self.burst, tokens + (now - last) * self.rate) >= 1.0
+
     def reset(self) -> None:
         """Forget every client."""
         with self._lock:

@@ -6,8 +6,9 @@ Plain Python (no Reflex, no FastAPI).
   start and kept in ``<DGX_SPARK_DATA_DIR>/token`` with mode 0600;
   ``DGX_SPARK_TOKEN`` overrides it. REST clients send it as
   ``Authorization: Bearer <token>``.
-* The browser holds a session cookie instead of the token: an HMAC of the
-  token, so changing the token logs every browser out.
+* The browser holds a random session cookie instead of the token
+  (``security.sessions``: stored hashed, expiring, revoked by Log out and by a
+  new token).
 * A one-time login code is printed at start inside a login URL; it works once
   (and for at most a day), the token itself stays valid.
 
@@ -34,11 +35,10 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "DGX_SPARK_TOKEN"
 TOKEN_FILE = "token"
 MIN_TOKEN_LENGTH = 16
+MAX_TOKEN_LENGTH = 1024
 SESSION_COOKIE = "dgx_spark_session"
-SESSION_MAX_AGE = 30 * 86400
 LOGIN_CODE_DIR = "login-codes"
 LOGIN_CODE_TTL = 86400.0
-_SESSION_CONTEXT = b"dgx-spark-session-v1"
 # An operation token: what a launched job gets as DGX_SPARK_TOKEN. It only reports
 # that operation's progress (see ``security.middleware.operation_token_scope``).
 OPERATION_TOKEN_PREFIX = "op1."
@@ -54,15 +54,32 @@ def token_path(data_dir: Path | None = None) -> Path:
     return (data_dir or settings.data_dir) / TOKEN_FILE
 
 
+def _token_problem(token: str) -> str | None:
+    """Why a token cannot be used, or None when it can."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"is shorter than {MIN_TOKEN_LENGTH} characters" if token else "is empty"
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"is longer than {MAX_TOKEN_LENGTH} characters"
+    if not token.isprintable() or any(c.isspace() for c in token):
+        return "contains spaces or control characters"
+    return None
+
+
 def _read_token_file(path: Path) -> str:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         # Someone loosened it: tighten it again rather than serve a readable secret.
         os.chmod(path, 0o600)
         logger.warning("token file %s had mode %o; set to 600", path, mode)
-    token = path.read_text(encoding="utf-8").strip()
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise TokenError(f"token file {path} holds no usable token; delete it to make a new one")
+    fix = f"delete it to make a new token at the next start, or write a token of {MIN_TOKEN_LENGTH}+ characters into it"
+    raw = path.read_bytes()
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenError(f"token file {path} is not text (binary data): {fix}") from None
+    problem = _token_problem(token)
+    if problem:
+        raise TokenError(f"token file {path} holds no usable token (it {problem}): {fix}")
     return token
 
 
@@ -82,8 +99,9 @@ def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | Non
     env = os.environ if env is None else env
     override = env.get(TOKEN_ENV, "").strip()
     if override:
-        if len(override) < MIN_TOKEN_LENGTH:
-            raise TokenError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters")
+        problem = _token_problem(override)
+        if problem:
+            raise TokenError(f"{TOKEN_ENV} {problem}: it must be {MIN_TOKEN_LENGTH}+ printable characters")
         return override
     path = token_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +120,24 @@ def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | Non
     return token
 
 
+def check_token(data_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Check the token before start-up, creating nothing.
+
+    Raises:
+        TokenError: ``DGX_SPARK_TOKEN`` or the token file cannot be used (the message says what to do).
+    """
+    env = os.environ if env is None else env
+    path = token_path(data_dir)
+    if env.get(TOKEN_ENV, "").strip():
+        load_or_create_token(data_dir, env)
+        return
+    try:
+        if path.exists():
+            _read_token_file(path)
+    except OSError as exc:
+        raise TokenError(f"token file {path} cannot be read ({exc.strerror}): fix its owner or mode, or delete it") from None
+
+
 @functools.cache
 def get_token() -> str:
     """The process-wide token (read or created once)."""
@@ -117,18 +153,6 @@ def token_matches(candidate: str | None, token: str | None = None) -> bool:
     if not candidate or not isinstance(candidate, str):
         return False
     return _equal(candidate, token or get_token())
-
-
-def session_value(token: str | None = None) -> str:
-    """The session cookie's value for the current token."""
-    return hmac.new((token or get_token()).encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
-
-
-def session_matches(candidate: str | None, token: str | None = None) -> bool:
-    """Whether a session cookie value is valid for the current token (constant-time)."""
-    if not candidate or not isinstance(candidate, str):
-        return False
-    return _equal(candidate, session_value(token))
 
 
 def operation_token(op_id: str, token: str | None = None) -> str:
@@ -159,22 +183,6 @@ def parse_cookies(header: str | None) -> dict[str, str]:
         if sep and name and name not in cookies:
             cookies[name] = value.strip().strip('"')
     return cookies
-
-
-def session_cookie_valid(cookie_header: str | None) -> bool:
-    """Whether a ``Cookie`` header carries a valid session cookie."""
-    return session_matches(parse_cookies(cookie_header).get(SESSION_COOKIE))
-
-
-def session_cookie_header(secure: bool = False) -> str:
-    """The ``Set-Cookie`` header value that logs a browser in."""
-    flags = f"Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Strict"
-    return f"{SESSION_COOKIE}={session_value()}; {flags}" + ("; Secure" if secure else "")
-
-
-def clear_cookie_header() -> str:
-    """The ``Set-Cookie`` header value that logs a browser out."""
-    return f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
 
 
 def _code_dir(data_dir: Path | None = None) -> Path:
