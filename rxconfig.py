@@ -4,9 +4,16 @@ import os
 import sys
 from pathlib import Path
 
+from dgx_spark.startup import prepare_or_exit
+
+# First, before anything is written: umask 077, the data folder (0700) created or made private,
+# the database file checked. A problem stops start-up here with one line, before "App running".
+prepare_or_exit()
+
 import reflex as rx
 from reflex.constants import StateManagerMode
 
+from dgx_spark.devserver import DevHostPlugin
 from dgx_spark.security.middleware import allowed_origins
 from dgx_spark.security.token import TokenError, check_token
 from dgx_spark.settings import settings
@@ -34,9 +41,10 @@ config = rx.Config(
     telemetry_enabled=False,
     show_built_with_reflex=False,
     frontend_port=None if _backend_only else settings.port,
-    backend_port=settings.port,
+    # One port, except in dev mode (`reflex run`): the page on DGX_SPARK_PORT, the backend on the next one.
+    backend_port=settings.api_port,
     backend_host=settings.host,
-    api_url=f"http://localhost:{settings.port}",
+    api_url=f"http://localhost:{settings.api_port}",
     deploy_url=f"http://localhost:{settings.port}",
     db_url=settings.db_url,
     # Browser states stay in this (single) worker's memory: nothing of a session reaches disk.
@@ -46,7 +54,8 @@ config = rx.Config(
     plugins=[
         rx.plugins.RadixThemesPlugin(
             theme=rx.theme(appearance="dark", accent_color="green", gray_color="slate", radius="medium")
-        )
+        ),
+        DevHostPlugin(),  # the dev frontend listens on DGX_SPARK_HOST only, not every interface
     ],
     disable_plugins=[rx.plugins.SitemapPlugin],
 )

@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,13 @@ class Settings:
     rules_file: Path | None
     # "local": viewing from loopback needs no token; "required": everything needs it.
     auth: str = "local"
+    # Where the backend (API, websocket, login) listens when it is not ``port``: ``reflex run`` in dev mode.
+    backend_port: int | None = None
+
+    @property
+    def api_port(self) -> int:
+        """The port of the backend: ``port``, or ``port + 1`` in Reflex's dev mode."""
+        return self.backend_port or self.port
 
     @property
     def auth_required(self) -> bool:
@@ -79,9 +87,9 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        """The URL the dashboard is served at."""
+        """The URL the backend (API, login) is served at; the page too, except in dev mode."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{self.api_port}"
 
 
 AUTH_MODES = ("local", "required")
@@ -96,6 +104,27 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def reflex_dev_mode(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> bool:
+    """Whether this process belongs to ``reflex run`` in dev mode (frontend and backend on two ports).
+
+    The ``reflex run`` command is read from its arguments (dev unless ``--env prod|preview``);
+    the processes it starts get ``REFLEX_ENV_MODE`` from it. Anything else is not dev mode.
+    """
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    if argv and (Path(argv[0]).name == "reflex" or argv[0].endswith("reflex/__main__.py")):
+        words = [a for a in argv[1:] if not a.startswith("-")]
+        if words[:1] == ["run"]:
+            env = "dev"
+            for i, arg in enumerate(argv):
+                if arg == "--env" and i + 1 < len(argv):
+                    env = argv[i + 1]
+                elif arg.startswith("--env="):
+                    env = arg.split("=", 1)[1]
+            return env.strip().lower() == "dev"
+    return str(environ.get("REFLEX_ENV_MODE", "")).strip().lower() == "dev"
 
 
 def load_settings() -> Settings:
@@ -119,8 +148,15 @@ def load_settings() -> Settings:
             f"refusing to listen on DGX_SPARK_HOST={host!r}: it is reachable from other machines. "
             "Set DGX_SPARK_AUTH=required as well, so that every request needs the access token."
         )
+    port = env_int("DGX_SPARK_PORT", 3000, 1, 65535)
+    backend_port = None
+    if reflex_dev_mode():
+        if port == 65535:
+            raise ValueError("DGX_SPARK_PORT must be below 65535 in dev mode: the backend takes the next port")
+        backend_port = port + 1
     return Settings(
-        port=env_int("DGX_SPARK_PORT", 3000, 1, 65535),
+        port=port,
+        backend_port=backend_port,
         host=host,
         data_dir=data_dir,
         refresh_seconds=env_float("DGX_SPARK_REFRESH_SECONDS", 2.0, 0.2, 60.0),

@@ -44,9 +44,11 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """The dashboard's backend alone (API, sampler, supervisor), once per module.
 
     A module's ``BACKEND_ENV`` dict, if it has one, adds environment settings.
-    Whatever the backend launched and left running is killed afterwards.
+    Whatever the backend launched and left running is killed afterwards. Its data
+    folder does not exist before: the app must create it (issue 13).
     """
-    dashboard = Dashboard(tmp_path_factory.mktemp("backend"), env=getattr(request.module, "BACKEND_ENV", None))
+    data_dir = tmp_path_factory.mktemp("backend") / "data"
+    dashboard = Dashboard(data_dir, env=getattr(request.module, "BACKEND_ENV", None))
     dashboard.start()
     yield dashboard
     dashboard.stop()
@@ -66,7 +68,7 @@ def full_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboa
     scenario = folder / FULL_GPU_SCENARIO
     write_scenario(scenario, NO_GPU)
     dashboard = Dashboard(
-        folder,
+        folder / "data",  # created by the app
         full=True,
         env={
             "DGX_SPARK_ENDED_TTL_SECONDS": str(FULL_ENDED_TTL_SECONDS),
@@ -84,7 +86,7 @@ def full_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboa
 @pytest.fixture
 def full_dashboard_gpu(full_dashboard: Dashboard) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Set the fake GPU scenario of the shared full dashboard; back to "no GPU" afterwards."""
-    scenario = full_dashboard.data_dir / FULL_GPU_SCENARIO
+    scenario = full_dashboard.data_dir.parent / FULL_GPU_SCENARIO
     yield lambda value: write_scenario(scenario, value)
     write_scenario(scenario, NO_GPU)
     # The next test starts only once the app has let the GPU go again.

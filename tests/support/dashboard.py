@@ -53,7 +53,9 @@ class Dashboard:
         self.port = port or free_port()
         self.full = full
         self.extra_env = dict(env or {})
-        self.log_path = log_path or self.data_dir / ("dashboard-full.log" if full else "dashboard.log")
+        # Next to the data folder, not in it: the app creates that folder itself (tests prove it).
+        name = f"{self.data_dir.name}-{'dashboard-full' if full else 'dashboard'}.log"
+        self.log_path = log_path or self.data_dir.parent / name
         self.process: subprocess.Popen[bytes] | None = None
         self._lock_file: Any = None
 
@@ -82,11 +84,12 @@ class Dashboard:
         return env
 
     def start(self, timeout: float | None = None) -> Dashboard:
-        """Start the dashboard and wait until its API answers."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Start the dashboard and wait until its API answers (the app creates its data folder)."""
         if self.full and self._lock_file is None:
             self._lock_file = open(WEB_LOCK, "w")  # noqa: SIM115 - held while running
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        if self.data_dir not in (self.log_path.parent, *self.log_path.parents):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [str(BIN / "reflex"), "run", "--env", "prod"]
         args += ["--single-port"] if self.full else ["--backend-only"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
