@@ -68,6 +68,9 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "outcome",
     "exit_reason",
     "outcome_source",
+    "run",
+    "runs",
+    "restarts",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
 
@@ -128,6 +131,9 @@ class Operation:
     stop_requested: bool | None = None
     # Which run of the operation this is (1, 2, … for "Start again"); events and history are per run.
     run: int = 1
+    # How many runs it has had so far, and how many of them its restart policy started (launched ones).
+    runs: int = 1
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
@@ -191,6 +197,9 @@ class Operation:
             "outcome": self.outcome,
             "exit_reason": self.exit_reason,
             "outcome_source": self.outcome_source,
+            "run": self.run,
+            "runs": self.runs,
+            "restarts": self.restarts,
         }
 
 
