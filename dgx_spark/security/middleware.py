@@ -130,8 +130,9 @@ def allowed_origins() -> frozenset[str]:
     origins: set[str] = set()
     for host in allowed_hosts():
         shown = f"[{host}]" if ":" in host else host
-        origins.add(f"http://{shown}:{settings.port}")
-        origins.add(f"https://{shown}:{settings.port}")
+        for port in {settings.port, settings.api_port}:  # two ports in dev mode: page and backend
+            origins.add(f"http://{shown}:{port}")
+            origins.add(f"https://{shown}:{port}")
     origins.update(extra_origins(os.environ.get("DGX_SPARK_ALLOWED_ORIGINS", "")))
     return frozenset(origins)
 
