@@ -3,6 +3,11 @@
 The detector (sampler thread) only puts transitions on a queue; this thread
 reads log tails, writes the database, keeps a small ring of recent events for
 the UI and hands each stored event to the webhook sender.
+
+Events and history rows belong to one run of an operation: a terminal event is
+stored once per (operation id, run). A discovered operation's ``started`` is
+held for ``SHORT_LIVED_SECONDS``: if it ends quietly before then (churn), neither
+its start nor its end is stored. Rows are bounded by retention and by row caps.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dgx_spark.events.churn import SHORT_LIVED_SECONDS, is_quiet_churn
 from dgx_spark.events.detector import Transition
 from dgx_spark.events.store import (
     TERMINAL_KINDS,
@@ -32,6 +38,7 @@ logger = logging.getLogger(__name__)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]")
 TAIL_BYTES = 16 * 1024
 MAX_LINE = 500
+MAX_HELD = 10_000
 
 
 def read_log_tail(path: str | None, lines: int) -> list[str]:
@@ -70,10 +77,16 @@ class EventRecorder:
         purge_batch: int = 500,
         max_queue: int = 10_000,
         recent_size: int = 200,
+        max_events: int = 50_000,
+        max_history: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Create a recorder over ``store``; ``on_event`` gets each stored event."""
         self.store = store
         self.retention_seconds = retention_seconds
+        self.max_events = max_events
+        self.max_history = max_history
+        self._clock = clock
         self._log_tail_lines = log_tail_lines
         self._on_event = on_event
         self._purge_every = purge_every
@@ -85,7 +98,10 @@ class EventRecorder:
         self._thread: threading.Thread | None = None
         self._next_purge = 0.0
         self._purging = False
+        # Discovered operations' starts, held until they prove not to be churn: (id, run) -> start.
+        self._held: dict[tuple[str, int], Transition] = {}
         self.dropped = 0
+        self.churn_skipped = 0
 
     # -- producer side (sampler thread) ---------------------------------------------
 
@@ -99,10 +115,15 @@ class EventRecorder:
 
     # -- readers (UI, API) ------------------------------------------------------------
 
-    def recent(self, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-        """Recent stored events with an id above ``after_id``, oldest first."""
+    def recent(
+        self, after_id: int = 0, limit: int = 50, kinds: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Recent stored events with an id above ``after_id`` (of ``kinds`` when given), oldest first."""
         with self._recent_lock:
-            events = [e for e in self._recent if (e["id"] or 0) > after_id]
+            events = [
+                e for e in self._recent
+                if (e["id"] or 0) > after_id and (kinds is None or e["kind"] in kinds)
+            ]
         return events[-limit:]
 
     def latest_id(self) -> int:
@@ -134,13 +155,16 @@ class EventRecorder:
                 transition = self._queue.get(timeout=0.5)
             except queue.Empty:
                 if self._stop.is_set():
+                    self._flush_held_safely(None)  # they are real starts: keep them
                     return
+                self._flush_held_safely(self._clock())
                 self._maybe_purge()
                 continue
             try:
                 self.record(transition)
             except Exception:
                 logger.exception("events: could not record a %s event", transition.kind)
+            self._flush_held_safely(self._clock())
             self._maybe_purge()
 
     def _load_recent(self) -> None:
@@ -153,15 +177,60 @@ class EventRecorder:
         with self._recent_lock:
             self._recent.extend(events)
 
-    def record(self, transition: Transition) -> dict[str, Any] | None:
-        """Store one transition (and the history row when it ends an operation).
+    def held_count(self) -> int:
+        """How many discovered starts are held back (not yet known not to be churn)."""
+        return len(self._held)
+
+    def flush_held(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Store the held starts older than ``SHORT_LIVED_SECONDS`` at ``now`` (None: all of them).
 
         Returns:
-            The stored event, or None when it was a duplicate.
+            The stored events.
+        """
+        stored: list[dict[str, Any]] = []
+        for key, transition in list(self._held.items()):
+            if now is None or now - _start_of(transition) >= SHORT_LIVED_SECONDS:
+                del self._held[key]
+                event = self._store(transition)
+                if event is not None:
+                    stored.append(event)
+        return stored
+
+    def _flush_held_safely(self, now: float | None) -> None:
+        try:
+            self.flush_held(now)
+        except Exception:
+            logger.exception("events: could not record a held start")
+
+    def record(self, transition: Transition) -> dict[str, Any] | None:
+        """Store one transition (and the history row when it ends a run).
+
+        Returns:
+            The stored event, or None when it was a duplicate, churn, or a start held back.
         """
         op = transition.operation
+        key = (op.id, op.run)
         terminal = transition.kind in TERMINAL_KINDS
-        if terminal and self.store.has_terminal_event(op.id):
+        if transition.kind == "started" and op.source == "discovered":
+            if self._clock() - _start_of(transition) < SHORT_LIVED_SECONDS:
+                self._held[key] = transition  # stored once it has lived SHORT_LIVED_SECONDS
+                if len(self._held) > MAX_HELD:
+                    oldest = next(iter(self._held))
+                    self._store(self._held.pop(oldest))
+                return None
+        held = self._held.pop(key, None)
+        if terminal and is_quiet_churn(op, transition.at):
+            self.churn_skipped += 1  # short-lived and did not fail: neither start nor end is kept
+            return None
+        if held is not None and transition.kind != "failed":
+            self._store(held)  # a failed short-lived command: the failure alone is the news
+        return self._store(transition)
+
+    def _store(self, transition: Transition) -> dict[str, Any] | None:
+        """Write one event (and the run's history row when it is terminal) and publish it."""
+        op = transition.operation
+        terminal = transition.kind in TERMINAL_KINDS
+        if terminal and self.store.has_terminal_event(op.id, op.run):
             return None  # already recorded, e.g. before a dashboard restart
         tail: list[str] = []
         if terminal or transition.kind == "stalled":
@@ -169,6 +238,7 @@ class EventRecorder:
         event = self.store.add_event(
             EventRow(
                 operation_id=op.id,
+                run=op.run,
                 name=op.name[:500],
                 op_type=op.type,
                 kind=transition.kind,
@@ -182,6 +252,7 @@ class EventRecorder:
             self.store.upsert_history(
                 HistoryRow(
                     operation_id=op.id,
+                    run=op.run,
                     name=op.name[:500],
                     op_type=op.type,
                     status=op.status,
@@ -207,12 +278,13 @@ class EventRecorder:
         return event
 
     def _maybe_purge(self) -> None:
-        """Delete one small batch of expired rows when due; the next batch next time."""
+        """Delete one small batch of expired (or over-cap) rows when due; the next batch next time."""
         now = time.monotonic()
         if not self._purging and now < self._next_purge:
             return
         try:
             deleted = self.store.purge_batch(time.time() - self.retention_seconds, self._purge_batch)
+            deleted += self.store.trim_batch(self.max_events, self.max_history, self._purge_batch)
         except Exception:
             logger.warning("events: retention failed", exc_info=True)
             deleted = 0
@@ -221,3 +293,9 @@ class EventRecorder:
             self._next_purge = now + self._purge_every
         elif deleted:
             logger.info("events: removed %d expired rows", deleted)
+
+
+def _start_of(transition: Transition) -> float:
+    """When the operation of a transition started (the transition's time when unknown)."""
+    started = transition.operation.started_at_ts
+    return transition.at if started is None else started

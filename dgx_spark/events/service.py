@@ -2,6 +2,8 @@
 
 Built once (``get_events``); the detector is registered in
 ``services.default_probes`` and the API and UI read through the same object.
+The probe also takes quiet short-lived discovered commands off the operations
+list (``events.churn``); ``churn.count()`` says how many ended recently.
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS, ChurnCounter, hide_quiet_churn
 from dgx_spark.events.config import (
+    DEFAULT_NOTIFY_KINDS,
     EventsConfig,
+    InvalidNotifyKinds,
+    decode_notify_kinds,
+    encode_notify_kinds,
     load_events_config,
+    validate_notify_kinds,
     validate_webhook_url,
 )
 from dgx_spark.events.detector import EventDetector
 from dgx_spark.events.recorder import EventRecorder
-from dgx_spark.events.store import WEBHOOK_SETTING, EventStore
+from dgx_spark.events.store import NOTIFY_KINDS_SETTING, WEBHOOK_SETTING, EventStore
 from dgx_spark.events.webhook import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -36,7 +44,9 @@ def _engine() -> Engine:
 class EventsService:
     """Everything events need in one process, wired together."""
 
-    def __init__(self, store: EventStore, config: EventsConfig) -> None:
+    def __init__(
+        self, store: EventStore, config: EventsConfig, churn_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    ) -> None:
         """Wire the store, webhook sender, recorder and detector."""
         self.config = config
         self.store = store
@@ -44,14 +54,24 @@ class EventsService:
         self._webhook_url: str | None = config.webhook_url
         self._webhook_source = "environment" if config.webhook_url else "unset"
         self._load_webhook_setting()
+        self._notify_kinds: frozenset[str] = DEFAULT_NOTIFY_KINDS
+        self._load_notify_kinds()
         self.webhook = WebhookSender(self.webhook_url)
         self.recorder = EventRecorder(
             store,
             retention_seconds=config.retention_seconds,
             log_tail_lines=config.log_tail_lines,
             on_event=self.webhook.enqueue,
+            max_events=config.max_events,
+            max_history=config.max_history,
         )
         self.detector = EventDetector(self.recorder.submit)
+        self.churn = ChurnCounter(churn_window_seconds)
+
+    def sample(self, ctx: Any) -> None:
+        """The sampler probe's work: detect transitions, then hide quiet churn from the list."""
+        self.detector.sample(ctx)
+        ctx.operations = hide_quiet_churn(ctx.operations, self.churn, ctx.now)
 
     def start(self) -> None:
         """Start the recorder and webhook threads."""
@@ -93,6 +113,44 @@ class EventsService:
             self._webhook_source = "environment" if self.config.webhook_url else "unset"
         return self._webhook_url
 
+    def notify_kinds(self) -> frozenset[str]:
+        """The event kinds that raise a toast and a bell entry."""
+        return self._notify_kinds
+
+    def set_notify_kinds(self, kinds: Any) -> frozenset[str]:
+        """Validate and store which kinds notify (set in the UI).
+
+        Raises:
+            InvalidNotifyKinds: When a kind is unknown.
+        """
+        if isinstance(kinds, str) or not hasattr(kinds, "__iter__"):
+            raise InvalidNotifyKinds("expected a list of event kinds")
+        chosen = validate_notify_kinds(kinds)
+        self.store.put_setting(NOTIFY_KINDS_SETTING, encode_notify_kinds(chosen))
+        with self._lock:
+            self._notify_kinds = chosen
+        return chosen
+
+    def reset_notify_kinds(self) -> frozenset[str]:
+        """Forget the UI setting: the defaults (failed, completed, stalled) apply again."""
+        self.store.delete_setting(NOTIFY_KINDS_SETTING)
+        with self._lock:
+            self._notify_kinds = DEFAULT_NOTIFY_KINDS
+        return DEFAULT_NOTIFY_KINDS
+
+    def _load_notify_kinds(self) -> None:
+        try:
+            stored = self.store.get_setting(NOTIFY_KINDS_SETTING)
+        except Exception:
+            logger.warning("events: could not read the notification kinds", exc_info=True)
+            return
+        if stored is None:
+            return
+        try:
+            self._notify_kinds = decode_notify_kinds(stored)
+        except InvalidNotifyKinds:
+            logger.warning("events: ignoring an invalid stored notification-kinds setting")
+
     def _load_webhook_setting(self) -> None:
         try:
             stored = self.store.get_setting(WEBHOOK_SETTING)
@@ -111,7 +169,11 @@ class EventsService:
 @functools.cache
 def get_events() -> EventsService:
     """The process-wide events service, threads started."""
-    service = EventsService(EventStore(_engine()), load_events_config())
+    from dgx_spark.settings import settings
+
+    # Churn is counted over the time an ended discovered operation would have stayed listed.
+    window = settings.ended_ttl_seconds or DEFAULT_WINDOW_SECONDS
+    service = EventsService(EventStore(_engine()), load_events_config(), churn_window_seconds=window)
     service.start()
     return service
 
@@ -126,8 +188,8 @@ class EventsProbe:
     name = "events"
 
     def sample(self, ctx: Any) -> None:
-        """Run the detector over this snapshot."""
-        get_events().detector.sample(ctx)
+        """Run the detector over this snapshot, then hide quiet churn."""
+        get_events().sample(ctx)
 
 
 def stop_events() -> None:

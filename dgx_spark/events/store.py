@@ -2,8 +2,10 @@
 
 ``dgx_event`` is the user-facing feed of transitions (one row per event; its
 integer id is stable and is what ``?since=`` counts from). ``dgx_history`` holds
-one row per ended operation, keyed by the operation's own id. Both are pruned
-after ``DGX_SPARK_HISTORY_DAYS`` in small batches by the recorder thread.
+one row per ended run of an operation, keyed by the operation's own id and its
+run number ("Start again" keeps the id and starts run 2). Both are pruned after
+``DGX_SPARK_HISTORY_DAYS``, and beyond a row cap, in small batches by the
+recorder thread.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ EVENT_KINDS: tuple[str, ...] = (
 )
 TERMINAL_KINDS: frozenset[str] = frozenset({"completed", "failed", "stopped"})
 WEBHOOK_SETTING = "webhook_url"
+NOTIFY_KINDS_SETTING = "notify_kinds"
 
 
 class EventRow(SQLModel, table=True):
@@ -44,6 +47,7 @@ class EventRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     operation_id: str = Field(index=True, max_length=200)
+    run: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     name: str = Field(max_length=500)
     op_type: str = Field(max_length=20)
     kind: str = Field(index=True, max_length=20)
@@ -54,11 +58,12 @@ class EventRow(SQLModel, table=True):
 
 
 class HistoryRow(SQLModel, table=True):
-    """One ended operation, kept for the retention period."""
+    """One ended run of an operation, kept for the retention period."""
 
     __tablename__ = "dgx_history"
 
     operation_id: str = Field(primary_key=True, max_length=200)
+    run: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
     name: str = Field(max_length=500)
     op_type: str = Field(max_length=20)
     status: str = Field(max_length=20)
@@ -96,6 +101,7 @@ def event_to_api(row: EventRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "operation_id": row.operation_id,
+        "run": row.run,
         "name": row.name,
         "kind": row.kind,
         "at": iso_utc(row.at),
@@ -108,12 +114,13 @@ def event_to_api(row: EventRow) -> dict[str, Any]:
 
 
 def history_to_api(row: HistoryRow) -> dict[str, Any]:
-    """The JSON shape of one ended operation (ids are the operation's own)."""
+    """The JSON shape of one ended run (``id`` is the operation's own; ``run`` tells its runs apart)."""
     duration = None
     if row.started_at is not None:
         duration = max(0, int(row.ended_at - row.started_at))
     return {
         "id": row.operation_id,
+        "run": row.run,
         "type": row.op_type,
         "name": row.name,
         "description": row.description,
@@ -147,19 +154,20 @@ class EventStore:
             session.refresh(row)
             return event_to_api(row)
 
-    def has_terminal_event(self, operation_id: str) -> bool:
-        """Whether the operation already has a completed/failed/stopped event."""
+    def has_terminal_event(self, operation_id: str, run: int = 1) -> bool:
+        """Whether this run of the operation already has a completed/failed/stopped event."""
         with Session(self.engine) as session:
             stmt = (
                 select(EventRow.id)
                 .where(EventRow.operation_id == operation_id)
+                .where(EventRow.run == run)
                 .where(col(EventRow.kind).in_(TERMINAL_KINDS))
                 .limit(1)
             )
             return session.exec(stmt).first() is not None
 
     def upsert_history(self, row: HistoryRow) -> None:
-        """Insert or replace the history row of an ended operation."""
+        """Insert or replace the history row of an ended run."""
         with Session(self.engine) as session:
             session.merge(row)
             session.commit()
@@ -192,15 +200,26 @@ class EventStore:
             return [event_to_api(r) for r in rows]
 
     def history(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """Ended operations, most recently ended first."""
+        """Ended runs, most recently ended first."""
         with Session(self.engine) as session:
-            stmt = select(HistoryRow).order_by(col(HistoryRow.ended_at).desc()).limit(limit)
+            stmt = (
+                select(HistoryRow)
+                .order_by(col(HistoryRow.ended_at).desc(), col(HistoryRow.run).desc())
+                .limit(limit)
+            )
             return [history_to_api(r) for r in session.exec(stmt).all()]
 
     def history_ids(self) -> set[str]:
         """The ids of every operation in the history."""
         with Session(self.engine) as session:
             return set(session.exec(select(HistoryRow.operation_id)).all())
+
+    def counts(self) -> tuple[int, int]:
+        """How many events and history rows are stored."""
+        with Session(self.engine) as session:
+            events = session.exec(select(sa.func.count()).select_from(EventRow)).one()
+            history = session.exec(select(sa.func.count()).select_from(HistoryRow)).one()
+            return int(events), int(history)
 
     def purge_batch(self, cutoff: float, batch: int = 500) -> int:
         """Delete up to ``batch`` events and ``batch`` history rows older than ``cutoff``.
@@ -216,14 +235,40 @@ class EventStore:
             if ids:
                 session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))  # type: ignore[call-overload]
                 deleted += len(ids)
-            op_ids = session.exec(
-                select(HistoryRow.operation_id).where(HistoryRow.ended_at < cutoff).limit(batch)
+            keys = session.exec(
+                select(HistoryRow.operation_id, HistoryRow.run).where(HistoryRow.ended_at < cutoff).limit(batch)
             ).all()
-            if op_ids:
-                session.exec(
-                    sa.delete(HistoryRow).where(col(HistoryRow.operation_id).in_(op_ids))  # type: ignore[call-overload]
-                )
-                deleted += len(op_ids)
+            deleted += _delete_history(session, keys)
+            session.commit()
+        return deleted
+
+    def trim_batch(self, max_events: int, max_history: int, batch: int = 500) -> int:
+        """Delete up to ``batch`` of the oldest events and history rows beyond the row caps.
+
+        Returns:
+            How many rows were deleted (call again while it is non-zero).
+        """
+        deleted = 0
+        with Session(self.engine) as session:
+            # The id of the newest event that falls outside the cap; it and older ones go.
+            edge = session.exec(
+                select(EventRow.id).order_by(col(EventRow.id).desc()).offset(max_events).limit(1)
+            ).first()
+            if edge is not None:
+                ids = session.exec(
+                    select(EventRow.id).where(col(EventRow.id) <= edge).order_by(col(EventRow.id)).limit(batch)
+                ).all()
+                session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))  # type: ignore[call-overload]
+                deleted += len(ids)
+            total = session.exec(select(sa.func.count()).select_from(HistoryRow)).one()
+            extra = min(batch, int(total) - max_history)
+            if extra > 0:
+                keys = session.exec(
+                    select(HistoryRow.operation_id, HistoryRow.run)
+                    .order_by(col(HistoryRow.ended_at), col(HistoryRow.run))
+                    .limit(extra)
+                ).all()
+                deleted += _delete_history(session, keys)
             session.commit()
         return deleted
 
@@ -246,6 +291,15 @@ class EventStore:
             if row is not None:
                 session.delete(row)
                 session.commit()
+
+
+def _delete_history(session: Session, keys: Sequence[Any]) -> int:
+    """Delete the history rows with these (operation id, run) keys; how many."""
+    for op_id, run in keys:
+        session.exec(
+            sa.delete(HistoryRow).where(HistoryRow.operation_id == op_id).where(HistoryRow.run == run)  # type: ignore[call-overload,arg-type]
+        )
+    return len(keys)
 
 
 def log_tail_text(lines: Sequence[str]) -> str | None:
