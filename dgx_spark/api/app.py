@@ -2,10 +2,63 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from dgx_spark.api import audit, control, events, operations, progress, system
-from dgx_spark.api.errors import install_error_handlers
+from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
+from dgx_spark.api.guard import ApiGuard
+
+logger = logging.getLogger(__name__)
+
+DOCS_URL = "/api/docs"
+DOCS_ASSETS = "/api/docs/assets"
+OPENAPI_URL = "/api/openapi.json"
+
+
+def swagger_assets() -> Path | None:
+    """The folder of Swagger UI's files shipped in the ``fastapi-offline`` package, if installed."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def docs_enabled() -> bool:
+    """``DGX_SPARK_API_DOCS``: ``1`` (default) serves Swagger UI at /api/docs, ``0`` turns it off."""
+    raw = os.environ.get("DGX_SPARK_API_DOCS", "").strip().lower() or "1"
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"DGX_SPARK_API_DOCS must be 0 or 1, got {raw[:20]!r}")
+    return raw in ("1", "true", "yes", "on")
+
+
+def _add_docs(api: FastAPI) -> None:
+    """Serve Swagger UI from files of an installed package (never a CDN), or nothing."""
+    if not docs_enabled():
+        return
+    folder = swagger_assets()
+    if folder is None:
+        logger.warning("API docs: the fastapi-offline package is missing; %s is off", DOCS_URL)
+        return
+    api.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+
+    @api.get(DOCS_URL, include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=OPENAPI_URL,
+            title="DGX Spark Operations API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
 
 
 def create_api() -> FastAPI:
@@ -13,9 +66,10 @@ def create_api() -> FastAPI:
     api = FastAPI(
         title="DGX Spark Operations",
         version="0.1.0",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=OPENAPI_URL,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(api)
     api.include_router(operations.router, tags=["operations"])
@@ -24,4 +78,7 @@ def create_api() -> FastAPI:
     api.include_router(system.router, tags=["system"])
     api.include_router(events.router, tags=["events"])
     api.include_router(audit.router, tags=["audit"])
+    _add_docs(api)
+    # 404/405/HEAD, body size and UTF-8 checks for /api/*, before any route (and before Reflex).
+    api.add_middleware(ApiGuard, routes=api.router.routes)
     return api

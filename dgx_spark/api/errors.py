@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
@@ -20,6 +24,42 @@ _CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable ``code``, a message for people, and details such as ``field``."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer under /api: ``{"success": false, "error": {...}}``."""
+
+    success: bool
+    error: ErrorDetail
+
+
+# Declared on every route in the OpenAPI: what an error answer looks like.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in (
+        (400, "Bad request (e.g. a body that is not JSON)"),
+        (401, "A valid token is required"),
+        (403, "Refused (e.g. a request from another origin)"),
+        (404, "No such operation or route"),
+        (405, "Method not allowed (the Allow header lists the allowed ones)"),
+        (409, "Another action on this operation is in progress"),
+        (413, "Request body too large"),
+        (422, "Invalid input; error.field names it"),
+        (429, "Too many requests or streams"),
+        (500, "Internal error"),
+        (503, "A component (e.g. the database) is unavailable"),
+    )
 }
 
 
@@ -59,9 +99,18 @@ def install_error_handlers(api: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.code, **exc.details)
 
+    @api.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback itself; the client gets the envelope, never a traceback.
+        if request.url.path.startswith("/api/"):
+            return error_response(500, f"internal error ({type(exc).__name__}); see the dashboard's log")
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+        response = error_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.collector.model import Operation
 from dgx_spark.events.query import QueryError, apply_query, parse_query
+from dgx_spark.security.validation import has_surrogate
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops as ui_loops
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -50,8 +56,71 @@ class _ListCache:
 _list_cache = _ListCache()
 
 
-def _encode(payload: dict[str, Any]) -> bytes:
+def _encode(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+# Operation ids whose encoding failure was logged already (each is logged once).
+_logged_failures: set[str] = set()
+_MAX_LOGGED = 10_000
+
+
+def _log_once(op_id: str, exc: Exception) -> None:
+    if op_id in _logged_failures:
+        return
+    if len(_logged_failures) >= _MAX_LOGGED:
+        _logged_failures.clear()
+    _logged_failures.add(op_id)
+    logger.warning("operation %r cannot be encoded as JSON (%s: %s); it is listed with an error marker",
+                   _clean(op_id), type(exc).__name__, _clean(str(exc))[:200])
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with text that is not valid UTF-8 replaced (U+FFFD) and non-finite numbers as null."""
+    if isinstance(value, str):
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value) if has_surrogate(value) else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(_clean(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def error_marked(data: Mapping[str, Any], exc: Exception) -> dict[str, Any]:
+    """An operation that could not be encoded: its cleaned fields plus ``encoding_error``."""
+    marked = _clean(dict(data))
+    marked["encoding_error"] = f"some fields could not be encoded ({type(exc).__name__}); shown cleaned"
+    return marked
+
+
+def operation_dict(op: Operation, now: float) -> dict[str, Any]:
+    """One operation's API dict; a failure gives a minimal record with ``encoding_error``."""
+    try:
+        return op.to_api(now)
+    except Exception as exc:  # noqa: BLE001 - one broken record must not break the list
+        _log_once(str(op.id), exc)
+        return {"id": _clean(str(op.id)), "type": _clean(str(op.type)), "name": _clean(str(op.name)),
+                "status": _clean(str(op.status)),
+                "encoding_error": f"this operation could not be read ({type(exc).__name__})"}
+
+
+def encode_operation(data: Mapping[str, Any]) -> bytes:
+    """One operation as JSON bytes, isolated: a failure is logged once and gives a marked, cleaned record."""
+    try:
+        return _encode(data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        _log_once(str(data.get("id")), exc)
+        try:
+            return _encode(error_marked(data, exc))
+        except (ValueError, TypeError, RecursionError):
+            return _encode({"id": _clean(str(data.get("id"))), "encoding_error": type(exc).__name__})
+
+
+def encode_list(items: Sequence[Mapping[str, Any]]) -> bytes:
+    """``{"success": true, "data": [...]}`` with each operation encoded on its own."""
+    return b'{"success":true,"data":[' + b",".join(encode_operation(item) for item in items) + b"]}"
 
 
 @router.get("/api/dgx/operations", summary="List operations", response_class=Response)
@@ -77,21 +146,24 @@ async def list_operations(
     body = _list_cache.get(key, snapshot.sequence)
     if body is None:
         # Built once per snapshot and query, off the event loop; then served from memory.
-        body = await asyncio.to_thread(
-            lambda: _encode({"success": True, "data": apply_query(snapshot.to_api(), query)})
-        )
+        def build() -> bytes:
+            now = snapshot.taken_at
+            return encode_list(apply_query([operation_dict(op, now) for op in snapshot.operations], query))
+
+        body = await asyncio.to_thread(build)
         _list_cache.put(key, snapshot.sequence, body)
     return Response(content=body, media_type="application/json")
 
 
-@router.get("/api/dgx/operations/{op_id}", summary="One operation")
-def get_operation(op_id: str) -> dict[str, Any]:
+@router.get("/api/dgx/operations/{op_id}", summary="One operation", response_class=Response)
+def get_operation(op_id: str) -> Response:
     """One operation by id; 404 when the latest snapshot does not hold it."""
     snapshot = get_sampler().latest
     operation = snapshot.find(op_id)
     if operation is None:
-        raise ApiError(404, f"no operation with id {op_id!r}", field="id")
-    return {"success": True, "data": operation.to_api(snapshot.taken_at)}
+        raise ApiError(404, f"no operation with id {op_id[:80]!r}", field="id")
+    data = encode_operation(operation_dict(operation, snapshot.taken_at))
+    return Response(content=b'{"success":true,"data":' + data + b"}", media_type="application/json")
 
 
 @router.get("/api/health", summary="Sampler health")

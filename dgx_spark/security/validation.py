@@ -38,6 +38,40 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone UTF-16 surrogate (it cannot be written as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def surrogate_path(value: Any, where: str = "body", depth: int = 0) -> str | None:
+    """Where in a decoded JSON value (keys included) text is not valid UTF-8, else None.
+
+    The path names the field as the API reports it: ``name``, ``command[2]``, ``env.<key>``.
+    """
+    if isinstance(value, str):
+        return where if has_surrogate(value) else None
+    if depth > 64:
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            key_text = str(key)
+            if has_surrogate(key_text):
+                return f"{'' if where == 'body' else where + '.'}{key_text.encode('utf-8', 'backslashreplace').decode()}"
+            found = surrogate_path(item, key_text if where == "body" else f"{where}.{key_text}", depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = surrogate_path(item, f"{where}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 @functools.cache
 def pid_max() -> int:
     """The kernel's largest PID (``/proc/sys/kernel/pid_max``)."""
@@ -117,6 +151,8 @@ def validate_text(
         raise InvalidArgument(field, "must not be empty")
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL bytes")
+    if has_surrogate(value):
+        raise InvalidArgument(field, "must be valid UTF-8 text (no lone surrogates)")
     bad = _CONTROL.findall(value.replace("\n", "").replace("\t", "") if multiline else value)
     if bad:
         raise InvalidArgument(field, "must not contain newlines or control characters")

@@ -1,0 +1,209 @@
+"""The API's own ASGI layer: routing errors, HEAD, body size and text checks before any route runs.
+
+Only requests under ``/api/`` are touched (the Reflex app mounted beneath the API
+would answer them with an HTML page). For those:
+
+- a path no route has -> 404 envelope; a path that exists for other methods -> 405
+  envelope with the right ``Allow`` header;
+- ``HEAD`` runs the ``GET`` route and sends its status and headers only;
+- a request body over ``MAX_BODY_BYTES`` -> 413 envelope;
+- a JSON body holding text that is not valid UTF-8 -> 422 envelope naming the field:
+  invalid UTF-8 bytes, or a lone surrogate (``"\\ud800"``) in any key or value. The
+  route never sees such a body, so nothing of it is stored or kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match, Mount
+
+from dgx_spark.api.errors import error_body
+from dgx_spark.security.validation import surrogate_path
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_PREFIX = "/api/"
+# The largest request body any API route takes (launch bodies included); progress reports: 16 KiB.
+MAX_BODY_BYTES = 64 * 1024
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def send_error(send: Send, status: int, message: str, code: str | None = None,
+                     headers: Sequence[tuple[bytes, bytes]] = (), **details: Any) -> None:
+    """Send an error in the JSON envelope."""
+    body = json.dumps(error_body(status, message, code, **details)).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _best_match(routes: Sequence[BaseRoute], scope: Scope) -> Match:
+    best = Match.NONE
+    for route in routes:
+        if isinstance(route, Mount) and route.path == "":
+            continue  # the Reflex app mounted beneath: it takes every path
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return match
+        if match == Match.PARTIAL:
+            best = match
+    return best
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> tuple[bool, set[str]]:
+    """(whether a route takes this exact request, the methods the routes with this path take)."""
+    match = _best_match(routes, scope)
+    if match == Match.FULL:
+        return True, set()
+    if match == Match.NONE:
+        return False, set()
+    methods = {m for m in _METHODS if _best_match(routes, {**scope, "method": m}) == Match.FULL}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return False, methods
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it is larger than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def body_problem(body: bytes) -> tuple[str, str] | None:
+    """(field, message) when a JSON body holds text that is not valid UTF-8, else None.
+
+    A body that is not JSON at all is left to the route (it says what it expects).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "body", f"not valid UTF-8 (byte {exc.start})"
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    where = surrogate_path(data)
+    if where is None:
+        return None
+    return where, "must be valid UTF-8 text (a lone surrogate such as \\ud800 is not)"
+
+
+class ApiGuard:
+    """ASGI middleware for the FastAPI app: see the module docstring."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], max_body: int = MAX_BODY_BYTES) -> None:
+        """Wrap ``app``; ``routes`` is the API router's (live) route list."""
+        self.app = app
+        self.routes = routes
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check one request, then hand it on (or answer it)."""
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith(API_PREFIX) or path == "/api"):
+            await self.app(scope, receive, send)
+            return
+        method = str(scope.get("method", "GET")).upper()
+        found, methods = allowed_methods(self.routes, scope)
+        head = False
+        if not found and method == "HEAD":
+            found, _ = allowed_methods(self.routes, {**scope, "method": "GET"})
+            head = found
+        if not found:
+            if methods:
+                allow = ", ".join(sorted(methods))
+                await send_error(send, 405, f"{method[:16]} is not allowed here; allowed: {allow}",
+                                 headers=[(b"allow", allow.encode())])
+            else:
+                await send_error(send, 404, "no such API route", field="path")
+            return
+        if head:
+            await self._head(scope, receive, send)
+            return
+        if method in _BODY_METHODS:
+            declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body")
+                return
+            body = await _read_body(receive, self.max_body)
+            if body is None:
+                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body")
+                return
+            if problem := body_problem(body):
+                field, message = problem
+                await send_error(send, 422, f"{field}: {message}", field=field)
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the GET route and send its status and headers only (a stream is ended at once)."""
+        done = asyncio.Event()
+
+        async def head_send(message: Message) -> None:
+            if done.is_set():
+                return
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif message["type"] == "http.response.body":
+                done.set()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def head_receive() -> Message:
+            if done.is_set():
+                return {"type": "http.disconnect"}
+            return await receive()
+
+        task = asyncio.ensure_future(self.app({**scope, "method": "GET"}, head_receive, head_send))
+        waiter = asyncio.ensure_future(done.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled() and task.exception() is not None and not done.is_set():
+            raise task.exception()  # type: ignore[misc]
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the already-read body first, then the real channel."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
