@@ -106,6 +106,8 @@ class Runner:
                 stderr=write_fd,
                 start_new_session=True,
                 close_fds=True,
+                # The app runs with umask 077 (private data folder); the job gets the user's own.
+                umask=int(self.spec.get("umask", -1)),
             )
         except OSError as exc:
             os.close(read_fd)

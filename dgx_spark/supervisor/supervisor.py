@@ -43,6 +43,7 @@ from dgx_spark.collector.model import (
 )
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
+from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
@@ -657,6 +658,7 @@ class Supervisor:
                 "log_path": str(self.log_path(rec.id)),
                 "log_max_bytes": self.config.log_max_bytes,
                 "log_backups": self.config.log_backups,
+                "umask": user_umask(),  # the user's, not the app's 077
             },
         )
         os.chmod(spec_path, 0o600)
