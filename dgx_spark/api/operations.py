@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from dgx_spark.api.errors import ApiError
 from dgx_spark.collector.model import Operation
 from dgx_spark.events.query import QueryError, apply_query, parse_query
+from dgx_spark.events.service import short_lived_ended
 from dgx_spark.security.validation import has_surrogate
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops as ui_loops
@@ -172,6 +173,7 @@ def health() -> dict[str, Any]:
     sampler = get_sampler()
     snapshot = sampler.latest
     age = None if snapshot.sequence == 0 else round(time.time() - snapshot.taken_at, 3)
+    churn = short_lived_ended()
     return {
         "success": True,
         "data": {
@@ -185,6 +187,9 @@ def health() -> dict[str, Any]:
             "sampler_cpu_seconds": round(sampler.cpu_seconds, 6),
             "operation_count": len(snapshot.operations),
             "ui_loops": ui_loops.count(),
+            # Quiet short-lived discovered commands: counted here, not listed (see events/churn.py).
+            "short_lived_ended": churn[0] if churn else 0,
+            "short_lived_window_seconds": churn[1] if churn else None,
             "errors": [
                 {"probe": e.probe, "message": e.message, "since": e.since} for e in snapshot.errors
             ],

@@ -192,6 +192,14 @@ class EventsProbe:
         get_events().sample(ctx)
 
 
+def short_lived_ended() -> tuple[int, float] | None:
+    """How many short-lived commands ended recently, and over how many seconds (None: not started)."""
+    if not get_events.cache_info().currsize:
+        return None
+    churn = get_events().churn
+    return churn.count(), churn.window_seconds
+
+
 def stop_events() -> None:
     """Store the queued events and stop the threads, if the service was ever started."""
     if get_events.cache_info().currsize:
