@@ -7,17 +7,23 @@ raises (an audit failure is logged, the action's own outcome stands).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import logging
+import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from dgx_spark.collector.model import iso_utc
 from dgx_spark.security.redaction import redact_text
+from dgx_spark.security.throttle import RateLimiter
 from dgx_spark.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -128,19 +134,132 @@ def record_audit(
     return entry
 
 
+# Refused requests written one by one: 20 per client at once, then one every 2 s; the
+# rest are counted and written as one "N refused from X" row per client every 5 s.
+REFUSED_BURST = 20
+REFUSED_RATE = 0.5
+REFUSED_SUMMARY_SECONDS = 5.0
+_MAX_PENDING_CLIENTS = 256
+
+
+class RefusalGate:
+    """Throttles refused requests before they reach the audit log; counts the rest.
+
+    A flood of refused requests (any web page can send no-cors POSTs) would otherwise
+    push the real entries out of view. Each client may have ``burst`` refusals written
+    one by one, then ``rate`` a second; the others become one summary row per client.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str, int, dict[str, int]], None],
+        *,
+        rate: float = REFUSED_RATE,
+        burst: int = REFUSED_BURST,
+        summary_seconds: float = REFUSED_SUMMARY_SECONDS,
+    ) -> None:
+        """Create a gate; ``write(client, count, by_action)`` stores one summary row."""
+        self._write = write
+        self._per_client = RateLimiter(rate=rate, burst=burst)
+        self._all = RateLimiter(rate=rate * 10, burst=burst * 5)
+        self._summary_seconds = summary_seconds
+        self._pending: dict[str, collections.Counter[str]] = {}
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def admit(self, client: str, action: str) -> bool:
+        """Whether this refusal may be written now; if not, it is counted for the summary."""
+        if self._per_client.allow(client) and self._all.allow("*"):
+            return True
+        with self._lock:
+            if client not in self._pending and len(self._pending) >= _MAX_PENDING_CLIENTS:
+                client = "other clients"
+            self._pending.setdefault(client, collections.Counter())[action] += 1
+            if self._timer is None:
+                self._timer = threading.Timer(self._summary_seconds, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        return False
+
+    def flush(self) -> None:
+        """Write one summary row per client with refusals not written one by one."""
+        with self._lock:
+            pending, self._pending, self._timer = self._pending, {}, None
+        for client, by_action in pending.items():
+            self._write(client, sum(by_action.values()), dict(by_action))
+
+
+def _write_summary(client: str, count: int, by_action: dict[str, int]) -> None:
+    actions = ", ".join(f"{name} {n}" for name, n in sorted(by_action.items(), key=lambda kv: -kv[1]))
+    record_audit_soon(
+        "refusals",
+        REFUSED,
+        client=client,
+        via="api",
+        detail=f"{count} refused from {client} ({actions}), not written one by one",
+        _gate=False,
+    )
+
+
+refusal_gate = RefusalGate(_write_summary)
+
 # One writer thread keeps entries in order and keeps SQLite off every event loop.
 _writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-audit")
+# The writer prunes entries older than DGX_SPARK_HISTORY_DAYS at most this often.
+PRUNE_EVERY_SECONDS = 600.0
+_last_prune = 0.0
 
 
-def record_audit_soon(action: str, outcome: str, **fields: Any) -> None:
+def _record_and_prune(action: str, outcome: str, **fields: Any) -> None:
+    """The writer thread's job: write the entry, and now and then drop the old ones."""
+    global _last_prune
+    record_audit(action, outcome, **fields)
+    now = time.monotonic()
+    if _last_prune == 0.0 or now - _last_prune >= PRUNE_EVERY_SECONDS:
+        _last_prune = now
+        try:
+            prune_audit(time.time() - retention_seconds(), engine=fields.get("engine"))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # housekeeping: the entry is written; try later
+            logger.warning("could not prune the audit log: %s: %s", type(exc).__name__, exc)
+
+
+def record_audit_soon(action: str, outcome: str, *, _gate: bool = True, **fields: Any) -> None:
     """Queue an audit entry for the writer thread; returns at once, never raises.
 
     Use this from async code (ASGI layer, event handlers); ``record_audit`` itself blocks.
+    Refused requests pass the per-client ``refusal_gate`` first (a flood becomes a count).
     """
+    if _gate and outcome == REFUSED and not refusal_gate.admit(str(fields.get("client") or "unknown"), action):
+        return
     try:
-        _writer.submit(record_audit, action, outcome, **fields)
+        _writer.submit(_record_and_prune, action, outcome, **fields)
     except RuntimeError:  # interpreter shutting down
         record_audit(action, outcome, **fields)
+
+
+def retention_seconds() -> float:
+    """How long audit entries are kept: ``DGX_SPARK_HISTORY_DAYS`` (default 7), like events."""
+    raw = os.environ.get("DGX_SPARK_HISTORY_DAYS", "").strip()
+    try:
+        days = float(raw) if raw else 7.0
+    except ValueError:
+        days = 7.0  # the events settings refuse a bad value at start
+    return (days if days > 0 else 7.0) * 86400.0
+
+
+def prune_audit(cutoff: float, *, engine: Engine | None = None, batch: int = 1000) -> int:
+    """Delete entries older than ``cutoff`` (a Unix time), in batches; returns how many."""
+    deleted = 0
+    while True:
+        with Session(engine or _engine()) as session:
+            ids = session.exec(
+                select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(col(AuditEntry.id)).limit(batch)
+            ).all()
+            if not ids:
+                return deleted
+            session.exec(sa.delete(AuditEntry).where(col(AuditEntry.id).in_(ids)))  # type: ignore[call-overload]
+            session.commit()
+            deleted += len(ids)
 
 
 def list_audit(
