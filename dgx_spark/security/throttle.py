@@ -128,3 +128,46 @@ operations_in_flight = InFlight()
 def in_flight(operation_id: str) -> contextlib.AbstractContextManager[None]:
     """Hold an operation for one control action (raises :class:`Busy` if taken)."""
     return operations_in_flight.hold(operation_id)
+
+
+class StreamSlots:
+    """Caps on concurrent long-lived responses (log streams): per client and in all."""
+
+    def __init__(self, per_client: int, total: int) -> None:
+        """Create the caps."""
+        self.per_client = per_client
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot for ``client``: None when it got one, else the cap that is full (``client``/``total``)."""
+        with self._lock:
+            if sum(self._open.values()) >= self.total:
+                return "total"
+            if self._open.get(client, 0) >= self.per_client:
+                return "client"
+            self._open[client] = self._open.get(client, 0) + 1
+            return None
+
+    def release(self, client: str) -> None:
+        """Give back one of ``client``'s slots."""
+        with self._lock:
+            left = self._open.get(client, 0) - 1
+            if left > 0:
+                self._open[client] = left
+            else:
+                self._open.pop(client, None)
+
+    def count(self) -> int:
+        """How many slots are taken."""
+        with self._lock:
+            return sum(self._open.values())
+
+
+# Log streams (``/logs/stream``): 8 per client, 64 in all; an idle stream ends after 300 s.
+log_streams = StreamSlots(
+    per_client=env_int("DGX_SPARK_LOG_STREAMS_PER_CLIENT", 8, 1, 10_000),
+    total=env_int("DGX_SPARK_LOG_STREAMS_TOTAL", 64, 1, 100_000),
+)
+LOG_STREAM_IDLE_SECONDS = env_float("DGX_SPARK_LOG_STREAM_IDLE_SECONDS", 300.0, 1.0, 86_400.0)
