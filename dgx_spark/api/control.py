@@ -18,7 +18,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.api.streams import capped_stream
 from dgx_spark.security.auth import require_token
+from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
 from dgx_spark.services import get_supervisor
 from dgx_spark.supervisor import logs as oplogs
 from dgx_spark.supervisor import templates as tpl
@@ -29,7 +31,7 @@ router = APIRouter()
 MAX_BODY_KEYS = 16
 MAX_ID = 64
 FOLLOW_POLL_SECONDS = 0.5
-FOLLOW_IDLE_LIMIT = 3600.0
+FOLLOW_IDLE_LIMIT = LOG_STREAM_IDLE_SECONDS  # DGX_SPARK_LOG_STREAM_IDLE_SECONDS
 
 
 class StopRequest(BaseModel):
@@ -189,8 +191,9 @@ async def stream_logs(
                 last_sent = time.monotonic()
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return capped_stream(
+        request, events(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
