@@ -282,3 +282,40 @@ def test_1000_short_lived_processes_leave_bounded_events_history_and_list(
     assert ours == [], f"{len(ours)} churn events were stored"
     assert [r for r in store.history(limit=5000) if str(script) in (r["command"] or "")] == []
     assert service.recorder.churn_skipped >= seen
+
+
+def view(event_id: int, kind: str = "failed", name: str = "train", op_id: str = "") -> dict[str, str]:
+    return {"id": str(event_id), "operation_id": op_id or f"op-{event_id}", "name": name, "kind": kind,
+            "type": "job", "at": "", "detail": kind, "exit_code": "", "log_tail": ""}
+
+
+def test_bell_groups_similar_entries_newest_first() -> None:
+    from dgx_spark.state.events import group_events
+
+    views = [view(9, name="sh"), view(8, "completed"), view(7, name="sh"), view(6), view(5, name="sh")]
+    groups = group_events(views, read_id=6, cleared_id=0)
+    assert [(g["name"], g["kind"], g["count"], g["unread"], g["id"]) for g in groups] == [
+        ("sh", "failed", "3", "2", "9"), ("train", "completed", "1", "1", "8"), ("train", "failed", "1", "0", "6"),
+    ]
+    assert [g["id"] for g in group_events(views, read_id=0, cleared_id=7)] == ["9", "8"]
+
+
+def test_bell_mark_all_read_and_clear_in_a_state_tree() -> None:
+    import reflex as rx
+
+    import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
+    from dgx_spark.state.events import EventsState
+
+    root = rx.State(_reflex_internal_init=True)
+    state = root.get_substate(EventsState.get_full_name().split(".")[1:])
+    state.recent = [view(12, name="a"), view(11, name="b"), view(10, name="a")]
+    assert state.unread_count == 3 and [g["count"] for g in state.groups] == ["2", "1"]
+    state.mark_read()
+    assert state.unread_count == 0 and state.last_read_id == "12"
+    assert [g["unread"] for g in state.groups] == ["0", "0"]
+    state.recent = [view(13, "stalled", name="c"), *state.recent]
+    assert state.unread_count == 1
+    state.clear_bell()
+    assert state.groups == [] and state.unread_count == 0 and state.cleared_id == "13"
+    state.recent = [view(14, name="a"), *state.recent]
+    assert [(g["id"], g["count"]) for g in state.groups] == [("14", "1")] and state.unread_count == 1

@@ -1,7 +1,9 @@
-"""Notifications: the bell (unread count, recent events), the log dialog, settings.
+"""Notifications: the bell (unread count, grouped recent events), the log dialog, settings.
 
 ``notifications()`` renders the bell with its popover and the "View logs" dialog
 and starts the events loop when mounted; toasts come from ``EventsState.watch``.
+The bell lists the kinds that notify, similar entries grouped ("sh stopped ×12"),
+with "Mark all read" and "Clear"; its settings choose which kinds notify.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.events.config import NOTIFY_CHOICES
 from dgx_spark.state.events import EventsState
 
 KIND_COLORS: dict[str, str] = {
@@ -41,13 +44,24 @@ def _kind_badge(kind: rx.Var[str]) -> rx.Component:
 
 
 def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
-    """One event in the bell's list."""
+    """One group of similar events in the bell's list (its newest event speaks for it)."""
     return rx.hstack(
         rx.vstack(
             rx.hstack(
                 _kind_badge(event["kind"]),
                 rx.text(event["name"], weight="medium", size="2", trim="both",
                         style={"overflow": "hidden", "text_overflow": "ellipsis", "white_space": "nowrap"}),
+                rx.cond(
+                    event["count"] != "1",
+                    rx.badge("×", event["count"], variant="surface", color_scheme="gray", size="1",
+                             class_name="dgx-event-count", title="similar events, newest shown"),
+                ),
+                rx.cond(
+                    event["unread"] != "0",
+                    rx.box(class_name="dgx-event-unread", title="unread", aria_label="unread",
+                           width="8px", height="8px", border_radius="50%", background="var(--accent-9)",
+                           flex_shrink="0"),
+                ),
                 spacing="2",
                 align="center",
             ),
@@ -66,7 +80,8 @@ def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
             on_click=EventsState.show_logs(event["id"].to(int)),
         ),
         class_name="dgx-event-row",
-        custom_attrs={"data-kind": event["kind"], "data-operation-id": event["operation_id"]},
+        custom_attrs={"data-kind": event["kind"], "data-operation-id": event["operation_id"],
+                      "data-count": event["count"], "data-unread": event["unread"]},
         width="100%",
         align="start",
         padding_y="6px",
@@ -74,10 +89,43 @@ def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
     )
 
 
-def notification_settings() -> rx.Component:
-    """Browser notifications opt-in and the webhook URL."""
+def _kind_choice(kind: str) -> rx.Component:
+    return rx.el.label(
+        rx.checkbox(
+            checked=EventsState.notify_kinds.contains(kind),
+            on_change=lambda on: EventsState.set_notify_kind(kind, on),
+            id=f"notify-kind-{kind}",
+            size="1",
+        ),
+        rx.text(kind.replace("_", " "), size="1"),
+        style={"display": "inline-flex", "align_items": "center", "gap": "4px", "cursor": "pointer"},
+    )
+
+
+def notify_kind_settings() -> rx.Component:
+    """Which kinds of events raise a toast and a bell entry (a dashboard setting)."""
     return rx.vstack(
-        rx.text("Browser notifications", weight="medium", size="2"),
+        rx.text("Notify about", weight="medium", size="2"),
+        rx.flex(*[_kind_choice(kind) for kind in NOTIFY_CHOICES], wrap="wrap", spacing="3",
+                id="notify-kinds", role="group", aria_label="Event kinds that notify"),
+        rx.cond(
+            EventsState.notify_error != "",
+            rx.text(EventsState.notify_error, size="1", color="var(--red-11)", id="notify-kinds-error"),
+        ),
+        rx.cond(
+            EventsState.notify_message != "",
+            rx.text(EventsState.notify_message, size="1", color="var(--green-11)", id="notify-kinds-message"),
+        ),
+        spacing="1",
+        width="100%",
+    )
+
+
+def notification_settings() -> rx.Component:
+    """Which kinds notify, browser notifications opt-in and the webhook URL."""
+    return rx.vstack(
+        notify_kind_settings(),
+        rx.text("Browser notifications", weight="medium", size="2", margin_top="8px"),
         rx.cond(
             EventsState.notify == "on",
             rx.hstack(
@@ -160,21 +208,30 @@ def bell() -> rx.Component:
                 rx.hstack(
                     rx.text("Recent events", weight="bold", size="3"),
                     rx.spacer(),
-                    rx.link("History", href="/?tab=history", size="1"),
+                    rx.button("Mark all read", size="1", variant="ghost", id="mark-all-read",
+                              on_click=EventsState.mark_read, disabled=EventsState.unread_count == 0),
+                    rx.button("Clear", size="1", variant="ghost", color_scheme="gray", id="clear-bell",
+                              on_click=EventsState.clear_bell, disabled=EventsState.groups.length() == 0),
+                    rx.link("History", href="/history", size="1"),
                     width="100%",
                     align="center",
+                    spacing="3",
                 ),
                 rx.cond(
-                    EventsState.recent.length() > 0,
+                    EventsState.groups.length() > 0,
                     rx.box(
-                        rx.foreach(EventsState.recent, event_row),
+                        rx.foreach(EventsState.groups, event_row),
                         id="recent-events",
                         width="100%",
                         max_height="320px",
                         overflow_y="auto",
                     ),
-                    rx.text("No events yet. Starts, ends and stalls of operations appear here.",
-                            size="2", color=styles.MUTED, id="recent-events-empty"),
+                    rx.text("Nothing new. Failures, completions and stalls of operations appear here "
+                            "(choose which below).", size="2", color=styles.MUTED, id="recent-events-empty"),
+                ),
+                rx.cond(
+                    EventsState.short_lived != "",
+                    rx.text(EventsState.short_lived, size="1", color=styles.FAINT, id="bell-short-lived"),
                 ),
                 notification_settings(),
                 spacing="3",

@@ -20,7 +20,13 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
     return rx.table.row(
         rx.table.cell(
             rx.vstack(
-                rx.text(row["name"], weight="medium"),
+                rx.hstack(
+                    rx.text(row["name"], weight="medium"),
+                    rx.cond(row["run"] != "1", rx.badge("run ", row["run"], variant="surface", size="1",
+                                                        class_name="dgx-history-run")),
+                    spacing="2",
+                    align="center",
+                ),
                 rx.text(row["command"], size="1", color=styles.MUTED, title=row["command"],
                         style={"max_width": "360px", "overflow": "hidden", "text_overflow": "ellipsis",
                                "white_space": "nowrap"}),
@@ -49,7 +55,7 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
             )
         ),
         class_name="dgx-history-row",
-        custom_attrs={"data-operation-id": row["id"], "data-outcome": row["outcome"]},
+        custom_attrs={"data-operation-id": row["id"], "data-run": row["run"], "data-outcome": row["outcome"]},
     )
 
 
@@ -107,6 +113,8 @@ def history_page() -> rx.Component:
             ),
             filter_bar(HistoryState, statuses=["stopped", "failed"], sorts=HISTORY_SORTS),
             rx.cond(HistoryState.error != "", rx.callout(HistoryState.error, color_scheme="red", icon="triangle_alert")),
+            rx.cond(HistoryState.short_lived != "",
+                    rx.text(HistoryState.short_lived, size="1", color=styles.MUTED, id="history-short-lived")),
             history_table(),
             style=styles.page_inner,
         ),

@@ -1,8 +1,11 @@
-"""The notifications' state: recent events, unread count, toasts, webhook setting.
+"""The notifications' state: the bell's grouped events, unread count, toasts, settings.
 
 One background loop per browser tab reads the events recorder's in-memory ring
-(no database query per tick) and turns new failed/completed/stalled events into
-toasts and, when the tab is hidden and the user opted in, browser notifications.
+(no database query per tick) and turns new events of the kinds that notify
+(failed, completed, stalled unless changed in the bell's settings) into bell
+entries, toasts and, when the tab is hidden and the user opted in, browser
+notifications. The bell groups similar entries; "Mark all read" and "Clear" are
+per browser (kept in its local storage), events themselves stay in the history.
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ import reflex as rx
 from reflex_components_sonner.toast import ToastAction
 
 from dgx_spark.events.config import (
+    NOTIFY_CHOICES,
+    InvalidNotifyKinds,
     InvalidWebhookUrl,
     is_masked_webhook_url,
     mask_webhook_url,
 )
-from dgx_spark.events.service import get_events
+from dgx_spark.events.service import get_events, short_lived_ended
 from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
 from dgx_spark.state.operations import client_connected
 
 logger = logging.getLogger(__name__)
 
-TOAST_KINDS = frozenset({"failed", "completed", "stalled"})
 POLL_SECONDS = 1.0
-RECENT_LIMIT = 30
+RECENT_LIMIT = 50
 DISCONNECT_GRACE_SECONDS = 3.0
 
 _lock = threading.Lock()
@@ -72,6 +76,48 @@ def event_view(event: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _as_id(raw: Any) -> int:
+    """A stored event id (0 when missing or not a number)."""
+    try:
+        return int(raw or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def group_events(views: list[dict[str, str]], read_id: int, cleared_id: int) -> list[dict[str, str]]:
+    """Similar bell entries (same kind, type and name) as one group each, newest group first.
+
+    Args:
+        views: Event views, newest first.
+        read_id: Events up to this id were read.
+        cleared_id: Events up to this id were cleared from the bell.
+    """
+    groups: dict[tuple[str, str, str], dict[str, str]] = {}
+    for view in views:
+        event_id = _as_id(view["id"])
+        if event_id <= cleared_id:
+            continue
+        key = (view["kind"], view["type"], view["name"])
+        group = groups.get(key)
+        if group is None:  # the newest event of the group speaks for it
+            group = groups[key] = {**view, "count": "0", "unread": "0", "key": "|".join(key)}
+        group["count"] = str(int(group["count"]) + 1)
+        if event_id > read_id:
+            group["unread"] = str(int(group["unread"]) + 1)
+    return list(groups.values())
+
+
+def short_lived_note() -> str:
+    """'12 short-lived commands ended in the last 10 min' ('' when none)."""
+    churn = short_lived_ended()
+    if not churn or churn[0] <= 0:
+        return ""
+    count, window = churn
+    minutes = max(1, round(window / 60))
+    noun = "command" if count == 1 else "commands"
+    return f"{count} short-lived {noun} ended in the last {minutes} min (not listed)"
+
+
 def _notify_script(title: str, body: str) -> str:
     """JS that shows a system notification when the tab is hidden and allowed."""
     return (
@@ -93,10 +139,17 @@ ENABLE_NOTIFICATIONS_JS = (
 class EventsState(rx.State):
     """Recent events for the bell, and the webhook setting."""
 
+    # Events of the kinds that notify, newest first.
     recent: list[dict[str, str]] = []  # noqa: RUF012 - Reflex state vars
-    # The newest event id this browser has seen in the bell (kept across reloads).
+    # The newest event id this browser has read / cleared in the bell (kept across reloads).
     last_read_id: str = rx.LocalStorage("0", name="dgx_spark_last_read_event", sync=True)
+    cleared_id: str = rx.LocalStorage("0", name="dgx_spark_cleared_event", sync=True)
     notify: str = rx.LocalStorage("off", name="dgx_spark_notify", sync=True)
+    # Which kinds notify (a setting of the dashboard, changed in the bell's settings).
+    notify_kinds: list[str] = []  # noqa: RUF012 - Reflex state var
+    notify_message: str = ""
+    notify_error: str = ""
+    short_lived: str = ""
     logs_open: bool = False
     logs_title: str = ""
     logs_text: str = ""
@@ -106,15 +159,18 @@ class EventsState(rx.State):
     webhook_message: str = ""
     webhook_error: str = ""
     _last_id: int = -1
+    _kinds_used: frozenset[str] | None = None
+
+    @rx.var
+    def groups(self) -> list[dict[str, str]]:
+        """The bell's entries: similar events grouped, cleared ones left out."""
+        return group_events(self.recent, _as_id(self.last_read_id), _as_id(self.cleared_id))
 
     @rx.var
     def unread_count(self) -> int:
-        """Events newer than the last one the user saw in the bell."""
-        try:
-            read = int(self.last_read_id or 0)
-        except ValueError:
-            read = 0
-        return sum(1 for e in self.recent if int(e["id"]) > read)
+        """Events newer than the last one read (or cleared) in this browser."""
+        seen = max(_as_id(self.last_read_id), _as_id(self.cleared_id))
+        return sum(1 for e in self.recent if _as_id(e["id"]) > seen)
 
     @rx.var
     def unread_label(self) -> str:
@@ -124,18 +180,60 @@ class EventsState(rx.State):
 
     @rx.event
     def mark_read(self) -> None:
-        """The bell was opened: everything listed is read."""
-        self._mark_read()
-
-    def _mark_read(self) -> None:
+        """"Mark all read": everything listed so far is read."""
         if self.recent:
-            self.last_read_id = str(max(int(e["id"]) for e in self.recent))
+            newest = max(_as_id(e["id"]) for e in self.recent)
+            self.last_read_id = str(max(newest, _as_id(self.last_read_id)))
+
+    @rx.event
+    def clear_bell(self) -> None:
+        """"Clear": empty the bell in this browser (events stay in the history and the API)."""
+        if self.recent:
+            newest = max(_as_id(e["id"]) for e in self.recent)
+            self.cleared_id = str(max(newest, _as_id(self.cleared_id)))
+            self.last_read_id = str(max(newest, _as_id(self.last_read_id)))
 
     @rx.event
     def bell_open_change(self, value: bool) -> None:
-        """Opening the bell marks its events read."""
+        """Opening the bell shows the current settings (reading is explicit: "Mark all read")."""
         if value is True:
-            self._mark_read()
+            self._load_notify_kinds()
+            self.short_lived = short_lived_note()
+
+    def _load_notify_kinds(self) -> None:
+        kinds = get_events().notify_kinds()
+        self.notify_kinds = [k for k in NOTIFY_CHOICES if k in kinds]
+        self.notify_message = ""
+        self.notify_error = ""
+
+    @rx.event
+    async def set_notify_kind(self, kind: Any, on: Any) -> None:
+        """Turn one kind's notifications on or off (a setting of the dashboard: needs the login)."""
+        if not isinstance(kind, str) or kind not in NOTIFY_CHOICES or not isinstance(on, bool):
+            return
+        refused = authorize_event(self, "notifications")
+        if refused:
+            self.notify_error, self.notify_message = refused, ""
+            return
+        service = get_events()
+        chosen = set(service.notify_kinds())
+        if on:
+            chosen.add(kind)
+        else:
+            chosen.discard(kind)
+        try:
+            kinds = await asyncio.to_thread(service.set_notify_kinds, sorted(chosen))
+        except (InvalidNotifyKinds, OSError) as err:
+            self.notify_error, self.notify_message = f"Not saved: {err}.", ""
+            return
+        except Exception as err:  # noqa: BLE001 - e.g. the database is busy: say so, keep the old choice
+            self.notify_error, self.notify_message = f"Not saved: {type(err).__name__}.", ""
+            return
+        self.notify_kinds = [k for k in NOTIFY_CHOICES if k in kinds]
+        self.notify_error = ""
+        self.notify_message = "Saved."
+        record_audit_soon("notifications", "allowed", target="notify_kinds", client=event_client(self), via="ui",
+                          detail=",".join(self.notify_kinds) or "none")
 
     @rx.event
     def show_logs(self, event_id: int) -> None:
@@ -236,7 +334,8 @@ class EventsState(rx.State):
         if not token:
             return
         generation = _claim(token)
-        recorder = get_events().recorder
+        service = get_events()
+        recorder = service.recorder
         missing_since: float | None = None
         loop = asyncio.get_running_loop()
         try:
@@ -247,20 +346,27 @@ class EventsState(rx.State):
                     missing_since = loop.time()
                 elif loop.time() - missing_since > DISCONNECT_GRACE_SECONDS:
                     break
-                first = self._last_id < 0
-                fresh = recorder.recent(after_id=max(self._last_id, 0), limit=RECENT_LIMIT)
+                kinds = service.notify_kinds()
+                # First tick, or the kinds changed: list anew from the ring (nothing is toasted then).
+                first = self._last_id < 0 or kinds != self._kinds_used
+                after = 0 if first else self._last_id
+                top = recorder.latest_id()  # before reading: nothing newer is skipped
+                fresh = recorder.recent(after_id=after, limit=RECENT_LIMIT, kinds=kinds)
                 if fresh or first:
                     views = [event_view(e) for e in fresh]
                     async with self:
                         if not _is_current(token, generation):
                             break
-                        self.recent = (list(reversed(views)) + self.recent)[:RECENT_LIMIT]
-                        self._last_id = max([self._last_id, 0, *(int(v["id"]) for v in views)])
+                        kept = [] if first else self.recent
+                        self.recent = (list(reversed(views)) + kept)[:RECENT_LIMIT]
+                        newest = max([after, *(int(v["id"]) for v in views)])
+                        self._last_id = max(newest, top) if first else newest
+                        self._kinds_used = kinds
+                        self.notify_kinds = [k for k in NOTIFY_CHOICES if k in kinds]
                     if not first:  # events from before the tab opened are listed, not toasted
                         for view in views:
-                            if view["kind"] in TOAST_KINDS:
-                                yield _toast(view)
-                                yield rx.call_script(_notify_script(_title(view), view["detail"]))
+                            yield _toast(view)
+                            yield rx.call_script(_notify_script(_title(view), view["detail"]))
                 await asyncio.sleep(POLL_SECONDS)
         finally:
             _release(token, generation)

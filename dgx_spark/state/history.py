@@ -1,4 +1,7 @@
-"""The History view's state: ended operations from the database, filtered like the live view."""
+"""The History view's state: ended runs from the database, filtered like the live view.
+
+Each run of an operation ("Start again" keeps the id) is a row of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import reflex as rx
 from dgx_spark import format as fmt
 from dgx_spark.events.query import apply_query
 from dgx_spark.events.service import get_events
+from dgx_spark.state.events import short_lived_note
 from dgx_spark.state.filters import FilterMixin
 
 HISTORY_LIMIT = 1000
@@ -27,6 +31,7 @@ def history_view(row: dict[str, Any]) -> dict[str, str]:
     peak = row.get("peak_memory_bytes")
     return {
         "id": str(row.get("id") or ""),
+        "run": str(row.get("run") or 1),
         "name": str(row.get("name") or ""),
         "type": str(row.get("type") or ""),
         "status": str(row.get("status") or ""),
@@ -47,6 +52,7 @@ class HistoryState(FilterMixin, rx.State):
     rows: list[dict[str, Any]] = []  # noqa: RUF012 - Reflex state var
     loaded: bool = False
     error: str = ""
+    short_lived: str = ""
 
     @rx.var
     def visible(self) -> list[dict[str, str]]:
@@ -70,3 +76,4 @@ class HistoryState(FilterMixin, rx.State):
         self.rows = rows
         self.error = ""
         self.loaded = True
+        self.short_lived = short_lived_note()
