@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.api.params import MAX_INT64
 from dgx_spark.security.audit import list_audit
 from dgx_spark.security.auth import require_token
 
@@ -16,7 +17,7 @@ router = APIRouter()
 @router.get("/api/dgx/audit", summary="Audit log", dependencies=[Depends(require_token)])
 def get_audit(
     limit: int = Query(default=100, ge=1, le=1000, description="How many entries, newest first."),
-    before_id: int | None = Query(default=None, ge=1, description="Only entries older than this id."),
+    before_id: int | None = Query(default=None, ge=1, le=MAX_INT64, description="Only entries older than this id."),
     action: str | None = Query(default=None, max_length=32, pattern=r"^[a-z_]+$", description="Only this action."),
     outcome: Literal["allowed", "failed", "refused"] | None = Query(default=None, description="Only this outcome."),
     target: str | None = Query(default=None, max_length=200, description="Only entries about this target."),

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from dgx_spark.api.errors import ApiError
+from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey, csv_pattern
 from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.events.service import get_events
 from dgx_spark.events.store import EVENT_KINDS
@@ -41,7 +42,8 @@ def list_events(
         description="An event id (only newer events) or an ISO-8601 time. Empty: the newest events.",
     ),
     kind: str | None = Query(
-        default=None, max_length=200, description="Comma-separated kinds to keep."
+        default=None, max_length=200, pattern=csv_pattern(EVENT_KINDS),
+        description=f"Comma-separated kinds to keep: {', '.join(EVENT_KINDS)}.",
     ),
     operation_id: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=100, ge=1, le=1000),
@@ -65,10 +67,10 @@ def list_events(
 @router.get("/api/dgx/history", summary="Ended operations")
 def list_history(
     q: str | None = Query(default=None, max_length=200, description="Search words."),
-    type: str | None = Query(default=None, max_length=100, description="server,job,program"),
-    status: str | None = Query(default=None, max_length=200, description="stopped,failed"),
-    sort: str | None = Query(default=None, max_length=20),
-    order: str | None = Query(default=None, max_length=10),
+    type: str | None = Query(default=None, max_length=100, pattern=TYPES_PATTERN, description="server,job,program"),
+    status: str | None = Query(default=None, max_length=200, pattern=STATUSES_PATTERN, description="stopped,failed"),
+    sort: SortKey | None = Query(default=None, description="Sort key."),  # noqa: B008
+    order: Order | None = Query(default=None, description="asc (default) or desc."),  # noqa: B008
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> dict[str, Any]:
     """Ended operations kept for the retention period, most recently ended first."""

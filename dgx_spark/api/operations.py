@@ -15,7 +15,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from dgx_spark.api.errors import ApiError
-from dgx_spark.collector.model import Operation
+from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
+from dgx_spark.collector.model import OPERATION_STATUSES, Operation
 from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.events.service import short_lived_ended
 from dgx_spark.security.validation import has_surrogate
@@ -127,12 +128,16 @@ def encode_list(items: Sequence[Mapping[str, Any]]) -> bytes:
 @router.get("/api/dgx/operations", summary="List operations", response_class=Response)
 async def list_operations(
     type: str | None = Query(
-        default=None, max_length=100, description="Only these types (comma-separated): server, job, program."
+        default=None, max_length=100, pattern=TYPES_PATTERN,
+        description="Only these types (comma-separated): server, job, program.",
     ),
     q: str | None = Query(default=None, max_length=200, description="Search name, command, port, PID."),
-    status: str | None = Query(default=None, max_length=200, description="Only these statuses (comma-separated)."),
-    sort: str | None = Query(default=None, max_length=20, description="status, started_at, name, cpu, memory, gpu_memory."),
-    order: str | None = Query(default=None, max_length=10, description="asc or desc."),
+    status: str | None = Query(
+        default=None, max_length=200, pattern=STATUSES_PATTERN,
+        description=f"Only these statuses (comma-separated): {', '.join(OPERATION_STATUSES)}.",
+    ),
+    sort: SortKey | None = Query(default=None, description="Sort key."),  # noqa: B008
+    order: Order | None = Query(default=None, description="asc (default) or desc."),  # noqa: B008
 ) -> Response:
     """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted.
 
