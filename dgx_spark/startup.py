@@ -13,7 +13,9 @@ import os
 import sqlite3
 import stat
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,11 @@ PRIVATE_UMASK = 0o077
 USER_UMASK_ENV = "DGX_SPARK_USER_UMASK"
 # The first bytes of every SQLite 3 database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+# Seconds granian's main process waits for a worker that ignores SIGTERM before it kills it
+# (granian waits forever by default in prod). The worker's own shutdown takes ~1 s.
+WORKERS_KILL_TIMEOUT = 8
 
 
 class StartupError(Exception):
@@ -158,23 +165,80 @@ def check_sqlite_file(path: Path) -> None:
         except sqlite3.DatabaseError as exc:
             problem = f"SQLite reports: {exc}"
     if problem:
+        problem = " ".join(problem.split())  # one line
         raise StartupError(
             f"the database file {path} is corrupt ({problem}). Move it away (or restore a backup) "
             "and start again: a new, empty database is created in its place"
         )
 
 
+class SignalSafeEvent(threading.Event):
+    """A ``threading.Event`` that a signal handler of the waiting thread may ``set()``.
+
+    granian's main process waits on an Event and its SIGTERM/SIGINT handler sets the
+    same Event. A handler runs between two bytecodes of the main thread, possibly while
+    that thread holds the Event's (non-reentrant) lock, right after a worker's exit
+    woke it: ``set()`` then waits for itself forever (issue 14.3: ``make run`` hung
+    after SIGTERM). Here the lock is reentrant, and ``wait()`` without a timeout
+    re-checks twice a second, so a wake-up that falls between the check and the wait
+    is not lost either.
+    """
+
+    def __init__(self) -> None:
+        """An unset event with a reentrant lock."""
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set (or ``timeout``), waking up every 0.5 s to re-check when there is none."""
+        if timeout is not None:
+            return super().wait(timeout)
+        while not super().wait(0.5):
+            pass
+        return True
+
+
+def harden_granian() -> bool:
+    """Make granian's main process stop on SIGTERM/SIGINT every time (see ``SignalSafeEvent``).
+
+    Also bounds how long it waits for a worker that does not stop (``WORKERS_KILL_TIMEOUT``).
+
+    Returns:
+        Whether granian is installed (and now patched).
+    """
+    try:
+        from granian.server import common
+    except ImportError:
+        return False
+    server_class: Any = common.AbstractServer
+    if getattr(server_class, "_dgx_spark_hardened", False):
+        return True
+    original = server_class.startup
+
+    @functools.wraps(original)
+    def startup(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.main_loop_interrupt = SignalSafeEvent()  # before granian installs its signal handlers
+        if not self.workers_kill_timeout:
+            self.workers_kill_timeout = WORKERS_KILL_TIMEOUT
+        return original(self, *args, **kwargs)
+
+    server_class.startup = startup
+    server_class._dgx_spark_hardened = True
+    return True
+
+
 @functools.cache
 def prepare() -> None:
     """Everything before the app writes anything (once per process).
 
-    Private umask, the data folder, permissions tightened with one log line,
-    the database file checked.
+    Private umask, granian's shutdown made reliable, the data folder, permissions
+    tightened with one log line, the database file checked.
 
     Raises:
         StartupError: For a problem the user must fix.
     """
     private_umask()
+    harden_granian()
     from dgx_spark.settings import settings
 
     fixed = ensure_data_dir(settings.data_dir)
