@@ -134,6 +134,15 @@ class Operation:
     # How many runs it has had so far, and how many of them its restart policy started (launched ones).
     runs: int = 1
     restarts: int = 0
+    # How an ended operation ended (None while live): ``completed`` / ``failed`` / ``stopped``,
+    # a short reason (``exit code 3``, ``killed by SIGKILL``...) and where that came from
+    # (``runner``, ``kernel``, ``log``, ``progress``, ``unknown``).
+    outcome: str | None = None
+    exit_reason: str | None = None
+    outcome_source: str | None = None
+    # Last lines of a discovered operation's output, read through the process while it
+    # lived, kept only when they may be stored (see ``collector/output.py``). Not in the API.
+    output_tail: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
