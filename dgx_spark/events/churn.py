@@ -38,7 +38,8 @@ def is_short_lived(operation: Operation, ended_at: float | None = None) -> bool:
 
 def is_quiet_churn(operation: Operation, ended_at: float | None = None) -> bool:
     """A short-lived discovered operation that ended without failing: counted, not kept."""
-    return not operation.is_live and operation.status != "failed" and is_short_lived(operation, ended_at)
+    failed = operation.status == "failed" or getattr(operation, "outcome", None) == "failed"
+    return not operation.is_live and not failed and is_short_lived(operation, ended_at)
 
 
 class ChurnCounter:
