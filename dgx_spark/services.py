@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from dgx_spark.collector.discovery import Discovery
+from dgx_spark.collector.outcome import OutcomeProbe
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.database import get_engine, migrate
@@ -36,6 +37,8 @@ def default_probes() -> list[Probe]:
     probes.append(SystemProbe())
     # Progress: after anything that adds operations or sets their log_path; before events.
     probes.append(ProgressProbe())
+    # Outcome: how discovered operations ended; after progress (reads it), before events.
+    probes.append(OutcomeProbe())
     # Events: keep LAST, it compares what every probe above has produced.
     probes.append(EventsProbe())
     return probes

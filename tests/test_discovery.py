@@ -12,6 +12,7 @@ from typing import Any
 
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.model import Operation, operation_id
+from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.rules import build_table, load_table
 from tests.support import workloads
 from tests.support.dashboard import Dashboard, wait_until
@@ -134,7 +135,12 @@ def test_operation_id_is_stable_and_matches_psutil(tmp_path: Path) -> None:
         assert first.id == second.id == operation_id(loop.pid, psutil.Process(loop.pid).create_time())
         assert first.cpu_percent is None  # first sighting
         assert second.cpu_percent is not None
-        assert first.log_path is not None and first.log_path.endswith(".log")
+        # Its output is read through the process, never remembered by path.
+        assert first.log_path is None
+        opened = ProcessOutput.of(first).open()  # type: ignore[union-attr]
+        assert opened is not None and opened.public and opened.storable
+        with opened:
+            assert os.fstat(opened.fd).st_ino == os.stat(loop.log_path).st_ino  # type: ignore[arg-type]
         assert first.cwd == str(tmp_path)
 
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -19,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import capped_stream
-from dgx_spark.security.auth import require_token
+from dgx_spark.collector import output
+from dgx_spark.collector.output import LogSource, ProcessOutput
+from dgx_spark.security.auth import request_is_authorized, require_token
 from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
 from dgx_spark.services import get_supervisor
 from dgx_spark.supervisor import logs as oplogs
@@ -135,29 +136,41 @@ def forget(op_id: str) -> dict[str, Any]:
     return {"success": True, "data": {"id": op_id, "removed": True}}
 
 
-def _log_file(op_id: str) -> Path | None:
+def _log_file(op_id: str, request: Request) -> LogSource | None:
+    """The log to read; another user's process shows its output only to a token holder."""
     _check_id(op_id)
     try:
-        return get_supervisor().find_log(op_id)
+        source = get_supervisor().find_log(op_id)
     except ControlError as exc:
         raise _api_error(exc) from exc
+    if output.needs_token(source) and not request_is_authorized(request):
+        raise ApiError(
+            401,
+            f"operation {op_id} runs as another user: its output is shown only with the token "
+            "(send Authorization: Bearer <token>)",
+            code="unauthorized",
+        )
+    return source
 
 
 @router.get("/api/dgx/operations/{op_id}/logs", summary="The end of an operation's log")
 def get_logs(
+    request: Request,
     op_id: str,
     tail: int = Query(default=1000, ge=0, le=10000, description="How many lines from the end."),
     offset: int | None = Query(default=None, ge=0, le=2**62, description="Lines after this offset."),
 ) -> dict[str, Any]:
     """The last ``tail`` lines (ANSI codes stripped, secrets hidden), or the lines after ``offset``."""
-    path = _log_file(op_id)
-    if path is None:
+    path = _log_file(op_id, request)
+    read = output.read_tail(path, tail) if path is not None and offset is None else None
+    if path is None or (offset is None and read is None):
         return {"success": True, "data": {"lines": [], "offset": 0, "truncated": False, "available": False}}
     if offset is not None:
-        lines, new_offset = oplogs.read_from(path, offset)
+        lines, new_offset = output.read_from(path, offset)
         return {"success": True, "data": {"lines": lines[-10000:], "offset": new_offset,
                                           "truncated": len(lines) > 10000, "available": True}}
-    lines, size, truncated = oplogs.read_tail(path, tail)
+    assert read is not None
+    lines, size, truncated = read
     return {"success": True, "data": {"lines": lines, "offset": size, "truncated": truncated, "available": True}}
 
 
@@ -168,17 +181,17 @@ async def stream_logs(
     offset: int | None = Query(default=None, ge=0, le=2**62, description="Start after this offset."),
 ) -> StreamingResponse:
     """Server-sent events: ``data: {"lines": [...], "offset": N}`` whenever lines are appended."""
-    path = _log_file(op_id)
+    path = _log_file(op_id, request)
 
     async def events() -> AsyncIterator[bytes]:
         position = offset
         if position is None:
-            position = path.stat().st_size if path is not None and path.exists() else 0
+            position = output.size_of(path) if path is not None else 0
         idle_since = last_sent = time.monotonic()
         yield b": following\n\n"
         while not await request.is_disconnected():
             if path is not None:
-                lines, position = await asyncio.to_thread(oplogs.read_from, path, position)
+                lines, position = await asyncio.to_thread(output.read_from, path, position)
                 if lines:
                     idle_since = time.monotonic()
                     payload = json.dumps({"lines": lines, "offset": position})
@@ -202,9 +215,19 @@ async def stream_logs(
     summary="Download the whole log",
     dependencies=[Depends(require_token)],
 )
-def download_logs(op_id: str) -> StreamingResponse:
+def download_logs(request: Request, op_id: str) -> StreamingResponse:
     """The whole log (rotated parts first), raw (secrets not hidden), as an attachment (token required)."""
-    path = _log_file(op_id)
+    path = _log_file(op_id, request)
+    if isinstance(path, ProcessOutput):
+        opened = path.open()
+        if opened is None:
+            raise ApiError(404, f"operation {op_id} has no readable output now", field="id")
+        opened.close()
+        return StreamingResponse(
+            output.iter_whole(path),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{op_id}.log"'},
+        )
     if path is None or not path.exists():
         raise ApiError(404, f"operation {op_id} has no log file", field="id")
     backups = get_supervisor().config.log_backups if get_supervisor().is_launched(op_id) else 0

@@ -6,6 +6,9 @@ never change for a process (command line, executable, working directory, owner,
 classification) are read once per (pid, start time) and cached; the cache is
 pruned when a process goes away. Listening ports come from ``sockets``.
 
+A process's output is never read here, nor remembered by path: the probes read
+it through the process itself (``output``).
+
 Trees fold into one operation: a process whose parent is part of an operation
 belongs to it (a launcher's workers, a server's runners, a script's commands).
 Processes a rule ignores (daemons, interactive shells, tmux) are boundaries:
@@ -109,8 +112,6 @@ class _Known:
     create_time: float
     listening_verdict: Verdict | None = None
     launched: bool | None = None
-    log_path: str | None = None
-    log_read: bool = False
     command: str | None = None
     description: str | None = None
     key: Key = (b"", b"")
@@ -250,21 +251,6 @@ class Discovery:
             raw = _read(f"{self.proc}/{known.facts.pid}/environ", 65536)
             known.launched = raw is not None and (raw.startswith(LAUNCH_MARKER) or b"\0" + LAUNCH_MARKER in raw)
         return known.launched
-
-    def _log_path(self, known: _Known) -> str | None:
-        """Where the process writes stdout, when that is a regular file."""
-        if not known.log_read:
-            known.log_read = True
-            target = _readlink(f"{self.proc}/{known.facts.pid}/fd/1")
-            if (
-                target
-                and target.startswith("/")
-                and not target.startswith(("/dev/", "/proc/"))
-                and not target.endswith(" (deleted)")
-                and os.path.isfile(target)
-            ):
-                known.log_path = target
-        return known.log_path
 
     # ------------------------------------------------------------------ tick
     def __call__(self, now: float) -> list[Operation]:
@@ -471,7 +457,6 @@ class Discovery:
             user=root_known.facts.user,
             cpu_percent=cpu_percent,
             memory_bytes=rss_pages * PAGE_SIZE,
-            log_path=self._log_path(root_known),
             cwd=root_known.facts.cwd,
         )
 

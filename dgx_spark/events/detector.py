@@ -11,13 +11,16 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 
-from dgx_spark.collector.model import Operation
+from dgx_spark.collector.model import INFERRED_SOURCES, OUTCOMES, Operation
+from dgx_spark.collector.output import OutputHandles, get_handles
 from dgx_spark.collector.sampler import SampleContext
 
 logger = logging.getLogger(__name__)
 
 READY_STATUSES = frozenset({"running", "active"})
 WAITING_STATUSES = frozenset({"starting", "pending"})
+TERMINAL_OUTCOMES = frozenset(OUTCOMES)
+TAIL_LINES = 40
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -29,13 +32,22 @@ class Transition:
     operation: Operation
     detail: str
     peak_memory_bytes: int | None = None
+    # Last output lines of a discovered operation, read through its process (None: read the
+    # launched operation's log file instead).
+    log_tail: tuple[str, ...] | None = None
 
 
 Sink = Callable[[Transition], None]
 
 
 def terminal_kind(operation: Operation) -> str:
-    """How an ended operation ended: ``failed``, ``stopped`` (by the user) or ``completed`` (exit 0)."""
+    """How an ended operation ended: ``failed``, ``stopped`` (by the user) or ``completed`` (exit 0).
+
+    The operation's ``outcome`` decides when it is known (launched: the runner's; discovered:
+    the outcome probe's); otherwise its status and exit code.
+    """
+    if operation.outcome in TERMINAL_OUTCOMES:
+        return operation.outcome  # type: ignore[return-value]
     if operation.status == "failed":
         return "failed"
     if operation.stop_requested:
@@ -46,6 +58,15 @@ def terminal_kind(operation: Operation) -> str:
 
 
 def _terminal_detail(kind: str, operation: Operation) -> str:
+    reason = operation.exit_reason
+    if reason:
+        # An inference says so: "likely failed: CUDA out of memory".
+        likely = "likely " if operation.outcome_source in INFERRED_SOURCES else ""
+        if reason.startswith(kind):
+            return f"{likely}{reason}"
+        if reason.startswith("exit code"):
+            return f"{likely}{kind} with {reason}"
+        return f"{likely}{kind}: {reason}"
     code = operation.exit_code
     if kind == "failed":
         return f"failed with exit code {code}" if code is not None else "failed"
@@ -60,9 +81,10 @@ class EventDetector:
 
     name = "events"
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, handles: OutputHandles | None = None) -> None:
         """Create a detector that hands every transition to ``sink``."""
         self._sink = sink
+        self._handles = handles or get_handles()
         self._previous: dict[str, Operation] | None = None
         self._peak: dict[str, int] = {}
 
@@ -90,7 +112,8 @@ class EventDetector:
 
     def _emit(self, kind: str, now: float, operation: Operation, detail: str) -> None:
         at = now
-        if kind in ("completed", "failed", "stopped") and operation.ended_at_ts is not None:
+        terminal = kind in ("completed", "failed", "stopped")
+        if terminal and operation.ended_at_ts is not None:
             at = operation.ended_at_ts
         self._sink(
             Transition(
@@ -99,8 +122,18 @@ class EventDetector:
                 operation=operation,
                 detail=detail,
                 peak_memory_bytes=self._peak.get(operation.id),
+                log_tail=self._discovered_tail(kind, operation),
             )
         )
+
+    def _discovered_tail(self, kind: str, operation: Operation) -> tuple[str, ...] | None:
+        """A discovered operation's last lines: kept at its end, or read now for a stall."""
+        if operation.source != "discovered":
+            return None
+        if kind == "stalled":
+            held = self._handles.get(operation)
+            return tuple(held.tail(TAIL_LINES)) if held is not None else ()
+        return operation.output_tail or ()
 
     @staticmethod
     def _changes(before: Operation | None, after: Operation, first: bool) -> Iterator[tuple[str, str]]:

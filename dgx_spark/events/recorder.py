@@ -234,7 +234,12 @@ class EventRecorder:
             return None  # already recorded, e.g. before a dashboard restart
         tail: list[str] = []
         if terminal or transition.kind == "stalled":
-            tail = read_log_tail(op.log_path, self._log_tail_lines)
+            # Discovered operations: what the sampler read through the process (and may keep).
+            tail = (
+                list(transition.log_tail[-self._log_tail_lines :])
+                if transition.log_tail is not None
+                else read_log_tail(op.log_path, self._log_tail_lines)
+            )
         event = self.store.add_event(
             EventRow(
                 operation_id=op.id,

@@ -1,7 +1,8 @@
 """The sampler probe that fills in training progress on every snapshot.
 
 For each job it reads only the new bytes of the job's output (the log file of a
-launched job, or the regular file a discovered job's stdout points to) and the
+launched job; a discovered job's stdout through the process itself, see
+``collector/output.py``, and only when that output may be kept) and the
 ``trainer_state.json`` of an ``--output_dir`` when that file changed, hands both
 to the tracker, and writes the merged view back onto the operation. Reports that
 came in through the API are merged in by the tracker too.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dgx_spark.collector.model import Operation
+from dgx_spark.collector.output import OpenedOutput, OutputHandles, get_handles
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.progress.parsers import OutputParser, ProgressUpdate, finite
 from dgx_spark.progress.tracker import ProgressTracker, get_tracker
@@ -39,21 +41,33 @@ _OUTPUT_FLAGS = ("--output_dir", "--output-dir")
 
 
 class LogFollower:
-    """Reads what was appended to a file since the last call; survives truncation and rotation."""
+    """Reads what was appended to a file since the last call; survives truncation and rotation.
 
-    def __init__(self, path: str, max_read: int = MAX_READ_BYTES) -> None:
-        """Follow ``path``; the first read starts at most ``max_read`` bytes before its end."""
+    Follows a launched job's log by its path (a file in the data folder), or an
+    output already opened through a discovered process (``handle``: never reopened).
+    """
+
+    def __init__(self, path: str | None, max_read: int = MAX_READ_BYTES, handle: OpenedOutput | None = None) -> None:
+        """Follow ``path`` (or ``handle``); the first read starts at most ``max_read`` bytes before the end."""
         self.path = path
+        self.handle = handle
         self.max_read = max_read
         self.offset = 0
         self._identity: tuple[int, int] | None = None
 
     def read_new(self) -> tuple[bytes, bool]:
         """The new bytes, and whether the stream restarted (a new file, or bytes were skipped)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
+        if self.handle is not None:
+            if self.handle.fd < 0:
+                return b"", False
+            fd = os.dup(self.handle.fd)
+        elif self.path is None:
             return b"", False
+        else:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                return b"", False
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -122,20 +136,6 @@ def output_dir_from_command(args: list[str]) -> str | None:
         if value:
             return value
     return None
-
-
-def stdout_file(pid: int) -> str | None:
-    """The regular file a process writes its stdout to, or None (a terminal, a pipe, no access)."""
-    try:
-        target = os.readlink(f"/proc/{pid}/fd/1")
-    except OSError:
-        return None
-    if not target.startswith("/") or target.endswith(" (deleted)"):
-        return None
-    try:
-        return target if stat.S_ISREG(os.stat(target).st_mode) else None
-    except OSError:
-        return None
 
 
 def process_cwd(pid: int) -> str | None:
@@ -226,8 +226,7 @@ class _Watch:
         args = command_args(op.command)
         self.epochs = epochs_from_command(args)
         self.log_path: str | None = None
-        self.stdout_path: str | None = None
-        self.stdout_resolved = False
+        self.output: OpenedOutput | None = None
         self.follower: LogFollower | None = None
         self.parser = OutputParser()
         self.parser.state.total_epochs = self.epochs
@@ -241,12 +240,12 @@ class _Watch:
             if path.is_absolute():
                 self.state_reader = TrainerStateReader(path)
 
-    def follow(self, path: str | None) -> None:
-        """Follow ``path`` from now on (a new path means a new follower and parser)."""
-        if path == self.log_path:
+    def follow(self, path: str | None, output: OpenedOutput | None = None) -> None:
+        """Follow ``path`` or ``output`` from now on (a new one means a new follower and parser)."""
+        if path == self.log_path and output is self.output:
             return
-        self.log_path = path
-        self.follower = LogFollower(path) if path else None
+        self.log_path, self.output = path, output
+        self.follower = LogFollower(path, handle=output) if path or output else None
         self.parser = OutputParser()
         self.parser.state.total_epochs = self.epochs
 
@@ -256,9 +255,10 @@ class ProgressProbe:
 
     name = "progress"
 
-    def __init__(self, tracker: ProgressTracker | None = None) -> None:
-        """Use ``tracker`` (the process-wide one by default)."""
+    def __init__(self, tracker: ProgressTracker | None = None, handles: OutputHandles | None = None) -> None:
+        """Use ``tracker`` and ``handles`` (the process-wide ones by default)."""
         self.tracker = tracker or get_tracker()
+        self.handles = handles or get_handles()
         self._watches: dict[str, _Watch] = {}
 
     def sample(self, ctx: SampleContext) -> None:
@@ -274,6 +274,7 @@ class ProgressProbe:
         for op_id in [i for i in self._watches if i not in present]:
             del self._watches[op_id]
         self.tracker.forget(present)
+        self.handles.retain(present)
 
     def _observe(self, op: Operation) -> None:
         """Feed the tracker with what this job's output and files say now."""
@@ -282,15 +283,14 @@ class ProgressProbe:
             watch = self._watches[op.id] = _Watch(op)
             if watch.epochs is not None:
                 self.tracker.update(op.id, "command", ProgressUpdate(total_epochs=watch.epochs))
-        path = op.log_path
-        if path is None and op.source == "discovered" and op.pid is not None:
-            if not watch.stdout_resolved and op.is_live:
-                # Resolved once per operation: a job's stdout does not move.
-                watch.stdout_path = stdout_file(op.pid)
-                watch.stdout_resolved = True
-            path = watch.stdout_path
-        watch.follow(path)
-        if watch.follower is not None and (op.is_live or op.source == "launched"):
+        if op.source == "discovered":
+            # Opened once through the process while it lives, and kept until its outcome was
+            # read: the last lines written before it ended are read here too.
+            held = self.handles.get(op)
+            watch.follow(None, held.stdout if held is not None and held.storable else None)
+        else:
+            watch.follow(op.log_path)
+        if watch.follower is not None:
             data, restarted = watch.follower.read_new()
             if restarted:
                 watch.parser = OutputParser()

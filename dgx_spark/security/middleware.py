@@ -71,6 +71,7 @@ _CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/api/dgx/operations/?$"), "launch"),
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/stop/?$"), "stop"),
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/start/?$"), "start"),
+    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/restart/?$"), "restart"),
     ("DELETE", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/?$"), "remove"),
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
     ("POST", re.compile(r"^/api/dgx/progress/?$"), "progress"),

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from pathlib import Path
 from typing import Any
 
 import reflex as rx
 
+from dgx_spark.collector import output
+from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.security.audit import record_audit_soon
-from dgx_spark.security.auth import authorize_event, event_client
+from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
 from dgx_spark.security.throttle import Busy, in_flight
 from dgx_spark.security.validation import (
     InvalidArgument,
@@ -25,7 +26,6 @@ from dgx_spark.security.validation import (
 )
 from dgx_spark.services import get_supervisor
 from dgx_spark.state.operations import OperationsState
-from dgx_spark.supervisor import logs as oplogs
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.supervisor import ControlError
 
@@ -312,12 +312,18 @@ class ControlState(rx.State):
             path = get_supervisor().find_log(op_id)
         except ControlError as exc:
             return rx.toast.error(exc.message)
+        if output.needs_token(path) and not event_is_authorized(self):
+            return rx.toast.error("This process runs as another user: log in to see its output.")
         self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
-        self._log_path = str(path) if path else ""
+        self._log_path = (path.key if isinstance(path, ProcessOutput) else str(path)) if path else ""
         if path is None:
             self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
             return None
-        lines, offset, truncated = oplogs.read_tail(path, LOG_LINES)
+        read = output.read_tail(path, LOG_LINES)
+        if read is None:  # the process ended meanwhile
+            self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
+            return None
+        lines, offset, truncated = read
         self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = lines, True, truncated, offset
         return ControlState.follow_logs
 
@@ -343,8 +349,8 @@ class ControlState(rx.State):
                     return
                 if not self.following:
                     continue
-                path, before = Path(self._log_path), self._log_offset
-            lines, offset = await asyncio.to_thread(oplogs.read_from, path, before)
+                path, before = output.log_source(self._log_path), self._log_offset
+            lines, offset = await asyncio.to_thread(output.read_from, path, before)
             if not lines and offset == before:
                 continue
             async with self:

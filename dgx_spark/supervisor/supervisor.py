@@ -21,7 +21,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from dgx_spark.collector.model import (
     Snapshot,
     operation_id,
 )
+from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
 from dgx_spark.startup import user_umask
@@ -203,17 +203,6 @@ def port_listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stdout_file(pid: int) -> Path | None:
-    """The regular file a process writes its stdout to, if it is one."""
-    try:
-        target = os.readlink(f"/proc/{pid}/fd/1")
-        if target.startswith("/") and stat.S_ISREG(os.stat(f"/proc/{pid}/fd/1").st_mode):
-            return Path(target.removesuffix(" (deleted)"))
-    except OSError:
-        return None
-    return None
 
 
 class Supervisor:
@@ -496,8 +485,11 @@ class Supervisor:
             raise ValueError(f"not a launched operation id: {op_id!r}")
         return self.logs_dir / f"{op_id}.log"
 
-    def find_log(self, op_id: str) -> Path | None:
-        """The log of any operation: launched ones', or a discovered one's stdout file.
+    def find_log(self, op_id: str) -> Path | ProcessOutput | None:
+        """The log of any operation: launched ones' file, or a live discovered one's output.
+
+        A discovered operation's output is read through its process (``collector/output.py``),
+        never by a path; ended ones have none.
 
         Raises:
             ControlError: 404 when no such operation is known.
@@ -509,9 +501,9 @@ class Supervisor:
         op = snapshot.find(op_id) if snapshot else None
         if op is None:
             raise ControlError(404, f"no operation with id {op_id!r}", "id")
-        if op.log_path:
-            return Path(op.log_path)
-        return stdout_file(op.pid) if op.pid is not None and op.is_live else None
+        if op.source == "launched":
+            return Path(op.log_path) if op.log_path else None
+        return ProcessOutput.of(op)
 
     def is_launched(self, op_id: str) -> bool:
         """Whether this supervisor launched the operation."""
