@@ -330,15 +330,15 @@ def _safe_next(value: str | None) -> str:
 
     Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
     ``/\t/evil.example`` would leave the site: any control character, whitespace,
-    backslash or non-ASCII character, also once percent-decoded, gives "/".
+    backslash or non-ASCII character gives "/", in the path also once percent-decoded
+    (the query may hold ``%20``).
     """
     if not isinstance(value, str) or not value or len(value) > 2000 or not _plain_path(value):
         return "/"
-    decoded = urllib.parse.unquote(value)
-    if not _plain_path(decoded):
-        return "/"
     parts = urllib.parse.urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else "/"
+    if parts.scheme or parts.netloc or not _plain_path(urllib.parse.unquote(parts.path)):
+        return "/"
+    return value
 
 
 def _login_page(status: int, next_path: str, error: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
