@@ -38,6 +38,19 @@ class LaunchedOperation(SQLModel, table=True):
     runner_pid: int | None = None
     runner_create_time: float | None = None
     boot_id: str | None = Field(default=None, max_length=64)
+    # Which run this is (1, 2, ... : "Start again", Restart and restart policies start new runs).
+    run: int = 1
+    # How the current (or last) run ended: completed / failed / stopped, why, and who said so.
+    outcome: str | None = Field(default=None, max_length=16)
+    exit_reason: str | None = None
+    outcome_source: str | None = Field(default=None, max_length=16)
+    # The signal the user chose for the stop of the current run: int, term or kill.
+    stop_signal: str | None = Field(default=None, max_length=8)
+    # The restart policy (JSON: policy, max_restarts, backoff_seconds) and its state.
+    restart_json: str = "{}"
+    restarts: int = 0
+    restart_streak: int = 0
+    restart_due_at: float | None = None
 
 
 class OperationTransition(SQLModel, table=True):
@@ -52,3 +65,5 @@ class OperationTransition(SQLModel, table=True):
     to_status: str = Field(max_length=16)
     exit_code: int | None = None
     detail: str | None = None
+    # The run of a launched operation this transition belongs to (None: discovered).
+    run: int | None = None
