@@ -23,6 +23,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Match, Mount
 
 from dgx_spark.api.errors import error_body
+from dgx_spark.security.middleware import with_security_headers
 from dgx_spark.security.validation import surrogate_path
 
 Scope = MutableMapping[str, Any]
@@ -207,3 +208,27 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def refuse_unroutable_paths(app: ASGIApp) -> ASGIApp:
+    """Answer requests whose path holds a newline (``op-%0a/logs``) with a 404 of our own.
+
+    Reflex's top router cannot match such a path and would answer a bare plain-text
+    404 before the security layer and the API see it. No route or id has a newline.
+    """
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "\n" not in scope.get("path", ""):
+            await app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        send = with_security_headers(send)
+        if scope["path"].startswith(API_PREFIX):
+            await send_error(send, 404, "no such API route or operation", field="path")
+            return
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"9")]})
+        await send({"type": "http.response.body", "body": b"Not Found"})
+
+    return outer
