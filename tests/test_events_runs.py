@@ -319,3 +319,38 @@ def test_bell_mark_all_read_and_clear_in_a_state_tree() -> None:
     assert state.groups == [] and state.unread_count == 0 and state.cleared_id == "13"
     state.recent = [view(14, name="a"), *state.recent]
     assert [(g["id"], g["count"]) for g in state.groups] == [("14", "1")] and state.unread_count == 1
+
+
+def test_two_failing_runs_of_a_launched_operation_give_two_events_and_two_rows(
+    backend: Any, tmp_path: Path
+) -> None:
+    import sys
+
+    crash = tmp_path / "rerun_crash.py"
+    crash.write_text("import sys\nprint('boom: run ends badly')\nsys.exit(3)\n")
+    status, body = backend.authed("POST", "/api/dgx/operations", {
+        "template": "custom", "name": "rerun-crasher", "type": "job", "command": [sys.executable, str(crash)],
+    })
+    assert status == 201, body
+    op_id = body["data"]["id"]
+
+    def failed_events() -> list[dict[str, Any]]:
+        every = backend.get_json(f"/api/dgx/events?operation_id={op_id}&kind=failed&limit=100")["data"]
+        return every
+
+    wait_until(lambda: len(failed_events()) == 1, 90, message="run 1 never failed")
+    status, body = backend.authed("POST", f"/api/dgx/operations/{op_id}/start", {})
+    assert status == 200, body
+    wait_until(lambda: len(failed_events()) == 2, 90, message="the second run's failure was not recorded")
+    first, second = failed_events()
+    assert (first["run"], second["run"]) == (1, 2)
+    assert first["exit_code"] == second["exit_code"] == 3
+    assert "boom: run ends badly" in second["log_tail"]
+
+    def rows() -> list[dict[str, Any]]:
+        return [r for r in backend.get_json("/api/dgx/history?q=rerun-crasher")["data"] if r["id"] == op_id]
+
+    wait_until(lambda: len(rows()) == 2, 60, message="not one history row per run")
+    assert sorted((r["run"], r["exit_code"], r["status"]) for r in rows()) == [(1, 3, "failed"), (2, 3, "failed")]
+    health = backend.get_json("/api/health")["data"]
+    assert isinstance(health["short_lived_ended"], int) and health["short_lived_window_seconds"] > 0

@@ -219,7 +219,7 @@ class EventRecorder:
                     self._store(self._held.pop(oldest))
                 return None
         held = self._held.pop(key, None)
-        if terminal and is_quiet_churn(op, transition.at):
+        if terminal and transition.kind != "failed" and is_quiet_churn(op, transition.at):
             self.churn_skipped += 1  # short-lived and did not fail: neither start nor end is kept
             return None
         if held is not None and transition.kind != "failed":
