@@ -28,6 +28,48 @@ def _field(param: rx.Var[dict[str, str]]) -> rx.Component:
     )
 
 
+def _restart_fields() -> rx.Component:
+    """Restart policy: no / on-failure / always, max restarts in a row, first backoff (doubles each time)."""
+    fields = ControlState.restart_fields
+    on = fields["policy"] != "no"
+    return rx.vstack(
+        rx.text("Restart policy", size="2", weight="medium"),
+        rx.hstack(
+            rx.select.root(
+                rx.select.trigger(id="launch-restart-policy", width="150px"),
+                rx.select.content(
+                    rx.select.item("Never", value="no"),
+                    rx.select.item("On failure", value="on-failure"),
+                    rx.select.item("Always", value="always"),
+                ),
+                value=fields["policy"],
+                on_change=lambda value: ControlState.edit_restart("policy", value),
+            ),
+            rx.cond(
+                on,
+                rx.hstack(
+                    rx.input(value=fields["max_restarts"], id="launch-restart-max", width="70px",
+                             on_change=lambda value: ControlState.edit_restart("max_restarts", value)),
+                    rx.text("restarts in a row, first after", size="1", color="var(--gray-11)"),
+                    rx.input(value=fields["backoff_seconds"], id="launch-restart-backoff", width="70px",
+                             on_change=lambda value: ControlState.edit_restart("backoff_seconds", value)),
+                    rx.text("s (doubling)", size="1", color="var(--gray-11)"),
+                    align="center",
+                    spacing="2",
+                ),
+            ),
+            align="center",
+            spacing="2",
+            wrap="wrap",
+        ),
+        rx.cond(ControlState.errors["restart"],
+                rx.text(ControlState.errors["restart"], color="var(--red-11)", size="1", id="launch-error-restart")),
+        spacing="1",
+        width="100%",
+        align="stretch",
+    )
+
+
 def launch_dialog() -> rx.Component:
     """The dialog itself (controlled by ``ControlState.dialog_open``)."""
     return rx.dialog.root(
@@ -53,6 +95,7 @@ def launch_dialog() -> rx.Component:
                          placeholder="optional display name", id="launch-name", width="100%"),
                 rx.cond(ControlState.errors["name"], rx.text(ControlState.errors["name"], color="var(--red-11)", size="1")),
                 rx.foreach(ControlState.params, _field),
+                _restart_fields(),
                 rx.cond(ControlState.errors["_form"], rx.text(ControlState.errors["_form"], color="var(--red-11)", size="1")),
                 rx.cond(ControlState.errors["template"],
                         rx.text(ControlState.errors["template"], color="var(--red-11)", size="1", id="launch-error-template")),

@@ -1,4 +1,4 @@
-"""Per-card actions (Stop with confirmation, Start again, Logs, Remove) and the stop confirmation."""
+"""Per-card actions (Stop and Restart with confirmation, Start again, Logs, Remove) and the confirmation."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
                       on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
         ),
         rx.cond(
+            op.live & launched,
+            rx.button(rx.icon("refresh_cw", size=14), "Restart", size="1", variant="soft", color_scheme="gray",
+                      disabled=busy, on_click=ControlState.ask_restart(op.id, op.name), data_action="restart"),
+        ),
+        rx.cond(
             ~op.live & launched,
             rx.button(rx.icon("rotate_ccw", size=14), "Start again", size="1", variant="soft",
                       disabled=busy, loading=busy, on_click=ControlState.start_again(op.id), data_action="start"),
@@ -34,19 +39,44 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
     ]
 
 
+def _signal_choice() -> rx.Component:
+    """Interrupt (SIGINT: a training script can checkpoint) or terminate (SIGTERM, the default)."""
+    return rx.radio_group.root(
+        rx.vstack(
+            rx.text(rx.radio_group.item(value="term"), " Terminate (SIGTERM)", as_="label", size="2"),
+            rx.text(rx.radio_group.item(value="int"),
+                    " Interrupt (SIGINT): lets a training script save a checkpoint", as_="label", size="2"),
+            spacing="1",
+        ),
+        value=ControlState.stop_signal,
+        on_change=ControlState.choose_stop_signal,
+        id="stop-signal",
+        margin_top="8px",
+    )
+
+
 def stop_confirm_dialog() -> rx.Component:
-    """"Stop <name>?" with Stop (SIGTERM, then SIGKILL after the grace period) and Kill now."""
+    """"Stop <name>?" (or "Restart <name>?") with a signal choice, the action, and Kill now."""
+    restarting = ControlState.confirm_action == "restart"
     return rx.alert_dialog.root(
         rx.alert_dialog.content(
-            rx.alert_dialog.title("Stop " + ControlState.confirm_name + "?"),
+            rx.alert_dialog.title(rx.cond(restarting, "Restart ", "Stop ") + ControlState.confirm_name + "?"),
             rx.alert_dialog.description(
                 rx.cond(
-                    ControlState.confirm_source == "launched",
-                    "Its process group gets SIGTERM, then SIGKILL if it is still running after the grace period.",
-                    "This process was not started here. It gets SIGTERM, then SIGKILL after the grace period.",
+                    restarting,
+                    "Its process group gets the signal below, then SIGKILL if it is still running after the grace "
+                    "period; then it starts again as a new run.",
+                    rx.cond(
+                        ControlState.confirm_source == "launched",
+                        "Its process group gets the signal below, then SIGKILL if it is still running after the grace"
+                        " period.",
+                        "This process was not started here. It gets the signal below, then SIGKILL after the grace "
+                        "period.",
+                    ),
                 ),
                 size="2",
             ),
+            _signal_choice(),
             rx.hstack(
                 rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
                 rx.alert_dialog.action(
@@ -54,7 +84,8 @@ def stop_confirm_dialog() -> rx.Component:
                               on_click=ControlState.confirm_stop(True), id="stop-kill")
                 ),
                 rx.alert_dialog.action(
-                    rx.button("Stop", color_scheme="red", on_click=ControlState.confirm_stop(False), id="stop-confirm")
+                    rx.button(rx.cond(restarting, "Restart", "Stop"), color_scheme="red",
+                              on_click=ControlState.confirm_stop(False), id="stop-confirm")
                 ),
                 spacing="3",
                 justify="end",

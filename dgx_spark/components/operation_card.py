@@ -192,6 +192,11 @@ def exit_detail(op: rx.Var[OperationView]) -> rx.Component:
     )
 
 
+def runs_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """Which run this is and the restart policy's restarts, once it has run more than once."""
+    return rx.cond(op.runs_text != "", detail("Runs", rx.text(op.runs_text, as_="span"), "runs"))
+
+
 def type_details(op: rx.Var[OperationView]) -> rx.Component:
     """The details that depend on the type: port for servers, PID for the others."""
     return rx.match(
@@ -208,6 +213,7 @@ def card_details(op: rx.Var[OperationView]) -> rx.Component:
         started_detail(op),
         uptime_detail(op),
         exit_detail(op),
+        runs_detail(op),
         style=styles.details,
     )
 

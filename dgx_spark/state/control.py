@@ -1,4 +1,4 @@
-"""Control from the UI: the launch dialog, Stop / Start again / Remove, and the logs view.
+"""Control from the UI: the launch dialog, Stop / Restart / Start again / Remove, and the logs view.
 
 Every handler validates its arguments first (any client can call any public
 handler by name). Privileged handlers (launch, stop, start, remove) then run the
@@ -69,12 +69,54 @@ def _env_from_text(text: str, field: str) -> dict[str, str]:
     return env
 
 
-def request_body(template: str, name: str, values: dict[str, str]) -> dict[str, Any]:
+# The restart policy fields of the dialog, and their defaults (see dgx_spark/supervisor/restart.py).
+RESTART_DEFAULTS: dict[str, str] = {"policy": "no", "max_restarts": "5", "backoff_seconds": "1"}
+# The stop signals offered in the confirmation: interrupt lets a training script checkpoint.
+STOP_CHOICES = ("int", "term")
+
+
+def _number_text(text: str, field: str) -> int | float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        raise tpl.SpecError(field, "must be a number") from None
+    return int(number) if number.is_integer() else number
+
+
+def restart_body(fields: dict[str, str]) -> dict[str, Any] | None:
+    """The launch body's ``restart`` object from the dialog's fields (None: policy "no").
+
+    Raises:
+        tpl.SpecError: A number that cannot be read.
+    """
+    policy = fields.get("policy", "no")
+    if policy == "no":
+        return None
+    return {
+        "policy": policy,
+        "max_restarts": _number_text(fields.get("max_restarts") or RESTART_DEFAULTS["max_restarts"],
+                                     "restart.max_restarts"),
+        "backoff_seconds": _number_text(fields.get("backoff_seconds") or RESTART_DEFAULTS["backoff_seconds"],
+                                        "restart.backoff_seconds"),
+    }
+
+
+def request_body(
+    template: str, name: str, values: dict[str, str], restart: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The launch request the dialog's fields describe (the same body the REST API takes).
 
     Raises:
         tpl.SpecError: A field that cannot even be parsed.
     """
+    body = _request_body(template, name, values)
+    policy = restart_body(restart or {})
+    if policy is not None:
+        body["restart"] = policy
+    return body
+
+
+def _request_body(template: str, name: str, values: dict[str, str]) -> dict[str, Any]:
     filled = {k: v for k, v in values.items() if isinstance(v, str) and v.strip() != ""}
     if template == tpl.CUSTOM:
         try:
@@ -99,6 +141,8 @@ def field_key(field: str | None) -> str:
     """The dialog input a server-side field name belongs to (``params.args[0]`` -> ``args``)."""
     if not field:
         return "_form"
+    if field.startswith("restart"):
+        return "restart"
     key = field.removeprefix("params.")
     return key.split(".")[0].split("[")[0]
 
@@ -116,12 +160,15 @@ class ControlState(rx.State):
     errors: dict[str, str] = {}  # noqa: RUF012
     preview: str = ""
     launching: bool = False
+    restart_fields: dict[str, str] = dict(RESTART_DEFAULTS)  # noqa: RUF012 - policy, max_restarts, backoff_seconds
     # Card actions.
     busy_ids: list[str] = []  # noqa: RUF012
     confirm_open: bool = False
     confirm_id: str = ""
     confirm_name: str = ""
     confirm_source: str = ""
+    confirm_action: str = "stop"  # or "restart"
+    stop_signal: str = "term"  # the confirmation's choice: int or term ("Kill now" is its own button)
     # Logs view.
     logs_open: bool = False
     logs_id: str = ""
@@ -171,6 +218,14 @@ class ControlState(rx.State):
         self._validate(check_port=False)
 
     @rx.event
+    def edit_restart(self, key: str, value: str) -> None:
+        """One restart policy field: ``policy`` (no, on-failure, always), ``max_restarts``, ``backoff_seconds``."""
+        if not isinstance(key, str) or key not in RESTART_DEFAULTS or not isinstance(value, str) or len(value) > 32:
+            return
+        self.restart_fields = {**self.restart_fields, key: value}
+        self._validate(check_port=False)
+
+    @rx.event
     def edit_name(self, value: str) -> None:
         """The operation's display name."""
         if not isinstance(value, str) or len(value) > MAX_INPUT:
@@ -193,8 +248,9 @@ class ControlState(rx.State):
     def _validate(self, *, check_port: bool) -> bool:
         """Check the form like the API will; fill ``errors`` and the argv ``preview``."""
         try:
-            spec = get_supervisor().build_spec(request_body(self.template, self.op_name, self.values),
-                                               check_port=check_port)
+            spec = get_supervisor().build_spec(
+                request_body(self.template, self.op_name, self.values, self.restart_fields), check_port=check_port
+            )
         except tpl.SpecError as exc:
             self.errors, self.preview = {field_key(exc.field): exc.message}, ""
             return False
@@ -217,7 +273,7 @@ class ControlState(rx.State):
                 return None
             if not self._validate(check_port=True):
                 return rx.toast.error("Fix the highlighted field first.")
-            body = request_body(self.template, self.op_name, self.values)
+            body = request_body(self.template, self.op_name, self.values, self.restart_fields)
             client = event_client(self)
             self.launching = True
         try:
@@ -245,8 +301,27 @@ class ControlState(rx.State):
             self.confirm_source = validate_text(source, "source", max_length=16, allow_empty=True)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
+        self.confirm_action, self.stop_signal = "stop", "term"
         self.confirm_open = True
         return None
+
+    @rx.event
+    def ask_restart(self, op_id: str, name: str) -> Any:
+        """Open the confirmation for restarting a launched operation (stop, then a new run)."""
+        try:
+            self.confirm_id = validate_operation_id(op_id)
+            self.confirm_name = validate_text(name, "name", max_length=256, allow_empty=True)
+        except InvalidArgument as exc:
+            return rx.toast.error(str(exc))
+        self.confirm_source, self.confirm_action, self.stop_signal = "launched", "restart", "term"
+        self.confirm_open = True
+        return None
+
+    @rx.event
+    def choose_stop_signal(self, value: str) -> None:
+        """The signal the confirmed stop or restart sends: ``int`` (SIGINT) or ``term`` (SIGTERM)."""
+        if value in STOP_CHOICES:
+            self.stop_signal = value
 
     @rx.event
     def cancel_stop(self, open_: bool = False) -> None:
@@ -255,11 +330,15 @@ class ControlState(rx.State):
 
     @rx.event(background=True)
     async def confirm_stop(self, force: bool = False) -> Any:
-        """Stop the confirmed operation (SIGTERM, SIGKILL after the grace period; at once if ``force``)."""
+        """Stop (or restart) the confirmed operation with the chosen signal; SIGKILL at once if ``force``."""
         async with self:
             op_id = self.confirm_id
+            action = self.confirm_action
+            name = "kill" if force is True else (self.stop_signal if self.stop_signal in STOP_CHOICES else "term")
             self.confirm_open = False
-        return await self._act("stop", op_id, lambda sup: sup.stop(op_id, force=force is True), "Stopping")
+        if action == "restart":
+            return await self._act("restart", op_id, lambda sup: sup.restart(op_id, signal_name=name), "Restarting")
+        return await self._act("stop", op_id, lambda sup: sup.stop(op_id, signal_name=name), "Stopping")
 
     @rx.event(background=True)
     async def start_again(self, op_id: str) -> Any:

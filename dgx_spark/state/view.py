@@ -46,6 +46,8 @@ class OperationView:
     pid: int | None = None
     process_count: int = 0
     exit_code: int | None = None
+    # "run 3 · 2 restarts" once an operation has run more than once ("" for a single run).
+    runs_text: str = ""
     # Job progress.
     progress_percent: int | None = None
     epoch_text: str = ""
@@ -100,6 +102,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         pid=op.pid,
         process_count=op.process_count,
         exit_code=op.exit_code,
+        runs_text=runs_text(op),
         progress_percent=fmt.progress_percent(op.progress),
         epoch_text=_text(fmt.format_epoch(metrics.get("epoch"), op.total_epochs)),
         train_loss_text=_text(fmt.format_metric(metrics.get("train_loss", metrics.get("loss")))),
@@ -114,6 +117,14 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         gpu_utilization_text=_text(fmt.format_percent(op.gpu_utilization)),
         idle_gpu=bool(op.idle_gpu),
     )
+
+
+def runs_text(op: Operation) -> str:
+    """Which run this is and how many the restart policy started, once there is more than one run."""
+    if op.runs <= 1 and not op.restarts:
+        return ""
+    restarts = f" · {op.restarts} restart{'s' if op.restarts != 1 else ''}" if op.restarts else ""
+    return f"run {op.run} of {op.runs}{restarts}" if op.run != op.runs else f"run {op.run}{restarts}"
 
 
 def query_row(op: Operation, view: OperationView) -> dict[str, Any]:
