@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from dgx_spark.api.errors import ApiError
-from dgx_spark.api.streams import capped_stream
+from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.collector import output
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.security.auth import request_is_authorized, require_token
@@ -174,7 +174,12 @@ def get_logs(
     return {"success": True, "data": {"lines": lines, "offset": size, "truncated": truncated, "available": True}}
 
 
-@router.get("/api/dgx/operations/{op_id}/logs/stream", summary="Follow an operation's log (SSE)")
+@router.get(
+    "/api/dgx/operations/{op_id}/logs/stream",
+    summary="Follow an operation's log (SSE)",
+    response_class=StreamingResponse,
+    responses=EVENT_STREAM_DOC,
+)
 async def stream_logs(
     request: Request,
     op_id: str,
@@ -214,6 +219,8 @@ async def stream_logs(
     "/api/dgx/operations/{op_id}/logs/download",
     summary="Download the whole log",
     dependencies=[Depends(require_token)],
+    response_class=StreamingResponse,
+    responses=PLAIN_TEXT_DOC,
 )
 def download_logs(request: Request, op_id: str) -> StreamingResponse:
     """The whole log (rotated parts first), raw (secrets not hidden), as an attachment (token required)."""

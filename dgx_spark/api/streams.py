@@ -73,3 +73,15 @@ def capped_stream(
     except BaseException:
         release()
         raise
+
+
+# OpenAPI: what the streaming routes answer (not JSON).
+EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'Server-sent events: `data: {"lines": [...], "offset": N}` lines and `:` comments',
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+}
+PLAIN_TEXT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The whole log as text", "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
