@@ -478,3 +478,21 @@ def test_the_api_shows_the_outcome_and_guards_other_users_logs(
 def path_of(op: dict[str, Any], tail: int) -> str:
     """The logs route of an operation."""
     return f"/api/dgx/operations/{op['id']}/logs?tail={tail}"
+
+
+def test_the_card_view_says_how_it_ended_and_when_it_is_inferred() -> None:
+    from dgx_spark.state.view import operation_view
+
+    base = Operation(id="op-1-1", type="job", name="train.py", status="failed", started_at_ts=1.0, ended_at_ts=9.0)
+    exact = operation_view(base.replace(**decide(status=3 << 8, log=("failed", "Traceback: RuntimeError: boom"))), 10.0)
+    assert exact.outcome == "failed" and exact.outcome_source == "kernel"
+    assert exact.outcome_text == "Failed: Traceback: RuntimeError: boom (exit code 3)"
+    assert exact.outcome_title == "Exit status reported by the kernel"
+    inferred = operation_view(base.replace(**decide(status=None, log=("failed", "CUDA out of memory"))), 10.0)
+    assert inferred.outcome_text == "Likely failed: CUDA out of memory"
+    done = operation_view(base.replace(**decide(status=None, progress="reached epoch 3/3")), 10.0)
+    assert (done.status, done.outcome_text) == ("stopped", "Likely completed: reached epoch 3/3")
+    stopped = operation_view(base.replace(**decide(status=signal.SIGTERM)), 10.0)
+    assert stopped.outcome_text == "Stopped by SIGTERM"
+    live = operation_view(base.replace(status="running", outcome=None), 10.0)
+    assert live.outcome_text == "" and live.outcome == ""

@@ -9,7 +9,7 @@ Extension slots (each a small function; fill it with a small edit):
 
 Stable hooks for tests: the card is ``id="op-<operation id>"`` with ``data-id``,
 ``data-type``, ``data-status``, ``data-pid`` and ``data-port``; parts have
-``data-field`` names (``port``, ``pid``, ``open``, ``started``, ``uptime``...).
+``data-field`` names (``port``, ``pid``, ``open``, ``started``, ``uptime``, ``outcome``...).
 """
 
 from __future__ import annotations
@@ -197,6 +197,25 @@ def runs_detail(op: rx.Var[OperationView]) -> rx.Component:
     return rx.cond(op.runs_text != "", detail("Runs", rx.text(op.runs_text, as_="span"), "runs"))
 
 
+OUTCOME_COLORS = {"failed": "var(--red-11)", "completed": "var(--green-11)", "stopped": styles.MUTED}
+
+
+def outcome_line(op: rx.Var[OperationView]) -> rx.Component:
+    """How an ended operation ended, and why ("Likely ..." when inferred; the source on hover)."""
+    return rx.cond(
+        op.outcome_text != "",
+        rx.text(
+            op.outcome_text,
+            title=op.outcome_title,
+            style=styles.ellipsis,
+            color=rx.match(op.outcome, *OUTCOME_COLORS.items(), styles.MUTED),
+            font_size="var(--font-size-1)",
+            data_field="outcome",
+            custom_attrs={"data-outcome": op.outcome, "data-outcome-source": op.outcome_source},
+        ),
+    )
+
+
 def type_details(op: rx.Var[OperationView]) -> rx.Component:
     """The details that depend on the type: port for servers, PID for the others."""
     return rx.match(
@@ -241,6 +260,7 @@ def operation_card(op: rx.Var[OperationView]) -> rx.Component:
     return rx.box(
         card_header(op),
         card_details(op),
+        outcome_line(op),
         job_progress(op),
         resource_chips(op),
         card_actions(op),

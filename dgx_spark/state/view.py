@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dgx_spark import format as fmt
-from dgx_spark.collector.model import ENDED_STATUSES, LIVE_STATUSES, Operation, Snapshot
+from dgx_spark.collector.model import ENDED_STATUSES, INFERRED_SOURCES, LIVE_STATUSES, Operation, Snapshot
 from dgx_spark.progress import display as progress_display
 
 SECTIONS: tuple[str, ...] = ("servers", "jobs", "programs")
@@ -46,6 +46,12 @@ class OperationView:
     pid: int | None = None
     process_count: int = 0
     exit_code: int | None = None
+    # How it ended (ended operations): ``completed`` / ``failed`` / ``stopped``, a line that
+    # says why ("Likely failed: CUDA out of memory" when inferred), and where that came from.
+    outcome: str = ""
+    outcome_text: str = ""
+    outcome_source: str = ""
+    outcome_title: str = ""
     # "run 3 · 2 restarts" once an operation has run more than once ("" for a single run).
     runs_text: str = ""
     # Job progress.
@@ -71,6 +77,31 @@ def _text(value: Any) -> str:
     return "" if value == fmt.PLACEHOLDER else value
 
 
+_OUTCOME_SOURCE_TITLES: Mapping[str, str] = {
+    "runner": "Exit status recorded by the dashboard's runner",
+    "kernel": "Exit status reported by the kernel",
+    "log": "Inferred from the last lines of its output",
+    "progress": "Inferred from its progress reaching the end",
+    "unknown": "The dashboard could not tell how it ended",
+}
+
+
+def outcome_text(op: Operation) -> str:
+    """One line on how an ended operation ended ("" while live); inferences say "likely"."""
+    if op.status in LIVE_STATUSES or not op.outcome:
+        return ""
+    reason = op.exit_reason or ""
+    if reason.lower().startswith(op.outcome):
+        text = reason
+    elif reason:
+        text = f"{op.outcome}: {reason}"
+    else:
+        text = op.outcome
+    if op.outcome_source in INFERRED_SOURCES:
+        return "Likely " + text
+    return text[:1].upper() + text[1:]
+
+
 def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> OperationView:
     """Derive the card's view of ``op``.
 
@@ -83,6 +114,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         The view.
     """
     metrics = dict(op.metrics) if op.metrics is not None else {}
+    ended = op.status not in LIVE_STATUSES
     port = op.port if op.port is not None else (op.ports[0] if op.ports else None)
     url_host = f"[{host}]" if ":" in host else host
     return OperationView(
@@ -102,6 +134,10 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         pid=op.pid,
         process_count=op.process_count,
         exit_code=op.exit_code,
+        outcome=(op.outcome or "") if ended else "",
+        outcome_text=outcome_text(op),
+        outcome_source=(op.outcome_source or "") if ended else "",
+        outcome_title=_OUTCOME_SOURCE_TITLES.get(op.outcome_source or "", "") if ended else "",
         runs_text=runs_text(op),
         progress_percent=fmt.progress_percent(op.progress),
         epoch_text=_text(fmt.format_epoch(metrics.get("epoch"), op.total_epochs)),
