@@ -211,13 +211,13 @@ class EventRecorder:
         op = transition.operation
         key = (op.id, op.run)
         terminal = transition.kind in TERMINAL_KINDS
-        if transition.kind == "started" and op.source == "discovered":
-            if self._clock() - _start_of(transition) < SHORT_LIVED_SECONDS:
-                self._held[key] = transition  # stored once it has lived SHORT_LIVED_SECONDS
-                if len(self._held) > MAX_HELD:
-                    oldest = next(iter(self._held))
-                    self._store(self._held.pop(oldest))
-                return None
+        young = self._clock() - _start_of(transition) < SHORT_LIVED_SECONDS
+        if transition.kind == "started" and op.source == "discovered" and young:
+            self._held[key] = transition  # stored once it has lived SHORT_LIVED_SECONDS
+            if len(self._held) > MAX_HELD:
+                oldest = next(iter(self._held))
+                self._store(self._held.pop(oldest))
+            return None
         held = self._held.pop(key, None)
         if terminal and transition.kind != "failed" and is_quiet_churn(op, transition.at):
             self.churn_skipped += 1  # short-lived and did not fail: neither start nor end is kept
