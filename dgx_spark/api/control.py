@@ -44,7 +44,7 @@ class StopRequest(BaseModel):
 
 def _api_error(exc: ControlError) -> ApiError:
     details: dict[str, Any] = {"field": exc.field} if exc.field else {}
-    return ApiError(exc.status, exc.message, **details)
+    return ApiError(exc.status, exc.message, code=exc.code, **details)
 
 
 def _check_id(op_id: str) -> str:

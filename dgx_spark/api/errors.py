@@ -102,6 +102,19 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback itself; the client gets the envelope, never a traceback.
+        from dgx_spark.database import describe_error, is_unavailable_error  # noqa: PLC0415
+
+        if is_unavailable_error(exc):
+            # A busy, read-only or stopped database is a 503 the client may retry, not a bug.
+            from dgx_spark.health import health  # noqa: PLC0415
+
+            health.report_error("database", describe_error(exc))
+            response = error_response(
+                503, f"the database is unavailable ({describe_error(exc)}); try again in a moment",
+                "database_unavailable",
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         if request.url.path.startswith("/api/"):
             return error_response(500, f"internal error ({type(exc).__name__}); see the dashboard's log")
         return PlainTextResponse("Internal Server Error", status_code=500)

@@ -19,6 +19,8 @@ from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
 from dgx_spark.collector.model import OPERATION_STATUSES, Operation
 from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.events.service import short_lived_ended
+from dgx_spark.health import components_payload
+from dgx_spark.health import health as app_health
 from dgx_spark.security.validation import has_surrogate
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops as ui_loops
@@ -179,9 +181,13 @@ def health() -> dict[str, Any]:
     snapshot = sampler.latest
     age = None if snapshot.sequence == 0 else round(time.time() - snapshot.taken_at, 3)
     churn = short_lived_ended()
+    components = _components(sampler, snapshot)
     return {
         "success": True,
         "data": {
+            "status": "degraded" if any(c["status"] == "degraded" for c in components.values()) else "ok",
+            "components": components,
+            "degraded": [name for name, c in components.items() if c["status"] == "degraded"],
             "sampler_running": sampler.running,
             "sequence": snapshot.sequence,
             "taken_at": snapshot.taken_at or None,
@@ -197,6 +203,24 @@ def health() -> dict[str, Any]:
             "short_lived_window_seconds": churn[1] if churn else None,
             "errors": [
                 {"probe": e.probe, "message": e.message, "since": e.since} for e in snapshot.errors
+            ] + [
+                # The database and the webhook are not probes, but a monitor reading errors must see them.
+                {"probe": name, "message": components[name]["last_error"], "since": app_health.state(name).since}
+                for name in ("database", "webhook") if components[name]["status"] == "degraded"
             ],
         },
     }
+
+
+def _components(sampler: Any, snapshot: Any) -> dict[str, dict[str, Any]]:
+    """Degraded components (database, nvml, sampler, webhook) with their last error and since when."""
+    from dgx_spark.collector.gpu import NO_GPU_MESSAGE  # noqa: PLC0415
+
+    return components_payload(
+        sampler_running=sampler.running,
+        taken_at=snapshot.taken_at if snapshot.sequence else None,
+        interval=sampler.interval,
+        errors=[(e.probe, e.message, e.since) for e in snapshot.errors],
+        gpu=(snapshot.system or {}).get("gpu"),
+        no_gpu_message=NO_GPU_MESSAGE,
+    )

@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from dgx_spark.health import health
+
 logger = logging.getLogger(__name__)
 
 EMOJI = {
@@ -183,6 +185,7 @@ class WebhookSender:
             outcome = self._post(url, body)
             if outcome is None:
                 self.sent += 1
+                health.report_ok("webhook")
                 return
             retry, message = outcome
             self.last_error = message
@@ -193,6 +196,7 @@ class WebhookSender:
                 return
             delay = min(self._max_backoff, delay * 2)
         self.failed += 1
+        health.report_error("webhook", f"gave up on event {event.get('id')}: {self.last_error}")
         logger.warning("webhook: giving up on event %s: %s", event.get("id"), self.last_error)
 
     def _post(self, url: str, body: bytes) -> tuple[bool, str] | None:

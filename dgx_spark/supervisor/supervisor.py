@@ -42,11 +42,14 @@ from dgx_spark.collector.model import (
 )
 from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.database import WRITE_WAIT_SECONDS, DatabaseUnavailable, probe_writable, write_with_retry
+from dgx_spark.health import health
 from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
 from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, delete_entry, row_entry
 from dgx_spark.supervisor.runner import (
     EXIT_FILE,
     RUNNER_FILE,
@@ -87,12 +90,13 @@ def _operation_token(op_id: str) -> str:
 class ControlError(Exception):
     """A control action that cannot be done: an HTTP-like status, a message, the field at fault."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        """Create the error."""
+    def __init__(self, status: int, message: str, field: str | None = None, code: str | None = None) -> None:
+        """Create the error; ``code`` overrides the API's error code for the status."""
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +233,10 @@ class Supervisor:
         self._owned_ids: set[str] = set()
         self._lock = threading.RLock()
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-spark-db")
+        # Writes the database could not take (a stop that was carried out): saved on disk, replayed later.
+        self._outbox = Outbox(config.data_dir / OUTBOX_FILE)
+        self._last_replay = 0.0
+        self._replay_queued = False
         self._boot_id = boot_id()
         self._templates: dict[str, tpl.Template] = {}
         self._templates_mtime: float | None = -1.0
@@ -287,8 +295,11 @@ class Supervisor:
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Read every launched operation from the database and reconcile it with reality."""
+        self._replay_outbox(wait=WRITE_WAIT_SECONDS)  # e.g. a stop saved while the database was away
         with Session(self.engine) as session:
-            rows = session.exec(select(LaunchedOperation)).all()
+            stored = {row.id: row for row in session.exec(select(LaunchedOperation)).all()}
+        # What the database could not take yet still counts (a user's stop stays a stop).
+        rows = list(self._outbox.overlay(stored).values())
         with self._lock:
             for row in rows:
                 rec = Launched.from_row(row)
@@ -317,6 +328,7 @@ class Supervisor:
             argv=list(spec.argv), env=dict(spec.env), params=dict(spec.params), cwd=spec.cwd,
             port=spec.port, status="pending", created_at=now,
         )
+        self._require_database()  # 503 before anything starts: a launch nobody could record is not made
         with self._lock:
             self._ops[rec.id] = rec
             self._record(rec, "pending", "accepted", wait=True, from_status=None)
@@ -326,6 +338,7 @@ class Supervisor:
 
     def start_again(self, op_id: str) -> Operation:
         """Start an ended launched operation again with its saved spec (same id, same log)."""
+        self._require_database()
         with self._lock:
             rec = self._ops.get(op_id)
             if rec is None:
@@ -455,6 +468,7 @@ class Supervisor:
 
     def forget(self, op_id: str) -> None:
         """Remove an ended launched operation, its run files and its logs."""
+        self._require_database()
         with self._lock:
             rec = self._ops.get(op_id)
             if rec is None:
@@ -464,7 +478,9 @@ class Supervisor:
             if rec.is_live:
                 raise ControlError(409, f"operation {op_id} is {rec.status}; stop it first")
             del self._ops[op_id]
-        self._writer.submit(self._delete_row, op_id).result(10)
+        # Durable either way (database or outbox); wait a little so a reload rarely shows it.
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            self._writer.submit(self._delete_row, op_id).result(WRITE_WAIT_SECONDS * 2)
         shutil.rmtree(self.runs_dir / op_id, ignore_errors=True)
         for index in range(self.config.log_backups, -1, -1):
             path = self.log_path(op_id) if index == 0 else backup_path(self.log_path(op_id), index)
@@ -561,6 +577,7 @@ class Supervisor:
                     with self._lock:
                         self._record(rec, "running", None)
             merged.append(self._as_operation(rec, found))
+        self._queue_replay()  # never waits: the writer thread saves what the outbox holds
         ctx.operations[:] = [
             op for op in ctx.operations if op.id not in consumed and op.id not in owned
         ] + merged
@@ -751,7 +768,12 @@ class Supervisor:
     def _record(
         self, rec: Launched, status: str, detail: str | None, *, wait: bool = False, from_status: Any = ...,
     ) -> None:
-        """Change status (lock held): memory now, database on the writer thread."""
+        """Change status (lock held): memory now, database on the writer thread.
+
+        The write is never lost: what the database cannot take goes to the outbox.
+        ``wait`` waits (briefly, never while the database is degraded) until it is saved.
+        """
+
         previous = rec.status if from_status is ... else from_status
         if previous == status and detail == rec.detail and from_status is ...:
             return
@@ -765,34 +787,117 @@ class Supervisor:
         )
         logger.info("operation %s: %s -> %s%s", rec.id, previous, status, f" ({detail})" if detail else "")
         future = self._writer.submit(self._write, row, transition)
-        if wait:
-            future.result(30)
+        if wait and not health.is_degraded("database"):
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                future.result(1.0)  # bounded: the lock is held, and the sampler needs it
         self._changed()
 
     def _persist(self, rec: Launched) -> None:
         self._writer.submit(self._write, rec.to_row(), None)
 
     def _write(self, row: LaunchedOperation, transition: OperationTransition | None) -> None:
-        try:
-            with Session(self.engine) as session:
-                session.merge(row)
-                if transition is not None:
-                    session.add(transition)
-                session.commit()
-        except Exception:
-            logger.exception("supervisor: database write failed for %s", row.id)
-            raise
+        self._save(row_entry(row, transition))
 
     def _delete_row(self, op_id: str) -> None:
-        with Session(self.engine) as session:
-            row = session.get(LaunchedOperation, op_id)
-            if row is not None:
-                session.delete(row)
-            session.add(
-                OperationTransition(operation_id=op_id, at=time.time(), from_status=None,
-                                    to_status="removed", detail="removed by the user")
-            )
-            session.commit()
+        transition = OperationTransition(operation_id=op_id, at=time.time(), from_status=None,
+                                         to_status="removed", detail="removed by the user")
+        self._save(delete_entry(op_id, transition))
+
+    # ---- durable writes (writer thread) -------------------------------------------------------
+    def _save(self, entry: dict[str, Any]) -> None:
+        """Write one entry to the database, or to the outbox when it cannot take it (writer thread).
+
+        Order is kept: while the outbox holds anything, new entries go behind it.
+        """
+        try:
+            if not self._replay_outbox():
+                self._to_outbox(entry)
+                return
+            write_with_retry(self.engine, lambda session: apply_entry(session, entry), what="supervisor write")
+        except DatabaseUnavailable:
+            self._to_outbox(entry)
+        except Exception:
+            logger.exception("supervisor: database write failed (%s)", entry.get("op"))
+
+    def _to_outbox(self, entry: dict[str, Any]) -> None:
+        try:
+            self._outbox.append(entry)
+        except OSError as exc:
+            logger.error("supervisor: neither the database nor the outbox took a write: %s", exc)
+            health.report_error("database", f"outbox not writable: {exc}")
+        health.set_details("database", pending_writes=self._outbox.pending)
+
+    def _replay_outbox(self, *, wait: float = 0.0) -> bool:
+        """Save what the outbox holds (writer thread, or ``load``); True when it is empty afterwards.
+
+        With ``wait`` 0 it tries at most once a second, one attempt each.
+        """
+        if not self._outbox.pending:
+            return True
+        now = time.monotonic()
+        if not wait and now - self._last_replay < 1.0:
+            return False
+        self._last_replay = now
+
+        def apply_all(entries: list[dict[str, Any]]) -> None:
+            def work(session: Session) -> None:
+                for entry in entries:
+                    apply_entry(session, entry)
+
+            write_with_retry(self.engine, work, wait=wait, what="outbox replay")
+
+        try:
+            self._outbox.replay(apply_all)
+        except DatabaseUnavailable:
+            return False
+        except Exception:
+            # Not the database being away: one broken entry must not hold back the others forever.
+            logger.exception("supervisor: outbox replay failed; saving entries one by one")
+            with contextlib.suppress(DatabaseUnavailable):
+                self._outbox.replay(self._apply_each)
+        health.set_details("database", pending_writes=self._outbox.pending)
+        return not self._outbox.pending
+
+    def _apply_each(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            try:
+                write_with_retry(self.engine, lambda session, e=entry: apply_entry(session, e), wait=0)
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                logger.exception("supervisor: dropping an outbox entry the database refuses: %s", entry.get("op"))
+
+    def _queue_replay(self) -> None:
+        """Ask the writer thread to replay the outbox (sampler thread; never waits)."""
+        if not self._outbox.pending or self._replay_queued:
+            return
+        self._replay_queued = True
+
+        def replay() -> None:
+            self._replay_queued = False
+            self._replay_outbox()
+
+        with contextlib.suppress(RuntimeError):  # the writer is shut down
+            self._writer.submit(replay)
+
+    def _require_database(self) -> None:
+        """Before an action is carried out: 503 when the database cannot record it now.
+
+        Runs on the writer thread (behind any queued write, outbox first), outside the lock.
+        """
+
+        def check() -> None:
+            if not self._replay_outbox(wait=WRITE_WAIT_SECONDS):
+                raise DatabaseUnavailable("earlier changes are still waiting for the database")
+            probe_writable(self.engine)
+
+        try:
+            self._writer.submit(check).result(WRITE_WAIT_SECONDS * 4)
+        except (DatabaseUnavailable, concurrent.futures.TimeoutError) as exc:
+            message = getattr(exc, "message", None) or "the database did not answer in time"
+            raise ControlError(
+                503, f"{message}; nothing was done, try again in a moment", code="database_unavailable"
+            ) from exc
 
     def _changed(self) -> None:
         if self._on_change is not None:

@@ -1,0 +1,274 @@
+"""A busy or read-only database delays work but never invents or drops it (issue 14, point 2).
+
+Real faults on a real SQLite file: another connection holding ``BEGIN EXCLUSIVE``,
+and the database files made immutable with ``chattr +i`` (which stops root too).
+Real launched processes, a real supervisor; no doubles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlmodel import Session, select
+
+from dgx_spark.collector.model import Operation
+from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.database import DatabaseUnavailable, make_engine, migrate, write_with_retry
+from dgx_spark.health import health
+from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, row_entry
+from dgx_spark.supervisor.supervisor import ControlError, Supervisor, SupervisorConfig
+from tests.support.dashboard import wait_until
+
+SLEEPER = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.2)"]
+
+
+@contextlib.contextmanager
+def exclusive_lock(db: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holds the database's write lock (``BEGIN EXCLUSIVE``) until the block ends."""
+    holder = sqlite3.connect(db, isolation_level=None, timeout=30)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield holder
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    if shutil.which("chattr") is None:
+        return False
+    existing = [str(p) for p in paths if p.exists()]
+    return subprocess.run(["chattr", flag, *existing], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def immutable(db: Path) -> Iterator[None]:
+    """The database file made immutable (``chattr +i``: not even root may write it).
+
+    Only the main file: SQLite then opens it read-only. (Making the mapped ``-shm`` file
+    immutable too is not a fault a user makes, and SQLite answers it with SIGBUS.)
+    """
+    if not _chattr("+i", db):
+        pytest.skip("chattr +i is not available on this filesystem (or not as this user)")
+    try:
+        yield
+    finally:
+        _chattr("-i", db)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[sqlalchemy.engine.Engine, Path]]:
+    path = tmp_path / "data" / "dgx.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    yield engine, path
+    engine.dispose()
+
+
+def supervisor_for(engine: sqlalchemy.engine.Engine, data_dir: Path) -> Supervisor:
+    supervisor = Supervisor(SupervisorConfig(data_dir=data_dir, base_url="http://127.0.0.1:1", stop_grace=2.0), engine)
+    supervisor.load()
+    return supervisor
+
+
+def sample(supervisor: Supervisor) -> list[Operation]:
+    ctx = SampleContext(now=time.time(), operations=[])
+    supervisor.sample(ctx)
+    return list(ctx.operations)
+
+
+def status_of(supervisor: Supervisor, op_id: str) -> Operation | None:
+    return next((op for op in sample(supervisor) if op.id == op_id), None)
+
+
+def stored(engine: sqlalchemy.engine.Engine, op_id: str) -> tuple[LaunchedOperation | None, list[str]]:
+    with Session(engine) as session:
+        row = session.get(LaunchedOperation, op_id)
+        statuses = [t.to_status for t in session.exec(
+            select(OperationTransition).where(OperationTransition.operation_id == op_id).order_by(OperationTransition.id)
+        )]
+        return row, statuses
+
+
+def launch_sleeper(supervisor: Supervisor, name: str = "sleeper") -> str:
+    op = supervisor.launch({"template": "custom", "name": name, "type": "job", "command": SLEEPER})
+    wait_until(lambda: (o := status_of(supervisor, op.id)) is not None and o.status == "active" and o.pid, 60)
+    supervisor.flush()
+    return op.id
+
+
+# ---- the outbox on its own ---------------------------------------------------------------------
+
+
+def test_outbox_is_private_ordered_and_survives_a_torn_line(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / OUTBOX_FILE)
+    row = LaunchedOperation(id="launch-1", name="n", type="job", template="custom", argv_json="[]",
+                            created_at=1.0, status="stopped", stop_requested=True)
+    outbox.append(row_entry(row, OperationTransition(operation_id="launch-1", at=2.0, to_status="stopped")))
+    outbox.append({"op": "delete", "id": "launch-2", "transition": None})
+    with (tmp_path / OUTBOX_FILE).open("ab") as handle:
+        handle.write(b'{"op": "upsert", "row": {"id": "tor')  # a crash in the middle of a write
+    assert stat.S_IMODE((tmp_path / OUTBOX_FILE).stat().st_mode) == 0o600
+    again = Outbox(tmp_path / OUTBOX_FILE)  # a restart reads it back
+    assert again.pending == 2
+    gone = LaunchedOperation(id="launch-2", name="m", type="job", template="custom", argv_json="[]", created_at=1.0)
+    overlay = again.overlay({"launch-2": gone})
+    assert list(overlay) == ["launch-1"] and overlay["launch-1"].stop_requested is True
+    seen: list[str] = []
+    assert again.replay(lambda entries: seen.extend(e["op"] for e in entries)) == 2
+    assert seen == ["upsert", "delete"] and again.pending == 0 and not (tmp_path / OUTBOX_FILE).exists()
+
+
+def test_failed_replay_keeps_everything(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / OUTBOX_FILE)
+    outbox.append({"op": "delete", "id": "launch-3"})
+
+    def refuse(_entries: list[dict[str, object]]) -> None:
+        raise DatabaseUnavailable("locked")
+
+    with pytest.raises(DatabaseUnavailable):
+        outbox.replay(refuse)
+    assert outbox.pending == 1 and Outbox(tmp_path / OUTBOX_FILE).entries() == [{"op": "delete", "id": "launch-3"}]
+
+
+# ---- the bounded write -------------------------------------------------------------------------
+
+
+def test_write_with_retry_waits_for_a_short_lock_then_writes(db: tuple[sqlalchemy.engine.Engine, Path]) -> None:
+    engine, path = db
+    row = LaunchedOperation(id="launch-w", name="w", type="job", template="custom", argv_json="[]", created_at=1.0)
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    # The holder lets go (from a timer thread) while the write is retrying.
+    release = threading.Timer(1.0, lambda: (holder.execute("ROLLBACK"), holder.close()))
+    release.start()
+    try:
+        write_with_retry(engine, lambda s: apply_entry(s, row_entry(row, None)), wait=30)
+    finally:
+        release.join()
+    assert stored(engine, "launch-w")[0] is not None
+    assert not health.is_degraded("database")
+
+
+def test_write_with_retry_gives_up_with_database_unavailable(db: tuple[sqlalchemy.engine.Engine, Path]) -> None:
+    engine, path = db
+    row = LaunchedOperation(id="launch-x", name="x", type="job", template="custom", argv_json="[]", created_at=1.0)
+    with exclusive_lock(path), pytest.raises(DatabaseUnavailable, match="locked"):
+        write_with_retry(engine, lambda s: apply_entry(s, row_entry(row, None)), wait=0.5)
+    state = health.state("database")
+    assert state.degraded and "locked" in (state.last_error or "") and state.since is not None
+    assert stored(engine, "launch-x")[0] is None
+
+
+# ---- the supervisor under a held lock ----------------------------------------------------------
+
+
+def test_launch_while_locked_is_a_503_and_leaves_no_trace(db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path) -> None:
+    engine, path = db
+    supervisor = supervisor_for(engine, tmp_path / "data")
+    try:
+        with exclusive_lock(path):
+            with pytest.raises(ControlError) as caught:
+                supervisor.launch({"template": "custom", "name": "never", "type": "job", "command": SLEEPER})
+            assert caught.value.status == 503 and caught.value.code == "database_unavailable"
+            assert "nothing was done" in caught.value.message
+            # Not shown, not started, and certainly not a failed "lost" operation.
+            assert [op for op in sample(supervisor) if op.source == "launched"] == []
+            assert not (tmp_path / "data" / "runs").exists() or not any((tmp_path / "data" / "runs").iterdir())
+        with Session(engine) as session:
+            assert session.exec(select(LaunchedOperation)).all() == []
+        # Recovery: the next launch works as usual.
+        op_id = launch_sleeper(supervisor, "after")
+        assert stored(engine, op_id)[0] is not None
+        supervisor.stop(op_id, force=True)
+        wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live, 30)
+    finally:
+        supervisor.close()
+
+
+def test_stop_while_locked_is_carried_out_kept_and_saved_later(
+    db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path
+) -> None:
+    engine, path = db
+    data = tmp_path / "data"
+    supervisor = supervisor_for(engine, data)
+    try:
+        op_id = launch_sleeper(supervisor)
+        with exclusive_lock(path):
+            stopped = supervisor.stop(op_id)  # no exception: the signal was sent
+            assert stopped.stop_requested
+            ended = wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live and o, 60)
+            assert ended.status == "stopped" and ended.stop_requested, ended
+            # The database has not got it; the outbox (0600, in the data folder) has.
+            wait_until(lambda: supervisor._outbox.pending >= 2, 60)
+            assert stat.S_IMODE((data / OUTBOX_FILE).stat().st_mode) == 0o600
+            lines = [json.loads(line) for line in (data / OUTBOX_FILE).read_text().splitlines()]
+            assert any(e["row"]["stop_requested"] for e in lines if e["op"] == "upsert")
+            assert health.is_degraded("database")
+            # A restart while the database is still locked keeps the user's stop: no failure is invented.
+            again = Supervisor(supervisor.config, engine)
+            again.load()
+            restarted = status_of(again, op_id)
+            assert restarted is not None and restarted.status == "stopped" and restarted.stop_requested
+            again.close()
+        # Recovery: the sampler's next rounds hand the outbox to the writer, which saves it.
+        wait_until(lambda: (sample(supervisor), supervisor._outbox.pending == 0)[1], 60)
+        supervisor.flush()
+        row, statuses = stored(engine, op_id)
+        assert row is not None and row.stop_requested and row.status == "stopped"
+        assert statuses[-1] == "stopped" and "failed" not in statuses
+        assert not (data / OUTBOX_FILE).exists()
+        assert not health.is_degraded("database")
+    finally:
+        supervisor.close()
+
+
+def test_stop_with_an_immutable_database_survives_a_restart(
+    db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path
+) -> None:
+    engine, path = db
+    data = tmp_path / "data"
+    supervisor = supervisor_for(engine, data)
+    try:
+        op_id = launch_sleeper(supervisor)
+        with immutable(path):
+            engine.dispose()  # new connections see the read-only files
+            supervisor.stop(op_id)
+            wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live, 60)
+            wait_until(lambda: supervisor._outbox.pending >= 2, 60)
+            with pytest.raises(ControlError) as caught:  # nothing new can be recorded: 503, not started
+                supervisor.launch({"template": "custom", "name": "no", "type": "job", "command": SLEEPER})
+            assert caught.value.status == 503
+            supervisor.close()
+            # The dashboard restarts with the database still read-only: the stop is still a stop.
+            again = Supervisor(supervisor.config, engine)
+            again.load()
+            found = status_of(again, op_id)
+            assert found is not None and found.status == "stopped" and found.stop_requested
+            assert "failed" not in (found.description or "")
+            again.close()
+        engine.dispose()
+        # Writable again: the next start replays the outbox first.
+        third = supervisor_for(engine, data)
+        try:
+            assert third._outbox.pending == 0
+            row, statuses = stored(engine, op_id)
+            assert row is not None and row.stop_requested and row.status == "stopped" and "failed" not in statuses
+        finally:
+            third.close()
+    finally:
+        with contextlib.suppress(Exception):
+            supervisor.close()
