@@ -28,6 +28,7 @@ from dgx_spark.events.recorder import EventRecorder
 from dgx_spark.events.service import EventsService
 from dgx_spark.events.store import TABLES, EventRow, EventStore, HistoryRow
 from tests.support.dashboard import wait_until
+from tests.test_postgres import postgres_url  # noqa: F401 - a fixture: a throwaway PostgreSQL server
 
 
 class Clock:
@@ -82,13 +83,25 @@ def test_detector_sees_a_run_that_started_and_failed_between_two_samples() -> No
 
 
 def test_migration_keeps_rows_as_run_1_and_allows_more_runs(tmp_path: Path) -> None:
+    check_events_run_migration(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
+
+
+def test_events_run_migration_and_store_on_postgres(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        check_events_run_migration(engine)
+    finally:
+        engine.dispose()
+
+
+def check_events_run_migration(engine: sa.engine.Engine) -> None:
+    """Migrate to the schema before runs, add rows, migrate to head: old rows are run 1."""
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
     from dgx_spark.database import ALEMBIC_DIR, ALEMBIC_INI
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     script = ScriptDirectory.from_config(config)
@@ -115,6 +128,11 @@ def test_migration_keeps_rows_as_run_1_and_allows_more_runs(tmp_path: Path) -> N
     store.upsert_history(HistoryRow(operation_id="old-op", run=2, name="n", op_type="job", status="failed",
                                     ended_at=6.0))
     assert [(r["id"], r["run"]) for r in store.history()] == [("old-op", 2), ("old-op", 1)]
+    # Retention and the row caps delete by (id, run).
+    assert store.trim_batch(max_events=10, max_history=1) == 1
+    assert [(r["id"], r["run"]) for r in store.history()] == [("old-op", 2)]
+    assert store.purge_batch(cutoff=100.0) == 2  # the old event and the last row
+    assert store.counts() == (0, 0)
 
 
 def test_short_lived_discovered_commands_are_neither_stored_nor_announced(store: EventStore) -> None:
