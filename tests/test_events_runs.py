@@ -86,7 +86,7 @@ def test_migration_keeps_rows_as_run_1_and_allows_more_runs(tmp_path: Path) -> N
     check_events_run_migration(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
 
 
-def test_events_run_migration_and_store_on_postgres(postgres_url: str) -> None:
+def test_events_run_migration_and_store_on_postgres(postgres_url: str) -> None:  # noqa: F811
     engine = make_engine(postgres_url)
     try:
         check_events_run_migration(engine)
