@@ -59,9 +59,10 @@ def test_toasts_bell_and_webhook_set_in_the_ui(
         )
         wait_until(lambda: [e for e in receiver.events("completed") if e["operation_id"] == done["id"]], 60)
 
-        # The bell counts unread events and lists them; opening it marks them read.
+        # The bell counts unread events and lists them; "Mark all read" reads them.
         expect(page.locator("#unread-count")).to_have_text(re.compile(r"^([1-9]|9\+)$"), timeout=30_000)
         page.locator("#notifications-bell").click()
+        page.locator("#mark-all-read").click()
         expect(page.locator("#unread-count")).to_have_count(0, timeout=30_000)
         rows = page.locator("#recent-events .dgx-event-row")
         expect(rows.filter(has_text="toast-crasher")).not_to_have_count(0)

@@ -1,0 +1,95 @@
+"""The bell in a real browser: similar entries grouped, Mark all read, Clear, and which kinds notify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from tests.support.dashboard import TEST_TOKEN, Dashboard, wait_until
+
+
+def launch(dash: Dashboard, name: str, argv: list[str], op_type: str = "program") -> dict[str, Any]:
+    status, body = dash.authed(
+        "POST", "/api/dgx/operations", {"template": "custom", "name": name, "type": op_type, "command": argv}
+    )
+    assert status == 201, body
+    return body["data"]
+
+
+def failed_ids(dash: Dashboard, ids: set[str]) -> set[str]:
+    events = dash.get_json("/api/dgx/events?kind=failed&limit=1000")["data"]
+    return {e["operation_id"] for e in events} & ids
+
+
+def test_bell_groups_marks_read_clears_and_chooses_kinds(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
+    expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+    crash = tmp_path / "bell_crash.py"
+    crash.write_text("import sys\nprint('bell: failing on purpose')\nsys.exit(4)\n")
+    ids = {launch(full_dashboard, "bell-grouper", [sys.executable, str(crash)], "job")["id"] for _ in range(3)}
+    wait_until(lambda: failed_ids(full_dashboard, ids) == ids, 90, message="the three failures were not recorded")
+
+    # Three failures of the same command: one entry, "×3", unread.
+    bell = page.locator("#notifications-bell")
+    bell.click()
+    group = page.locator("#recent-events .dgx-event-row[data-kind='failed']", has_text="bell-grouper")
+    expect(group).to_have_count(1, timeout=30_000)
+    expect(group).to_have_attribute("data-count", "3", timeout=30_000)
+    expect(group.locator(".dgx-event-count")).to_contain_text("3")
+    expect(group).to_have_attribute("data-unread", "3")
+    expect(page.locator("#unread-count")).to_be_visible()
+    # The defaults: failed, completed and stalled notify; starts and stops do not.
+    for kind in ("failed", "completed", "stalled"):
+        expect(page.locator(f"#notify-kind-{kind}")).to_have_attribute("data-state", "checked")
+    for kind in ("started", "stopped"):
+        expect(page.locator(f"#notify-kind-{kind}")).to_have_attribute("data-state", "unchecked")
+    page.screenshot(path=str(artifacts_dir / "bell-grouped.png"))
+
+    page.locator("#mark-all-read").click()
+    expect(page.locator("#unread-count")).to_have_count(0, timeout=30_000)
+    expect(group).to_have_attribute("data-unread", "0")
+    page.locator("#clear-bell").click()
+    expect(group).to_have_count(0, timeout=30_000)
+    page.keyboard.press("Escape")
+    # Clearing is kept by this browser across reloads; the events stay in the API and History.
+    page.reload()
+    expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+    page.locator("#notifications-bell").click()
+    expect(page.locator("#notify-kind-failed")).to_have_attribute("data-state", "checked", timeout=30_000)
+    expect(page.locator("#recent-events .dgx-event-row", has_text="bell-grouper")).to_have_count(0)
+    assert failed_ids(full_dashboard, ids) == ids
+
+    sleeper = None
+    try:
+        # Choose to be told about starts too: a new start then appears in the bell.
+        page.locator("#notify-kind-started").click()
+        expect(page.locator("#notify-kinds-message")).to_contain_text("Saved", timeout=30_000)
+        expect(page.locator("#notify-kind-started")).to_have_attribute("data-state", "checked")
+        sleeper = launch(full_dashboard, "bell-starter", [sys.executable, "-c", "import time; time.sleep(600)"])
+        started = page.locator(f"#recent-events [data-kind='started'][data-operation-id='{sleeper['id']}']")
+        expect(started).to_be_visible(timeout=90_000)
+        page.screenshot(path=str(artifacts_dir / "bell-kinds.png"))
+    finally:
+        # Back to the defaults for the other tests sharing this dashboard.
+        if page.locator("#notify-kind-started").get_attribute("data-state") == "checked":
+            page.locator("#notify-kind-started").click()
+        expect(page.locator("#notify-kind-started")).to_have_attribute("data-state", "unchecked", timeout=30_000)
+        if sleeper is not None:
+            full_dashboard.authed("POST", f"/api/dgx/operations/{sleeper['id']}/stop", {"force": True})
+        page.keyboard.press("Escape")
+
+
+def test_changing_which_kinds_notify_needs_the_login(full_dashboard: Dashboard, page: Page) -> None:
+    page.goto(full_dashboard.url)  # a viewer from this machine, not logged in
+    expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+    page.locator("#notifications-bell").click()
+    choice = page.locator("#notify-kind-stopped")
+    expect(choice).to_have_attribute("data-state", "unchecked", timeout=30_000)
+    choice.click()
+    expect(page.locator("#notify-kinds-error")).to_contain_text("Log in", timeout=30_000)
+    expect(choice).to_have_attribute("data-state", "unchecked")
