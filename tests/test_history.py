@@ -50,3 +50,33 @@ def test_history_page_lists_ended_operations_with_filters(
     expect(page.locator("#no-matches")).to_be_visible(timeout=30_000)
     page.locator("#clear-filters").click()
     expect(bad).to_be_visible(timeout=30_000)
+
+
+def test_history_lists_each_run_of_an_operation(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    path = tmp_path / "rerun.py"
+    path.write_text("import sys\nprint('run ends with 5')\nsys.exit(5)\n")
+    status, body = full_dashboard.authed(
+        "POST", "/api/dgx/operations",
+        {"template": "custom", "name": "hist-rerun", "type": "job", "command": [sys.executable, str(path)]},
+    )
+    assert status == 201, body
+    op_id = body["data"]["id"]
+
+    def runs() -> list[int]:
+        rows = full_dashboard.get_json("/api/dgx/history?q=hist-rerun")["data"]
+        return sorted(r["run"] for r in rows if r["id"] == op_id)
+
+    wait_until(lambda: runs() == [1], 90, message="run 1 never reached the history")
+    status, body = full_dashboard.authed("POST", f"/api/dgx/operations/{op_id}/start", {})
+    assert status == 200, body
+    wait_until(lambda: runs() == [1, 2], 90, message="run 2 never reached the history")
+    page.goto(full_dashboard.url + "/history?q=hist-rerun")
+    rows = page.locator(f"[data-operation-id='{op_id}']")
+    expect(rows).to_have_count(2, timeout=60_000)
+    expect(rows.nth(0)).to_have_attribute("data-run", "2")  # newest first
+    expect(rows.nth(0).locator(".dgx-history-run")).to_have_text("run 2")
+    expect(rows.nth(1)).to_have_attribute("data-run", "1")
+    expect(rows.nth(1).locator(".dgx-history-run")).to_have_count(0)
+    page.screenshot(path=str(artifacts_dir / "history-runs.png"), full_page=True)
