@@ -381,11 +381,14 @@ def iter_whole(source: ProcessOutput, chunk: int = 256 * 1024) -> Iterator[bytes
 
 
 def needs_token(source: LogSource | None) -> bool:
-    """Whether showing this output needs the token: another user's process, or one gone/unknown."""
+    """Whether showing this output needs the token: the process runs as another user.
+
+    A process that has gone needs none: nothing can be opened through it any more.
+    """
     if not isinstance(source, ProcessOutput):
         return False
     owner = source.owner()
-    return owner is None or not owner.is_own()
+    return owner is not None and not owner.is_own()
 
 
 # -------------------------------------------------------------------- handles the probes share
