@@ -292,3 +292,30 @@ def test_stop_a_discovered_operation(backend: Dashboard, tmp_path: Path) -> None
 def test_logs_for_unknown_ids_are_404(backend: Dashboard, path: str) -> None:
     status, body = backend.request("GET", f"/api/dgx/operations/{path}/logs")
     assert status == 404, body
+
+
+def test_start_again_inside_the_default_grace_is_a_run_of_its_own(backend: Dashboard, tmp_path: Path) -> None:
+    """Launch, Stop, Start again within the default 10 s grace, wait 11 s: the old timer leaves run 2 alone."""
+    path = script(tmp_path, "sleeper.py", "import time\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    op = launch(backend, {"template": "training", "params": {"script": str(path), "python": sys.executable}})
+    wait_until(lambda: "ready" in logs(backend, op["id"]), 60)
+    assert backend.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {})[0] == 200
+    wait_status(backend, op["id"], "stopped")
+    time.sleep(1)
+    status, body = backend.authed("POST", f"/api/dgx/operations/{op['id']}/start")
+    assert status == 200 and body["data"]["run"] == 2, body
+    second = wait_status(backend, op["id"], "active")
+    time.sleep(11)  # past the first stop's grace period: its SIGKILL was for run 1 only
+    alive = launched(backend, op["id"])
+    assert alive is not None and alive["status"] == "active" and alive["run"] == 2 and alive["pid"] == second["pid"]
+    status, body = backend.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {})
+    assert status == 200, body  # run 2's own stop, not "already being stopped"
+    ended = wait_status(backend, op["id"], "stopped", "failed")
+    assert ended["status"] == "stopped" and ended["exit_code"] == -signal.SIGTERM and ended["run"] == 2
+    assert ended["exit_reason"] == "stopped by the user (SIGTERM)" and ended["outcome"] == "stopped"
+
+    def ends() -> list[tuple[int, str]]:
+        _, events = backend.request("GET", f"/api/dgx/events?operation_id={op['id']}&limit=100")
+        return sorted((e["run"], e["kind"]) for e in events["data"] if e["kind"] in ("stopped", "failed", "completed"))
+
+    assert wait_until(lambda: ends() == [(1, "stopped"), (2, "stopped")], 30)

@@ -1,4 +1,4 @@
-"""Control routes: launch, stop, start again, remove, templates and logs (tail, follow, download).
+"""Control routes: launch, stop, start again, restart, remove, templates and logs (tail, follow, download).
 
 Every mutating route depends on ``require_token``. Operations are named by id
 only; log files are found from the id, never from a path the client sends.
@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -36,10 +36,18 @@ FOLLOW_IDLE_LIMIT = LOG_STREAM_IDLE_SECONDS  # DGX_SPARK_LOG_STREAM_IDLE_SECONDS
 
 
 class StopRequest(BaseModel):
-    """Body of a stop request."""
+    """Body of a stop request: ``signal`` int (SIGINT), term (SIGTERM, default) or kill; ``force`` is kill."""
 
     model_config = ConfigDict(extra="forbid")
     force: StrictBool = False
+    signal: Literal["int", "term", "kill"] = "term"
+
+
+class RestartRequest(BaseModel):
+    """Body of a restart request: the signal that stops the current run (default term)."""
+
+    model_config = ConfigDict(extra="forbid")
+    signal: Literal["int", "term", "kill"] = "term"
 
 
 def _api_error(exc: ControlError) -> ApiError:
@@ -80,7 +88,7 @@ def launch(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's i
     """Launch from a template (``template``, ``name``, ``params``) or a custom argv (``command``...)."""
     if not isinstance(body, dict):
         raise ApiError(422, "body: must be a JSON object", field="body")
-    allowed = {"template", "name", "params", "type", "command", "cwd", "env", "port", "gpus"}
+    allowed = {"template", "name", "params", "type", "command", "cwd", "env", "port", "gpus", "restart"}
     unknown = [k for k in body if k not in allowed]
     if unknown:
         raise ApiError(422, f"{str(unknown[0])[:40]}: unknown field", field=str(unknown[0])[:40])
@@ -97,10 +105,30 @@ def launch(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's i
     dependencies=[Depends(require_token)],
 )
 def stop(op_id: str, body: StopRequest | None = None) -> dict[str, Any]:
-    """SIGTERM the operation's process group; SIGKILL after the grace period (or now with ``force``)."""
+    """Signal the operation's process group (``signal``: int, term or kill); SIGKILL after the grace period.
+
+    Stopping an ended launched operation whose restart policy scheduled a next run cancels that run.
+    """
     _check_id(op_id)
+    body = body or StopRequest()
     try:
-        op = get_supervisor().stop(op_id, force=bool(body and body.force))
+        op = get_supervisor().stop(op_id, force=body.force, signal_name=body.signal)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+    return {"success": True, "data": _data(op)}
+
+
+@router.post(
+    "/api/dgx/operations/{op_id}/restart",
+    summary="Restart a running launched operation",
+    dependencies=[Depends(require_token)],
+)
+def restart(op_id: str, body: RestartRequest | None = None) -> dict[str, Any]:
+    """Stop the current run (``signal``, default term; SIGKILL after the grace period), then start a new run."""
+    _check_id(op_id)
+    body = body or RestartRequest()
+    try:
+        op = get_supervisor().restart(op_id, signal_name=body.signal)
     except ControlError as exc:
         raise _api_error(exc) from exc
     return {"success": True, "data": _data(op)}

@@ -6,6 +6,11 @@ waits on the database. Each launched command runs under a runner process
 (``runner.py``) that records its pid and exit status in ``runs/<id>/``; those
 files are the truth after a dashboard restart. The supervisor is also a probe:
 ``sample`` merges launched operations into every snapshot.
+
+Each start of an operation is a *run* (1, 2, ...: "Start again", Restart and
+restart policies keep the id). Everything that acts later — a stop's SIGKILL
+after the grace period, a scheduled restart — is bound to the run it was
+issued for and does nothing to any other run.
 """
 
 from __future__ import annotations
@@ -50,12 +55,14 @@ from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
 from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, delete_entry, row_entry
+from dgx_spark.supervisor.restart import HEALTHY_SECONDS, PolicyError, RestartPolicy, parse_policy
 from dgx_spark.supervisor.runner import (
     EXIT_FILE,
     RUNNER_FILE,
     SPEC_FILE,
     boot_id,
     read_json,
+    recover_exit,
     write_json_atomic,
 )
 from dgx_spark.supervisor.signals import (
@@ -70,6 +77,11 @@ logger = logging.getLogger(__name__)
 
 _DISCOVERED_ID = re.compile(r"^op-(\d{1,10})-(\d{1,16})$")
 _LAUNCHED_ID = re.compile(r"^launch-[0-9a-f]{12}$")
+
+# The signals a user may stop with: interrupt (lets a training script checkpoint), terminate, kill.
+STOP_SIGNALS: dict[str, signal.Signals] = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}
+# How long a new run waits for one snapshot to show the previous run's end (its own terminal event).
+SHOWN_END_WAIT_SECONDS = 5.0
 
 try:  # Redaction belongs to the security layer; fall back to plain quoting without it.
     from dgx_spark.security.redaction import redact_command as _redact_command
@@ -154,8 +166,21 @@ class Launched:
     runner_pid: int | None = None
     runner_create_time: float | None = None
     boot_id: str | None = None
+    run: int = 1
+    outcome: str | None = None
+    exit_reason: str | None = None
+    outcome_source: str | None = None
+    stop_signal: str | None = None
+    restart_policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
+    restarts: int = 0
+    restart_streak: int = 0
+    restart_due_at: float | None = None
     runner_proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
-    busy: bool = False
+    # In memory only: the run a stop is under way for, the run a user's Restart waits on,
+    # and the last run whose end a snapshot has shown.
+    stopping_run: int | None = None
+    restart_run: int | None = None
+    shown_end_run: int = 0
 
     @property
     def is_live(self) -> bool:
@@ -186,6 +211,9 @@ class Launched:
             created_at=self.created_at, started_at=self.started_at, ended_at=self.ended_at,
             stop_requested=self.stop_requested, pid=self.pid, create_time=self.create_time,
             runner_pid=self.runner_pid, runner_create_time=self.runner_create_time, boot_id=self.boot_id,
+            run=self.run, outcome=self.outcome, exit_reason=self.exit_reason, outcome_source=self.outcome_source,
+            stop_signal=self.stop_signal, restart_json=self.restart_policy.to_json(), restarts=self.restarts,
+            restart_streak=self.restart_streak, restart_due_at=self.restart_due_at,
         )
 
     @classmethod
@@ -199,6 +227,9 @@ class Launched:
             started_at=row.started_at, ended_at=row.ended_at, stop_requested=row.stop_requested,
             pid=row.pid, create_time=row.create_time, runner_pid=row.runner_pid,
             runner_create_time=row.runner_create_time, boot_id=row.boot_id,
+            run=row.run or 1, outcome=row.outcome, exit_reason=row.exit_reason, outcome_source=row.outcome_source,
+            stop_signal=row.stop_signal, restart_policy=RestartPolicy.from_json(row.restart_json),
+            restarts=row.restarts or 0, restart_streak=row.restart_streak or 0, restart_due_at=row.restart_due_at,
         )
 
 
@@ -232,6 +263,8 @@ class Supervisor:
         self._ops: dict[str, Launched] = {}
         self._owned_ids: set[str] = set()
         self._lock = threading.RLock()
+        # Notified (lock held) when a snapshot has shown the end of a run.
+        self._shown = threading.Condition(self._lock)
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-spark-db")
         # Writes the database could not take (a stop that was carried out): saved on disk, replayed later.
         self._outbox = Outbox(config.data_dir / OUTBOX_FILE)
@@ -290,7 +323,32 @@ class Supervisor:
             if clash:
                 field = "port" if spec.template == tpl.CUSTOM else "params.port"
                 raise ControlError(422, f"{field}: port {spec.port} is taken by a launched operation", field)
+        self.restart_policy(body)
         return spec
+
+    @staticmethod
+    def restart_policy(body: Mapping[str, Any]) -> RestartPolicy:
+        """The launch body's ``restart`` policy (none: never restart).
+
+        Raises:
+            ControlError: 422 naming the bad field (``restart.policy``...).
+        """
+        try:
+            return parse_policy(body.get("restart"))
+        except PolicyError as exc:
+            raise ControlError(422, str(exc), exc.field) from exc
+
+    @staticmethod
+    def stop_signal(name: Any) -> signal.Signals:
+        """The signal a stop's ``signal`` choice names.
+
+        Raises:
+            ControlError: 422 when it is not int, term or kill.
+        """
+        sig = STOP_SIGNALS.get(name) if isinstance(name, str) else None
+        if sig is None:
+            raise ControlError(422, f"signal: must be one of {', '.join(STOP_SIGNALS)}", "signal")
+        return sig
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
@@ -308,6 +366,11 @@ class Supervisor:
             for rec in list(self._ops.values()):
                 if rec.is_live:
                     self._reconcile(rec, startup=True)
+                elif rec.restart_due_at is not None and rec.stopping_run is None:
+                    # A next run was due when the dashboard went down: keep the promise.
+                    automatic = rec.outcome != "stopped"
+                    why = self._restart_why(rec) if automatic else "restarted by the user"
+                    self._timer(max(0.0, rec.restart_due_at - time.time()), rec, why, automatic)
         logger.info("supervisor: %d launched operation(s) known", len(rows))
 
     def close(self) -> None:
@@ -322,11 +385,12 @@ class Supervisor:
     def launch(self, body: Mapping[str, Any]) -> Operation:
         """Validate and start a new operation; it is ``starting`` when this returns."""
         spec = self.build_spec(body)
+        policy = self.restart_policy(body)
         now = time.time()
         rec = Launched(
             id=f"launch-{secrets.token_hex(6)}", name=spec.name, type=spec.type, template=spec.template,
             argv=list(spec.argv), env=dict(spec.env), params=dict(spec.params), cwd=spec.cwd,
-            port=spec.port, status="pending", created_at=now,
+            port=spec.port, status="pending", created_at=now, restart_policy=policy,
         )
         self._require_database()  # 503 before anything starts: a launch nobody could record is not made
         with self._lock:
@@ -337,7 +401,13 @@ class Supervisor:
         return self.operation(rec.id) or self._as_operation(rec, None)
 
     def start_again(self, op_id: str) -> Operation:
-        """Start an ended launched operation again with its saved spec (same id, same log)."""
+        """Start an ended launched operation again with its saved spec: same id and log, a new run.
+
+        A restart the policy scheduled is superseded; the restart streak starts again.
+
+        Raises:
+            ControlError: 404 unknown, 409 not ended, 422 port taken or program gone, 503 database.
+        """
         self._require_database()
         with self._lock:
             rec = self._ops.get(op_id)
@@ -347,56 +417,155 @@ class Supervisor:
                 self._reconcile(rec)
             if rec.is_live:
                 raise ControlError(409, f"operation {op_id} is {rec.status}, not ended")
-            field = "params.port" if rec.template != tpl.CUSTOM else "port"
-            if rec.port is not None and (
-                tpl.port_in_use(rec.port)
-                or any(r.is_live and r.port == rec.port for r in self._ops.values())
-            ):
-                raise ControlError(422, f"{field}: port {rec.port} is already in use", field)
-            try:
-                tpl.resolve_executable(list(rec.argv), rec.cwd, "command")
-            except tpl.SpecError as exc:
-                raise ControlError(422, str(exc), exc.field) from exc
-            rec.pid = rec.create_time = rec.runner_pid = rec.runner_create_time = None
-            rec.exit_code = rec.ended_at = rec.started_at = None
-            rec.stop_requested = False
-            self._record(rec, "pending", "started again", wait=True)
-            self._spawn(rec)
+            self._await_shown_end(rec)
+            if rec.is_live or self._ops.get(op_id) is not rec:  # started or removed meanwhile
+                raise ControlError(409, f"operation {op_id} changed meanwhile ({rec.status}); try again")
+            self._check_startable(rec)
+            rec.restart_streak = 0
+            self._begin_run(rec, "started again")
         self._changed()
         return self.operation(op_id) or self._as_operation(rec, None)
 
-    def stop(self, op_id: str, *, force: bool = False) -> Operation:
-        """SIGTERM the operation's process group, SIGKILL after the grace period (or now if ``force``).
+    def restart(self, op_id: str, *, signal_name: str = "term") -> Operation:
+        """Stop a running launched operation, then start it again as a new run (same id and spec).
+
+        The new run starts as soon as the current one has ended (SIGKILL after the grace period).
 
         Raises:
-            ControlError: 404 unknown, 409 already ended or changed, 403 not permitted.
+            ControlError: 404 unknown, 409 not running or already restarting, 403 not permitted, 503 database.
         """
-        sig = signal.SIGKILL if force else signal.SIGTERM
+        sig = self.stop_signal(signal_name)
+        self._require_database()
         with self._lock:
             rec = self._ops.get(op_id)
+            if rec is None:
+                raise self._not_launched(op_id, "restarted")
+            if rec.is_live:
+                self._reconcile(rec)
+            if not rec.is_live:
+                raise ControlError(409, f"operation {op_id} is {rec.status}, not running; start it again instead")
+            plan = self._begin_stop(rec, signal_name, sig, restart=True)
+        if plan is not None:
+            self._send_stop(rec, *plan)
+        self._changed()
+        return self._as_operation(rec, None)
+
+    def _check_startable(self, rec: Launched) -> None:
+        """Raise ControlError (422) when a new run could not start: port taken, program gone (lock held)."""
+        field = "params.port" if rec.template != tpl.CUSTOM else "port"
+        if rec.port is not None and (
+            tpl.port_in_use(rec.port)
+            or any(r.is_live and r.port == rec.port for r in self._ops.values())
+        ):
+            raise ControlError(422, f"{field}: port {rec.port} is already in use", field)
+        try:
+            tpl.resolve_executable(list(rec.argv), rec.cwd, "command")
+        except tpl.SpecError as exc:
+            raise ControlError(422, str(exc), exc.field) from exc
+
+    def _begin_run(self, rec: Launched, why: str) -> None:
+        """Start the next run of an ended operation (lock held): a new run number, fresh run state."""
+        rec.run += 1
+        rec.pid = rec.create_time = rec.runner_pid = rec.runner_create_time = None
+        rec.exit_code = rec.ended_at = rec.started_at = None
+        rec.outcome = rec.exit_reason = rec.outcome_source = None
+        rec.stop_requested = False
+        rec.stop_signal = None
+        rec.restart_due_at = None
+        rec.stopping_run = rec.restart_run = None
+        self._record(rec, "pending", why, wait=True)
+        self._spawn(rec)
+
+    def _await_shown_end(self, rec: Launched) -> None:
+        """Wait (bounded, lock held) until a snapshot has shown how the current run ended.
+
+        So the run gets its own terminal event before the next run replaces it.
+        """
+        if self._snapshot is None or rec.shown_end_run >= rec.run:
+            return
+        run = rec.run
+        self._changed()  # ask the sampler for a snapshot now
+        self._shown.wait_for(
+            lambda: rec.shown_end_run >= run or rec.run != run or rec.is_live, SHOWN_END_WAIT_SECONDS
+        )
+
+    def stop(self, op_id: str, *, force: bool = False, signal_name: str = "term") -> Operation:
+        """Signal the operation's process group, then SIGKILL after the grace period.
+
+        ``signal_name``: ``int`` (SIGINT: lets a training script checkpoint), ``term`` (SIGTERM)
+        or ``kill`` (SIGKILL now, as ``force``). Stopping an ended launched operation whose
+        next run is scheduled (restart policy) cancels that run. A pending Restart becomes a stop.
+
+        Raises:
+            ControlError: 404 unknown, 409 already ended or being stopped, 403 not permitted, 422 bad signal.
+        """
+        name = "kill" if force else signal_name
+        sig = self.stop_signal(name)
+        with self._lock:
+            rec = self._ops.get(op_id)
+            plan = None
             if rec is not None:
+                if rec.is_live:
+                    self._reconcile(rec)  # it may have ended; learn the command's pid
                 if not rec.is_live:
+                    if rec.restart_due_at is not None:
+                        self._cancel_next_run(rec)
+                        return self._as_operation(rec, None)
                     raise ControlError(409, f"operation {op_id} has already ended ({rec.status})")
-                if rec.busy and not force:
-                    raise ControlError(409, f"operation {op_id} is already being stopped")
-                rec.stop_requested = True
-                self._persist(rec)
-                self._reconcile(rec)  # learn the command's pid if the runner has started it
-                target, group = self._stop_target(rec)
-                if not rec.is_live or target is None:
-                    return self._as_operation(rec, None)
-                rec.busy = True
-        if rec is not None:
-            try:
-                self._signal(target, sig, group=group)
-            finally:
-                with self._lock:
-                    rec.busy = not force
-            if not force:
-                self._escalate_later(target, group, rec)
-            self._changed()
-            return self._as_operation(rec, None)
-        return self._stop_discovered(op_id, sig, force)
+                plan = self._begin_stop(rec, name, sig, restart=False)
+        if rec is None:
+            return self._stop_discovered(op_id, sig, name == "kill")
+        if plan is not None:
+            self._send_stop(rec, *plan)
+        self._changed()
+        return self._as_operation(rec, None)
+
+    def _begin_stop(
+        self, rec: Launched, name: str, sig: signal.Signals, *, restart: bool,
+    ) -> tuple[int, ProcessIdentity, bool, signal.Signals] | None:
+        """Mark a stop (or Restart) of the current run (lock held); what to signal, or None for nothing.
+
+        Raises:
+            ControlError: 409 when this run is already being stopped (a SIGKILL is always allowed).
+        """
+        run = rec.run
+        target, group = self._stop_target(rec)
+        if rec.stopping_run == run:
+            if restart:
+                if rec.restart_run == run:
+                    raise ControlError(409, f"operation {rec.id} is already being restarted")
+                rec.restart_run = run  # the stop under way ends the run; then the new run starts
+                return None
+            if rec.restart_run == run:
+                rec.restart_run = None  # a Stop wins over the pending Restart
+                return (run, target, group, sig) if sig == signal.SIGKILL and target is not None else None
+            if sig != signal.SIGKILL:
+                raise ControlError(409, f"operation {rec.id} is already being stopped")
+            return (run, target, group, sig) if target is not None else None
+        if target is None:
+            raise ControlError(409, f"operation {rec.id} has no process to signal yet; try again")
+        rec.stop_requested = True
+        rec.stop_signal = name
+        rec.stopping_run = run
+        rec.restart_run = run if restart else None
+        self._persist(rec)
+        return run, target, group, sig
+
+    def _send_stop(self, rec: Launched, run: int, target: ProcessIdentity, group: bool, sig: signal.Signals) -> None:
+        """Send a stop's signal (no lock held); SIGKILL that run alone after the grace period."""
+        if not group and sig == signal.SIGKILL:
+            sig = signal.SIGUSR1  # to the runner: it forwards SIGKILL and lives to record the exit
+        try:
+            self._signal(target, sig, group=group)
+        except ControlError:
+            with self._lock:
+                if rec.run == run and rec.stopping_run == run:
+                    rec.stopping_run = rec.restart_run = rec.stop_signal = None
+                    rec.stop_requested = False
+                    self._persist(rec)
+            raise
+        if sig not in (signal.SIGKILL, signal.SIGUSR1):
+            self._escalate_later(target, group, rec, run)
 
     def _stop_discovered(self, op_id: str, sig: int, force: bool) -> Operation:
         snapshot = self._snapshot() if self._snapshot else None
@@ -420,7 +589,7 @@ class Supervisor:
             group = False
         self._signal(target, sig, group=group)
         if not force:
-            self._escalate_later(target, group, None)
+            self._escalate_later(target, group, None, 0)
         self._changed()
         return op
 
@@ -438,15 +607,20 @@ class Supervisor:
             return rec.identity, True
         return rec.runner_identity, False
 
-    def _escalate_later(self, target: ProcessIdentity, group: bool, rec: Launched | None) -> None:
+    def _escalate_later(self, target: ProcessIdentity, group: bool, rec: Launched | None, run: int) -> None:
+        """SIGKILL after the grace period: only run ``run`` of ``rec`` (or the discovered ``target``)."""
+
         def escalate() -> None:
             nonlocal target, group
             try:
                 if rec is not None:
                     with self._lock:
+                        # The run this stop was issued for, and no other: a newer run is left alone.
+                        if self._ops.get(rec.id) is not rec or rec.run != run:
+                            return
                         if rec.is_live:
                             self._reconcile(rec)
-                        if not rec.is_live:
+                        if not rec.is_live or rec.run != run:
                             return
                         # Never SIGKILL the runner while its command may live: it would lose the exit code.
                         target, group = self._stop_target(rec)  # type: ignore[assignment]
@@ -454,13 +628,15 @@ class Supervisor:
                             return
                 if is_alive(target):
                     logger.info("stop: pid %d outlived the grace period; SIGKILL", target.pid)
-                    send_signal(target, signal.SIGKILL, group=group)
+                    # The runner (command not started yet) turns SIGUSR1 into SIGKILL for the command.
+                    send_signal(target, signal.SIGKILL if group or rec is None else signal.SIGUSR1, group=group)
             except (SignalRefused, SignalDenied) as exc:
                 logger.warning("stop: could not SIGKILL pid %d: %s", target.pid, exc)
             finally:
                 if rec is not None:
                     with self._lock:
-                        rec.busy = False
+                        if rec.run == run and rec.stopping_run == run:
+                            rec.stopping_run = None
 
         timer = threading.Timer(self.config.stop_grace, escalate)
         timer.daemon = True
@@ -547,7 +723,8 @@ class Supervisor:
             if rec is None:
                 return None
             return {"template": rec.template, "argv": list(rec.argv), "cwd": rec.cwd,
-                    "env": dict(rec.env), "params": dict(rec.params), "port": rec.port}
+                    "env": dict(rec.env), "params": dict(rec.params), "port": rec.port,
+                    "restart": rec.restart_policy.to_api()}
 
     # ---- the probe -------------------------------------------------------------------------
     def sample(self, ctx: SampleContext) -> None:
@@ -567,16 +744,20 @@ class Supervisor:
                     by_pid.setdefault(pid, op)
         consumed: set[str] = set()
         merged: list[Operation] = []
-        for rec in records:
-            found = None
-            if rec.is_live:
-                found = by_pid.get(rec.pid or -1) or by_pid.get(rec.runner_pid or -1)
-            if found is not None:
-                consumed.add(found.id)
-                if rec.status == "starting" and rec.type == "server" and rec.port in found.ports:
-                    with self._lock:
+        with self._lock:
+            for rec in records:
+                found = None
+                if rec.is_live:
+                    found = by_pid.get(rec.pid or -1) or by_pid.get(rec.runner_pid or -1)
+                if found is not None:
+                    consumed.add(found.id)
+                    if rec.status == "starting" and rec.type == "server" and rec.port in found.ports:
                         self._record(rec, "running", None)
-            merged.append(self._as_operation(rec, found))
+                op = self._as_operation(rec, found)
+                merged.append(op)
+                if not op.is_live and rec.shown_end_run < rec.run:
+                    rec.shown_end_run = rec.run  # this snapshot shows how the run ended
+            self._shown.notify_all()
         self._queue_replay()  # never waits: the writer thread saves what the outbox holds
         ctx.operations[:] = [
             op for op in ctx.operations if op.id not in consumed and op.id not in owned
@@ -619,6 +800,12 @@ class Supervisor:
             log_path=str(self.log_path(rec.id)),
             cwd=rec.cwd,
             stop_requested=rec.stop_requested,
+            run=rec.run,
+            runs=rec.run,
+            restarts=rec.restarts,
+            outcome=None if live else rec.outcome,
+            exit_reason=None if live else rec.exit_reason,
+            outcome_source=None if live else rec.outcome_source,
         )
 
     def _title(self, rec: Launched) -> str:
@@ -660,6 +847,7 @@ class Supervisor:
             spec_path,
             {
                 "operation_id": rec.id,
+                "run": rec.run,
                 "argv": rec.argv,
                 "display": _redact_command(rec.argv),
                 "cwd": rec.cwd,
@@ -698,6 +886,16 @@ class Supervisor:
         rec.boot_id = self._boot_id
         self._own(rec)
         self._record(rec, "starting", None, wait=True)
+        waiter = threading.Thread(target=self._on_runner_exit, args=(rec, rec.run, proc),
+                                  name=f"dgx-spark-wait-{rec.id}", daemon=True)
+        waiter.start()
+
+    def _on_runner_exit(self, rec: Launched, run: int, proc: subprocess.Popen[bytes]) -> None:
+        """Learn a run's end as soon as its runner exits (the sampler would see it a tick later)."""
+        proc.wait()
+        with self._lock:
+            if self._ops.get(rec.id) is rec and rec.run == run and rec.is_live:
+                self._reconcile(rec)
 
     def _reconcile(self, rec: Launched, *, startup: bool = False) -> None:
         """Bring a live record up to date with the runner's files and the process table (lock held)."""
@@ -719,9 +917,15 @@ class Supervisor:
         if exit_info is not None:
             self._finish(rec, exit_info)
             return
+        if (run_dir / EXIT_FILE).exists():
+            # The runner finished, but its exit file is unreadable (e.g. truncated): its logs tell.
+            self._finish_from_logs(rec, "its exit file is unreadable")
+            return
         if rec.boot_id and self._boot_id and rec.boot_id != self._boot_id:
             rec.ended_at = time.time()
-            self._record(rec, "failed", "lost: the machine restarted while it ran")
+            rec.exit_code = None
+            rec.runner_proc = None
+            self._conclude(rec, "lost: the machine restarted while it ran", "unknown")
             return
         command_alive = rec.identity is not None and is_alive(rec.identity)
         runner_alive = rec.runner_proc is not None or (
@@ -733,8 +937,7 @@ class Supervisor:
             if exit_info is not None:
                 self._finish(rec, exit_info)
                 return
-            rec.ended_at = time.time()
-            self._record(rec, "failed", "lost: ended while its runner was gone; exit code unknown")
+            self._finish_from_logs(rec, "ended while its runner was gone")
             return
         if rec.pid is None:
             return
@@ -748,22 +951,139 @@ class Supervisor:
             elif rec.status == "pending":
                 self._record(rec, "starting", None)
 
-    def _finish(self, rec: Launched, info: Mapping[str, Any]) -> None:
+    def _finish(self, rec: Launched, info: Mapping[str, Any], source: str = "runner") -> None:
+        """The current run ended as ``info`` (exit.json's shape) says (lock held)."""
         code = info.get("exit_code")
-        rec.exit_code = code if isinstance(code, int) else None
+        rec.exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
         ended = info.get("ended_at")
         rec.ended_at = float(ended) if isinstance(ended, (int, float)) else time.time()
+        signame = info.get("signal") if isinstance(info.get("signal"), str) else None
         if info.get("error"):
-            detail = str(info["error"])
-        elif info.get("signal"):
-            detail = f"killed by {info['signal']}"
+            ending = str(info["error"])
+        elif signame:
+            ending = f"killed by {signame}"
+        elif rec.exit_code is None:
+            ending = "exit code unknown"
         else:
-            detail = f"exit code {rec.exit_code}"
-        stopped = rec.exit_code == 0 or rec.stop_requested
-        if rec.stop_requested:
-            detail = f"stopped by the user ({detail})"
-        self._record(rec, "stopped" if stopped else "failed", detail)
+            ending = f"exit code {rec.exit_code}"
         rec.runner_proc = None
+        self._conclude(rec, ending, source, signame)
+
+    def _finish_from_logs(self, rec: Launched, why: str) -> None:
+        """No readable exit file: the runner's log lines say how the run ended, or it is lost (lock held)."""
+        log = self.log_path(rec.id)
+        paths = [log] + [backup_path(log, i) for i in range(1, self.config.log_backups + 1)]
+        info = recover_exit(self.runs_dir / rec.id, paths, rec.run)
+        if info is not None:
+            logger.info("supervisor: %s: %s; exit status read from the runner's log", rec.id, why)
+            self._finish(rec, info, "log")
+            return
+        rec.ended_at = time.time()
+        rec.exit_code = None
+        rec.runner_proc = None
+        self._conclude(rec, f"lost: {why}; exit code unknown", "unknown")
+
+    def _conclude(self, rec: Launched, ending: str, source: str, signame: str | None = None) -> None:
+        """Record the run's outcome (lock held); a pending Restart or the restart policy schedules the next run."""
+        restarting = rec.restart_run == rec.run
+        if rec.stop_requested or restarting:
+            outcome, reason = "stopped", self._user_stop_reason(rec, ending, signame, restarting)
+        elif rec.exit_code == 0:
+            outcome, reason = "completed", ending
+        else:
+            outcome, reason = "failed", ending
+        rec.outcome, rec.exit_reason, rec.outcome_source = outcome, reason, source
+        rec.stopping_run = None
+        detail = reason
+        if restarting:
+            self._schedule_run(rec, 0.0, "restarted by the user", automatic=False)
+        elif not rec.stop_requested and rec.restart_policy.wants_restart(outcome):
+            detail = self._apply_policy(rec, reason)
+        self._record(rec, "failed" if outcome == "failed" else "stopped", detail)
+
+    @staticmethod
+    def _user_stop_reason(rec: Launched, ending: str, signame: str | None, restarting: bool) -> str:
+        """E.g. "stopped by the user (SIGTERM)", "... (SIGTERM, then SIGKILL)", "... (SIGINT; exit code 0)"."""
+        verb = "restarted" if restarting else "stopped"
+        chosen = STOP_SIGNALS.get(rec.stop_signal or "")
+        if chosen is None:
+            return f"{verb} by the user ({ending})"
+        if signame == chosen.name:
+            return f"{verb} by the user ({chosen.name})"
+        if signame:
+            return f"{verb} by the user ({chosen.name}, then {signame})"
+        return f"{verb} by the user ({chosen.name}; {ending})"
+
+    def _apply_policy(self, rec: Launched, reason: str) -> str:
+        """Schedule the policy's next run, or give up (lock held); the run's description."""
+        policy = rec.restart_policy
+        uptime = (rec.ended_at or time.time()) - (rec.started_at or rec.ended_at or time.time())
+        if uptime >= HEALTHY_SECONDS:
+            rec.restart_streak = 0  # it stayed up: the backoff and the count start again
+        if rec.restart_streak >= policy.max_restarts:
+            if policy.max_restarts > 0:
+                count = rec.restart_streak
+                rec.exit_reason = f"{reason}; gave up after {count} restart{'s' if count != 1 else ''}"
+            return rec.exit_reason or reason
+        delay = policy.delay(rec.restart_streak)
+        self._schedule_run(rec, delay, self._restart_why(rec), automatic=True)
+        return f"{reason}; restarting in {delay:g} s (restart {rec.restart_streak + 1} of {policy.max_restarts})"
+
+    @staticmethod
+    def _restart_why(rec: Launched) -> str:
+        policy = rec.restart_policy
+        return f"restart {rec.restart_streak + 1} of {policy.max_restarts} (policy {policy.policy})"
+
+    def _schedule_run(self, rec: Launched, delay: float, why: str, *, automatic: bool) -> None:
+        """Start the next run after ``delay`` seconds, unless something else happens to the operation first."""
+        rec.restart_due_at = time.time() + delay
+        self._timer(delay, rec, why, automatic)
+
+    def _timer(self, delay: float, rec: Launched, why: str, automatic: bool) -> None:
+        timer = threading.Timer(delay, self._start_due_run, args=(rec, rec.run, why, automatic))
+        timer.daemon = True
+        timer.start()
+
+    def _due(self, rec: Launched, run: int) -> bool:
+        """Whether the next run scheduled after run ``run`` is still wanted (lock held)."""
+        return (self._ops.get(rec.id) is rec and rec.run == run and not rec.is_live
+                and rec.restart_due_at is not None)
+
+    def _start_due_run(self, rec: Launched, run: int, why: str, automatic: bool) -> None:
+        """The timer of a scheduled run: start it if nothing (Start again, Stop, Remove) came first."""
+        try:
+            with self._lock:
+                if not self._due(rec, run):
+                    return
+                self._await_shown_end(rec)
+                if not self._due(rec, run):
+                    return
+                try:
+                    self._check_startable(rec)
+                except ControlError as exc:
+                    rec.restart_due_at = None
+                    rec.exit_reason = f"{rec.exit_reason}; could not start again: {exc.message}"
+                    self._record(rec, "failed", rec.exit_reason)
+                    return
+                if automatic:
+                    rec.restarts += 1
+                    rec.restart_streak += 1
+                self._begin_run(rec, why)
+        except ControlError as exc:
+            logger.warning("supervisor: could not start the next run of %s: %s", rec.id, exc.message)
+        except Exception:
+            logger.exception("supervisor: could not start the next run of %s", rec.id)
+        self._changed()
+
+    def _cancel_next_run(self, rec: Launched) -> None:
+        """A Stop of an ended operation whose next run is scheduled: no next run (lock held)."""
+        rec.restart_due_at = None
+        reason = rec.exit_reason or rec.detail or ""
+        if reason.startswith("restarted by the user"):  # the user's Restart, then their Stop: a stop
+            rec.exit_reason = "stopped" + reason.removeprefix("restarted")
+            self._record(rec, rec.status, rec.exit_reason)
+            return
+        self._record(rec, rec.status, f"{reason}; restart cancelled by the user")
 
     def _record(
         self, rec: Launched, status: str, detail: str | None, *, wait: bool = False, from_status: Any = ...,
@@ -773,7 +1093,6 @@ class Supervisor:
         The write is never lost: what the database cannot take goes to the outbox.
         ``wait`` waits (briefly, never while the database is degraded) until it is saved.
         """
-
         previous = rec.status if from_status is ... else from_status
         if previous == status and detail == rec.detail and from_status is ...:
             return
@@ -783,7 +1102,7 @@ class Supervisor:
         row = rec.to_row()
         transition = OperationTransition(
             operation_id=rec.id, at=time.time(), from_status=previous, to_status=status,
-            exit_code=rec.exit_code if status in ENDED_STATUSES else None, detail=detail,
+            exit_code=rec.exit_code if status in ENDED_STATUSES else None, detail=detail, run=rec.run,
         )
         logger.info("operation %s: %s -> %s%s", rec.id, previous, status, f" ({detail})" if detail else "")
         future = self._writer.submit(self._write, row, transition)

@@ -1,0 +1,288 @@
+"""Runs of launched operations, on the supervisor itself (real processes, real SQLite, no web server).
+
+Run identity (a stop's timer acts on its own run only), restart policies, the Restart
+action, the stop signal choice, multi-line argv and the exit code recovered from the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from dgx_spark.collector.model import Operation
+from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.database import make_engine, migrate
+from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.supervisor.restart import MAX_BACKOFF_SECONDS, PolicyError, RestartPolicy, parse_policy
+from dgx_spark.supervisor.runner import EXIT_FILE, recover_exit
+from dgx_spark.supervisor.supervisor import ControlError, Supervisor, SupervisorConfig
+from tests.support.dashboard import reap_launched, wait_until
+
+GRACE = 2.0
+# Ignores SIGTERM (so only the grace period's SIGKILL ends it); says when it is ready.
+STUBBORN = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: print('ignoring SIGTERM', flush=True))\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(0.1)\n"
+)
+# Checkpoints on SIGINT and exits 0.
+CHECKPOINTER = (
+    "import sys, time\n"
+    "print('ready', flush=True)\n"
+    "try:\n"
+    "    while True: time.sleep(0.1)\n"
+    "except KeyboardInterrupt:\n"
+    "    print('checkpoint saved', flush=True)\n"
+    "    sys.exit(0)\n"
+)
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+    """A supervisor on a fresh, migrated SQLite database (no sampler: tests call ``sample``)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'dgx.db'}")
+    migrate(engine)
+    config = SupervisorConfig(data_dir=tmp_path / "data", base_url="http://127.0.0.1:1", stop_grace=GRACE)
+    sup = Supervisor(config, engine)
+    sup.load()
+    yield sup
+    sup.close()
+    reap_launched(tmp_path / "data")
+
+
+def current(sup: Supervisor, op_id: str) -> Operation:
+    """The operation as a snapshot shows it."""
+    ctx = SampleContext(now=time.time(), operations=[])
+    sup.sample(ctx)
+    return next(op for op in ctx.operations if op.id == op_id)
+
+
+def wait_op(sup: Supervisor, op_id: str, check: Any, timeout: float = 60.0) -> Operation:
+    """Sample until ``check(op)`` holds."""
+    try:
+        return wait_until(lambda: (op := current(sup, op_id)) and check(op) and op, timeout)
+    except AssertionError:
+        raise AssertionError(f"{op_id}: {current(sup, op_id)}") from None
+
+
+def log_text(sup: Supervisor, op_id: str) -> str:
+    path = sup.log_path(op_id)
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def launch_script(sup: Supervisor, folder: Path, code: str, **extra: Any) -> str:
+    path = folder / f"script{time.monotonic_ns()}.py"
+    path.write_text(code)
+    op = sup.launch({"template": "custom", "name": "t", "type": "job", "command": [sys.executable, str(path)],
+                     **extra})
+    return op.id
+
+
+def transitions(sup: Supervisor, op_id: str) -> list[tuple[int | None, str]]:
+    sup.flush()
+    with Session(sup.engine) as session:
+        rows = session.exec(select(OperationTransition).where(OperationTransition.operation_id == op_id)
+                            .order_by(OperationTransition.id)).all()
+        return [(row.run, row.to_status) for row in rows]
+
+
+def test_old_stop_timer_never_touches_the_new_run(supervisor: Supervisor, tmp_path: Path) -> None:
+    """Launch, Stop, Start again within the grace: the first stop's SIGKILL is not for run 2."""
+    op_id = launch_script(supervisor, tmp_path, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
+    wait_op(supervisor, op_id, lambda op: op.status == "active")
+    supervisor.stop(op_id)  # SIGTERM ends it at once; its timer fires GRACE seconds later
+    first = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    assert first.run == 1 and first.outcome == "stopped" and first.exit_reason == "stopped by the user (SIGTERM)"
+    again = supervisor.start_again(op_id)
+    assert again.run == 2 and again.runs == 2
+    second = wait_op(supervisor, op_id, lambda op: op.status == "active" and op.pid is not None)
+    pid = second.pid
+    time.sleep(GRACE + 1)  # run 1's timer has fired by now: run 2 must still be alive
+    assert current(supervisor, op_id).status == "active" and current(supervisor, op_id).pid == pid
+    supervisor.stop(op_id, signal_name="term")
+    ended = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    assert ended.run == 2 and ended.exit_code == -signal.SIGTERM and ended.outcome == "stopped"
+    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    assert ends == [(1, "stopped"), (2, "stopped")]
+
+
+def test_stop_in_the_old_grace_window_stops_the_new_run(supervisor: Supervisor, tmp_path: Path) -> None:
+    """The stubborn run 1 gets SIGKILL (grace), run 2 is stopped by its own Stop, each once."""
+    op_id = launch_script(supervisor, tmp_path, STUBBORN)
+    wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
+    supervisor.stop(op_id)
+    with pytest.raises(ControlError) as refused:
+        supervisor.stop(op_id)  # the same run, already being stopped
+    assert refused.value.status == 409
+    first = wait_op(supervisor, op_id, lambda op: not op.is_live, timeout=GRACE + 60)
+    assert first.exit_code == -signal.SIGKILL
+    assert first.exit_reason == "stopped by the user (SIGTERM, then SIGKILL)"
+    supervisor.start_again(op_id)
+    wait_until(lambda: log_text(supervisor, op_id).count("ready") == 2, 60)
+    supervisor.stop(op_id)  # accepted: a new run, a new stop
+    second = wait_op(supervisor, op_id, lambda op: not op.is_live, timeout=GRACE + 60)
+    assert second.run == 2 and second.exit_code == -signal.SIGKILL and second.outcome == "stopped"
+
+
+def test_interrupt_lets_the_script_checkpoint(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(supervisor, tmp_path, CHECKPOINTER)
+    wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
+    with pytest.raises(ControlError) as bad:
+        supervisor.stop(op_id, signal_name="hup")
+    assert bad.value.status == 422 and bad.value.field == "signal"
+    supervisor.stop(op_id, signal_name="int")
+    ended = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    assert "checkpoint saved" in log_text(supervisor, op_id)
+    assert ended.status == "stopped" and ended.exit_code == 0 and ended.outcome == "stopped"
+    assert ended.exit_reason == "stopped by the user (SIGINT; exit code 0)" and ended.outcome_source == "runner"
+
+
+def test_restart_policy_restarts_three_times_then_gives_up(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(
+        supervisor, tmp_path, "import sys\nprint('crashing', flush=True)\nsys.exit(3)\n",
+        restart={"policy": "on-failure", "max_restarts": 3, "backoff_seconds": 0.2},
+    )
+    final = wait_op(supervisor, op_id, lambda op: op.run == 4 and not op.is_live, timeout=120)
+    time.sleep(1.0)  # no fifth run comes
+    final = current(supervisor, op_id)
+    assert final.run == 4 and final.runs == 4 and final.restarts == 3
+    assert final.status == "failed" and final.outcome == "failed" and final.exit_code == 3
+    assert final.exit_reason == "exit code 3; gave up after 3 restarts"
+    assert log_text(supervisor, op_id).count("crashing") == 4
+    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    assert ends == [(1, "failed"), (2, "failed"), (3, "failed"), (4, "failed")]
+    supervisor.flush()
+    with Session(supervisor.engine) as session:
+        row = session.get(LaunchedOperation, op_id)
+        assert row.run == 4 and row.restarts == 3 and row.outcome == "failed" and row.restart_due_at is None
+        assert json.loads(row.restart_json)["policy"] == "on-failure"
+
+
+def test_restart_policy_always_and_a_stop_cancels_the_next_run(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(supervisor, tmp_path, "print('done', flush=True)\n",
+                          restart={"policy": "always", "max_restarts": 10, "backoff_seconds": 30})
+    ended = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    assert ended.outcome == "completed" and ended.run == 1 and "restarting in 30 s" in (ended.description or "")
+    supervisor.stop(op_id)  # cancels the scheduled run 2
+    cancelled = current(supervisor, op_id)
+    assert cancelled.run == 1 and "restart cancelled by the user" in (cancelled.description or "")
+    with pytest.raises(ControlError):
+        supervisor.stop(op_id)  # nothing left to stop or cancel
+    # A user's stop is never restarted by the policy.
+    live_id = launch_script(supervisor, tmp_path, "import time\ntime.sleep(300)\n",
+                            restart={"policy": "always", "backoff_seconds": 0})
+    wait_op(supervisor, live_id, lambda op: op.status == "active" and op.pid is not None)
+    supervisor.stop(live_id)
+    stopped = wait_op(supervisor, live_id, lambda op: not op.is_live)
+    time.sleep(0.5)
+    assert current(supervisor, live_id).run == 1 and stopped.outcome == "stopped"
+
+
+def test_restart_action_starts_a_new_run(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(supervisor, tmp_path, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
+    wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
+    first_pid = current(supervisor, op_id).pid
+    supervisor.restart(op_id)
+    with pytest.raises(ControlError) as twice:
+        supervisor.restart(op_id)
+    assert twice.value.status == 409 or current(supervisor, op_id).run == 2
+    second = wait_op(supervisor, op_id, lambda op: op.run == 2 and op.status == "active" and op.pid is not None)
+    assert second.pid != first_pid and second.restarts == 0
+    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    assert ends == [(1, "stopped")]
+    supervisor.flush()
+    with Session(supervisor.engine) as session:
+        assert session.get(LaunchedOperation, op_id).run == 2
+    # Restart of an ended operation is refused: that is "Start again".
+    supervisor.stop(op_id, force=True)
+    wait_op(supervisor, op_id, lambda op: not op.is_live)
+    with pytest.raises(ControlError) as ended:
+        supervisor.restart(op_id)
+    assert ended.value.status == 409
+
+
+def test_stop_during_a_pending_restart_wins(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(supervisor, tmp_path, STUBBORN)
+    wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
+    supervisor.restart(op_id)  # SIGTERM is ignored: the run lives until the grace's SIGKILL
+    supervisor.stop(op_id)  # turns the pending restart into a plain stop (200, not 409)
+    ended = wait_op(supervisor, op_id, lambda op: not op.is_live, timeout=GRACE + 60)
+    time.sleep(0.5)
+    assert current(supervisor, op_id).run == 1 and ended.outcome == "stopped"
+
+
+def test_multi_line_python_c(supervisor: Supervisor, tmp_path: Path) -> None:
+    code = "import os\nfor i in range(3):\n    print(f'line {i}')\nprint(os.environ['DGX_SPARK_USER_NOTE'])\n"
+    op = supervisor.launch({"template": "custom", "name": "multi", "type": "program",
+                            "command": [sys.executable, "-c", code],
+                            "env": {"DGX_SPARK_USER_NOTE": "first\nsecond"}})
+    ended = wait_op(supervisor, op.id, lambda o: not o.is_live)
+    assert ended.outcome == "completed" and ended.exit_code == 0
+    text = log_text(supervisor, op.id)
+    assert "line 2\nfirst\nsecond\n" in text
+    with pytest.raises(ControlError) as named:
+        supervisor.launch({"template": "custom", "name": "a\nb", "command": [sys.executable, "-c", "pass"]})
+    assert named.value.field == "name"
+    with pytest.raises(ControlError) as nul:
+        supervisor.launch({"template": "custom", "command": [sys.executable, "-c", "pass\x00"]})
+    assert nul.value.field == "command[2]"
+
+
+def test_truncated_exit_file_exit_code_from_the_runner_log(supervisor: Supervisor, tmp_path: Path) -> None:
+    op_id = launch_script(supervisor, tmp_path, "import sys, time\ntime.sleep(1)\nsys.exit(7)\n")
+    exit_file = supervisor.runs_dir / op_id / EXIT_FILE
+    # Take the records in hand before the run ends: reconcile must not see the good exit.json.
+    with supervisor._lock:
+        wait_until(exit_file.exists, 60)
+        whole = exit_file.read_text()
+        exit_file.write_text(whole[: len(whole) // 2])  # truncated
+        ended = current(supervisor, op_id)
+    assert ended.status == "failed" and ended.exit_code == 7
+    assert ended.exit_reason == "exit code 7" and ended.outcome_source == "log"
+
+
+def test_recover_exit_reads_either_log(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    log = tmp_path / "op.log"
+    log.write_text(
+        "[dgx-spark 2026-01-01 00:00:00] run 1 starting: python x.py\nout\n"
+        "[dgx-spark 2026-01-01 00:00:01] exited: code 0\n"
+        "[dgx-spark 2026-01-01 00:00:02] run 2 starting: python x.py\n"
+        "Traceback\n[dgx-spark 2026-01-01 00:00:03] exited: killed by SIGKILL\n"
+    )
+    assert recover_exit(run_dir, [log], 2) == {"exit_code": -9, "signal": "SIGKILL"}
+    assert recover_exit(run_dir, [log], 3) is None  # run 3 never wrote its start: unknown
+    (run_dir / "runner.log").write_text('noise\nexit {"run": 3, "exit_code": 4, "signal": null}\n')
+    assert recover_exit(run_dir, [log], 3)["exit_code"] == 4
+
+
+def test_restart_policy_validation() -> None:
+    assert parse_policy(None) == RestartPolicy()
+    policy = parse_policy({"policy": "on-failure", "max_restarts": 2, "backoff_seconds": 1.5})
+    assert [policy.delay(k) for k in range(3)] == [1.5, 3.0, 6.0] and policy.delay(40) == MAX_BACKOFF_SECONDS
+    assert policy.wants_restart("failed") and not policy.wants_restart("completed")
+    assert parse_policy({"policy": "always"}).wants_restart("completed")
+    assert not parse_policy({"policy": "always"}).wants_restart("stopped")
+    for raw, field in [
+        ({"policy": "sometimes"}, "restart.policy"),
+        ({"policy": "always", "max_restarts": -1}, "restart.max_restarts"),
+        ({"policy": "always", "max_restarts": 1.5}, "restart.max_restarts"),
+        ({"policy": "always", "max_restarts": True}, "restart.max_restarts"),
+        ({"policy": "always", "backoff_seconds": float("nan")}, "restart.backoff_seconds"),
+        ({"policy": "always", "backoff_seconds": 1e9}, "restart.backoff_seconds"),
+        ({"policy": "always", "retries": 1}, "restart.retries"),
+        ([1], "restart"),
+    ]:
+        with pytest.raises(PolicyError) as exc:
+            parse_policy(raw)
+        assert exc.value.field == field, raw
