@@ -222,7 +222,9 @@ async def stream_logs(
             position = output.size_of(path) if path is not None else 0
         idle_since = last_sent = time.monotonic()
         yield b": following\n\n"
-        while not await request.is_disconnected():
+        # No request.is_disconnected() polling: under granian it cuts the stream's last chunk.
+        # A client that went away is noticed by the response itself (its receive or the next send).
+        while True:
             if path is not None:
                 lines, position = await asyncio.to_thread(output.read_from, path, position)
                 if lines:
