@@ -25,7 +25,14 @@ import pytest
 from dgx_spark.collector import output
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.outcome import KernelLog, OomCounters, OutcomeProbe, decide, failure_in
+from dgx_spark.collector.outcome import (
+    KernelLog,
+    OomCounters,
+    OutcomeProbe,
+    decide,
+    failure_in,
+    record_stop_request,
+)
 from dgx_spark.collector.output import OutputHandles, ProcessOutput
 from dgx_spark.collector.proc_events import ExitListener
 from dgx_spark.collector.rules import build_table
@@ -193,6 +200,8 @@ def test_failure_lines_and_the_outcome_table() -> None:
     assert decide(status=signal.SIGKILL, oom=True)["exit_reason"] == "killed by the OOM killer"
     assert decide(status=signal.SIGSEGV | 0x80)["exit_reason"] == "killed by SIGSEGV (core dumped)"
     assert decide(status=signal.SIGTERM)["outcome"] == "stopped"
+    assert decide(status=signal.SIGKILL, stop_requested=True)["exit_reason"] == "stopped by the user (SIGKILL)"
+    assert decide(status=0, stop_requested=True)["outcome"] == "stopped"
     assert decide(status=None, log=("failed", "CUDA out of memory"))["outcome_source"] == "log"
     assert decide(status=None, progress="reached epoch 3/3")["outcome"] == "completed"
     unknown = decide(status=None)
@@ -496,3 +505,19 @@ def test_the_card_view_says_how_it_ended_and_when_it_is_inferred() -> None:
     assert stopped.outcome_text == "Stopped by SIGTERM"
     live = operation_view(base.replace(status="running", outcome=None), 10.0)
     assert live.outcome_text == "" and live.outcome == ""
+
+
+def test_a_discovered_operation_stopped_from_the_dashboard_is_stopped_by_the_user(
+    tmp_path: Path, exits: ExitListener
+) -> None:
+    needs_connector(exits)
+    harness = Harness(exits)
+    with started(tmp_path, "worker.py", SLEEPER) as work:
+        op = harness.live(work.pid)
+        record_stop_request(op.id)  # what the supervisor notes when its Stop signals a discovered process
+        os.kill(work.pid, signal.SIGKILL)  # e.g. after the grace period
+        reap(work)
+        ended = harness.ended(work.pid)
+    assert (ended.status, ended.outcome, ended.exit_code) == ("stopped", "stopped", -9)
+    assert (ended.exit_reason, ended.stop_requested) == ("stopped by the user (SIGKILL)", True)
+    assert harness.terminal(ended.id).kind == "stopped"

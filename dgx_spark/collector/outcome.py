@@ -23,6 +23,8 @@ import logging
 import os
 import re
 import signal
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -115,6 +117,7 @@ def progress_done(op: Operation) -> str | None:
 def decide(
     *,
     status: int | None,
+    stop_requested: bool = False,
     oom: bool = False,
     oom_named: bool = False,
     log: tuple[str, str] | None = None,
@@ -124,6 +127,7 @@ def decide(
 
     Args:
         status: The root process's exact wait status (proc connector), or None.
+        stop_requested: A user stopped it from the dashboard (whatever its exit status then).
         oom: The OOM killer ended a process in its memory cgroup meanwhile (counter rose).
         oom_named: The kernel log named one of its processes as killed by the OOM killer.
         log: What its output's end shows (``failure_in``).
@@ -134,6 +138,11 @@ def decide(
     """
     if status is not None:
         code, sig, core = describe_status(status)
+        if stop_requested and not (sig == signal.SIGKILL and (oom or oom_named)):
+            how = signal_name(sig) if sig is not None else f"exit code {code}"
+            return _fields(
+                "stopped", code if code is not None else -(sig or 0), f"stopped by the user ({how})", "kernel"
+            )
         if code is not None:
             if code == 0:
                 return _fields("completed", 0, "exit code 0", "kernel")
@@ -150,6 +159,8 @@ def decide(
             return _fields("stopped", -sig, f"stopped by {signal_name(sig)}", "kernel")
         reason = f"killed by {signal_name(sig)}" + (" (core dumped)" if core else "")
         return _fields("failed", -sig, reason, "kernel")
+    if stop_requested:
+        return _fields("stopped", None, "stopped by the user (exit status unknown)", "unknown")
     if oom_named:
         return _fields("failed", None, "killed by the OOM killer", "kernel")
     if oom:
@@ -171,6 +182,24 @@ def _fields(outcome: str, code: int | None, reason: str, source: str) -> dict[st
         "exit_reason": reason,
         "outcome_source": source,
     }
+
+
+# ----------------------------------------------------------------------------- user stops
+_stop_requests: dict[str, float] = {}
+_stop_lock = threading.Lock()
+
+
+def record_stop_request(op_id: str) -> None:
+    """Note that a user stopped a discovered operation from the dashboard (its end is then ``stopped``)."""
+    with _stop_lock:
+        _stop_requests[op_id] = time.time()
+        for old in [i for i, at in _stop_requests.items() if time.time() - at > 86400]:
+            del _stop_requests[old]
+
+
+def _stop_requested(op_id: str) -> bool:
+    with _stop_lock:
+        return _stop_requests.pop(op_id, None) is not None
 
 
 # ----------------------------------------------------------------------------- OOM counters
@@ -396,8 +425,16 @@ class OutcomeProbe:
         held = self.handles.get(op)
         tail = held.tail(TAIL_LINES) if held is not None else []
         self.handles.release(op.id)
+        stopped = _stop_requested(op.id)
         fields = decide(
-            status=status, oom=oom, oom_named=oom_named, log=failure_in(tail), progress=progress_done(op)
+            status=status,
+            stop_requested=stopped,
+            oom=oom,
+            oom_named=oom_named,
+            log=failure_in(tail),
+            progress=progress_done(op),
         )
+        if stopped:
+            fields["stop_requested"] = True
         fields["output_tail"] = tuple(tail) if tail else None
         return fields

@@ -45,6 +45,7 @@ from dgx_spark.collector.model import (
     Snapshot,
     operation_id,
 )
+from dgx_spark.collector.outcome import record_stop_request
 from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import WRITE_WAIT_SECONDS, DatabaseUnavailable, probe_writable, write_with_retry
@@ -588,6 +589,7 @@ class Supervisor:
         except OSError:
             group = False
         self._signal(target, sig, group=group)
+        record_stop_request(op_id)  # its outcome is then "stopped by the user", whatever the signal did
         if not force:
             self._escalate_later(target, group, None, 0)
         self._changed()
