@@ -77,6 +77,7 @@ def write_with_retry(
     *,
     wait: float = WRITE_WAIT_SECONDS,
     what: str = "write",
+    expire_on_commit: bool = True,
 ) -> T:
     """Run ``work(session)`` and commit, retrying while the database is busy or away.
 
@@ -85,6 +86,7 @@ def write_with_retry(
         work: Adds/merges/deletes on the session; its result is returned after the commit.
         wait: The longest time to keep retrying (0: one attempt).
         what: Names the write in logs.
+        expire_on_commit: Passed to the session (False keeps added objects readable afterwards).
 
     Returns:
         What ``work`` returned.
@@ -98,7 +100,7 @@ def write_with_retry(
     while True:
         attempt += 1
         try:
-            with Session(engine) as session:
+            with Session(engine, expire_on_commit=expire_on_commit) as session:
                 result = work(session)
                 session.commit()
             health.report_ok("database")
@@ -108,6 +110,9 @@ def write_with_retry(
                 raise
             message = describe_error(exc)
             health.report_error("database", message)
+            if "readonly" in message or "read-only" in message:
+                # Connections opened while the file was read-only stay so: open new ones next time.
+                engine.dispose()
             if time.monotonic() + delay >= deadline:
                 logger.warning("database: %s failed after %d attempt(s): %s", what, attempt, message)
                 raise DatabaseUnavailable(f"the database is unavailable ({message})", exc) from exc

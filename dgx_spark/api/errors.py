@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -102,22 +103,31 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback itself; the client gets the envelope, never a traceback.
-        from dgx_spark.database import describe_error, is_unavailable_error  # noqa: PLC0415
-
-        if is_unavailable_error(exc):
-            # A busy, read-only or stopped database is a 503 the client may retry, not a bug.
-            from dgx_spark.health import health  # noqa: PLC0415
-
-            health.report_error("database", describe_error(exc))
-            response = error_response(
-                503, f"the database is unavailable ({describe_error(exc)}); try again in a moment",
-                "database_unavailable",
-            )
-            response.headers["Retry-After"] = "5"
-            return response
         if request.url.path.startswith("/api/"):
             return error_response(500, f"internal error ({type(exc).__name__}); see the dashboard's log")
         return PlainTextResponse("Internal Server Error", status_code=500)
+
+    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # A busy, read-only or stopped database is a 503 the client may retry, not a bug (no traceback).
+        from dgx_spark.database import describe_error, is_unavailable_error  # noqa: PLC0415
+        from dgx_spark.health import health  # noqa: PLC0415
+
+        if not is_unavailable_error(exc):
+            logger.error("internal error", exc_info=exc)
+            return error_response(500, f"internal error ({type(exc).__name__}); see the dashboard's log")
+        message = getattr(exc, "message", None) or describe_error(exc)
+        health.report_error("database", message)
+        response = error_response(
+            503, f"the database is unavailable ({message}); try again in a moment", "database_unavailable"
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+
+    from dgx_spark.database import DatabaseUnavailable  # noqa: PLC0415
+
+    for db_error in (DatabaseUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                     sa_exc.TimeoutError):
+        api.add_exception_handler(db_error, _database_unavailable)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

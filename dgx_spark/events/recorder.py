@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dgx_spark.database import describe_error, is_unavailable_error
 from dgx_spark.events.churn import SHORT_LIVED_SECONDS, is_quiet_churn
 from dgx_spark.events.detector import Transition
 from dgx_spark.events.store import (
@@ -150,9 +151,11 @@ class EventRecorder:
 
     def _run(self) -> None:
         self._load_recent()
+        retry: Transition | None = None
         while True:
             try:
-                transition = self._queue.get(timeout=0.5)
+                transition = retry if retry is not None else self._queue.get(timeout=0.5)
+                retry = None
             except queue.Empty:
                 if self._stop.is_set():
                     self._flush_held_safely(None)  # they are real starts: keep them
@@ -162,7 +165,18 @@ class EventRecorder:
                 continue
             try:
                 self.record(transition)
-            except Exception:
+            except Exception as exc:
+                if is_unavailable_error(exc):
+                    if self._stop.is_set():  # shutting down with the database away: say what is lost
+                        logger.warning("events: the database is unavailable; the %s event of %s is lost: %s",
+                                       transition.kind, transition.operation.id, describe_error(exc))
+                        continue
+                    # The database is busy or away: keep this event (and those queued behind it) for later.
+                    logger.warning("events: the database is unavailable; will record the %s event later: %s",
+                                   transition.kind, describe_error(exc))
+                    retry = transition
+                    self._stop.wait(1.0)
+                    continue
                 logger.exception("events: could not record a %s event", transition.kind)
             self._flush_held_safely(self._clock())
             self._maybe_purge()

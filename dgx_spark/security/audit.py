@@ -68,6 +68,10 @@ class AuditEntry(SQLModel, table=True):
         }
 
 
+# How long the audit writer keeps trying when the database is busy or away.
+AUDIT_WAIT_SECONDS = 30.0
+
+
 @functools.cache
 def _engine() -> Engine:
     try:
@@ -123,11 +127,18 @@ def record_audit(
         via=_clip("via", via) or "api",
         detail=_clip("detail", redact_text(detail) if detail else None),
     )
+    from dgx_spark.database import DatabaseUnavailable, write_with_retry  # noqa: PLC0415
+
+    def add(session: Session) -> None:
+        session.add(entry)
+        session.flush()
+
     try:
-        with Session(engine or _engine(), expire_on_commit=False) as session:
-            session.add(entry)
-            session.commit()
-            session.refresh(entry)
+        # Only the writer thread gets here: a busy database may take a while; the entry waits for it.
+        write_with_retry(engine or _engine(), add, wait=AUDIT_WAIT_SECONDS, what="audit", expire_on_commit=False)
+    except DatabaseUnavailable as exc:
+        logger.warning("could not write the audit entry for %s on %s: %s", action, target, exc.message)
+        return None
     except Exception:
         logger.exception("could not write the audit entry for %s on %s", action, target)
         return None
