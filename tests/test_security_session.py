@@ -304,6 +304,19 @@ def test_login_then_logout_revokes_the_cookie(backend: Dashboard) -> None:
     assert cookie_opens_audit(backend, other) == 200
 
 
+def test_login_form_posted_by_a_browser_from_our_page(backend: Dashboard) -> None:
+    status, headers, _ = raw(backend, "GET", "/login")
+    assert status == 200 and headers["referrer-policy"] == "same-origin"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = f"token={TEST_TOKEN}".encode()
+    # A browser may send "Origin: null" for its own same-origin form; Sec-Fetch-Site says where it came from.
+    ours = {**form, "Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert raw(backend, "POST", "/login", body, ours)[0] == 303
+    for foreign in ({"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "same-site"}):
+        assert raw(backend, "POST", "/login", body, {**form, **foreign})[0] == 403, foreign
+
+
 def test_logout_from_another_site_revokes_nothing(backend: Dashboard) -> None:
     value = log_in(backend)
     status, headers, _ = raw(backend, "GET", "/logout",

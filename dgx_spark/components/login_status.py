@@ -32,8 +32,10 @@ def login_status() -> rx.Component:
                 rx.badge(rx.icon("lock_open", size=12), rx.el.span("Logged in", display=["none", "inline"]),
                          color_scheme="green", variant="soft", id="login-status", title="Logged in",
                          aria_label="Logged in", custom_attrs={"data-logged-in": "true"}),
-                # Plain anchors: /login and /logout are served by the backend, not by the app's router.
-                rx.el.a("Log out", href="/logout", id="logout-link", style={"font_size": "12px", "white_space": "nowrap"}),
+                # /login and /logout are served by the backend: a document navigation, not the app's router
+                # (which would show its own "404: Page not found" and never reach the server).
+                rx.el.a("Log out", href="/logout", id="logout-link", reload_document=True,
+                        style={"font_size": "12px", "white_space": "nowrap"}),
                 align="center",
                 spacing="2",
             ),
@@ -42,6 +44,7 @@ def login_status() -> rx.Component:
                 rx.button(rx.icon("log_in", size=14), rx.el.span("Log in", display=["none", "inline"]),
                           size="1", variant="soft", aria_label="Log in", white_space="nowrap"),
                 href="/login",
+                reload_document=True,
                 id="login-link",
                 title="Log in to launch, stop and start operations",
                 custom_attrs={"data-logged-in": "false"},

@@ -348,9 +348,21 @@ def _login_page(status: int, next_path: str, error: str | None = None) -> tuple[
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
         (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
+        # Not no-referrer: with it a browser posts the form with "Origin: null" (refused as foreign).
+        (b"referrer-policy", b"same-origin"),
     ]
     return status, headers, body
+
+
+def _login_from_elsewhere(scope: Scope) -> bool:
+    """Whether a login form was posted by a page of another origin.
+
+    A browser's own ``Sec-Fetch-Site: same-origin`` (which no page can set) is enough:
+    some post a same-origin form with ``Origin: null`` (e.g. under a no-referrer policy).
+    """
+    if (header(scope, b"sec-fetch-site") or "").strip().lower() == "same-origin":
+        return False
+    return is_cross_origin(scope)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -386,7 +398,7 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
             await _send_response(send, *_login_page(200, next_path))
             return
     elif method == "POST":
-        if is_cross_origin(scope):
+        if _login_from_elsewhere(scope):
             await _refuse(scope, send, 403, "forbidden_origin", "login from another origin is refused")
             return
         body = await _read_body(receive, MAX_LOGIN_BODY)
