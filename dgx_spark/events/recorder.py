@@ -254,6 +254,7 @@ class EventRecorder:
                 if transition.log_tail is not None
                 else read_log_tail(op.log_path, self._log_tail_lines)
             )
+        outcome, reason, source = _ending(transition) if terminal else (None, None, None)
         event = self.store.add_event(
             EventRow(
                 operation_id=op.id,
@@ -263,6 +264,9 @@ class EventRecorder:
                 kind=transition.kind,
                 at=transition.at,
                 exit_code=op.exit_code,
+                outcome=outcome,
+                exit_reason=reason,
+                outcome_source=source,
                 detail=transition.detail[:2000],
                 log_tail=log_tail_text(tail),
             )
@@ -283,6 +287,9 @@ class EventRecorder:
                     started_at=op.started_at_ts,
                     ended_at=op.ended_at_ts or transition.at,
                     exit_code=op.exit_code,
+                    outcome=outcome,
+                    exit_reason=reason,
+                    outcome_source=source,
                     peak_memory_bytes=transition.peak_memory_bytes,
                     log_tail=log_tail_text(tail),
                 )
@@ -312,6 +319,20 @@ class EventRecorder:
             self._next_purge = now + self._purge_every
         elif deleted:
             logger.info("events: removed %d expired rows", deleted)
+
+
+def _ending(transition: Transition) -> tuple[str, str | None, str]:
+    """How a terminal transition's run ended: its outcome, exit reason and outcome source.
+
+    The outcome is the event's kind (what the detector decided from the operation's own
+    outcome, or from its status and exit code when it has none). The source is the
+    operation's; ``unknown`` when it names none (e.g. a process that just disappeared).
+    """
+    op = transition.operation
+    reason = op.exit_reason
+    if not reason and op.exit_code is not None:
+        reason = f"exit code {op.exit_code}" if op.exit_code >= 0 else f"killed by signal {-op.exit_code}"
+    return transition.kind, (reason[:500] if reason else None), (op.outcome_source or "unknown")
 
 
 def _start_of(transition: Transition) -> float:

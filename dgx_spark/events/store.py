@@ -53,6 +53,10 @@ class EventRow(SQLModel, table=True):
     kind: str = Field(index=True, max_length=20)
     at: float = Field(index=True)
     exit_code: int | None = None
+    # How the run ended (terminal events only): see ``Operation.outcome``.
+    outcome: str | None = Field(default=None, max_length=16)
+    exit_reason: str | None = Field(default=None, max_length=500)
+    outcome_source: str | None = Field(default=None, max_length=16)
     detail: str | None = Field(default=None, max_length=2000)
     log_tail: str | None = None
 
@@ -75,6 +79,11 @@ class HistoryRow(SQLModel, table=True):
     started_at: float | None = None
     ended_at: float = Field(index=True)
     exit_code: int | None = None
+    # How the run ended: ``completed`` / ``failed`` / ``stopped``, why, and where that came from
+    # (None for rows stored before these columns existed: ``history_to_api`` derives the outcome).
+    outcome: str | None = Field(default=None, max_length=16)
+    exit_reason: str | None = Field(default=None, max_length=500)
+    outcome_source: str | None = Field(default=None, max_length=16)
     peak_memory_bytes: int | None = None
     log_tail: str | None = None
 
@@ -107,6 +116,9 @@ def event_to_api(row: EventRow) -> dict[str, Any]:
         "at": iso_utc(row.at),
         "at_ts": row.at,
         "exit_code": row.exit_code,
+        "outcome": row.outcome,
+        "exit_reason": row.exit_reason,
+        "outcome_source": row.outcome_source,
         "type": row.op_type,
         "detail": row.detail,
         "log_tail": _tail_list(row.log_tail),
@@ -133,6 +145,9 @@ def history_to_api(row: HistoryRow) -> dict[str, Any]:
         "ended_at": iso_utc(row.ended_at),
         "duration_seconds": duration,
         "exit_code": row.exit_code,
+        "outcome": row.outcome,
+        "exit_reason": row.exit_reason,
+        "outcome_source": row.outcome_source,
         "peak_memory_bytes": row.peak_memory_bytes,
         "memory_bytes": row.peak_memory_bytes,
         "log_tail": _tail_list(row.log_tail),
