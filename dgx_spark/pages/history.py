@@ -35,8 +35,20 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
         ),
         rx.table.cell(rx.badge(row["type"], variant="surface", color_scheme="gray")),
         rx.table.cell(
-            rx.badge(row["outcome"], color_scheme=rx.match(row["outcome"], *KIND_COLORS.items(), "gray"),
-                     variant="soft")
+            rx.vstack(
+                rx.badge(row["outcome_label"], color_scheme=rx.match(row["outcome"], *KIND_COLORS.items(), "gray"),
+                         variant="soft", title=row["outcome_title"], class_name="dgx-history-outcome"),
+                # Why it ended ("Likely failed: CUDA out of memory" when inferred); the badge's hover says
+                # where that came from, the line's the whole line.
+                rx.cond(
+                    row["outcome_text"] != "",
+                    rx.text(row["outcome_text"], size="1", color=styles.MUTED, class_name="dgx-history-reason",
+                            title=row["outcome_text"],
+                            style={"max_width": "280px", "overflow": "hidden", "text_overflow": "ellipsis",
+                                   "white_space": "nowrap"}),
+                ),
+                spacing="1",
+            )
         ),
         rx.table.cell(rx.moment(row["started_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
         rx.table.cell(rx.moment(row["ended_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
@@ -55,7 +67,8 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
             )
         ),
         class_name="dgx-history-row",
-        custom_attrs={"data-operation-id": row["id"], "data-run": row["run"], "data-outcome": row["outcome"]},
+        custom_attrs={"data-operation-id": row["id"], "data-run": row["run"], "data-outcome": row["outcome"],
+                      "data-outcome-source": row["outcome_source"]},
     )
 
 

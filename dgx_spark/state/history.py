@@ -11,6 +11,7 @@ from typing import Any
 import reflex as rx
 
 from dgx_spark import format as fmt
+from dgx_spark.collector.model import INFERRED_SOURCES, OUTCOMES
 from dgx_spark.events.query import apply_query
 from dgx_spark.events.service import get_events
 from dgx_spark.state.events import short_lived_note
@@ -19,15 +20,46 @@ from dgx_spark.state.filters import FilterMixin
 HISTORY_LIMIT = 1000
 
 
+OUTCOME_SOURCE_TITLES: dict[str, str] = {
+    "runner": "Exit status recorded by the dashboard's runner",
+    "kernel": "Exit status reported by the kernel",
+    "log": "Inferred from the last lines of its output",
+    "progress": "Inferred from its progress reaching the end",
+    "unknown": "The dashboard could not tell how it ended",
+}
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    """The row's outcome; rows stored without one get it from their status and exit code."""
+    stored = row.get("outcome")
+    if stored in OUTCOMES:
+        return str(stored)
+    if row.get("status") == "failed":
+        return "failed"
+    if row.get("exit_code") == 0 and not str(row.get("description") or "").startswith("stopped by the user"):
+        return "completed"  # a user stop that exited 0 stays "stopped"
+    return "stopped"
+
+
+def outcome_line(outcome: str, reason: str, source: str) -> str:
+    """"Failed: exit code 3", or "Likely failed: CUDA out of memory" when it was inferred."""
+    if reason.lower().startswith(outcome):
+        text = reason
+    elif reason:
+        text = f"{outcome}: {reason}"
+    else:
+        text = outcome
+    if source in INFERRED_SOURCES:
+        return "Likely " + text
+    return text[:1].upper() + text[1:]
+
+
 def history_view(row: dict[str, Any]) -> dict[str, str]:
     """What a History row shows (strings for the browser)."""
     code = row.get("exit_code")
-    if row.get("status") == "failed":
-        outcome = "failed"
-    elif code == 0 and not str(row.get("description") or "").startswith("stopped by the user"):
-        outcome = "completed"  # a user stop that exited 0 stays "stopped"
-    else:
-        outcome = "stopped"
+    outcome = _outcome(row)
+    reason = str(row.get("exit_reason") or "")
+    source = str(row.get("outcome_source") or "")
     peak = row.get("peak_memory_bytes")
     return {
         "id": str(row.get("id") or ""),
@@ -36,6 +68,12 @@ def history_view(row: dict[str, Any]) -> dict[str, str]:
         "type": str(row.get("type") or ""),
         "status": str(row.get("status") or ""),
         "outcome": outcome,
+        # The badge: "likely failed" when inferred; the line below it says why.
+        "outcome_label": f"likely {outcome}" if source in INFERRED_SOURCES else outcome,
+        "exit_reason": reason,
+        "outcome_text": outcome_line(outcome, reason, source) if reason else "",
+        "outcome_source": source,
+        "outcome_title": OUTCOME_SOURCE_TITLES.get(source, ""),
         "command": str(row.get("command") or ""),
         "started_at": str(row.get("started_at") or ""),
         "ended_at": str(row.get("ended_at") or ""),
