@@ -125,7 +125,7 @@ def loading_skeleton() -> rx.Component:
 
 
 def operations_body() -> rx.Component:
-    """Banners then the sections; dimmed while stale."""
+    """Banners, the sections (dimmed while stale), and the count of short-lived commands not listed."""
     is_stale = OperationsState.stale | connection_lost
     return rx.box(
         stale_banner(),
@@ -138,6 +138,12 @@ def operations_body() -> rx.Component:
                 custom_attrs={"data-stale": rx.cond(is_stale, "true", "false")},
                 id="operations-sections",
             ),
+        ),
+        # Quiet short-lived discovered commands are counted, not listed (events/churn.py).
+        rx.cond(
+            OperationsState.short_lived != "",
+            rx.text(OperationsState.short_lived, size="1", color=styles.MUTED, id="operations-short-lived",
+                    style={"margin_top": "8px"}),
         ),
     )
 

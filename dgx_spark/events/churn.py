@@ -78,6 +78,15 @@ class ChurnCounter:
             del self._ended[op_id]
 
 
+def churn_note(count: int, window_seconds: float) -> str:
+    """'12 short-lived commands ended in the last 10 min (not listed)' ('' when none)."""
+    if count <= 0:
+        return ""
+    minutes = max(1, round(window_seconds / 60))
+    noun = "command" if count == 1 else "commands"
+    return f"{count} short-lived {noun} ended in the last {minutes} min (not listed)"
+
+
 def hide_quiet_churn(operations: list[Operation], counter: ChurnCounter, now: float) -> list[Operation]:
     """The operations without the quiet short-lived ended ones, which are counted instead."""
     kept: list[Operation] = []

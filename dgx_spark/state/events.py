@@ -20,6 +20,7 @@ from typing import Any
 import reflex as rx
 from reflex_components_sonner.toast import ToastAction
 
+from dgx_spark.events.churn import churn_note
 from dgx_spark.events.config import (
     NOTIFY_CHOICES,
     InvalidNotifyKinds,
@@ -110,12 +111,7 @@ def group_events(views: list[dict[str, str]], read_id: int, cleared_id: int) -> 
 def short_lived_note() -> str:
     """'12 short-lived commands ended in the last 10 min' ('' when none)."""
     churn = short_lived_ended()
-    if not churn or churn[0] <= 0:
-        return ""
-    count, window = churn
-    minutes = max(1, round(window / 60))
-    noun = "command" if count == 1 else "commands"
-    return f"{count} short-lived {noun} ended in the last {minutes} min (not listed)"
+    return churn_note(*churn) if churn else ""
 
 
 def _notify_script(title: str, body: str) -> str:

@@ -24,7 +24,10 @@ from typing import Any
 import reflex as rx
 
 from dgx_spark.collector.model import Snapshot
+from dgx_spark.events.churn import churn_note
 from dgx_spark.events.query import OperationQuery
+from dgx_spark.events.service import short_lived_ended
+from dgx_spark.health import database_banner
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops
 from dgx_spark.state.filters import FilterMixin
@@ -74,9 +77,17 @@ def client_connected(token: str) -> bool:
 _newest_applied = Snapshot(sequence=0, taken_at=0.0, operations=())
 
 
-def fingerprint(view: TabView, error: str, stale: bool, running: bool) -> tuple[Any, ...]:
+def fingerprint(
+    view: TabView, error: str, stale: bool, running: bool, short_lived: str = "", database: str = ""
+) -> tuple[Any, ...]:
     """What a tab shows, in a few small values: equal fingerprints, nothing to send."""
-    return (view.version, error, stale, running)
+    return (view.version, error, stale, running, short_lived, database)
+
+
+def short_lived_line() -> str:
+    """The line under the sections: how many quiet short-lived commands ended recently ("" when none)."""
+    churn = short_lived_ended()
+    return churn_note(*churn) if churn else ""
 
 
 def _is_stale(snapshot: Snapshot, interval: float, running: bool, now: float) -> bool:
@@ -109,8 +120,12 @@ class OperationsState(FilterMixin, rx.State):
     loading: bool = True
     # Probe failures reported by the sampler ("probe: message"), joined for the banner.
     error: str = ""
+    # The database is busy, read-only or away: what failed and what it means ("" when fine).
+    database_error: str = ""
     # ISO UTC time of the snapshot that last changed what is shown.
     last_updated: str = ""
+    # "N short-lived commands ended in the last 10 min (not listed)" ("" when none).
+    short_lived: str = ""
     stale: bool = False
     sampler_running: bool = False
     live: bool = False
@@ -162,7 +177,9 @@ class OperationsState(FilterMixin, rx.State):
         view = tab_view(snapshot, *settings)
         error = "; ".join(snapshot_errors(snapshot))
         stale = _is_stale(snapshot, interval, running, now)
-        shown = fingerprint(view, error, stale, running)
+        short_lived = short_lived_line()
+        database = database_banner(now)
+        shown = fingerprint(view, error, stale, running, short_lived, database)
         token = self._token()
         loops.remember(token, FEED, settings)
         loops.mark_shown(token, FEED, shown)
@@ -190,6 +207,10 @@ class OperationsState(FilterMixin, rx.State):
                     setattr(self, name, value)
         if self.error != error:
             self.error = error
+        if self.database_error != database:
+            self.database_error = database
+        if self.short_lived != short_lived:
+            self.short_lived = short_lived
         if self.stale != stale:
             self.stale = stale
         if self.sampler_running != running:
@@ -266,7 +287,8 @@ def _operations_fingerprint(token: str, snapshot: Snapshot, now: float) -> Any:
     running = sampler.running
     view = tab_view(snapshot, *settings)
     error = "; ".join(snapshot_errors(snapshot)) if snapshot.errors else ""
-    return fingerprint(view, error, _is_stale(snapshot, sampler.interval, running, now), running)
+    stale = _is_stale(snapshot, sampler.interval, running, now)
+    return fingerprint(view, error, stale, running, short_lived_line(), database_banner(now))
 
 
 FEED = "operations"
