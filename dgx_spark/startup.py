@@ -28,9 +28,10 @@ USER_UMASK_ENV = "DGX_SPARK_USER_UMASK"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-# Seconds granian's main process waits for a worker that ignores SIGTERM before it kills it
-# (granian waits forever by default in prod). The worker's own shutdown takes ~1 s.
-WORKERS_KILL_TIMEOUT = 8
+# Seconds granian's main process waits for a worker that has not stopped after SIGTERM before it
+# kills it (granian waits forever by default in prod). The worker's own shutdown takes ~1 s; its
+# lifespan gives the sampler and the event store a few seconds at most.
+WORKERS_KILL_TIMEOUT = 10
 
 
 class StartupError(Exception):
@@ -290,6 +291,8 @@ def prepare() -> None:
             "data folder %s: took group/other permissions off %d path(s) that others could read: %s%s",
             settings.data_dir, len(fixed), shown, more,
         )
+    # What Reflex's backend writes next to the compiled frontend (older files may predate the umask).
+    make_tree_private(Path(os.environ.get("REFLEX_WEB_WORKDIR") or ".web") / "backend")
     db_file = sqlite_path(settings.db_url)
     if db_file is not None:
         check_sqlite_file(db_file)

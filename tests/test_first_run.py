@@ -34,7 +34,7 @@ from dgx_spark.settings import load_settings, reflex_dev_mode
 from tests.support.dashboard import BIN, ROOT, Dashboard, free_port, reap_launched, wait_until
 
 VENV = BIN.parent
-# How long a stop may take, all of it (granian's worker kill timeout is 8 s).
+# How long a stop may take, all of it (granian kills a worker still there after 10 s).
 STOP_WITHIN = 15.0
 START_TIMEOUT = 600.0  # a first build downloads the frontend packages
 
