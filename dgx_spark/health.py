@@ -163,3 +163,21 @@ def components_payload(
         nvml.update(status="absent" if message == no_gpu_message else "degraded", last_error=message)
     out["nvml"] = nvml
     return out
+
+
+def database_banner(now: float | None = None) -> str:
+    """The page's line under "The database is unavailable" ("" when it is fine).
+
+    Says what failed, since when, and what that means for the user's actions.
+    """
+    state = health.state("database")
+    if not state.degraded:
+        return ""
+    since = time.strftime("%H:%M:%S", time.localtime(state.since or (time.time() if now is None else now)))
+    waiting = int(state.details.get("pending_writes") or 0)
+    kept = f" {waiting} change(s) are kept on disk until it is back." if waiting else ""
+    # No ticking duration: the text changes only when the facts do (no push every refresh).
+    return (
+        f"Since {since} ({state.last_error}). New launches are refused; "
+        f"stops still work and are saved once it is back.{kept}"
+    )

@@ -47,7 +47,7 @@ def while_connected(on_start: rx.EventHandler | rx.event.EventSpec, id: str) -> 
 
 
 def stale_banner() -> rx.Component:
-    """Banners for a dropped connection, a stopped sampler and failing probes."""
+    """Banners for a dropped connection, a stopped sampler, a degraded database and failing probes."""
     return rx.fragment(
         rx.cond(
             connection_lost,
@@ -76,6 +76,19 @@ def stale_banner() -> rx.Component:
                 variant="surface",
                 size="1",
                 id="banner-stale",
+                style=styles.banner,
+            ),
+        ),
+        rx.cond(
+            OperationsState.database_error != "",
+            rx.callout.root(
+                rx.callout.icon(rx.icon("database", size=styles.ICON_MD)),
+                rx.callout.text(rx.text.strong("The database is unavailable. "), OperationsState.database_error),
+                color_scheme="red",
+                variant="surface",
+                size="1",
+                id="banner-database",
+                role="alert",
                 style=styles.banner,
             ),
         ),
