@@ -107,6 +107,21 @@ def test_number_of_sessions_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     assert store.lookup(values[0], now=1010.0) is None and store.lookup(values[-1], now=1010.0) is not None
 
 
+def test_concurrent_logins_all_kept(tmp_path: Path) -> None:
+    import threading
+
+    stores = [sessions.SessionStore(tmp_path, token=TEST_TOKEN) for _ in range(2)]  # two "processes"
+    values: list[str] = []
+    threads = [threading.Thread(target=lambda s=stores[i % 2]: values.append(s.create()[0])) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(values) == 16
+    assert all(stores[0].lookup(v) is not None for v in values)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 # ----------------------------------------------------------------------------- policy helpers
 
 

@@ -81,7 +81,8 @@ class SessionStore:
         """A store in ``data_dir`` (``settings.data_dir``) for ``token`` (the process token)."""
         self._data_dir = data_dir
         self._token = token
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the in-memory copy (held briefly: lookups run on the event loop)
+        self._write_lock = threading.Lock()  # one writer per process; flock for other processes
         self._cache_key: tuple[int, int, int] | None = None
         self._by_digest: dict[str, Session] = {}
         self._by_id: dict[str, Session] = {}
@@ -152,8 +153,8 @@ class SessionStore:
         """Read, change and write the records under a lock shared with other processes."""
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        with self._lock:
+        with self._write_lock:
+            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 records = self._read_records()
@@ -161,9 +162,10 @@ class SessionStore:
                 yield records
                 if records != before:
                     self._write(records)
-                self._cache_key = None
             finally:
                 os.close(fd)
+                with self._lock:
+                    self._cache_key = None
 
     def _write(self, records: list[Session]) -> None:
         body = json.dumps({"version": 1, "sessions": [s.to_json() for s in records]}, indent=1).encode()
