@@ -286,3 +286,43 @@ def test_restart_policy_validation() -> None:
         with pytest.raises(PolicyError) as exc:
             parse_policy(raw)
         assert exc.value.field == field, raw
+
+
+def test_a_scheduled_run_survives_a_dashboard_restart(tmp_path: Path) -> None:
+    """The next run is due when the supervisor closes: the next supervisor on the same data starts it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'dgx.db'}")
+    migrate(engine)
+    config = SupervisorConfig(data_dir=tmp_path / "data", base_url="http://127.0.0.1:1", stop_grace=GRACE)
+    first = Supervisor(config, engine)
+    first.load()
+    second: Supervisor | None = None
+    try:
+        op_id = launch_script(first, tmp_path, "print('once', flush=True)\n",
+                              restart={"policy": "always", "max_restarts": 2, "backoff_seconds": 3})
+        ended = wait_op(first, op_id, lambda op: not op.is_live)
+        assert ended.run == 1 and "restarting in 3 s" in (ended.description or "")
+        first.close()  # its timer is cancelled; the due time is in the database
+        second = Supervisor(config, engine)
+        second.load()
+        again = wait_op(second, op_id, lambda op: op.run == 2 and not op.is_live)
+        assert again.restarts == 1 and current(first, op_id).run == 1  # the closed one started nothing
+        assert log_text(second, op_id).count("once") == 2
+    finally:
+        if second is not None:
+            second.close()
+        reap_launched(tmp_path / "data")
+
+
+def test_dialog_restart_fields_and_card_runs_text() -> None:
+    from dgx_spark.collector.model import Operation as Op
+    from dgx_spark.state.control import request_body
+    from dgx_spark.state.view import runs_text
+
+    body = request_body("custom", "n", {"command": "python3 -c pass"},
+                        {"policy": "on-failure", "max_restarts": "3", "backoff_seconds": "0.5"})
+    assert body["restart"] == {"policy": "on-failure", "max_restarts": 3, "backoff_seconds": 0.5}
+    assert "restart" not in request_body("custom", "n", {"command": "python3 -c pass"}, {"policy": "no"})
+    single = Op(id="launch-000000000001", type="job", name="x", status="active", source="launched")
+    assert runs_text(single) == ""
+    assert runs_text(single.replace(run=3, runs=3, restarts=2)) == "run 3 · 2 restarts"
+    assert runs_text(single.replace(run=2, runs=2)) == "run 2"

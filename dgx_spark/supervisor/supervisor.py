@@ -266,6 +266,9 @@ class Supervisor:
         self._lock = threading.RLock()
         # Notified (lock held) when a snapshot has shown the end of a run.
         self._shown = threading.Condition(self._lock)
+        # Timers of scheduled runs; cancelled by ``close`` (the next start of the app reschedules them).
+        self._timers: set[threading.Timer] = set()
+        self._closed = False
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-spark-db")
         # Writes the database could not take (a stop that was carried out): saved on disk, replayed later.
         self._outbox = Outbox(config.data_dir / OUTBOX_FILE)
@@ -375,7 +378,16 @@ class Supervisor:
         logger.info("supervisor: %d launched operation(s) known", len(rows))
 
     def close(self) -> None:
-        """Flush pending database writes. Launched commands keep running."""
+        """Flush pending database writes. Launched commands keep running.
+
+        Scheduled runs are not started by this instance any more; their due time is saved and the
+        next ``load`` schedules them again.
+        """
+        with self._lock:
+            self._closed = True
+            timers, self._timers = list(self._timers), set()
+        for timer in timers:
+            timer.cancel()
         self._writer.shutdown(wait=True)
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -1042,8 +1054,12 @@ class Supervisor:
         self._timer(delay, rec, why, automatic)
 
     def _timer(self, delay: float, rec: Launched, why: str, automatic: bool) -> None:
+        """Start a daemon timer for the next run of ``rec`` (lock held)."""
+        if self._closed:
+            return
         timer = threading.Timer(delay, self._start_due_run, args=(rec, rec.run, why, automatic))
         timer.daemon = True
+        self._timers.add(timer)
         timer.start()
 
     def _due(self, rec: Launched, run: int) -> bool:
@@ -1055,10 +1071,11 @@ class Supervisor:
         """The timer of a scheduled run: start it if nothing (Start again, Stop, Remove) came first."""
         try:
             with self._lock:
-                if not self._due(rec, run):
+                self._timers.difference_update([t for t in self._timers if not t.is_alive()])
+                if self._closed or not self._due(rec, run):
                     return
                 self._await_shown_end(rec)
-                if not self._due(rec, run):
+                if self._closed or not self._due(rec, run):
                     return
                 try:
                     self._check_startable(rec)
