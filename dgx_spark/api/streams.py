@@ -79,7 +79,16 @@ def capped_stream(
 EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'Server-sent events: `data: {"lines": [...], "offset": N}` lines and `:` comments',
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # One server-sent event; ``data`` is JSON text: {"lines": [...], "offset": N}.
+        "content": {"text/event-stream": {"schema": {
+            "type": "object",
+            "properties": {
+                "event": {"type": "string"},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer"},
+            },
+        }}},
     },
 }
 PLAIN_TEXT_DOC: dict[int | str, dict[str, Any]] = {
