@@ -7,14 +7,21 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from sqlmodel import Session, select
+
 from dgx_spark.database import make_engine, migrate
+from dgx_spark.supervisor.models import LaunchedOperation
 from tests.support.dashboard import free_port, wait_until
 from tests.test_migrations import run_supervisor_round_trip
+
+
+# pg_ctl actions ("stop", "start") of each running test server, by URL (for fault tests).
+PG_CTL: dict[str, Callable[[str], None]] = {}
 
 
 def _pg_bin() -> Path | None:
@@ -63,6 +70,16 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         check=True, capture_output=True, timeout=180,
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def pg_ctl(action: str) -> None:
+        options = ["-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"]
+        subprocess.run(
+            [*prefix, str(pg_bin / "pg_ctl"), "-D", str(cluster), "-l", str(base / "server.log"), "-w", "-t", "120",
+             *(options if action == "start" else ["-m", "fast"]), action],
+            check=True, capture_output=True, timeout=180,
+        )
+
+    PG_CTL[url] = pg_ctl
     try:
         engine = make_engine(url)
         wait_until(lambda: _connects(engine), 60)
@@ -94,3 +111,37 @@ def test_migrations_and_supervisor_on_postgres(postgres_url: str, tmp_path: Path
     assert {"alembic_version", "launched_operation", "operation_transition"} <= tables
     run_supervisor_round_trip(engine, tmp_path / "data")
     engine.dispose()
+
+
+def test_postgres_stopped_and_restarted(postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL stopped: a launch is a 503 and leaves nothing; a stop is carried out, kept, and saved later."""
+    from dgx_spark.supervisor.supervisor import ControlError
+    from tests.test_database_faults import SLEEPER, launch_sleeper, sample, status_of, stored, supervisor_for
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    supervisor = supervisor_for(engine, tmp_path / "data")
+    pg_ctl = PG_CTL[postgres_url]
+    try:
+        op_id = launch_sleeper(supervisor, "pg-sleeper")
+        pg_ctl("stop")
+        try:
+            with pytest.raises(ControlError) as caught:
+                supervisor.launch({"template": "custom", "name": "pg-never", "type": "job", "command": SLEEPER})
+            assert caught.value.status == 503 and caught.value.code == "database_unavailable"
+            assert not [op for op in sample(supervisor) if op.name == "pg-never"]
+            supervisor.stop(op_id)
+            ended = wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live and o, 60)
+            assert ended.status == "stopped" and ended.stop_requested
+            wait_until(lambda: supervisor._outbox.pending >= 1, 60)
+        finally:
+            pg_ctl("start")
+        wait_until(lambda: (sample(supervisor), supervisor._outbox.pending == 0)[1], 90)
+        supervisor.flush()
+        row, statuses = stored(engine, op_id)
+        assert row is not None and row.stop_requested and row.status == "stopped" and "failed" not in statuses
+        with Session(engine) as session:
+            assert not session.exec(select(LaunchedOperation).where(LaunchedOperation.name == "pg-never")).all()
+    finally:
+        supervisor.close()
+        engine.dispose()
