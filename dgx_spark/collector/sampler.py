@@ -153,6 +153,7 @@ class Sampler:
                 errors.append(self._record_failure(probe.name, exc, now))
             else:
                 self._recover(probe.name)
+        self._forget_unlisted(ctx.operations)
         snapshot = Snapshot(
             sequence=self._latest.sequence + 1,
             taken_at=now,
@@ -189,6 +190,12 @@ class Sampler:
             if op_id in present or now - (ended.ended_at_ts or now) > self.ended_ttl:
                 del self._ended[op_id]
         return operations + list(self._ended.values())
+
+    def _forget_unlisted(self, listed: list[Operation]) -> None:
+        """Forget ended operations a probe took off the list (e.g. short-lived commands, counted instead)."""
+        ids = {op.id for op in listed}
+        for op_id in [op_id for op_id in self._ended if op_id not in ids]:
+            del self._ended[op_id]
 
     def _record_failure(self, probe: str, exc: BaseException, now: float) -> ProbeError:
         known = self._failing.get(probe)
