@@ -48,7 +48,11 @@ def list_events(
     operation_id: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    """Events oldest first: ``{"id", "operation_id", "name", "kind", "at", "exit_code", ...}``."""
+    """Events oldest first: ``{"id", "operation_id", "run", "name", "kind", "at", "exit_code", ...}``.
+
+    Terminal events (``completed``, ``failed``, ``stopped``) also say how the run ended:
+    ``outcome``, ``exit_reason``, ``outcome_source`` (``null`` on other events).
+    """
     after_id, since_ts = _since(since)
     kinds = [k.strip() for k in (kind or "").split(",") if k.strip()]
     for value in kinds:
@@ -73,7 +77,10 @@ def list_history(
     order: Order | None = Query(default=None, description="asc (default) or desc."),  # noqa: B008
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> dict[str, Any]:
-    """Ended operations kept for the retention period, most recently ended first."""
+    """Ended runs kept for the retention period, most recently ended first.
+
+    Each has ``outcome``, ``exit_code``, ``exit_reason`` and ``outcome_source`` (how it ended).
+    """
     try:
         query = parse_query(q, type, status, sort, order)
     except QueryError as err:

@@ -1,7 +1,8 @@
 """The webhook sender: a thread with a bounded queue, retries and backoff.
 
 Each event becomes one JSON POST with ``text`` (Slack, Mattermost, Rocket.Chat,
-Google Chat), ``content`` (Discord) and the whole ``event``. Nothing here runs
+Google Chat), ``content`` (Discord) and the whole ``event`` (a terminal one with
+``outcome``, ``exit_code``, ``exit_reason`` and ``outcome_source``). Nothing here runs
 on the sampler's thread; when the queue is full the oldest event is dropped.
 
 Names, details and log lines come from other people's processes, so they are
