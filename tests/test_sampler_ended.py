@@ -33,3 +33,22 @@ def test_ended_operations_stay_listed_but_hidden_ones_are_forgotten() -> None:
     # Nothing held for the hidden ones: memory follows what is listed, not the churn rate.
     assert list(sampler._ended) == ["kept"]
     assert [o.id for o in sampler.sample_once().operations] == ["kept"]
+
+
+def test_peak_memory_is_per_run() -> None:
+    from dgx_spark.events.detector import EventDetector, Transition
+
+    seen: list[Transition] = []
+    ops: list[Operation] = [op("a")]
+    sampler = Sampler(lambda now: list(ops), [EventDetector(seen.append)])
+    sampler.sample_once()
+    ops[:] = [op("a", source="launched", memory_bytes=9000)]
+    sampler.sample_once()
+    ops[:] = [op("a", source="launched", status="failed", exit_code=1, ended_at_ts=2000.0)]
+    sampler.sample_once()
+    ops[:] = [op("a", source="launched", run=2, memory_bytes=100)]
+    sampler.sample_once()
+    ops[:] = [op("a", source="launched", run=2, status="failed", exit_code=1, ended_at_ts=3000.0)]
+    sampler.sample_once()
+    peaks = [t.peak_memory_bytes for t in seen if t.kind == "failed"]
+    assert peaks == [9000, 100]

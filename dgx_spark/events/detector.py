@@ -86,7 +86,7 @@ class EventDetector:
         self._sink = sink
         self._handles = handles or get_handles()
         self._previous: dict[str, Operation] | None = None
-        self._peak: dict[str, int] = {}
+        self._peak: dict[tuple[str, int], int] = {}  # per (operation id, run)
 
     def sample(self, ctx: SampleContext) -> None:
         """Compare this snapshot with the previous one and emit transitions."""
@@ -96,9 +96,10 @@ class EventDetector:
         for operation in ctx.operations:
             current[operation.id] = operation
             if operation.memory_bytes is not None:
-                peak = self._peak.get(operation.id)
+                key = (operation.id, operation.run)
+                peak = self._peak.get(key)
                 if peak is None or operation.memory_bytes > peak:
-                    self._peak[operation.id] = operation.memory_bytes
+                    self._peak[key] = operation.memory_bytes
             for kind, detail in self._changes(previous.get(operation.id), operation, first):
                 self._emit(kind, ctx.now, operation, detail)
         for op_id, before in previous.items():
@@ -107,8 +108,9 @@ class EventDetector:
                 gone = before.replace(status="stopped", ended_at_ts=ctx.now, pids=())
                 self._emit("stopped", ctx.now, gone, "disappeared")
         self._previous = current
-        for op_id in [k for k in self._peak if k not in current]:
-            del self._peak[op_id]
+        runs = {(op.id, op.run) for op in current.values()}
+        for key in [k for k in self._peak if k not in runs]:
+            del self._peak[key]
 
     def _emit(self, kind: str, now: float, operation: Operation, detail: str) -> None:
         at = now
@@ -121,7 +123,7 @@ class EventDetector:
                 at=at,
                 operation=operation,
                 detail=detail,
-                peak_memory_bytes=self._peak.get(operation.id),
+                peak_memory_bytes=self._peak.get((operation.id, operation.run)),
                 log_tail=self._discovered_tail(kind, operation),
             )
         )
