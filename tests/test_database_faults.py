@@ -51,7 +51,7 @@ def _chattr(flag: str, *paths: Path) -> bool:
     if shutil.which("chattr") is None:
         return False
     existing = [str(p) for p in paths if p.exists()]
-    return subprocess.run(["chattr", flag, *existing], capture_output=True).returncode == 0
+    return subprocess.run(["chattr", flag, *existing], capture_output=True, check=False).returncode == 0
 
 
 @contextlib.contextmanager

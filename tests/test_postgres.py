@@ -11,14 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from sqlmodel import Session, select
 
 from dgx_spark.database import make_engine, migrate
 from dgx_spark.supervisor.models import LaunchedOperation
 from tests.support.dashboard import free_port, wait_until
 from tests.test_migrations import run_supervisor_round_trip
-
 
 # pg_ctl actions ("stop", "start") of each running test server, by URL (for fault tests).
 PG_CTL: dict[str, Callable[[str], None]] = {}

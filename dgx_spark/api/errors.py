@@ -109,8 +109,8 @@ def install_error_handlers(api: FastAPI) -> None:
 
     async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # A busy, read-only or stopped database is a 503 the client may retry, not a bug (no traceback).
-        from dgx_spark.database import describe_error, is_unavailable_error  # noqa: PLC0415
-        from dgx_spark.health import health  # noqa: PLC0415
+        from dgx_spark.database import describe_error, is_unavailable_error
+        from dgx_spark.health import health
 
         if not is_unavailable_error(exc):
             logger.error("internal error", exc_info=exc)
@@ -123,7 +123,7 @@ def install_error_handlers(api: FastAPI) -> None:
         response.headers["Retry-After"] = "5"
         return response
 
-    from dgx_spark.database import DatabaseUnavailable  # noqa: PLC0415
+    from dgx_spark.database import DatabaseUnavailable
 
     for db_error in (DatabaseUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
                      sa_exc.TimeoutError):

@@ -214,7 +214,7 @@ def health() -> dict[str, Any]:
 
 def _components(sampler: Any, snapshot: Any) -> dict[str, dict[str, Any]]:
     """Degraded components (database, nvml, sampler, webhook) with their last error and since when."""
-    from dgx_spark.collector.gpu import NO_GPU_MESSAGE  # noqa: PLC0415
+    from dgx_spark.collector.gpu import NO_GPU_MESSAGE
 
     return components_payload(
         sampler_running=sampler.running,

@@ -127,7 +127,7 @@ def record_audit(
         via=_clip("via", via) or "api",
         detail=_clip("detail", redact_text(detail) if detail else None),
     )
-    from dgx_spark.database import DatabaseUnavailable, write_with_retry  # noqa: PLC0415
+    from dgx_spark.database import DatabaseUnavailable, write_with_retry
 
     def add(session: Session) -> None:
         session.add(entry)
