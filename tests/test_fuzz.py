@@ -12,7 +12,7 @@ from tests.support.dashboard import TEST_TOKEN, Dashboard
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND_ENV = FUZZ_ENV
 # Cases per route in the fuzzing phase; the coverage phase adds the boundary cases of every parameter.
-EXAMPLES = 5
+EXAMPLES = 3
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(backend: Dashboard) -> None:
