@@ -20,6 +20,8 @@ For every HTTP request and websocket handshake, in this order:
    log download (``/api/dgx/operations/{id}/logs/download``) always need it.
 
 Handlers check again themselves (``require_token``, ``event_is_authorized``).
+Every HTTP answer, refusals included, gets ``SECURITY_HEADERS`` and a CSP with
+``frame-ancestors 'none'`` (``with_security_headers``).
 """
 
 from __future__ import annotations
