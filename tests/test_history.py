@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,3 +82,47 @@ def test_history_lists_each_run_of_an_operation(
     expect(rows.nth(1)).to_have_attribute("data-run", "1")
     expect(rows.nth(1).locator(".dgx-history-run")).to_have_count(0)
     page.screenshot(path=str(artifacts_dir / "history-runs.png"), full_page=True)
+
+
+def test_history_says_why_a_run_ended_and_the_tab_counts_short_lived_commands(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    path = tmp_path / "why.py"
+    path.write_text("import sys\nprint('ends with 4')\nsys.exit(4)\n")
+    status, body = full_dashboard.authed(
+        "POST", "/api/dgx/operations",
+        {"template": "custom", "name": "hist-why", "type": "job", "command": [sys.executable, str(path)]},
+    )
+    assert status == 201, body
+    op_id = body["data"]["id"]
+    # Quiet short-lived commands (exit 0 within seconds): counted, not listed.
+    script = tmp_path / "quick_h9.sh"
+    script.write_text("sleep 2.5\n")
+    quick = [subprocess.Popen(["sh", str(script)], start_new_session=True) for _ in range(3)]
+    try:
+        for proc in quick:
+            proc.wait(timeout=60)
+    finally:
+        for proc in quick:
+            if proc.poll() is None:
+                proc.kill()
+
+    def ended() -> bool:
+        rows = full_dashboard.get_json("/api/dgx/history?q=hist-why")["data"]
+        return any(r["id"] == op_id for r in rows)
+
+    wait_until(ended, 90, message="the run never reached the history")
+    page.goto(full_dashboard.url + "/history?q=hist-why")
+    row = page.locator(f"[data-operation-id='{op_id}']")
+    expect(row).to_have_attribute("data-outcome", "failed", timeout=60_000)
+    expect(row).to_have_attribute("data-outcome-source", "runner")
+    expect(row.locator(".dgx-history-outcome")).to_have_text("failed")
+    expect(row.locator(".dgx-history-reason")).to_have_text("Failed: exit code 4")
+    page.screenshot(path=str(artifacts_dir / "history-reason.png"), full_page=True)
+
+    wait_until(lambda: full_dashboard.get_json("/api/health")["data"]["short_lived_ended"] > 0, 60,
+               message="no short-lived command was counted")
+    page.goto(full_dashboard.url + "/")
+    expect(page.locator("#operations-short-lived")).to_have_text(
+        re.compile(r"^\d+ short-lived commands? ended in the last \d+ min \(not listed\)$"), timeout=60_000
+    )
