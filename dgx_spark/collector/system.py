@@ -1,4 +1,4 @@
-"""The system probe: CPU, RAM and GPUs of the machine, GPU use per operation, warnings.
+"""The system probe: CPU, RAM, GPUs, network, disks and temperatures; GPU use per operation; warnings.
 
 Plain Python. Each tick it fills ``ctx.system`` (the header and
 ``GET /api/dgx/system``) and sets ``gpu_memory_bytes``, ``gpu_utilization``,
@@ -6,6 +6,10 @@ Plain Python. Each tick it fills ``ctx.system`` (the header and
 operation's folded process tree (``op.pids``). Per-operation ``cpu_percent`` and
 ``memory_bytes`` come from discovery; this probe only reads them (for the
 memory-pressure warning).
+
+It also reads per-core CPU, network throughput and temperatures each tick, and
+copies the latest free space and model-cache sizes that ``host.DiskWatcher``
+reads in its own thread (never on the refresh path).
 
 Conventions: unknown is None, never 0. An operation with no process on any GPU
 gets ``gpu_indices=()`` (known: none) and None for GPU memory and utilisation.
@@ -24,6 +28,13 @@ from typing import Any
 import psutil
 
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE, GpuReader, GpuReading
+from dgx_spark.collector.host import (
+    DiskWatcher,
+    NetworkMeter,
+    PerCoreMeter,
+    default_places,
+    read_temperatures,
+)
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.format import format_bytes, format_percent
@@ -169,6 +180,9 @@ class HistoryPoint:
     memory_used_bytes: int | None
     gpu_utilization: tuple[float | None, ...]
     gpu_memory_used_bytes: tuple[int | None, ...]
+    network_rx_bytes_per_second: float | None = None
+    network_tx_bytes_per_second: float | None = None
+    temperature_max_c: float | None = None
 
 
 class SystemProbe:
@@ -183,12 +197,26 @@ class SystemProbe:
         settings: ResourceSettings | None = None,
         cpu_percent: Callable[[], float | None] | None = None,
         virtual_memory: Callable[[], Any] = psutil.virtual_memory,
+        disks: DiskWatcher | None = None,
+        temperatures: Callable[[], list[dict[str, Any]] | None] = read_temperatures,
     ) -> None:
-        """Create the probe; by default it reads the real NVML under the configured deadline."""
+        """Create the probe; by default it reads the real NVML under the configured deadline.
+
+        ``disks`` reads free space and model-cache sizes in its own thread, started
+        on the first sample (default: the data folder, home and the model caches).
+        """
         self.settings = settings or ResourceSettings.from_env()
         self.reader = reader or GpuReader(timeout=self.settings.nvml_timeout_seconds)
         self._cpu_percent = cpu_percent or CpuMeter()
         self._virtual_memory = virtual_memory
+        self._per_core = PerCoreMeter()
+        self._network = NetworkMeter()
+        self._temperatures = temperatures
+        if disks is None:
+            from dgx_spark.settings import settings as app_settings
+
+            disks = DiskWatcher(*default_places(app_settings.data_dir))
+        self.disks = disks
         self._idle = IdleTracker()
         self._history: collections.deque[HistoryPoint] = collections.deque(maxlen=HISTORY_MAX_POINTS)
         self._lock = threading.Lock()
@@ -213,11 +241,26 @@ class SystemProbe:
             "percent": round(100.0 * used / pool.total, 1) if pool.total else None,
         }
 
+    def _host(self, now: float) -> tuple[list[float | None] | None, dict[str, Any], list[dict[str, Any]] | None]:
+        """Per-core CPU, network throughput, temperatures (each None/empty when unreadable)."""
+        try:
+            per_core = self._per_core()
+        except Exception:  # noqa: BLE001 - unreadable is None
+            per_core = None
+        network = self._network(now)
+        try:
+            temperatures = self._temperatures()
+        except Exception:  # noqa: BLE001
+            temperatures = None
+        return per_core, network, temperatures
+
     def sample(self, ctx: SampleContext) -> None:
         """Read CPU, RAM and GPUs; mark operations; record history and warnings."""
         now = ctx.now
         cpu = self._cpu()
         memory = self._memory()
+        per_core, network, temperatures = self._host(now)
+        self.disks.start()  # its own thread: free space and cache sizes never slow this tick
         reading = self.reader.read(now)
         per_op = gpu_by_operation(ctx.operations, reading) if reading.available else {}
         live_ids: set[str] = set()
@@ -244,14 +287,23 @@ class SystemProbe:
             memory_used_bytes=memory["used_bytes"],
             gpu_utilization=tuple(d.utilization for d in reading.devices),
             gpu_memory_used_bytes=tuple(d.memory_used_bytes for d in reading.devices),
+            network_rx_bytes_per_second=network["rx_bytes_per_second"],
+            network_tx_bytes_per_second=network["tx_bytes_per_second"],
+            temperature_max_c=max((t["current_c"] for t in temperatures), default=None) if temperatures else None,
         )
         with self._lock:
             self._history.append(point)
             while self._history and now - self._history[0].at > HISTORY_SECONDS:
                 self._history.popleft()
             history = list(self._history)
-        ctx.system["cpu"] = {"percent": cpu, "count": psutil.cpu_count(logical=True)}
+        ctx.system["cpu"] = {"percent": cpu, "count": psutil.cpu_count(logical=True), "per_core_percent": per_core}
         ctx.system["memory"] = memory
+        ctx.system["network"] = network
+        ctx.system["temperatures"] = temperatures
+        disks = self.disks.latest()
+        ctx.system["disks"] = disks["filesystems"]
+        ctx.system["model_caches"] = disks["model_caches"]
+        ctx.system["model_caches_read_at"] = disks["model_caches_read_at"]
         ctx.system["gpu"] = gpu_summary(reading, now, self.reader.hung_since)
         ctx.system["history"] = history_summary(history, len(reading.devices))
         ctx.system["warnings"] = self._warnings(ctx.operations, memory, reading)
@@ -392,6 +444,9 @@ def history_summary(points: list[HistoryPoint], device_count: int) -> dict[str, 
             [p.gpu_memory_used_bytes[i] if i < len(p.gpu_memory_used_bytes) else None for p in points]
             for i in range(device_count)
         ],
+        "network_rx_bytes_per_second": [p.network_rx_bytes_per_second for p in points],
+        "network_tx_bytes_per_second": [p.network_tx_bytes_per_second for p in points],
+        "temperature_max_c": [p.temperature_max_c for p in points],
     }
 
 
@@ -412,13 +467,22 @@ def system_payload(system: Mapping[str, Any] | None, taken_at: float, sequence: 
     return {
         "sequence": sequence,
         "taken_at": taken_at or None,
-        "cpu": system.get("cpu") or {"percent": None, "count": psutil.cpu_count(logical=True)},
+        "cpu": system.get("cpu")
+        or {"percent": None, "count": psutil.cpu_count(logical=True), "per_core_percent": None},
         "memory": system.get("memory")
         or {"total_bytes": None, "used_bytes": None, "available_bytes": None, "percent": None},
         "gpu": gpu,
+        "network": system.get("network")
+        or {"rx_bytes_per_second": None, "tx_bytes_per_second": None, "rx_bytes": None, "tx_bytes": None,
+            "interfaces": []},
+        "temperatures": system.get("temperatures"),
+        "disks": system.get("disks"),
+        "model_caches": system.get("model_caches"),
+        "model_caches_read_at": system.get("model_caches_read_at"),
         "warnings": list(system.get("warnings") or []),
         "history": system.get("history")
         or {"seconds": HISTORY_SECONDS, "at": [], "cpu_percent": [], "memory_used_bytes": [],
-            "gpu_utilization": [], "gpu_memory_used_bytes": []},
+            "gpu_utilization": [], "gpu_memory_used_bytes": [], "network_rx_bytes_per_second": [],
+            "network_tx_bytes_per_second": [], "temperature_max_c": []},
     }
 
