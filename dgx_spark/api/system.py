@@ -1,4 +1,4 @@
-"""System route: CPU, RAM, GPUs, sparkline history and warnings (what the header shows)."""
+"""System route: CPU, RAM, GPUs, network, disks, temperatures, history and warnings (the header)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def get_system() -> dict[str, Any]:
 
     ``gpu.available`` is false (and ``gpu.message`` says "No NVIDIA GPU detected")
     where NVML is missing; ``gpu.stale`` is true while NVML misses its deadline.
+    ``cpu.per_core_percent``, ``network``, ``temperatures``, ``disks`` and
+    ``model_caches`` feed the resources strip; a figure that cannot be read is null.
+    Disks and cache sizes are read in the background (``model_caches_read_at``).
     """
     snapshot = get_sampler().latest
     return {"success": True, "data": system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence)}
