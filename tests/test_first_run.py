@@ -355,6 +355,18 @@ def test_make_run_stops_on_ctrl_c(clone: Path, page: Page, tmp_path: Path) -> No
     assert git_status(clone) == "", git_status(clone)
 
 
+def test_reflex_run_env_prod_from_a_fresh_clone(clone: Path, tmp_path: Path) -> None:
+    """``reflex run --env prod`` (without ``--single-port``) serves page and API on the one port."""
+    port = free_port()
+    log = tmp_path / "reflex-run-prod.log"
+    with started([str(clone / ".venv" / "bin" / "reflex"), "run", "--env", "prod"], clone, port, log) as proc:
+        wait_answering(proc, f"http://127.0.0.1:{port}/", log)
+        assert answers(f"http://127.0.0.1:{port}/api/health") == 200
+        assert listening(port) == ["127.0.0.1"]
+        assert_stops(proc, signal.SIGTERM, group=False, ports=[port], log=log)
+    assert git_status(clone) == "", git_status(clone)
+
+
 def test_reflex_run_dev_mode_from_a_fresh_clone(clone: Path, page: Page, tmp_path: Path) -> None:
     """Plain ``reflex run``: page on DGX_SPARK_PORT, backend on the next port, both on loopback only."""
     port = free_port()
