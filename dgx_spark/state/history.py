@@ -16,17 +16,9 @@ from dgx_spark.events.query import apply_query
 from dgx_spark.events.service import get_events
 from dgx_spark.state.events import short_lived_note
 from dgx_spark.state.filters import FilterMixin
+from dgx_spark.state.view import OUTCOME_SOURCE_TITLES, outcome_line
 
 HISTORY_LIMIT = 1000
-
-
-OUTCOME_SOURCE_TITLES: dict[str, str] = {
-    "runner": "Exit status recorded by the dashboard's runner",
-    "kernel": "Exit status reported by the kernel",
-    "log": "Inferred from the last lines of its output",
-    "progress": "Inferred from its progress reaching the end",
-    "unknown": "The dashboard could not tell how it ended",
-}
 
 
 def _outcome(row: dict[str, Any]) -> str:
@@ -39,19 +31,6 @@ def _outcome(row: dict[str, Any]) -> str:
     if row.get("exit_code") == 0 and not str(row.get("description") or "").startswith("stopped by the user"):
         return "completed"  # a user stop that exited 0 stays "stopped"
     return "stopped"
-
-
-def outcome_line(outcome: str, reason: str, source: str) -> str:
-    """"Failed: exit code 3", or "Likely failed: CUDA out of memory" when it was inferred."""
-    if reason.lower().startswith(outcome):
-        text = reason
-    elif reason:
-        text = f"{outcome}: {reason}"
-    else:
-        text = outcome
-    if source in INFERRED_SOURCES:
-        return "Likely " + text
-    return text[:1].upper() + text[1:]
 
 
 def history_view(row: dict[str, Any]) -> dict[str, str]:

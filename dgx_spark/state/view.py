@@ -37,6 +37,7 @@ class OperationView:
     # Times: ISO UTC for the browser; uptime is only sent for ended operations
     # (a live one ticks in the browser from ``started_at``).
     started_at: str = ""
+    ended_at: str = ""  # ISO UTC; "" while live or unknown
     uptime_text: str = ""
     uptime_format: str = "h[h] m[m] s[s]"  # moment-duration-format template for the ticking uptime
     # Server.
@@ -77,7 +78,7 @@ def _text(value: Any) -> str:
     return "" if value == fmt.PLACEHOLDER else value
 
 
-_OUTCOME_SOURCE_TITLES: Mapping[str, str] = {
+OUTCOME_SOURCE_TITLES: Mapping[str, str] = {
     "runner": "Exit status recorded by the dashboard's runner",
     "kernel": "Exit status reported by the kernel",
     "log": "Inferred from the last lines of its output",
@@ -86,20 +87,24 @@ _OUTCOME_SOURCE_TITLES: Mapping[str, str] = {
 }
 
 
+def outcome_line(outcome: str, reason: str, source: str) -> str:
+    """"Failed: exit code 3", or "Likely failed: CUDA out of memory" when it was inferred."""
+    if reason.lower().startswith(outcome):
+        text = reason
+    elif reason:
+        text = f"{outcome}: {reason}"
+    else:
+        text = outcome
+    if source in INFERRED_SOURCES:
+        return "Likely " + text
+    return text[:1].upper() + text[1:]
+
+
 def outcome_text(op: Operation) -> str:
     """One line on how an ended operation ended ("" while live); inferences say "likely"."""
     if op.status in LIVE_STATUSES or not op.outcome:
         return ""
-    reason = op.exit_reason or ""
-    if reason.lower().startswith(op.outcome):
-        text = reason
-    elif reason:
-        text = f"{op.outcome}: {reason}"
-    else:
-        text = op.outcome
-    if op.outcome_source in INFERRED_SOURCES:
-        return "Likely " + text
-    return text[:1].upper() + text[1:]
+    return outcome_line(op.outcome, op.exit_reason or "", op.outcome_source or "")
 
 
 def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> OperationView:
@@ -127,6 +132,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         source=op.source,
         command=op.command or "",
         started_at=fmt.iso_timestamp(op.started_at_ts),
+        ended_at=fmt.iso_timestamp(op.ended_at_ts) if ended else "",
         uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
         uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
@@ -137,7 +143,7 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         outcome=(op.outcome or "") if ended else "",
         outcome_text=outcome_text(op),
         outcome_source=(op.outcome_source or "") if ended else "",
-        outcome_title=_OUTCOME_SOURCE_TITLES.get(op.outcome_source or "", "") if ended else "",
+        outcome_title=OUTCOME_SOURCE_TITLES.get(op.outcome_source or "", "") if ended else "",
         runs_text=runs_text(op),
         progress_percent=fmt.progress_percent(op.progress),
         epoch_text=_text(fmt.format_epoch(metrics.get("epoch"), op.total_epochs)),
