@@ -310,3 +310,197 @@ not_connected: Style = {
     "text_align": "center",
 }
 skeleton_card: Style = {"height": "148px", "border_radius": RADIUS}
+
+# ---- table view (components/operations_table.py) ----------------------------------------
+# Rows are 28 px (a size-1 button plus 2 px), so 30+ rows fit a 900 px high screen.
+TABLE_ROW_HEIGHT = "28px"
+table_scroll: Style = {"width": "100%", "overflow_x": "auto", "margin_top": "8px"}
+table: Style = {
+    "width": "100%",
+    "min_width": "980px",
+    "table_layout": "fixed",
+    "border_collapse": "collapse",
+    "font_size": "12px",
+    "font_variant_numeric": "tabular-nums",
+}
+table_head: Style = {"position": "sticky", "top": "0", "z_index": "1", "background": "var(--color-background)"}
+table_th: Style = {
+    "text_align": "left",
+    "font_weight": "500",
+    "font_size": "11px",
+    "color": MUTED,
+    "padding": "4px 8px",
+    "border_bottom": BORDER,
+    "white_space": "nowrap",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+}
+table_th_numeric: Style = {**table_th, "text_align": "right"}
+table_sort_button: Style = {
+    "all": "unset",
+    "box_sizing": "border-box",
+    "display": "inline-flex",
+    "align_items": "center",
+    "gap": "2px",
+    "cursor": "pointer",
+    "border_radius": "var(--radius-1)",
+    "_hover": {"color": "var(--gray-12)"},
+    "_focus_visible": {"outline": "2px solid var(--accent-8)", "outline_offset": "1px"},
+}
+table_sort_idle: Style = {"opacity": "0.6"}
+table_row: Style = {
+    "height": TABLE_ROW_HEIGHT,
+    "border_bottom": "1px solid var(--gray-a3)",
+    "_hover": {"background": SURFACE_HOVER},
+    "_focus_visible": {"outline": "2px solid var(--accent-8)", "outline_offset": "-2px", "background": SURFACE_HOVER},
+}
+table_td: Style = {
+    "padding": "1px 8px",
+    "height": TABLE_ROW_HEIGHT,
+    "vertical_align": "middle",
+    "white_space": "nowrap",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+    "color": "var(--gray-12)",
+}
+table_td_numeric: Style = {**table_td, "text_align": "right"}
+
+
+def table_type_icon(type_color: str) -> Style:
+    """The small square behind a row's type icon."""
+    return {**type_icon_box(type_color), "width": "22px", "height": "22px", "border_radius": "var(--radius-2)"}
+
+
+table_name_line: Style = {"align_items": "center", "gap": "8px", "min_width": "0", "flex_wrap": "nowrap"}
+table_name: Style = {"font_weight": "600", "flex_shrink": "0", "max_width": "60%", "overflow": "hidden",
+                     "text_overflow": "ellipsis", "white_space": "nowrap"}
+table_sub: Style = {"color": MUTED, "overflow": "hidden", "text_overflow": "ellipsis", "white_space": "nowrap",
+                    "min_width": "0"}
+table_inline: Style = {"align_items": "center", "gap": "6px", "flex_wrap": "nowrap"}
+table_actions: Style = {"gap": "4px", "flex_wrap": "nowrap", "justify_content": "flex-end"}
+
+# ---- system header and resources strip ----------------------------------------------
+header_tile: Style = {
+    "border": BORDER,
+    "border_radius": RADIUS,
+    "background": SURFACE,
+    "padding": "8px 12px",
+    "min_width": "0",
+    "gap": "2px",
+}
+header_label: Style = {
+    "font_size": "11px",
+    "color": MUTED,
+    "text_transform": "uppercase",
+    "letter_spacing": "0.04em",
+}
+header_value: Style = {"font_size": "15px", "font_weight": "600", "white_space": "nowrap"}
+header_sub: Style = {
+    "font_size": "12px",
+    "color": MUTED,
+    "white_space": "nowrap",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+}
+# The strip: a grid on wide screens; one row that scrolls sideways on a phone (keeps the cards near the top).
+resources_strip: Style = {
+    "display": "grid",
+    "grid_template_columns": "repeat(auto-fit, minmax(220px, 1fr))",
+    "gap": "8px",
+    "margin_bottom": "12px",
+    "width": "100%",
+    f"@media (max-width: {PHONE_MAX_WIDTH})": {
+        "grid_template_columns": "none",
+        "grid_auto_flow": "column",
+        "grid_auto_columns": "minmax(220px, 80%)",
+        "overflow_x": "auto",
+        "scroll_snap_type": "x mandatory",
+    },
+}
+# Per-core mini-bars: a track per core, filled from the bottom.
+core_bars: Style = {"display": "flex", "align_items": "flex-end", "gap": "2px", "height": "28px", "width": "100%"}
+core_track: Style = {
+    "flex": "1 1 0",
+    "min_width": "2px",
+    "height": "100%",
+    "background": "var(--gray-a4)",
+    "border_radius": "2px",
+    "display": "flex",
+    "align_items": "flex-end",
+    "overflow": "hidden",
+}
+# Disk use bar.
+usage_track: Style = {
+    "height": "6px",
+    "width": "100%",
+    "background": "var(--gray-a4)",
+    "border_radius": "3px",
+    "overflow": "hidden",
+}
+# A warning level's colour (Radix scale) for temperatures and disks.
+LEVEL_COLORS: dict[str, str] = {"ok": "gray", "warning": "amber", "critical": "red"}
+
+# ---- recently ended strip, login-gated controls (H11) -------------------------------
+section_counts_text: Style = {"font_size": "12px", "color": MUTED, "white_space": "nowrap"}
+section_note: Style = {"font_size": "13px", "color": MUTED, "padding": "8px 12px"}
+ended_strip: Style = {"margin_top": "10px", "padding": "0 2px"}
+ended_strip_title: Style = {
+    "font_size": "11px",
+    "text_transform": "uppercase",
+    "letter_spacing": "0.06em",
+    "color": MUTED,
+    "padding": "0 10px 4px",
+}
+ended_list: Style = {"border": BORDER, "border_radius": RADIUS, "overflow": "hidden"}
+ended_row: Style = {
+    "display": "grid",
+    "grid_template_columns": "8px minmax(8rem, 16rem) minmax(0, 1fr) auto auto",
+    "align_items": "center",
+    "gap": "10px",
+    "padding": "6px 10px",
+    "font_size": "13px",
+    "border_top": "1px solid var(--gray-a3)",
+    "_first": {"border_top": "none"},
+    "_hover": {"background": SURFACE_HOVER},
+    f"@media (max-width: {PHONE_MAX_WIDTH})": {
+        "grid_template_columns": "8px minmax(0, 1fr) auto",
+        "row_gap": "4px",
+    },
+}
+ended_name: Style = {
+    "font_weight": "600",
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+    "white_space": "nowrap",
+    "min_width": "0",
+}
+ended_reason: Style = {
+    "overflow": "hidden",
+    "text_overflow": "ellipsis",
+    "white_space": "nowrap",
+    "min_width": "0",
+    "font_size": "12px",
+    f"@media (max-width: {PHONE_MAX_WIDTH})": {"grid_column": "2 / 4", "grid_row": "2"},
+}
+ended_time: Style = {
+    "font_size": "12px",
+    "color": MUTED,
+    "white_space": "nowrap",
+    f"@media (max-width: {PHONE_MAX_WIDTH})": {"display": "none"},
+}
+ended_actions: Style = {"gap": "6px", "justify_content": "flex-end", "flex_wrap": "nowrap"}
+# A control this browser may not use until it logs in: greyed, its link takes the pointer.
+gated_button: Style = {"pointer_events": "none"}
+gated_link: Style = {"display": "inline-flex", "text_decoration": "none", "cursor": "pointer"}
+# Read by screen readers, not shown.
+visually_hidden: Style = {
+    "position": "absolute",
+    "width": "1px",
+    "height": "1px",
+    "padding": "0",
+    "margin": "-1px",
+    "overflow": "hidden",
+    "clip": "rect(0, 0, 0, 0)",
+    "white_space": "nowrap",
+    "border": "0",
+}

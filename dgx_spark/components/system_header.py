@@ -6,6 +6,8 @@ detected" where NVML is missing. Below it, the memory-pressure banners.
 It joins the browser tab's live loop on mount and again after every reconnect
 (``SystemState.start_live``, through ``while_connected``).
 
+Under the tiles, the resources strip (``components/resources_strip.py``).
+
 Stable hooks for tests: ``id="system-header"``; tiles ``data-field`` ``cpu``,
 ``ram``, ``gpu-none``, ``gpu`` (``data-index``); values ``data-value``.
 """
@@ -18,6 +20,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.resources import memory_pressure_banner
+from dgx_spark.components.resources_strip import resources_strip
 from dgx_spark.components.status import while_connected
 from dgx_spark.state.system import SPARK_HEIGHT, SPARK_WIDTH, GpuView, SystemState
 
@@ -28,17 +31,10 @@ _row: dict[str, Any] = {
     "margin_bottom": "12px",
     "width": "100%",
 }
-_tile: dict[str, Any] = {
-    "border": styles.BORDER,
-    "border_radius": styles.RADIUS,
-    "background": styles.SURFACE,
-    "padding": "8px 12px",
-    "min_width": "0",
-    "gap": "2px",
-}
-_label: dict[str, Any] = {"font_size": "11px", "color": styles.MUTED, "text_transform": "uppercase", "letter_spacing": "0.04em"}
-_value: dict[str, Any] = {"font_size": "15px", "font_weight": "600", "white_space": "nowrap"}
-_sub: dict[str, Any] = {"font_size": "12px", "color": styles.MUTED, "white_space": "nowrap", "overflow": "hidden", "text_overflow": "ellipsis"}
+_tile = styles.header_tile
+_label = styles.header_label
+_value = styles.header_value
+_sub = styles.header_sub
 
 
 def spark(points: rx.Var[str], color: str, label: str) -> rx.Component:
@@ -160,6 +156,7 @@ def system_header() -> rx.Component:
             ),
             style=_row,
         ),
+        resources_strip(),
         memory_pressure_banner(),
         id="system-header",
         width="100%",

@@ -89,6 +89,40 @@ class GpuView:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiskView:
+    """One filesystem of the resources strip."""
+
+    mount: str
+    labels_text: str
+    free_text: str
+    percent: int
+    percent_text: str
+    warning: bool
+    title: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheView:
+    """One model cache: its size and biggest models (sized in the background)."""
+
+    key: str
+    label: str
+    size_text: str
+    models_text: str
+    title: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TempView:
+    """The hottest reading of one temperature sensor."""
+
+    label: str
+    value_text: str
+    level: str
+    title: str
+
+
+@dataclasses.dataclass(frozen=True)
 class WarningView:
     """One warning banner."""
 
@@ -110,6 +144,15 @@ class SystemView:
     gpu_stale: bool = False
     gpus: tuple[GpuView, ...] = ()
     warnings: tuple[WarningView, ...] = ()
+    # The resources strip.
+    core_percents: tuple[int, ...] = ()
+    net_rx_text: str = ""
+    net_tx_text: str = ""
+    net_points: tuple[str, str] = ("", "")
+    disks: tuple[DiskView, ...] = ()
+    caches: tuple[CacheView, ...] = ()
+    temps: tuple[TempView, ...] = ()
+    temp_points: str = ""
 
 
 def _power(device: Mapping[str, Any]) -> str:
@@ -118,6 +161,56 @@ def _power(device: Mapping[str, Any]) -> str:
         return ""
     limit = device.get("power_limit_watts")
     return f"{power:.0f} W" + (f" / {limit:.0f} W" if limit else "")
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{fmt.format_bytes(value)}/s"
+
+
+def _disk_view(disk: Mapping[str, Any]) -> DiskView:
+    percent = disk.get("percent")
+    free, total = disk.get("free_bytes"), disk.get("total_bytes")
+    return DiskView(
+        mount=str(disk.get("mount") or ""),
+        labels_text=" · ".join(str(label) for label in disk.get("labels") or []),
+        free_text=f"{fmt.format_bytes(free)} free of {fmt.format_bytes(total)}" if free is not None else "",
+        percent=round(percent) if percent is not None else 0,
+        percent_text=_text(fmt.format_percent(percent)) + (" used" if percent is not None else ""),
+        warning=bool(disk.get("warning")),
+        title=f"{disk.get('mount')}: " + ", ".join(str(path) for path in disk.get("paths") or []),
+    )
+
+
+def _cache_view(cache: Mapping[str, Any]) -> CacheView:
+    size = cache.get("size_bytes")
+    if not cache.get("exists"):
+        size_text = "not present"
+    elif size is None:
+        size_text = "unreadable"
+    else:
+        size_text = fmt.format_bytes(size) + (" or more" if cache.get("partial") else "")
+    models = " · ".join(
+        f"{model.get('name')} {fmt.format_bytes(model.get('size_bytes'))}" for model in (cache.get("largest") or [])[:3]
+    )
+    return CacheView(
+        key=str(cache.get("key") or ""),
+        label=str(cache.get("label") or ""),
+        size_text=size_text,
+        models_text=models,
+        title=str(cache.get("path") or "") + (f" ({cache['error']})" if cache.get("error") else ""),
+    )
+
+
+def _temp_view(reading: Mapping[str, Any]) -> TempView:
+    limits = [
+        f"{name} {reading[key]:.0f} °C" for name, key in (("high", "high_c"), ("critical", "critical_c")) if reading.get(key)
+    ]
+    return TempView(
+        label=str(reading.get("label") or reading.get("sensor") or ""),
+        value_text=f"{reading.get('current_c', 0):.0f} °C",
+        level=str(reading.get("level") or "ok"),
+        title=f"{reading.get('sensor')}: {reading.get('label')}" + (f" ({', '.join(limits)})" if limits else ""),
+    )
 
 
 def system_view(payload: Mapping[str, Any]) -> SystemView:
@@ -151,7 +244,21 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
         for w in payload.get("warnings") or []
         if w.get("kind") in ("memory_pressure", "gpu_memory_pressure")
     )
+    network = payload.get("network") or {}
+    temperatures = payload.get("temperatures")
+    temperature_tops = [t.get("critical_c") or 0 for t in temperatures or []]
     return SystemView(
+        core_percents=tuple(round(p or 0) for p in cpu.get("per_core_percent") or ()),
+        net_rx_text=_rate(network.get("rx_bytes_per_second")),
+        net_tx_text=_rate(network.get("tx_bytes_per_second")),
+        net_points=(
+            sparkline(history.get("network_rx_bytes_per_second") or []),
+            sparkline(history.get("network_tx_bytes_per_second") or []),
+        ),
+        disks=tuple(_disk_view(disk) for disk in payload.get("disks") or []),
+        caches=tuple(_cache_view(cache) for cache in payload.get("model_caches") or []),
+        temps=tuple(_temp_view(reading) for reading in temperatures or []),
+        temp_points=sparkline(history.get("temperature_max_c") or [], max([100.0, *temperature_tops])),
         cpu_text=_text(fmt.format_percent(cpu.get("percent"))),
         cpu_points=sparkline(history.get("cpu_percent") or [], 100.0),
         ram_text=used_of_total(memory.get("used_bytes"), memory.get("total_bytes")),
@@ -178,6 +285,14 @@ class SystemState(rx.State):
     gpu_stale: bool = False
     gpus: list[GpuView] = []  # noqa: RUF012 - a Reflex state var
     warnings: list[WarningView] = []  # noqa: RUF012 - a Reflex state var
+    core_percents: list[int] = []  # noqa: RUF012 - a Reflex state var
+    net_rx_text: str = ""
+    net_tx_text: str = ""
+    net_points: list[str] = ["", ""]  # noqa: RUF012 - a Reflex state var
+    disks: list[DiskView] = []  # noqa: RUF012 - a Reflex state var
+    caches: list[CacheView] = []  # noqa: RUF012 - a Reflex state var
+    temps: list[TempView] = []  # noqa: RUF012 - a Reflex state var
+    temp_points: str = ""
     loaded: bool = False
 
     _shown: Any = None
@@ -225,6 +340,8 @@ def _keep_sparklines(view: SystemView, drawn: SystemView) -> SystemView:
         view,
         cpu_points=drawn.cpu_points,
         ram_points=drawn.ram_points,
+        net_points=drawn.net_points,
+        temp_points=drawn.temp_points,
         gpus=tuple(
             dataclasses.replace(gpu, utilization_points=drawn_points.get(gpu.index, gpu.utilization_points))
             for gpu in view.gpus
