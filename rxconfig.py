@@ -50,10 +50,11 @@ config = rx.Config(
     # Browser states stay in this (single) worker's memory: nothing of a session reaches disk.
     state_manager_mode=StateManagerMode.MEMORY,
     cors_allowed_origins=_origins,
-    default_color_mode="dark",
+    # Light or dark as the browser prefers (prefers-color-scheme); the top bar's theme menu overrides it.
+    default_color_mode="system",
     plugins=[
         rx.plugins.RadixThemesPlugin(
-            theme=rx.theme(appearance="dark", accent_color="green", gray_color="slate", radius="medium")
+            theme=rx.theme(appearance="inherit", accent_color="green", gray_color="slate", radius="medium")
         ),
         DevHostPlugin(),  # the dev frontend listens on DGX_SPARK_HOST only, not every interface
     ],

@@ -18,6 +18,7 @@ from dgx_spark.components.notifications import notifications
 from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
 from dgx_spark.components.system_header import system_header
+from dgx_spark.components.theme_menu import theme_menu
 from dgx_spark.state.operations import OperationsState
 
 
@@ -67,7 +68,7 @@ def connection_chip() -> rx.Component:
 
 
 def top_bar() -> rx.Component:
-    """Brand; history, notifications, audit log, login and connection."""
+    """Brand; history, notifications, audit log, theme, login and connection."""
     return rx.flex(
         rx.hstack(
             rx.box(rx.icon("cpu", size=styles.ICON_LG), style=styles.brand_mark),
@@ -84,6 +85,7 @@ def top_bar() -> rx.Component:
                     title="History of ended operations", id="history-link", color=styles.MUTED),
             notifications(),
             audit_view(),
+            theme_menu(),
             login_status(),
             connection_chip(),
             align="center",

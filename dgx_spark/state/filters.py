@@ -28,6 +28,8 @@ from dgx_spark.events.query import (
 )
 
 URL_KEYS = ("q", "type", "status", "sort", "order")
+# Sort keys a table header sorts biggest first on its first click.
+DESCENDING_FIRST = frozenset({"cpu", "memory", "gpu_memory"})
 
 
 def url_script(params: dict[str, str]) -> str:
@@ -138,6 +140,21 @@ class FilterMixin(rx.State, mixin=True):
         if value not in ORDERS:
             return None
         self.order = value
+        return self._sync_url()
+
+    @rx.event
+    def sort_column(self, value: Any) -> rx.event.EventSpec | None:
+        """A table header was clicked: sort by it, or flip the order when it already sorts.
+
+        Figures (CPU, memory, GPU memory) start biggest first; the others ascending.
+        """
+        if value not in SORT_KEYS:
+            return None
+        if self.sort == value:
+            self.order = "desc" if self.order == "asc" else "asc"
+        else:
+            self.sort = value
+            self.order = "desc" if value in DESCENDING_FIRST else "asc"
         return self._sync_url()
 
     @rx.event
