@@ -70,7 +70,11 @@ def test_an_idle_tick_sends_nothing(tree: tuple[Any, OperationsState]) -> None:
     # A change is sent.
     state._apply(snap(3, SERVER, SCRIPT.replace(status="stopped", ended_at_ts=NOW)), True, 1.0, NOW + 3)
     sent = ops_delta(root)
-    assert [op.status for op in sent["programs_rx_state_"]] == ["stopped"]
+    # It leaves the live cards for the section's "Recently ended" strip; the counts follow.
+    assert sent["programs_rx_state_"] == []
+    assert [op.status for op in sent["programs_ended_rx_state_"]] == ["stopped"]
+    assert sent["program_count_rx_state_"] == 0 and sent["ended_count_rx_state_"] == 1
+    assert "servers_ended_rx_state_" not in sent  # the other sections' lists are not re-sent
 
 
 def test_probe_errors_and_a_stalled_sampler_are_flagged(tree: tuple[Any, OperationsState]) -> None:

@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import reflex as rx
 
+from dgx_spark import styles
+from dgx_spark.components.login_status import LoginState
 from dgx_spark.state.control import ControlState
 from dgx_spark.state.view import OperationView
 
 
+def login_gate(key: str, action: str, label: str, icon: str, variant: str = "soft") -> rx.Component:
+    """A control this browser may not use yet: shown disabled, "Log in to <action>" on hover, a link to /login.
+
+    ``key`` is the button's ``data-action``. The disabled button lets pointer events through to the link, so a click
+    (or Enter on the focused link) opens the login page; the action is never half-done.
+    """
+    hint = f"Log in to {action}"
+    return rx.tooltip(
+        rx.el.a(
+            rx.button(rx.icon(icon, size=14), label, size="1", variant=variant, color_scheme="gray", disabled=True,
+                      style=styles.gated_button, data_action=key,
+                      custom_attrs={"tabindex": "-1", "aria-hidden": "true"}),
+            href="/login",
+            aria_label=hint,
+            title=hint,
+            style=styles.gated_link,
+            custom_attrs={"data-login-gate": key},
+        ),
+        content=hint,
+    )
+
+
+def _allowed(
+    button: rx.Component, key: str, action: str, label: str, icon: str, variant: str = "soft"
+) -> rx.Component:
+    """``button`` for a logged-in browser; the disabled "Log in to ..." version for the others."""
+    return rx.cond(LoginState.logged_in, button, login_gate(key, action, label, icon, variant))
+
+
 def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
-    """The buttons that fit the operation's state; disabled while an action on it is in flight."""
+    """The buttons that fit the operation's state; disabled while an action on it is in flight.
+
+    Controls that need a login are shown disabled, with "Log in to stop" and a link, to a
+    browser that is not logged in.
+    """
     busy = ControlState.busy_ids.contains(op.id)
     launched = op.source == "launched"
     return [
@@ -17,26 +52,52 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
                   on_click=ControlState.open_logs(op.id, op.name), data_action="logs"),
         rx.cond(
             op.live,
-            rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
-                      disabled=busy, loading=busy,
-                      on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
+            _allowed(
+                rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
+                          disabled=busy, loading=busy,
+                          on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
+                "stop", "stop", "Stop", "square",
+            ),
         ),
         rx.cond(
             op.live & launched,
-            rx.button(rx.icon("refresh_cw", size=14), "Restart", size="1", variant="soft", color_scheme="gray",
-                      disabled=busy, on_click=ControlState.ask_restart(op.id, op.name), data_action="restart"),
+            _allowed(
+                rx.button(rx.icon("refresh_cw", size=14), "Restart", size="1", variant="soft", color_scheme="gray",
+                          disabled=busy, on_click=ControlState.ask_restart(op.id, op.name), data_action="restart"),
+                "restart", "restart", "Restart", "refresh_cw",
+            ),
+        ),
+        *ended_actions(op, logs=False),
+    ]
+
+
+def ended_actions(op: rx.Var[OperationView], logs: bool = True) -> list[rx.Component]:
+    """An ended operation's buttons: Logs, and Start again and Remove for launched ones."""
+    busy = ControlState.busy_ids.contains(op.id)
+    launched = op.source == "launched"
+    buttons = [
+        rx.cond(
+            ~op.live & launched,
+            _allowed(
+                rx.button(rx.icon("rotate_ccw", size=14), "Start again", size="1", variant="soft",
+                          disabled=busy, loading=busy, on_click=ControlState.start_again(op.id), data_action="start"),
+                "start", "start it again", "Start again", "rotate_ccw",
+            ),
         ),
         rx.cond(
             ~op.live & launched,
-            rx.button(rx.icon("rotate_ccw", size=14), "Start again", size="1", variant="soft",
-                      disabled=busy, loading=busy, on_click=ControlState.start_again(op.id), data_action="start"),
-        ),
-        rx.cond(
-            ~op.live & launched,
-            rx.button(rx.icon("trash_2", size=14), "Remove", size="1", variant="ghost", color_scheme="gray",
-                      disabled=busy, on_click=ControlState.remove_operation(op.id), data_action="remove"),
+            _allowed(
+                rx.button(rx.icon("trash_2", size=14), "Remove", size="1", variant="ghost", color_scheme="gray",
+                          disabled=busy, on_click=ControlState.remove_operation(op.id), data_action="remove"),
+                "remove", "remove", "Remove", "trash_2", "ghost",
+            ),
         ),
     ]
+    if logs:
+        buttons.insert(0, rx.button(rx.icon("scroll_text", size=14), "Logs", size="1", variant="soft",
+                                    color_scheme="gray", on_click=ControlState.open_logs(op.id, op.name),
+                                    data_action="logs"))
+    return buttons
 
 
 def _signal_choice() -> rx.Component:

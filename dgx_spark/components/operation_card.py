@@ -18,7 +18,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.job_progress import job_progress_block
-from dgx_spark.components.operation_actions import operation_actions
+from dgx_spark.components.operation_actions import ended_actions, operation_actions
 from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.view import OperationView
@@ -134,7 +134,8 @@ def pid_detail(op: rx.Var[OperationView]) -> rx.Component:
             rx.text(rx.cond(op.pid, op.pid, "—"), as_="span", data_value="pid"),
             rx.cond(
                 op.process_count > 1,
-                rx.text("+" + (op.process_count - 1).to_string() + " procs", as_="span", color=styles.FAINT),
+                rx.text("· " + op.process_count.to_string() + " processes", as_="span", color=styles.FAINT,
+                        data_field="process-count"),
             ),
             spacing="2",
         ),
@@ -274,5 +275,61 @@ def operation_card(op: rx.Var[OperationView]) -> rx.Component:
             "data-pid": op.pid.to(str),
             "data-port": op.port.to(str),
             "data-testid": "operation-card",
+        },
+    )
+
+
+ENDED_DOT_COLORS = {"failed": "red", "completed": "green", "stopped": "gray"}
+
+
+def ended_row(op: rx.Var[OperationView]) -> rx.Component:
+    """One line of a section's "Recently ended" strip: outcome dot, name, why, when, and its buttons.
+
+    It keeps the card's hooks (``id="op-<id>"``, ``data-status``, ``data-field="outcome"``,
+    ``data-action``...), so an operation is found the same way before and after it ends.
+    """
+    outcome = rx.cond(op.outcome != "", op.outcome, op.status)
+    why = rx.cond(op.outcome_text != "", op.outcome_text, rx.match(op.status, *styles.STATUS_LABELS.items(), op.status))
+    return rx.box(
+        rx.box(
+            class_name="dgx-status-dot",
+            style=styles.status_dot(rx.match(outcome, *ENDED_DOT_COLORS.items(), "gray"), False),
+            title=outcome,
+            aria_hidden="true",
+        ),
+        rx.text(op.name, title=op.name + " (" + op.id + ")", style=styles.ended_name, data_field="name"),
+        rx.text(
+            why,
+            title=rx.cond(op.outcome_title != "", op.outcome_title, why),
+            style=styles.ended_reason,
+            color=rx.match(op.outcome, *OUTCOME_COLORS.items(), styles.MUTED),
+            data_field="outcome",
+            custom_attrs={"data-outcome": op.outcome, "data-outcome-source": op.outcome_source},
+        ),
+        rx.text(
+            rx.cond(
+                op.ended_at != "",
+                rx.fragment(
+                    "ended ",
+                    rx.moment(op.ended_at, from_now=True, interval=TICK_MS * 30, with_title=True,
+                              title_format="YYYY-MM-DD HH:mm:ss Z", local=True),
+                ),
+                "ended",
+            ),
+            style=styles.ended_time,
+            data_field="ended",
+        ),
+        rx.hstack(*ended_actions(op), style=styles.ended_actions, data_field="actions"),
+        id="op-" + op.id,
+        role="listitem",
+        style=styles.ended_row,
+        custom_attrs={
+            "data-id": op.id,
+            "data-type": op.type,
+            "data-status": op.status,
+            "data-pid": op.pid.to(str),
+            "data-port": op.port.to(str),
+            "data-testid": "operation-card",
+            "data-layout": "ended-row",
         },
     )

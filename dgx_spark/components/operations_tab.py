@@ -16,6 +16,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.filters import filter_bar, no_matches
 from dgx_spark.components.new_operation import new_operation_button
+from dgx_spark.components.operations_table import layout_toggle
 from dgx_spark.components.section import operation_section, sections
 from dgx_spark.components.status import (
     connection_lost,
@@ -32,7 +33,7 @@ def _plural(count: rx.Var[int], one: str, many: str) -> rx.Component:
 
 
 def section_counts() -> rx.Component:
-    """``2 servers · 1 job · 4 programs``."""
+    """``2 servers · 1 job · 4 programs running · 3 ended``: live ones, and how many ended recently."""
     dot = rx.text("·", as_="span", color=styles.FAINT)
     return rx.hstack(
         _plural(OperationsState.server_count, "server", "servers"),
@@ -40,6 +41,11 @@ def section_counts() -> rx.Component:
         _plural(OperationsState.job_count, "job", "jobs"),
         dot,
         _plural(OperationsState.program_count, "program", "programs"),
+        rx.text("running", as_="span"),
+        rx.cond(
+            OperationsState.ended_count > 0,
+            rx.fragment(dot, rx.text(OperationsState.ended_count, " ended", as_="span", id="operations-ended-count")),
+        ),
         spacing="2",
         color=styles.MUTED,
         font_size="13px",
@@ -94,14 +100,16 @@ def refresh_button() -> rx.Component:
 
 
 def tab_header() -> rx.Component:
-    """Title, counts, the live indicator and the actions."""
+    """Counts (the title is the tab's), the live indicator and the actions."""
     return rx.flex(
         rx.vstack(
-            rx.heading("Running Operations", size="5", weight="bold"),
+            # The tab already says "Running Operations": the heading is for screen readers only.
+            rx.heading("Running Operations", as_="h2", style=styles.visually_hidden, id="operations-heading"),
             section_counts(),
             spacing="1",
         ),
-        rx.hstack(live_indicator(), refresh_button(), new_operation_button(), style=styles.header_actions),
+        rx.hstack(live_indicator(), layout_toggle(), refresh_button(), new_operation_button(),
+                  style=styles.header_actions),
         style=styles.tab_header,
     )
 

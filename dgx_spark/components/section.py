@@ -1,8 +1,10 @@
 """A collapsible section of cards: Servers, Training Jobs, Programs & Scripts.
 
-Each section reads its own list var (``OperationsState.servers`` / ``jobs`` /
-``programs``: the cards that pass the filters), so a change in one section
-re-sends only that section's list.
+Each section reads its own list vars (``OperationsState.servers`` / ``jobs`` /
+``programs``: the live cards that pass the filters, and ``servers_ended``...: the
+ended ones), so a change in one section re-sends only that section's lists.
+Live operations are cards; ended ones are one line each in the section's
+"Recently ended" strip (``ended_strip``). A type filter hides the other sections.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import dataclasses
 import reflex as rx
 
 from dgx_spark import styles
-from dgx_spark.components.operation_card import operation_card
+from dgx_spark.components.operation_card import ended_row, operation_card
+from dgx_spark.components.operations_table import operations_table
+from dgx_spark.state.layout import LayoutState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -21,10 +25,13 @@ class SectionSpec:
     """What a section shows and how it reads its operations from the state."""
 
     key: str
+    type: str
     title: str
     icon: str
-    items: rx.Var
+    items: rx.Var  # live cards that pass the filters
     count: rx.Var
+    ended: rx.Var  # ended operations that pass the filters
+    ended_count: rx.Var
     empty_title: str
     empty_hint: str
     example: str
@@ -36,10 +43,13 @@ def sections() -> list[SectionSpec]:
     return [
         SectionSpec(
             key="servers",
+            type="server",
             title="Servers",
             icon="server",
             items=OperationsState.servers,
             count=OperationsState.servers.length(),
+            ended=OperationsState.servers_ended,
+            ended_count=OperationsState.servers_ended.length(),
             empty_title="No servers running",
             filtered_title="No servers match the filters",
             empty_hint="Start a service that listens on a port (ComfyUI, Ollama, vLLM, Jupyter…) "
@@ -48,10 +58,13 @@ def sections() -> list[SectionSpec]:
         ),
         SectionSpec(
             key="jobs",
+            type="job",
             title="Training Jobs",
             icon="brain",
             items=OperationsState.jobs,
             count=OperationsState.jobs.length(),
+            ended=OperationsState.jobs_ended,
+            ended_count=OperationsState.jobs_ended.length(),
             empty_title="No training jobs",
             filtered_title="No training jobs match the filters",
             empty_hint="Run a training script; its progress, epoch and loss show here "
@@ -60,10 +73,13 @@ def sections() -> list[SectionSpec]:
         ),
         SectionSpec(
             key="programs",
+            type="program",
             title="Programs & Scripts",
             icon="terminal",
             items=OperationsState.programs,
             count=OperationsState.programs.length(),
+            ended=OperationsState.programs_ended,
+            ended_count=OperationsState.programs_ended.length(),
             empty_title="No programs or scripts",
             filtered_title="No programs or scripts match the filters",
             empty_hint="Long-running scripts and background processes you start show up here.",
@@ -73,7 +89,7 @@ def sections() -> list[SectionSpec]:
 
 
 def section_header(spec: SectionSpec, expanded: rx.Var[bool]) -> rx.Component:
-    """The section's toggle: chevron, icon, title and count badge."""
+    """The section's toggle: chevron, icon, title, the live count and how many recently ended."""
     return rx.el.button(
         rx.icon("chevron_right", size=styles.ICON_MD, style=styles.chevron(expanded)),
         rx.icon(spec.icon, size=styles.ICON_MD),
@@ -84,7 +100,17 @@ def section_header(spec: SectionSpec, expanded: rx.Var[bool]) -> rx.Component:
             radius="full",
             size="1",
             id=f"section-{spec.key}-count",
-            aria_label=f"{spec.title}: " + spec.count.to_string(),
+            title="running now",
+            aria_label=f"{spec.title}: " + spec.count.to_string() + " running",
+        ),
+        # "3 running · 1 ended": the badge counts live ones; ended ones are listed below the cards.
+        rx.text(
+            "running",
+            rx.cond(spec.ended_count > 0, " · " + spec.ended_count.to_string() + " ended", ""),
+            as_="span",
+            style=styles.section_counts_text,
+            id=f"section-{spec.key}-ended-count",
+            custom_attrs={"data-ended": spec.ended_count.to_string()},
         ),
         rx.box(style=styles.section_rule),
         type="button",
@@ -125,22 +151,81 @@ def empty_state(spec: SectionSpec) -> rx.Component:
     )
 
 
-def section_body(spec: SectionSpec) -> rx.Component:
-    """The grid of cards, or the empty state."""
+def nothing_running(spec: SectionSpec) -> rx.Component:
+    """One line when nothing of this kind runs (or matches) but some ended recently."""
+    return rx.text(
+        rx.cond(OperationsState.filtering, spec.filtered_title, spec.empty_title),
+        " now.",
+        id=f"section-{spec.key}-none-live",
+        style=styles.section_note,
+    )
+
+
+def filtered_empty(spec: SectionSpec) -> rx.Component:
+    """One line (not a big box) when the search or filters hide everything in this section."""
+    return rx.text(
+        spec.filtered_title or f"No {spec.title.lower()} match the filters",
+        ".",
+        id=f"section-{spec.key}-empty",
+        style=styles.section_note,
+        custom_attrs={"data-filtered": "true"},
+    )
+
+
+def ended_strip(spec: SectionSpec) -> rx.Component:
+    """"Recently ended": one line per ended operation (outcome dot, name, why, when, Logs, Remove)."""
     return rx.cond(
-        spec.count > 0,
-        rx.box(rx.foreach(spec.items, operation_card), id=f"section-{spec.key}-grid", style=styles.grid),
-        empty_state(spec),
+        spec.ended_count > 0,
+        rx.box(
+            rx.text("Recently ended", as_="div", style=styles.ended_strip_title),
+            rx.box(rx.foreach(spec.ended, ended_row), role="list", style=styles.ended_list),
+            id=f"section-{spec.key}-ended",
+            style=styles.ended_strip,
+            custom_attrs={"aria-label": f"{spec.title}: recently ended"},
+        ),
+    )
+
+
+def section_body(spec: SectionSpec) -> rx.Component:
+    """The grid of live cards (or a line or the empty state), then the recently ended strip."""
+    return rx.fragment(
+        rx.cond(
+            spec.count > 0,
+            rx.box(rx.foreach(spec.items, operation_card), id=f"section-{spec.key}-grid", style=styles.grid),
+            rx.cond(
+                spec.ended_count > 0,
+                nothing_running(spec),
+                rx.cond(OperationsState.filtering, filtered_empty(spec), empty_state(spec)),
+            ),
+        ),
+        ended_strip(spec),
+    )
+
+
+def section_content(spec: SectionSpec) -> rx.Component:
+    """The table of live then ended rows in the table view (when there are any), else the cards."""
+    return rx.cond(
+        LayoutState.table_view & ((spec.count + spec.ended_count) > 0),
+        operations_table(spec.key, spec.title, spec.items, spec.ended),
+        section_body(spec),
     )
 
 
 def operation_section(spec: SectionSpec) -> rx.Component:
-    """A collapsible section; its collapsed state lives in the browser's localStorage."""
+    """A collapsible section; its collapsed state lives in the browser's localStorage.
+
+    While the type filter is on and leaves this type out, the section is not shown at all.
+    """
     expanded = ~OperationsState.collapsed_sections.contains(spec.key)
-    return rx.el.section(
-        section_header(spec, expanded),
-        rx.cond(expanded, rx.box(section_body(spec), id=f"section-{spec.key}-body")),
-        id=f"section-{spec.key}",
-        style=styles.section,
-        custom_attrs={"data-expanded": rx.cond(expanded, "true", "false"), "aria-label": spec.title},
+    hidden = (OperationsState.selected_types.length() > 0) & ~OperationsState.selected_types.contains(spec.type)
+    return rx.cond(
+        hidden,
+        rx.fragment(),
+        rx.el.section(
+            section_header(spec, expanded),
+            rx.cond(expanded, rx.box(section_content(spec), id=f"section-{spec.key}-body")),
+            id=f"section-{spec.key}",
+            style=styles.section,
+            custom_attrs={"data-expanded": rx.cond(expanded, "true", "false"), "aria-label": spec.title},
+        ),
     )

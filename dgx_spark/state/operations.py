@@ -105,15 +105,20 @@ class OperationsState(FilterMixin, rx.State):
     nothing else. The whole list lives in the shared ``tab_view`` cache, not here.
     """
 
-    # Each section's cards that pass the search and filters, in display order.
+    # Each section's live cards that pass the search and filters, in display order.
     servers: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
     jobs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
     programs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
-    # Every server / job / program / operation not ended, filters aside.
+    # Each section's ended operations that pass them (the "Recently ended" strip), newest end first.
+    servers_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    jobs_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    programs_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    # Every server / job / program / operation not ended, filters aside; and every ended one.
     server_count: int = 0
     job_count: int = 0
     program_count: int = 0
     running_count: int = 0
+    ended_count: int = 0
     # Every card, and those that pass the filters.
     total_count: int = 0
     visible_count: int = 0
@@ -190,15 +195,19 @@ class OperationsState(FilterMixin, rx.State):
             # as the same objects, so this is mostly identity checks).
             before = self._shown_sections
             for index, name in enumerate(SECTIONS):
-                cards = view.sections[index]
-                if not before or before[index] != cards:
-                    setattr(self, name, list(cards))
-            self._shown_sections = view.sections
+                for var, cards, previous in (
+                    (name, view.live[index], before[0][index] if before else None),
+                    (name + "_ended", view.ended[index], before[1][index] if before else None),
+                ):
+                    if previous is None or previous != cards:
+                        setattr(self, var, list(cards))
+            self._shown_sections = (view.live, view.ended)
             for name, value in (
                 ("server_count", view.counts[0]),
                 ("job_count", view.counts[1]),
                 ("program_count", view.counts[2]),
                 ("running_count", view.running_count),
+                ("ended_count", view.ended_count),
                 ("total_count", view.total),
                 ("visible_count", view.visible_count),
                 ("last_updated", view.changed_at),

@@ -49,20 +49,28 @@ class BaseView:
     version: int
     views: tuple[OperationView, ...]
     rows: tuple[dict[str, Any], ...]  # query_row of each view, same order
-    counts: tuple[int, int, int]  # servers, jobs, programs
+    counts: tuple[int, int, int]  # live servers, jobs, programs
+    ended_count: int  # ended operations of every type
     running_count: int
     changed_at: str  # ISO time of the snapshot that last changed ``views``
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TabView:
-    """What one tab shows: each section's cards after its filters, and the counts."""
+    """What one tab shows: each section's cards after its filters, and the counts.
+
+    ``sections`` holds every card that passes the filters; ``live`` and ``ended`` split
+    each section into its cards and its "Recently ended" rows.
+    """
 
     sequence: int
     version: int
     base_version: int
     sections: tuple[tuple[OperationView, ...], ...]  # in SECTIONS order
-    counts: tuple[int, int, int]  # every server / job / program, filters aside
+    live: tuple[tuple[OperationView, ...], ...]  # each section's live cards, in SECTIONS order
+    ended: tuple[tuple[OperationView, ...], ...]  # each section's ended operations, in SECTIONS order
+    counts: tuple[int, int, int]  # every live server / job / program, filters aside
+    ended_count: int  # every ended operation, filters aside
     running_count: int
     total: int
     visible_count: int
@@ -92,7 +100,7 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
     counts = [0, 0, 0]
     for view in views:
         section = SECTION_OF_TYPE.get(view.type)
-        if section is not None:
+        if section is not None and view.live:
             counts[SECTIONS.index(section)] += 1
     return BaseView(
         snapshot=snapshot,
@@ -101,6 +109,7 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
         views=views,
         rows=tuple(query_row(op, view) for view, op in pairs),
         counts=(counts[0], counts[1], counts[2]),
+        ended_count=sum(1 for view in views if not view.live),
         running_count=sum(1 for view in views if view.live),
         changed_at=iso_timestamp(snapshot.taken_at),
     )
@@ -132,6 +141,17 @@ def _filter(base: BaseView, query: OperationQuery) -> tuple[tuple[OperationView,
     )
 
 
+def _split(
+    sections: tuple[tuple[OperationView, ...], ...], *, live: bool, newest_first: bool = False
+) -> tuple[tuple[OperationView, ...], ...]:
+    """Each section's live cards (``live=True``) or its ended operations (newest end first if asked)."""
+    parts = [[view for view in section if view.live is live] for section in sections]
+    if newest_first:
+        for part in parts:
+            part.sort(key=lambda view: view.ended_at, reverse=True)
+    return tuple(tuple(part) for part in parts)
+
+
 def tab_view(snapshot: Snapshot, host: str, query: OperationQuery) -> TabView:
     """What a tab reached at ``host`` with filters ``query`` shows for ``snapshot``.
 
@@ -153,15 +173,23 @@ def tab_view(snapshot: Snapshot, host: str, query: OperationQuery) -> TabView:
         previous is not None
         and previous.sections == sections
         and previous.counts == base.counts
+        and previous.ended_count == base.ended_count
         and previous.running_count == base.running_count
         and previous.changed_at == base.changed_at
     )
+    if same and previous is not None:
+        sections = previous.sections
     result = TabView(
         sequence=base.sequence,
         version=previous.version if same and previous is not None else next(_versions),
         base_version=base.version,
-        sections=previous.sections if same and previous is not None else sections,
+        sections=sections,
+        live=previous.live if same and previous is not None else _split(sections, live=True),
+        ended=previous.ended if same and previous is not None else _split(
+            sections, live=False, newest_first=not query.sort
+        ),
         counts=base.counts,
+        ended_count=base.ended_count,
         running_count=base.running_count,
         total=len(base.views),
         visible_count=visible_count,
