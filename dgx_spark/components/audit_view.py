@@ -14,6 +14,7 @@ import reflex as rx
 from dgx_spark.security.audit import list_audit
 from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import InvalidArgument, validate_bool
+from dgx_spark.state.names import operation_names
 
 OUTCOME_COLORS: dict[str, str] = {"allowed": "green", "failed": "amber", "refused": "red"}
 AUDIT_ROWS = 200
@@ -40,10 +41,15 @@ class AuditState(rx.State):
             self.audit_error = f"The audit log cannot be read ({type(exc).__name__})."
             return
         self.audit_error = ""
-        self.audit_rows = [
+        rows = [
             {key: "" if value is None else str(value) for key, value in entry.to_api().items()}
             for entry in entries
         ]
+        # Show each target by its name (the id on hover): from the snapshot, the supervisor or the events.
+        names = await asyncio.to_thread(operation_names, [row["target"] for row in rows])
+        for row in rows:
+            row["target_name"] = names.get(row["target"], row["target"])
+        self.audit_rows = rows
 
     @rx.event
     async def audit_open_change(self, value: Any) -> None:
@@ -61,7 +67,12 @@ def _row(entry: rx.Var[dict[str, str]]) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.moment(entry["at"], format="YYYY-MM-DD HH:mm:ss", size="1"), white_space="nowrap"),
         rx.table.cell(rx.code(entry["action"], size="1")),
-        rx.table.cell(rx.text(entry["target"], size="1"), max_width="14rem", overflow="hidden"),
+        rx.table.cell(
+            rx.text(entry["target_name"], size="1", title=entry["target"], class_name="audit-target",
+                    custom_attrs={"data-target": entry["target"]}),
+            max_width="14rem",
+            overflow="hidden",
+        ),
         rx.table.cell(
             rx.badge(
                 entry["outcome"],

@@ -49,7 +49,7 @@ def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
         rx.vstack(
             rx.hstack(
                 _kind_badge(event["kind"]),
-                rx.text(event["name"], weight="medium", size="2", trim="both",
+                rx.text(event["name"], weight="medium", size="2", trim="both", title=event["operation_id"],
                         style={"overflow": "hidden", "text_overflow": "ellipsis", "white_space": "nowrap"}),
                 rx.cond(
                     event["count"] != "1",

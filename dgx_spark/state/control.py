@@ -25,6 +25,8 @@ from dgx_spark.security.validation import (
     validate_text,
 )
 from dgx_spark.services import get_supervisor
+from dgx_spark.state import log_search
+from dgx_spark.state.names import operation_name
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.supervisor import ControlError
@@ -176,6 +178,8 @@ class ControlState(rx.State):
     log_lines: list[str] = []  # noqa: RUF012
     logs_available: bool = True
     logs_truncated: bool = False
+    logs_reason: str = ""  # why there is no log (where the output goes instead)
+    log_filter: str = ""  # search within the log
     following: bool = True
     _log_offset: int = 0
     _log_path: str = ""
@@ -363,6 +367,8 @@ class ControlState(rx.State):
                 return None
             self.busy_ids = [*self.busy_ids, op_id]
             client = event_client(self)
+        # Toasts name the operation; looked up before the action (Remove forgets it).
+        name = await asyncio.to_thread(operation_name, op_id)
         try:
             with in_flight(op_id):
                 await asyncio.to_thread(call, get_supervisor())
@@ -370,10 +376,10 @@ class ControlState(rx.State):
             outcome: Any = rx.toast.error("Another action on this operation is in progress.")
         except ControlError as exc:
             record_audit_soon(action, "failed", target=op_id, client=client, status=exc.status, via="ui", detail=exc.message)
-            outcome = rx.toast.error(f"{action.capitalize()} failed: {exc.message}")
+            outcome = rx.toast.error(f"{action.capitalize()} {name} failed: {exc.message}")
         else:
             record_audit_soon(action, "allowed", target=op_id, client=client, status=200, via="ui")
-            outcome = rx.toast.success(f"{done}: {op_id}")
+            outcome = rx.toast.success(f"{done}: {name}")
         async with self:
             self.busy_ids = [i for i in self.busy_ids if i != op_id]
         return [OperationsState.refresh, outcome]
@@ -394,13 +400,16 @@ class ControlState(rx.State):
         if output.needs_token(path) and not event_is_authorized(self):
             return rx.toast.error("This process runs as another user: log in to see its output.")
         self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
+        self.log_filter, self.logs_reason = "", ""
         self._log_path = (path.key if isinstance(path, ProcessOutput) else str(path)) if path else ""
         if path is None:
             self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
+            self.logs_reason = log_search.unavailable_reason(None)
             return None
         read = output.read_tail(path, LOG_LINES)
-        if read is None:  # the process ended meanwhile
+        if read is None:  # not a file (a terminal, a pipe...), or the process ended meanwhile
             self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
+            self.logs_reason = log_search.unavailable_reason(path)
             return None
         lines, offset, truncated = read
         self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = lines, True, truncated, offset
@@ -410,6 +419,16 @@ class ControlState(rx.State):
     def close_logs(self, open_: bool = False) -> None:
         """Close the logs view (its follow loop ends)."""
         self.logs_open = bool(open_) if isinstance(open_, bool) else False
+
+    @rx.event
+    def filter_logs(self, text: str) -> None:
+        """Search within the log: show only the lines containing ``text`` (case-insensitive)."""
+        self.log_filter = text[: log_search.MAX_QUERY] if isinstance(text, str) else ""
+
+    @rx.var
+    def log_matches(self) -> list[list[str]]:
+        """The lines matching the search, split into plain/match segments (empty without a search)."""
+        return log_search.highlight(self.log_lines, self.log_filter)
 
     @rx.event
     def toggle_follow(self) -> None:
