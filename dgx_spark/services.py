@@ -11,9 +11,11 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 
+from dgx_spark.collector.containers import ContainersProbe
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.outcome import OutcomeProbe
 from dgx_spark.collector.sampler import Probe, Sampler
+from dgx_spark.collector.service_probes import ServiceProbe, stop_watcher
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.database import get_engine, migrate
 from dgx_spark.events.service import EventsProbe, stop_events
@@ -31,7 +33,9 @@ def default_probes() -> list[Probe]:
     events) and is isolated by the sampler: one failing never stops the others.
     """
     probes: list[Probe] = []
-    # Supervisor: FIRST, so the resource/GPU/progress probes enrich launched operations too.
+    # Containers: before the supervisor, so container operations carry their names and host ports.
+    probes.append(ContainersProbe())
+    # Supervisor: next, so the resource/GPU/progress probes enrich launched operations too.
     probes.append(get_supervisor())
     # System + GPU: after anything that adds operations (it reads every op's pids).
     probes.append(SystemProbe())
@@ -39,6 +43,8 @@ def default_probes() -> list[Probe]:
     probes.append(ProgressProbe())
     # Outcome: how discovered operations ended; after progress (reads it), before events.
     probes.append(OutcomeProbe())
+    # Services: what known servers serve, read by its own thread; the probe only copies results.
+    probes.append(ServiceProbe())
     # Events: keep LAST, it compares what every probe above has produced.
     probes.append(EventsProbe())
     return probes
@@ -75,8 +81,13 @@ async def lifespan() -> AsyncIterator[None]:
     sampler = get_sampler()
     sampler.start()
     logger.info("sampler started (every %.1fs)", sampler.interval)
+    from dgx_spark.nodes.hub import get_hub
+
+    get_hub().start()  # one poller per remote node (dgx_spark/nodes)
     try:
         yield
     finally:
+        get_hub().stop()
         sampler.stop()
+        stop_watcher()
         stop_events()  # after the sampler: its last transitions get stored

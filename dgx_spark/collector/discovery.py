@@ -26,7 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dgx_spark.collector.model import Operation, operation_id
+from dgx_spark.collector.containers import CgroupContainer, container_from_cgroup
+from dgx_spark.collector.model import Container, Operation, operation_id
 from dgx_spark.collector.rules import (
     CommandShape,
     ProcessFacts,
@@ -35,7 +36,7 @@ from dgx_spark.collector.rules import (
     load_table,
     shape_of,
 )
-from dgx_spark.collector.sockets import Key, ListeningTracker
+from dgx_spark.collector.sockets import Key, ListeningTracker, NamespaceListening
 
 try:  # The security layer hides secrets in command lines.
     from dgx_spark.security.redaction import redact_command as _redact_command
@@ -119,6 +120,10 @@ class _Known:
     """CPU ticks (user + system) at the last tick it was part of an operation."""
     cpu_seq: int = -1
     """Which tick ``cpu_ticks`` is from."""
+    container: CgroupContainer | None = None
+    """The container its cgroup names (None: none, or the dashboard's own)."""
+    netns: str | None = None
+    """Its network namespace when it is not the dashboard's (its ports are found through it)."""
 
     def display(self) -> tuple[str, str]:
         """The redacted command line and short description (computed once)."""
@@ -175,6 +180,11 @@ class Discovery:
         self.own_pid = os.getpid()
         self.boot_time = boot_time(proc)
         self.listening = ListeningTracker(proc)
+        self.namespaces = NamespaceListening(proc)
+        self._host_netns = _readlink(f"{proc}/self/ns/net")
+        own_cgroup = _read(f"{proc}/self/cgroup", 16384)
+        own_container = container_from_cgroup(own_cgroup.decode("utf-8", "replace")) if own_cgroup else None
+        self._own_container = own_container.id if own_container is not None else None
         self._known: dict[Key, _Known | object] = {}
         self._users: dict[int, str] = {}
         self._seq = 0
@@ -235,7 +245,15 @@ class Discovery:
         )
         shape = shape_of(facts)
         verdict = self.rules.classify(facts, shape)
-        return _Known(facts, shape, verdict, start / CLOCK_TICKS + self.boot_time)
+        known = _Known(facts, shape, verdict, start / CLOCK_TICKS + self.boot_time)
+        cgroup = _read(f"{base}/cgroup", 16384)
+        container = container_from_cgroup(cgroup.decode("utf-8", "replace")) if cgroup else None
+        if container is not None and container.id != self._own_container:
+            known.container = container
+        netns = _readlink(f"{base}/ns/net")
+        if netns is not None and self._host_netns is not None and netns != self._host_netns:
+            known.netns = netns
+        return known
 
     def _verdict(self, known: _Known, listening: bool) -> Verdict | None:
         if not listening:
@@ -319,6 +337,7 @@ class Discovery:
                 roots.append(pid)
         if self.exclude_self:
             roots = self._without_dashboard(entries, children, roots)
+        roots = _fold_containers(entries, children, roots)
 
         # Listening ports: candidates are members, newest first (only read when needed).
         self.listening.update(
@@ -327,6 +346,14 @@ class Discovery:
         )
         ports_by_key = self.listening.ports_by_key()
         unreadable = self.listening.unreadable
+        # Processes in other network namespaces: their ports are found through the namespace.
+        namespaces: dict[str, list[Key]] = {}
+        for known, _fields in entries.values():
+            if known.netns is not None:
+                namespaces.setdefault(known.netns, []).append(known.key)
+        ports_by_key.update(self.namespaces.update(namespaces))
+        if self.namespaces.unreadable:
+            unreadable = unreadable | self.namespaces.unreadable
 
         elapsed = None if self._prev_mono is None else mono - self._prev_mono
         self._seq += 1
@@ -340,6 +367,7 @@ class Discovery:
             if (
                 root_known.launched is False
                 and root_known.verdict is None
+                and root_known.container is None
                 and root not in children
                 and root_known.key not in ports_by_key
             ):
@@ -375,6 +403,7 @@ class Discovery:
         """One operation from a process tree, or ``None`` when nothing in it is one."""
         root_known = entries[tree[0]][0]
         ports: set[int] = set()
+        inner_ports: set[int] = set()
         representative: tuple[_Known, Verdict] | None = None
         fallback: tuple[_Known, Verdict] | None = None
         ports_unknown = False
@@ -403,6 +432,8 @@ class Discovery:
             own_ports = ports_by_key.get(key)
             if own_ports:
                 ports.update(own_ports)
+                if known.netns is not None:
+                    inner_ports.update(own_ports)
                 verdict = self._verdict(known, True)
             else:
                 verdict = known.verdict
@@ -416,8 +447,9 @@ class Discovery:
                 fallback = (known, verdict)
         # A specific rule (root first, then the first in the tree) names the tree; else the root's.
         chosen = representative or fallback
+        container = root_known.container
         if chosen is None:
-            if not self._launched(root_known):
+            if container is None and not self._launched(root_known):
                 return None
             lead, verdict = root_known, None
         else:
@@ -458,6 +490,10 @@ class Discovery:
             cpu_percent=cpu_percent,
             memory_bytes=rss_pages * PAGE_SIZE,
             cwd=root_known.facts.cwd,
+            container=Container(id=container.id, engine=container.runtime) if container is not None else None,
+            port_map=(
+                tuple((None if p in inner_ports else p, p) for p in sorted_ports) if container is not None else None
+            ),
         )
 
     def _ancestors(self) -> list[bytes]:
@@ -507,6 +543,42 @@ class Discovery:
 
 def _start_of(key: Key) -> int:
     return int(key[1])
+
+
+def _fold_containers(
+    entries: dict[bytes, tuple[_Known, list[bytes]]],
+    children: dict[bytes, list[bytes]],
+    roots: list[bytes],
+) -> list[bytes]:
+    """Roots with each container's processes under one root: one container, one operation.
+
+    A container's top processes (its init, ``docker exec`` sessions: those whose
+    parent is not in the same container) are taken from under their parents
+    (conmon, a shim) and put under the oldest of them.
+    """
+    tops: dict[str, list[bytes]] = {}
+    for pid, (known, fields) in entries.items():
+        container = known.container
+        if container is None:
+            continue
+        parent = entries.get(fields[1])
+        if parent is None or parent[0].container != container:
+            tops.setdefault(container.id, []).append(pid)
+    if not tops:
+        return roots
+    kept = set(roots)
+    for members in tops.values():
+        members.sort(key=lambda pid: _start_of(entries[pid][0].key))
+        for top in members:
+            siblings = children.get(entries[top][1][1])
+            if siblings is not None and top in siblings:
+                siblings.remove(top)
+            kept.discard(top)
+        kept.add(members[0])
+        if len(members) > 1:
+            children.setdefault(members[0], []).extend(members[1:])
+    before = set(roots)
+    return [pid for pid in roots if pid in kept] + [m[0] for m in tops.values() if m[0] not in before]
 
 
 @dataclasses.dataclass(slots=True)

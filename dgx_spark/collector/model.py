@@ -71,6 +71,11 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "run",
     "runs",
     "restarts",
+    "container",
+    "type_source",
+    "service",
+    "service_source",
+    "service_checked_at",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
 
@@ -86,6 +91,30 @@ def iso_utc(timestamp: float | None) -> str | None:
 def operation_id(pid: int, create_time: float) -> str:
     """A stable id for a process: a reused PID gives a new id."""
     return f"op-{pid}-{int(create_time * 100)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Container:
+    """The container an operation runs in (``collector/containers.py``)."""
+
+    id: str
+    name: str | None = None
+    image: str | None = None
+    engine: str | None = None
+    """``docker`` / ``podman`` when the engine lists it, else the runtime its cgroup names."""
+    control: str | None = None
+    """Why stop, start and logs cannot go through the engine (None: they can)."""
+
+    def to_api(self) -> dict[str, Any]:
+        """``{"id", "name", "image", "engine", "controllable", "reason"}``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image,
+            "engine": self.engine,
+            "controllable": self.control is None,
+            "reason": self.control,
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,6 +172,18 @@ class Operation:
     # Last lines of a discovered operation's output, read through the process while it
     # lived, kept only when they may be stored (see ``collector/output.py``). Not in the API.
     output_tail: tuple[str, ...] | None = None
+    # Where the type came from when it is not the command line's: ``output`` (a program whose
+    # own output reads like training, see ``progress/probe.py``); None otherwise.
+    type_source: str | None = None
+    # What a known server serves (``collector/service_probes.py``): a JSON-ready mapping with
+    # ``kind`` and ``summary``, where it was read (``service_source``) and when.
+    service: Mapping[str, Any] | None = None
+    service_source: str | None = None
+    service_checked_at_ts: float | None = None
+    # The container it runs in (one container = one operation), and its ports as
+    # (host port or None when not published, port inside the container's network namespace).
+    container: Container | None = None
+    port_map: tuple[tuple[int | None, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, MappingProxyType):
@@ -186,7 +227,7 @@ class Operation:
             "command": self.command,
             "user": self.user,
             "process_count": self.process_count,
-            "ports": list(self.ports),
+            "ports": self._api_ports(),
             "source": self.source,
             "ended_at": iso_utc(self.ended_at_ts),
             "exit_code": self.exit_code,
@@ -209,7 +250,18 @@ class Operation:
             "run": self.run,
             "runs": self.runs,
             "restarts": self.restarts,
+            "container": self.container.to_api() if self.container is not None else None,
+            "type_source": self.type_source,
+            "service": dict(self.service) if self.service is not None else None,
+            "service_source": self.service_source,
+            "service_checked_at": iso_utc(self.service_checked_at_ts),
         }
+
+    def _api_ports(self) -> list[Any]:
+        """Port numbers; for a container, ``{"host": 8188, "container": 8188}`` objects."""
+        if self.container is None:
+            return list(self.ports)
+        return [{"host": host, "container": inner} for host, inner in self.port_map or ()]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -408,6 +408,7 @@ SYSTEM_DAEMONS = (
     "systemd", "systemd-*", "(sd-pam)", "init", "sshd", "sshd-session", "sshd-auth", "sshd:*",
     "dbus-daemon", "dbus-broker", "dbus-broker-lau*", "cron", "crond", "anacron", "atd",
     "containerd", "containerd-shim*", "dockerd", "docker-proxy", "runc", "buildkitd", "kubelet",
+    "conmon", "crun", "catatonit", "slirp4netns", "rootlessport*", "aardvark-dns", "netavark", "pasta", "crio",
     "nvidia-persistenced", "nvidia-fabricmanager", "nv-fabricmanager", "nv-hostengine", "nvidia-powerd",
     "gnome-*", "gdm", "gdm-*", "gdm3", "gsd-*", "Xorg", "Xwayland", "X", "xdg-*", "at-spi*", "ibus-*",
     "gvfs*", "evolution-*", "tracker-miner*", "dconf-service", "mutter*", "goa-*",

@@ -185,3 +185,81 @@ class ListeningTracker:
         for ports in result.values():
             ports.sort()
         return result
+
+
+class NamespaceListening:
+    """Listening TCP ports of processes in other network namespaces (containers, ``unshare --net``).
+
+    A host-wide scan (sock_diag, ``/proc/net/tcp``) sees only the dashboard's own
+    namespace. For each other namespace, its LISTEN rows are read through one of
+    its processes (``/proc/<pid>/net/tcp{,6}``) and matched to the socket inodes
+    its processes hold; fd tables are read again only when that set changed.
+    """
+
+    def __init__(self, proc: str = "/proc") -> None:
+        """Start with nothing known."""
+        self.proc = proc
+        self._ports: dict[str, dict[int, int]] = {}
+        """namespace -> (inode -> port) at the last update."""
+        self._owner: dict[str, dict[int, Key]] = {}
+        """namespace -> (inode -> the process found holding it)."""
+        self._members: dict[str, frozenset[Key]] = {}
+        self.unreadable: set[Key] = set()
+        """Processes in another namespace whose fd table could not be read (ports unknown)."""
+        self.scans = 0
+
+    def update(self, members: dict[str, list[Key]]) -> dict[Key, list[int]]:
+        """Refresh every namespace in ``members`` (namespace -> its processes); key -> sorted ports."""
+        result: dict[Key, list[int]] = {}
+        for namespace in [ns for ns in self._ports if ns not in members]:
+            del self._ports[namespace]
+            self._owner.pop(namespace, None)
+            self._members.pop(namespace, None)
+        if self.unreadable:
+            everyone = {key for keys in members.values() for key in keys}
+            self.unreadable &= everyone
+        for namespace, keys in members.items():
+            ports: dict[int, int] = {}
+            for key in keys:  # any member shows the namespace's table; the first that can be read
+                base = f"{self.proc}/{key[0].decode()}"
+                if os.path.exists(f"{base}/net/tcp"):
+                    ports = read_listening_proc(base)
+                    break
+            previous = self._ports.get(namespace)
+            member_set = frozenset(keys)
+            owners = self._owner.get(namespace, {})
+            lost_owner = any(owner not in member_set for owner in owners.values())
+            if previous is None or set(previous) != set(ports) or lost_owner or (
+                len(owners) < len(ports) and member_set != self._members.get(namespace)
+            ):
+                owners = self._map(ports, keys)
+            self._ports[namespace] = ports
+            self._owner[namespace] = owners
+            self._members[namespace] = member_set
+            for inode, key in owners.items():
+                port = ports.get(inode)
+                if port is not None:
+                    result.setdefault(key, []).append(port)
+        for found in result.values():
+            found.sort()
+        return result
+
+    def _map(self, ports: dict[int, int], keys: list[Key]) -> dict[int, Key]:
+        """inode -> owner for the namespace's listening inodes, reading fd tables newest first."""
+        owners: dict[int, Key] = {}
+        wanted = set(ports)
+        if not wanted:
+            return owners
+        for key in sorted(keys, key=lambda k: int(k[1]), reverse=True):
+            inodes = socket_inodes(key[0], self.proc)
+            self.scans += 1
+            if inodes is None:
+                self.unreadable.add(key)
+                continue
+            self.unreadable.discard(key)
+            for inode in inodes & wanted:
+                owners[inode] = key
+                wanted.discard(inode)
+            if not wanted:
+                break
+        return owners

@@ -480,6 +480,7 @@ def system_payload(system: Mapping[str, Any] | None, taken_at: float, sequence: 
         "model_caches": system.get("model_caches"),
         "model_caches_read_at": system.get("model_caches_read_at"),
         "warnings": list(system.get("warnings") or []),
+        "containers": system.get("containers") or {"visible": False, "engine": None, "reason": "not checked yet"},
         "history": system.get("history")
         or {"seconds": HISTORY_SECONDS, "at": [], "cpu_percent": [], "memory_used_bytes": [],
             "gpu_utilization": [], "gpu_memory_used_bytes": [], "network_rx_bytes_per_second": [],

@@ -160,7 +160,9 @@ def matches_search(op: Mapping[str, Any], q: str) -> bool:
     text = " ".join(
         str(op.get(k) or "") for k in ("name", "description", "command")
     ).lower()
-    numbers = {n for n in [op.get("pid"), op.get("port"), *(op.get("ports") or [])] if n is not None}
+    # A container's ports are {"host": 8188, "container": 8188} objects: either number matches.
+    ports = [n for p in op.get("ports") or [] for n in ((p.get("host"), p.get("container")) if isinstance(p, dict) else (p,))]
+    numbers = {n for n in [op.get("pid"), op.get("port"), *ports] if n is not None}
     for word in words:
         number = _number_word(word)
         if number is not None and number in numbers:
