@@ -145,9 +145,9 @@ def record_audit(
     return entry
 
 
-# Refused requests written one by one: 20 per client at once, then one every 2 s; the
+# Refused requests written one by one: 30 per client at once, then one every 2 s; the
 # rest are counted and written as one "N refused from X" row per client every 5 s.
-REFUSED_BURST = 20
+REFUSED_BURST = 30
 REFUSED_RATE = 0.5
 REFUSED_SUMMARY_SECONDS = 5.0
 _MAX_PENDING_CLIENTS = 256
