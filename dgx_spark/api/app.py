@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from dgx_spark.api import audit, control, events, operations, progress, system
+from dgx_spark.api import audit, control, events, metrics, nodes, operations, progress, system
 from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
 from dgx_spark.api.guard import ApiGuard
 
@@ -61,6 +62,25 @@ def _add_docs(api: FastAPI) -> None:
         )
 
 
+# The addresses FastAPI apps usually serve their docs at, and where ours are.
+DOC_REDIRECTS: dict[str, str] = {"/openapi.json": OPENAPI_URL, "/docs": DOCS_URL}
+
+
+def _add_doc_redirects(api: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs`` redirect (308) to ``/api/openapi.json`` and ``/api/docs``."""
+    for path, target in DOC_REDIRECTS.items():
+        api.add_api_route(path, _redirect_to(target), methods=["GET", "HEAD"], include_in_schema=False)
+
+
+def _redirect_to(target: str) -> Callable[[], RedirectResponse]:
+    """An endpoint with no parameters (nothing from the request) that redirects to ``target``."""
+
+    def redirect() -> RedirectResponse:
+        return RedirectResponse(target, status_code=308)
+
+    return redirect
+
+
 def create_api() -> FastAPI:
     """Build the API app; Reflex mounts itself beneath it."""
     api = FastAPI(
@@ -78,7 +98,10 @@ def create_api() -> FastAPI:
     api.include_router(system.router, tags=["system"])
     api.include_router(events.router, tags=["events"])
     api.include_router(audit.router, tags=["audit"])
+    api.include_router(nodes.router, tags=["nodes"])
+    api.include_router(metrics.router, tags=["metrics"])
     _add_docs(api)
+    _add_doc_redirects(api)
     # 404/405/HEAD, body size and UTF-8 checks for /api/*, before any route (and before Reflex).
     api.add_middleware(ApiGuard, routes=api.router.routes)
     return api

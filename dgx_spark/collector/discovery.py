@@ -31,6 +31,7 @@ from dgx_spark.collector.model import Container, Operation, operation_id
 from dgx_spark.collector.rules import (
     CommandShape,
     ProcessFacts,
+    Rule,
     RuleTable,
     Verdict,
     load_table,
@@ -55,6 +56,15 @@ ACTIVE_CPU_PERCENT = 5.0
 LAUNCH_MARKER = b"DGX_SPARK_OPERATION_ID="
 """Environment variable the supervisor sets on processes the dashboard launches."""
 DESCRIPTION_CHARS = 160
+# Launcher rules whose description starts with "<launcher> ×<workers>", so a distributed run
+# reads differently from a plain run of the same script (both are named after the script).
+LAUNCHER_LABELS: dict[str, str] = {
+    "torchrun": "torchrun",
+    "torch-distributed": "torchrun",
+    "accelerate": "accelerate",
+    "accelerate-module": "accelerate",
+    "deepspeed": "deepspeed",
+}
 _DASHBOARD_MARKERS = ("reflex", "granian")
 
 
@@ -479,7 +489,7 @@ class Discovery:
             type=op_type,  # type: ignore[arg-type]
             name=name,
             status=status,  # type: ignore[arg-type]
-            description=lead.display()[1],
+            description=_launcher_prefix(rule, lead, tree, entries) + lead.display()[1],
             started_at_ts=root_known.create_time,
             port=port,
             ports=sorted_ports,
@@ -591,6 +601,17 @@ class _Tick:
     prev_time: float | None
     ports_by_key: dict[Key, list[int]]
     unreadable: set[Key]
+
+
+def _launcher_prefix(
+    rule: Rule | None, lead: _Known, tree: list[bytes], entries: dict[bytes, tuple[_Known, list[bytes]]]
+) -> str:
+    """``"torchrun ×4 · "`` for a launcher with 4 worker processes (its direct children); else ``""``."""
+    label = LAUNCHER_LABELS.get(rule.id) if rule is not None else None
+    if label is None:
+        return ""
+    workers = sum(1 for pid in tree if entries[pid][0].facts.ppid == lead.facts.pid)
+    return f"{label} ×{workers} · " if workers else ""
 
 
 def _describe(argv: Sequence[str]) -> str:
