@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.collector import output
+from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.security.auth import request_is_authorized, require_token
 from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
@@ -255,6 +256,16 @@ async def stream_logs(
 def download_logs(request: Request, op_id: str) -> StreamingResponse:
     """The whole log (rotated parts first), raw (secrets not hidden), as an attachment (token required)."""
     path = _log_file(op_id, request)
+    if isinstance(path, ContainerOutput):
+        found = path.tail(10000)
+        if found is None:
+            raise ApiError(404, f"operation {op_id}: its container engine cannot be asked for the log now", field="id")
+        text = "".join(line + "\n" for line in found[0]).encode()
+        return StreamingResponse(
+            iter([text]),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{op_id}.log"'},
+        )
     if isinstance(path, ProcessOutput):
         opened = path.open()
         if opened is None:

@@ -629,3 +629,63 @@ def enrich(op: Operation, info: ContainerInfo | None, why_not: str | None) -> Op
     container = Container(id=info.id, name=info.name, image=info.image, engine=info.engine, control=None)
     return op.replace(name=info.name, description=info.image or op.description, container=container,
                       port_map=port_map, ports=ports, port=port)
+
+
+# ------------------------------------------------------------------------------ logs through the engine
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContainerOutput:
+    """A container operation's log, read from the engine's log endpoint (``GET /containers/{id}/logs``).
+
+    Offsets are the time of the last line seen (ns since the epoch), so following
+    asks the engine only for lines after it. Holds no connection: safe to keep in UI state.
+    """
+
+    op_id: str
+    container_id: str
+
+    @property
+    def key(self) -> str:
+        """A text form (``container:<op id>:<container id>``) for :meth:`from_key`."""
+        return f"container:{self.op_id}:{self.container_id}"
+
+    @staticmethod
+    def from_key(text: str) -> ContainerOutput | None:
+        """The source a :attr:`key` names, or None when ``text`` is not one."""
+        parts = text.split(":")
+        if len(parts) != 3 or parts[0] != "container" or not _HEX_ID.match(parts[2]):
+            return None
+        return ContainerOutput(parts[1], parts[2])
+
+    def _client(self) -> EngineClient | None:
+        try:
+            return get_watcher().client()
+        except EngineError:
+            return None
+
+    def tail(self, lines: int) -> tuple[list[str], int, bool] | None:
+        """(last ``lines`` lines, offset, truncated); None when the engine cannot be asked."""
+        client = self._client()
+        if client is None:
+            return None
+        try:
+            got = client.logs(self.container_id, tail=lines + 1)
+        except EngineError:
+            return None
+        offset = got[-1].at_ns if got else 0
+        return [line.text for line in got[-lines:]] if lines else [], offset, len(got) > lines
+
+    def after(self, offset: int) -> tuple[list[str], int]:
+        """Lines after ``offset`` (a time), and the new offset."""
+        client = self._client()
+        if client is None:
+            return [], offset
+        try:
+            got = client.logs(self.container_id, since_ns=offset or None)
+        except EngineError:
+            return [], offset
+        return [line.text for line in got], (got[-1].at_ns if got else offset)
+
+    def size(self) -> int:
+        """The offset now: the time of the last line (0 when none or unreadable)."""
+        found = self.tail(1)
+        return found[1] if found is not None else 0

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
+from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.model import Operation, operation_id
 from dgx_spark.security.redaction import redact_text
 
@@ -275,13 +276,19 @@ class ProcessOutput:
             os.close(dirfd)
 
 
-LogSource = Path | ProcessOutput
-"""What the logs route and the logs view read: a launched operation's file, or a process's output."""
+LogSource = Path | ProcessOutput | ContainerOutput
+"""What the logs route and the logs view read: a launched operation's file, a process's output,
+or a container's log from its engine."""
 
 
 def log_source(text: str) -> LogSource:
-    """The source a stored text names: a :attr:`ProcessOutput.key`, else a launched log's path."""
-    return ProcessOutput.from_key(text) or Path(text)
+    """The source a stored text names: a ``ProcessOutput``/``ContainerOutput`` key, else a launched log's path."""
+    return ProcessOutput.from_key(text) or ContainerOutput.from_key(text) or Path(text)
+
+
+def _decode_texts(texts: list[str]) -> list[str]:
+    """Engine log lines made safe for showing, like a file's (``decode_lines``)."""
+    return decode_lines("\n".join(texts).encode()) if texts else []
 
 
 def decode_lines(raw: bytes) -> list[str]:
@@ -334,6 +341,9 @@ def read_tail(source: LogSource, lines: int = 1000) -> tuple[list[str], int, boo
         from dgx_spark.supervisor import logs as oplogs
 
         return oplogs.read_tail(source, lines)
+    if isinstance(source, ContainerOutput):
+        found = source.tail(lines)
+        return None if found is None else (_decode_texts(found[0]), found[1], found[2])
     opened = source.open()
     if opened is None:
         return None
@@ -347,6 +357,9 @@ def read_from(source: LogSource, offset: int) -> tuple[list[str], int]:
         from dgx_spark.supervisor import logs as oplogs
 
         return oplogs.read_from(source, offset)
+    if isinstance(source, ContainerOutput):
+        texts, new_offset = source.after(offset)
+        return _decode_texts(texts), new_offset
     opened = source.open()
     if opened is None:
         return [], offset
@@ -361,6 +374,8 @@ def size_of(source: LogSource) -> int:
             return source.stat().st_size
         except OSError:
             return 0
+    if isinstance(source, ContainerOutput):
+        return source.size()
     opened = source.open()
     if opened is None:
         return 0
@@ -380,11 +395,60 @@ def iter_whole(source: ProcessOutput, chunk: int = 256 * 1024) -> Iterator[bytes
             yield block
 
 
+# Character devices by major number: terminals (pty slaves, virtual consoles, serial lines).
+_TERMINAL_MAJORS = frozenset({4, 5, *range(136, 144)})
+_DEV_NULL = (1, 3)
+
+
+def describe_target(source: ProcessOutput) -> str | None:
+    """Where a process's output goes when it is not a file the dashboard can read, in words.
+
+    Looks through the checked ``/proc/<pid>`` handle like :meth:`ProcessOutput.open`
+    (``stat`` only: nothing is opened). None when it is a regular file.
+    """
+    dirfd = source._open_dir()
+    if dirfd is None:
+        return "nowhere any more: the process has ended"
+    name = f"fd/{source.fd_number}"
+    try:
+        try:
+            target = os.stat(name, dir_fd=dirfd)
+        except FileNotFoundError:
+            return "nowhere: its output is closed"
+        except PermissionError:
+            return "a place the dashboard may not look at (the process runs as another user)"
+        except OSError:
+            return "a place the dashboard cannot tell"
+        if stat.S_ISREG(target.st_mode):
+            return None
+        if stat.S_ISFIFO(target.st_mode):
+            return "a pipe (another program reads it)"
+        if stat.S_ISSOCK(target.st_mode):
+            return "a socket (for example the systemd journal)"
+        if stat.S_ISCHR(target.st_mode):
+            device = (os.major(target.st_rdev), os.minor(target.st_rdev))
+            if device == _DEV_NULL:
+                return "/dev/null (it is thrown away)"
+            if device[0] in _TERMINAL_MAJORS:
+                try:
+                    where = os.readlink(name, dir_fd=dirfd)
+                except OSError:
+                    where = ""
+                return "a terminal" + (f" ({where})" if where.startswith("/dev/") else "")
+            return "a device"
+        return "something that is not a file"
+    finally:
+        os.close(dirfd)
+
+
 def needs_token(source: LogSource | None) -> bool:
     """Whether showing this output needs the token: the process runs as another user.
 
     A process that has gone needs none: nothing can be opened through it any more.
+    A container's log (from its engine, which only root or its group may ask) always does.
     """
+    if isinstance(source, ContainerOutput):
+        return True
     if not isinstance(source, ProcessOutput):
         return False
     owner = source.owner()

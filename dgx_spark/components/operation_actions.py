@@ -39,6 +39,15 @@ def _allowed(
     return rx.cond(LoginState.logged_in, button, login_gate(key, action, label, icon, variant))
 
 
+def engine_gate(op: rx.Var[OperationView], key: str, label: str, icon: str) -> rx.Component:
+    """A container control its engine cannot carry out here: disabled, the reason on hover."""
+    return rx.tooltip(
+        rx.button(rx.icon(icon, size=14), label, size="1", variant="soft", color_scheme="gray", disabled=True,
+                  data_action=key, custom_attrs={"data-reason": op.container_control}),
+        content=op.container_control,
+    )
+
+
 def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
     """The buttons that fit the operation's state; disabled while an action on it is in flight.
 
@@ -52,11 +61,15 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
                   on_click=ControlState.open_logs(op.id, op.name), data_action="logs"),
         rx.cond(
             op.live,
-            _allowed(
-                rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
-                          disabled=busy, loading=busy,
-                          on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
-                "stop", "stop", "Stop", "square",
+            rx.cond(
+                op.container_control != "",
+                engine_gate(op, "stop", "Stop", "square"),
+                _allowed(
+                    rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
+                              disabled=busy, loading=busy,
+                              on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
+                    "stop", "stop", "Stop", "square",
+                ),
             ),
         ),
         rx.cond(
@@ -72,12 +85,13 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
 
 
 def ended_actions(op: rx.Var[OperationView], logs: bool = True) -> list[rx.Component]:
-    """An ended operation's buttons: Logs, and Start again and Remove for launched ones."""
+    """An ended operation's buttons: Logs, and Start again (launched ones and containers) and Remove (launched)."""
     busy = ControlState.busy_ids.contains(op.id)
     launched = op.source == "launched"
+    startable = launched | ((op.container_text != "") & (op.container_control == ""))
     buttons = [
         rx.cond(
-            ~op.live & launched,
+            ~op.live & startable,
             _allowed(
                 rx.button(rx.icon("rotate_ccw", size=14), "Start again", size="1", variant="soft",
                           disabled=busy, loading=busy, on_click=ControlState.start_again(op.id), data_action="start"),

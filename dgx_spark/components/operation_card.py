@@ -226,10 +226,30 @@ def type_details(op: rx.Var[OperationView]) -> rx.Component:
     )
 
 
+def container_detail(op: rx.Var[OperationView]) -> rx.Component:
+    """The container it runs in; why the engine cannot control it, when it cannot."""
+    return rx.cond(
+        op.container_text != "",
+        detail(
+            "Container",
+            rx.text(
+                op.container_text,
+                rx.cond(op.container_control != "", " · no control", ""),
+                as_="span",
+                title=rx.cond(op.container_control != "", op.container_control, op.container_text),
+                style=styles.ellipsis,
+                data_value="container",
+            ),
+            "container",
+        ),
+    )
+
+
 def card_details(op: rx.Var[OperationView]) -> rx.Component:
     """Details grid: type-specific first, then start time and uptime for all."""
     return rx.box(
         type_details(op),
+        container_detail(op),
         started_detail(op),
         uptime_detail(op),
         exit_detail(op),

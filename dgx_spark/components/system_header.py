@@ -113,7 +113,18 @@ def gpu_tile(gpu: rx.Var[GpuView]) -> rx.Component:
         rx.text(gpu.name, style=_sub, title=gpu.name, data_value="gpu-name"),
         rx.hstack(
             rx.text(rx.cond(gpu.utilization_text != "", gpu.utilization_text, "—"), style=_value, data_value="gpu-utilization"),
-            rx.cond(gpu.temperature_text != "", rx.text(gpu.temperature_text, style=_sub, data_value="gpu-temperature")),
+            rx.cond(
+                gpu.temperature_text != "",
+                rx.text(
+                    gpu.temperature_text,
+                    style=_sub,
+                    color=rx.match(
+                        gpu.temperature_level, ("critical", "var(--red-11)"), ("warning", "var(--amber-11)"), styles.MUTED
+                    ),
+                    data_value="gpu-temperature",
+                    custom_attrs={"data-level": gpu.temperature_level},
+                ),
+            ),
             rx.cond(gpu.power_text != "", rx.text(gpu.power_text, style=_sub, data_value="gpu-power")),
             spacing="2",
             align="baseline",
@@ -157,6 +168,16 @@ def system_header() -> rx.Component:
             style=_row,
         ),
         resources_strip(),
+        rx.cond(
+            SystemState.containers_text != "",
+            rx.hstack(
+                rx.icon("container", size=styles.ICON_SM, color=styles.FAINT),
+                rx.text(SystemState.containers_text, style=_sub, data_value="containers"),
+                align="center",
+                spacing="2",
+                data_field="containers",
+            ),
+        ),
         memory_pressure_banner(),
         id="system-header",
         width="100%",

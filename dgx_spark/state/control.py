@@ -15,6 +15,7 @@ from typing import Any
 import reflex as rx
 
 from dgx_spark.collector import output
+from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
@@ -401,7 +402,7 @@ class ControlState(rx.State):
             return rx.toast.error("This process runs as another user: log in to see its output.")
         self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
         self.log_filter, self.logs_reason = "", ""
-        self._log_path = (path.key if isinstance(path, ProcessOutput) else str(path)) if path else ""
+        self._log_path = (path.key if isinstance(path, ProcessOutput | ContainerOutput) else str(path)) if path else ""
         if path is None:
             self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = [], False, False, 0
             self.logs_reason = log_search.unavailable_reason(None)

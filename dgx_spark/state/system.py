@@ -23,6 +23,7 @@ from typing import Any
 import reflex as rx
 
 from dgx_spark import format as fmt
+from dgx_spark.collector.containers import header_line as containers_header_line
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.collector.system import system_payload
@@ -84,6 +85,7 @@ class GpuView:
     memory_label: str = "memory"
     unified_memory: bool = False
     temperature_text: str = ""
+    temperature_level: str = "ok"
     power_text: str = ""
     utilization_points: str = ""
 
@@ -153,6 +155,8 @@ class SystemView:
     caches: tuple[CacheView, ...] = ()
     temps: tuple[TempView, ...] = ()
     temp_points: str = ""
+    # "containers: not visible (no access to /var/run/docker.sock)"; "" when visible.
+    containers_text: str = ""
 
 
 def _power(device: Mapping[str, Any]) -> str:
@@ -161,6 +165,19 @@ def _power(device: Mapping[str, Any]) -> str:
         return ""
     limit = device.get("power_limit_watts")
     return f"{power:.0f} W" + (f" / {limit:.0f} W" if limit else "")
+
+
+# GPU temperatures (°C) shown in the warning / critical colour. NVML's own slowdown threshold is
+# not read; these are typical: most NVIDIA GPUs start slowing down around 85-90 °C.
+GPU_TEMP_WARNING_C = 83.0
+GPU_TEMP_CRITICAL_C = 90.0
+
+
+def gpu_temperature_level(temperature: float | None) -> str:
+    """``ok``, ``warning`` (near the usual slowdown point) or ``critical`` for a GPU temperature."""
+    if temperature is None or temperature < GPU_TEMP_WARNING_C:
+        return "ok"
+    return "critical" if temperature >= GPU_TEMP_CRITICAL_C else "warning"
 
 
 def _rate(value: float | None) -> str:
@@ -233,6 +250,7 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
                 memory_label="unified memory" if unified else "memory",
                 unified_memory=unified,
                 temperature_text=f"{temperature:.0f} °C" if temperature is not None else "",
+                temperature_level=gpu_temperature_level(temperature),
                 power_text=_power(device),
                 utilization_points=sparkline(
                     gpu_util_series[position] if position < len(gpu_util_series) else [], 100.0
@@ -269,6 +287,7 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
         gpu_stale=bool(gpu.get("stale")),
         gpus=tuple(gpus),
         warnings=warnings,
+        containers_text=containers_header_line(payload.get("containers")) or "",
     )
 
 
@@ -293,6 +312,7 @@ class SystemState(rx.State):
     caches: list[CacheView] = []  # noqa: RUF012 - a Reflex state var
     temps: list[TempView] = []  # noqa: RUF012 - a Reflex state var
     temp_points: str = ""
+    containers_text: str = ""
     loaded: bool = False
 
     _shown: Any = None

@@ -71,6 +71,10 @@ class OperationView:
     gpu_memory_text: str = ""
     gpu_utilization_text: str = ""
     idle_gpu: bool = False
+    # Container (collector/containers.py): "podman container web", and why its engine cannot
+    # stop, start or read it ("" when it can).
+    container_text: str = ""
+    container_control: str = ""
 
 
 def _text(value: Any) -> str:
@@ -158,7 +162,17 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
         gpu_utilization_text=_text(fmt.format_percent(op.gpu_utilization)),
         idle_gpu=bool(op.idle_gpu),
+        container_text=container_text(op),
+        container_control=(op.container.control or "") if op.container is not None else "",
     )
+
+
+def container_text(op: Operation) -> str:
+    """``podman container web`` (the id's first 12 characters when the engine does not name it)."""
+    if op.container is None:
+        return ""
+    engine = f"{op.container.engine} " if op.container.engine else ""
+    return f"{engine}container {op.container.name or op.container.id[:12]}"
 
 
 def runs_text(op: Operation) -> str:

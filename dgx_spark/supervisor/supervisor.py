@@ -38,6 +38,13 @@ import psutil
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from dgx_spark.collector.containers import (
+    ContainerOutput,
+    ContainerWatcher,
+    EngineClient,
+    EngineError,
+    get_watcher,
+)
 from dgx_spark.collector.model import (
     ENDED_STATUSES,
     LIVE_STATUSES,
@@ -253,9 +260,15 @@ class Supervisor:
         *,
         snapshot: Callable[[], Snapshot] | None = None,
         on_change: Callable[[], None] | None = None,
+        containers: ContainerWatcher | None = None,
     ) -> None:
-        """Create a supervisor; call ``load`` before use to re-adopt what the database knows."""
+        """Create a supervisor; call ``load`` before use to re-adopt what the database knows.
+
+        ``containers``: the watcher whose engine stops, starts and reads container
+        operations (default: the process-wide one).
+        """
         self.config = config
+        self._containers = containers
         self.engine = engine
         self.logs_dir = config.data_dir / "logs"
         self.runs_dir = config.data_dir / "runs"
@@ -421,6 +434,9 @@ class Supervisor:
         Raises:
             ControlError: 404 unknown, 409 not ended, 422 port taken or program gone, 503 database.
         """
+        container_op = self._container_op(op_id)
+        if container_op is not None:
+            return self._start_container(container_op)
         self._require_database()
         with self._lock:
             rec = self._ops.get(op_id)
@@ -527,6 +543,9 @@ class Supervisor:
                     raise ControlError(409, f"operation {op_id} has already ended ({rec.status})")
                 plan = self._begin_stop(rec, name, sig, restart=False)
         if rec is None:
+            container_op = self._container_op(op_id)
+            if container_op is not None:
+                return self._stop_container(container_op, name)
             return self._stop_discovered(op_id, sig, name == "kill")
         if plan is not None:
             self._send_stop(rec, *plan)
@@ -579,6 +598,84 @@ class Supervisor:
             raise
         if sig not in (signal.SIGKILL, signal.SIGUSR1):
             self._escalate_later(target, group, rec, run)
+
+    # ---- containers: through their engine ------------------------------------------------------
+    def _container_op(self, op_id: str) -> Operation | None:
+        """The discovered container operation with this id in the latest snapshot, if it is one."""
+        with self._lock:
+            if op_id in self._ops:
+                return None
+        snapshot = self._snapshot() if self._snapshot else None
+        op = snapshot.find(op_id) if snapshot else None
+        return op if op is not None and op.source == "discovered" and op.container is not None else None
+
+    def _engine_for(self, op: Operation) -> EngineClient:
+        """The engine's client for a container operation, or a ControlError saying why not."""
+        assert op.container is not None
+        label = op.container.name or op.container.id[:12]
+        reason = op.container.control
+        if reason is None:
+            try:
+                return (self._containers or get_watcher()).client()
+            except EngineError as exc:
+                reason = exc.message
+        status = 403 if "no access" in reason or "another user" in reason else 503
+        raise ControlError(status, f"container {label} cannot be controlled here: {reason}", code="container_engine")
+
+    def _engine_error(self, op: Operation, exc: EngineError) -> ControlError:
+        assert op.container is not None
+        label = op.container.name or op.container.id[:12]
+        if exc.status == 404:
+            return ControlError(409, f"container {label} no longer exists")
+        return ControlError(502 if exc.status else 503, f"container {label}: the engine said: {exc.message}",
+                            code="container_engine")
+
+    def _stop_container(self, op: Operation, name: str) -> Operation:
+        """``docker stop`` through the engine: its stop signal, then SIGKILL after the grace period.
+
+        ``kill`` stops with no grace; ``int`` asks the engine for SIGINT as the stop signal.
+        The engine call (which waits for the container to end) runs in the background.
+        """
+        assert op.container is not None
+        client = self._engine_for(op)
+        if not op.is_live:
+            raise ControlError(409, f"operation {op.id} has already ended ({op.status})")
+        try:
+            running = (client.inspect(op.container.id).get("State") or {}).get("Running")
+        except EngineError as exc:
+            raise self._engine_error(op, exc) from exc
+        label = op.container.name or op.container.id[:12]
+        if running is False:
+            raise ControlError(409, f"container {label} is not running")
+        grace = 0 if name == "kill" else max(1, round(self.config.stop_grace))
+        record_stop_request(op.id)  # its outcome is then "stopped by the user"
+
+        def stop() -> None:
+            try:
+                client.stop(op.container.id, grace, "SIGINT" if name == "int" else None)  # type: ignore[union-attr]
+                logger.info("container %s stopped through the engine (grace %ds)", label, grace)
+            except EngineError as exc:
+                logger.warning("container %s: stop failed: %s", label, exc.message)
+            self._changed()
+
+        threading.Thread(target=stop, name="dgx-spark-container-stop", daemon=True).start()
+        return op
+
+    def _start_container(self, op: Operation) -> Operation:
+        """``docker start`` through the engine; the container's new processes are a new operation."""
+        assert op.container is not None
+        client = self._engine_for(op)
+        label = op.container.name or op.container.id[:12]
+        if op.is_live:
+            raise ControlError(409, f"container {label} is running; stop it first")
+        try:
+            started = client.start(op.container.id)
+        except EngineError as exc:
+            raise self._engine_error(op, exc) from exc
+        if not started:
+            raise ControlError(409, f"container {label} is already running")
+        self._changed()
+        return op
 
     def _stop_discovered(self, op_id: str, sig: int, force: bool) -> Operation:
         snapshot = self._snapshot() if self._snapshot else None
@@ -691,7 +788,7 @@ class Supervisor:
             raise ValueError(f"not a launched operation id: {op_id!r}")
         return self.logs_dir / f"{op_id}.log"
 
-    def find_log(self, op_id: str) -> Path | ProcessOutput | None:
+    def find_log(self, op_id: str) -> Path | ProcessOutput | ContainerOutput | None:
         """The log of any operation: launched ones' file, or a live discovered one's output.
 
         A discovered operation's output is read through its process (``collector/output.py``),
@@ -709,6 +806,8 @@ class Supervisor:
             raise ControlError(404, f"no operation with id {op_id!r}", "id")
         if op.source == "launched":
             return Path(op.log_path) if op.log_path else None
+        if op.container is not None and op.container.control is None:
+            return ContainerOutput(op.id, op.container.id)  # the engine keeps it, even after the end
         return ProcessOutput.of(op)
 
     def is_launched(self, op_id: str) -> bool:
