@@ -4,11 +4,13 @@ import os
 import sys
 from pathlib import Path
 
-from dgx_spark.startup import prepare_or_exit
+from dgx_spark.startup import prepare_or_exit, reword_reflex_init
 
 # First, before anything is written: umask 077, the data folder (0700) created or made private,
 # the database file checked. A problem stops start-up here with one line, before "App running".
 prepare_or_exit()
+# Reflex's first run says "Run `uv run reflex run` to start the app" while it is starting it: say what happens.
+reword_reflex_init()
 
 import reflex as rx
 from reflex.constants import StateManagerMode

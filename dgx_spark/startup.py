@@ -304,3 +304,29 @@ def prepare_or_exit() -> None:
         prepare()
     except (StartupError, ValueError) as exc:
         sys.exit(f"DGX Spark Operations cannot start: {exc}")
+
+
+# Reflex's first-run "Initialized dgx_spark. Run `uv run reflex run` to start the app." comes in the
+# middle of `make run` / `reflex run`, which go on to start the app: say that instead.
+INIT_NEXT_STEP = (
+    "Initialized the web frontend. Nothing to do: the dashboard is starting now and prints its address "
+    "and a one-time login link when it is ready."
+)
+
+
+class _InitMessage(logging.Filter):
+    """Rewords Reflex's "Initialized ... Run `uv run reflex run` to start the app" log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the message when it is that line; let every record through."""
+        message = record.getMessage()
+        if message.startswith("Initialized ") and "reflex run" in message:
+            record.msg, record.args = INIT_NEXT_STEP, None
+        return True
+
+
+def reword_reflex_init() -> None:
+    """Install the filter on Reflex's CLI logger (idempotent)."""
+    cli_logger = logging.getLogger("reflex.reflex")
+    if not any(isinstance(f, _InitMessage) for f in cli_logger.filters):
+        cli_logger.addFilter(_InitMessage())

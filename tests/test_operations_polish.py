@@ -108,3 +108,34 @@ def test_openapi_and_docs_redirect_to_the_api(backend: Dashboard) -> None:
     assert _raw(backend, "GET", "/docs?target=https://example.com") == (308, "/api/docs")
     status, body = backend.request("GET", "/openapi.json")  # followed: the API's schema
     assert status == 200 and "/api/dgx/operations" in body["paths"]
+
+
+def test_reflex_first_run_line_says_the_real_next_step() -> None:
+    """Reflex's own CLI logger, with our filter: the "uv run reflex run" advice becomes what happens."""
+    import logging
+
+    import reflex.reflex as reflex_cli
+    from reflex_base.utils import log
+
+    from dgx_spark.startup import INIT_NEXT_STEP, reword_reflex_init
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    reword_reflex_init()
+    reword_reflex_init()  # twice: one filter
+    keep = Keep()
+    reflex_cli.logger.addHandler(keep)
+    level = reflex_cli.logger.level
+    reflex_cli.logger.setLevel(logging.DEBUG)
+    try:
+        reflex_cli.logger.log(log.SUCCESS, "Initialized dgx_spark. Run `uv run reflex run` to start the app.")
+        reflex_cli.logger.log(log.SUCCESS, "Something else")
+    finally:
+        reflex_cli.logger.removeHandler(keep)
+        reflex_cli.logger.setLevel(level)
+    assert seen == [INIT_NEXT_STEP, "Something else"]
+    assert len(reflex_cli.logger.filters) == 1
