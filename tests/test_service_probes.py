@@ -115,16 +115,16 @@ def test_untrusted_text_and_numbers_are_tamed() -> None:
 
 
 def test_prometheus_text_summed_over_labels() -> None:
-    text = "\n".join([
-        "# HELP vllm:num_requests_running Number of requests.",
-        "# TYPE vllm:num_requests_running gauge",
-        'vllm:num_requests_running{model_name="a b",engine="0"} 2.0',
-        'vllm:num_requests_running{model_name="a b",engine="1"} 1.0',
-        'vllm:num_requests_waiting{model_name="x{y}"} 4 1712345678000',
-        "vllm:generation_tokens_total 1.5e+06",
-        "vllm:gpu_cache_usage_perc NaN",
-        "garbage line without value",
-    ])
+    text = (
+        "# HELP vllm:num_requests_running Number of requests.\n"
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="a b",engine="0"} 2.0\n'
+        'vllm:num_requests_running{model_name="a b",engine="1"} 1.0\n'
+        'vllm:num_requests_waiting{model_name="x{y}"} 4 1712345678000\n'
+        "vllm:generation_tokens_total 1.5e+06\n"
+        "vllm:gpu_cache_usage_perc NaN\n"
+        "garbage line without value\n"
+    )
     wanted = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total",
               "vllm:gpu_cache_usage_perc"]
     assert sp.read_prometheus(text, wanted) == {

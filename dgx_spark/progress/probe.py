@@ -25,12 +25,14 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.output import OpenedOutput, OutputHandles, get_handles
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.progress.parsers import OutputParser, ProgressUpdate, finite
-from dgx_spark.progress.tracker import ProgressTracker, get_tracker
+from dgx_spark.progress.tracker import ProgressTracker, get_tracker, reads_like_training
 
 logger = logging.getLogger(__name__)
 
 # Bytes read from one log per tick; when more arrived, only the newest are read.
 MAX_READ_BYTES = 256 * 1024
+# The same for a discovered program whose output is read to see whether it is training.
+CANDIDATE_READ_BYTES = 64 * 1024
 # trainer_state.json files bigger than this are not read.
 MAX_STATE_BYTES = 8 * 1024 * 1024
 
@@ -222,8 +224,9 @@ class TrainerStateReader:
 class _Watch:
     """What the probe follows for one operation."""
 
-    def __init__(self, op: Operation) -> None:
+    def __init__(self, op: Operation, max_read: int = MAX_READ_BYTES) -> None:
         args = command_args(op.command)
+        self.max_read = max_read
         self.epochs = epochs_from_command(args)
         self.log_path: str | None = None
         self.output: OpenedOutput | None = None
@@ -245,13 +248,18 @@ class _Watch:
         if path == self.log_path and output is self.output:
             return
         self.log_path, self.output = path, output
-        self.follower = LogFollower(path, handle=output) if path or output else None
+        self.follower = LogFollower(path, self.max_read, handle=output) if path or output else None
         self.parser = OutputParser()
         self.parser.state.total_epochs = self.epochs
 
 
 class ProgressProbe:
-    """Sampler probe: progress, epoch, loss, ETA, throughput and stalled for jobs."""
+    """Sampler probe: progress, epoch, loss, ETA, throughput and stalled for jobs.
+
+    A discovered program's output is read too (when it may be kept): once it reads
+    like training (``reads_like_training``) the program is shown as a job, with
+    ``type_source`` ``"output"``, and stays one while it is listed.
+    """
 
     name = "progress"
 
@@ -260,6 +268,8 @@ class ProgressProbe:
         self.tracker = tracker or get_tracker()
         self.handles = handles or get_handles()
         self._watches: dict[str, _Watch] = {}
+        # Discovered programs shown as jobs because of what they print.
+        self._by_output: set[str] = set()
 
     def sample(self, ctx: SampleContext) -> None:
         """Read the jobs' new output and write every known progress onto its operation."""
@@ -268,20 +278,30 @@ class ProgressProbe:
             present.add(op.id)
             if op.type == "job":
                 self._observe(op)
+            elif (op.id in self._by_output or _may_be_training(op)) and self._observe(
+                op, candidate=op.id not in self._by_output
+            ):
+                op = ctx.operations[index] = op.replace(type="job", type_source="output")
             view = self.tracker.view(op.id, ctx.now, alive=op.is_live)
             if view is not None:
                 ctx.operations[index] = op.replace(**view.operation_fields(op.metrics))
         for op_id in [i for i in self._watches if i not in present]:
             del self._watches[op_id]
+        self._by_output &= present
         self.tracker.forget(present)
         self.handles.retain(present)
 
-    def _observe(self, op: Operation) -> None:
-        """Feed the tracker with what this job's output and files say now."""
+    def _observe(self, op: Operation, candidate: bool = False) -> bool:
+        """Feed the tracker with what this job's output and files say now.
+
+        A ``candidate`` (a discovered program) is read the same way, but the tracker
+        hears of it only once its output reads like training. Returns whether the
+        operation is a job because of its output.
+        """
         watch = self._watches.get(op.id)
         if watch is None:
-            watch = self._watches[op.id] = _Watch(op)
-            if watch.epochs is not None:
+            watch = self._watches[op.id] = _Watch(op, CANDIDATE_READ_BYTES if candidate else MAX_READ_BYTES)
+            if watch.epochs is not None and not candidate:
                 self.tracker.update(op.id, "command", ProgressUpdate(total_epochs=watch.epochs))
         if op.source == "discovered":
             # Opened once through the process while it lives, and kept until its outcome was
@@ -297,11 +317,26 @@ class ProgressProbe:
                 watch.parser.state.total_epochs = watch.epochs
                 data = _from_first_line_break(data)
             if data and watch.parser.feed(data):
-                self.tracker.update(op.id, "log", watch.parser.state)
+                if candidate and reads_like_training(watch.parser.state):
+                    candidate = False
+                    self._by_output.add(op.id)
+                    logger.info("progress: %s (pid %s) prints training progress: shown as a job", op.name, op.pid)
+                    if watch.epochs is not None:
+                        self.tracker.update(op.id, "command", ProgressUpdate(total_epochs=watch.epochs))
+                if not candidate:
+                    self.tracker.update(op.id, "log", watch.parser.state)
+        if candidate:
+            return False
         if watch.state_reader is not None and op.is_live:
             update = watch.state_reader.read_if_changed()
             if update is not None:
                 self.tracker.update(op.id, "trainer_state", update)
+        return op.id in self._by_output
+
+
+def _may_be_training(op: Operation) -> bool:
+    """A live discovered program: its output may show it is a training job."""
+    return op.type == "program" and op.source == "discovered" and op.is_live
 
 
 def _from_first_line_break(data: bytes) -> bytes:

@@ -34,6 +34,19 @@ def stall_seconds_from_env() -> float:
     return env_float("DGX_SPARK_STALL_SECONDS", DEFAULT_STALL_SECONDS, 1.0, 7 * 86400.0)
 
 
+def reads_like_training(update: ProgressUpdate) -> bool:
+    """Whether parsed output reads like a training run, not just any progress bar.
+
+    Epochs (``Epoch 3/200``, or a 0-based Lightning ``Epoch 3`` with a loss), or
+    steps or progress with a loss. A bare bar with a rate (``50/50 [00:01, 30it/s]``)
+    is not enough: data processing prints those too.
+    """
+    has_loss = any("loss" in name for name in update.metrics)
+    if update.epoch is not None and (update.total_epochs or has_loss):
+        return True
+    return has_loss and (update.progress is not None or update.step is not None)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgressView:
     """The merged, derived progress of one operation at one moment."""

@@ -42,6 +42,11 @@ def go_time(moment: dt.datetime) -> str:
     return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond:06d}123" + local.strftime("%z")[:3] + ":00"
 
 
+def queue_item(number: int) -> list[Any]:
+    """One ComfyUI queue entry: [number, prompt id, prompt, extra data, outputs to execute]."""
+    return [number, f"prompt-{number}", {"3": {"class_type": "KSampler", "inputs": {}}}, {"client_id": "c"}, ["9"]]
+
+
 class FakeServer:
     """One fake server on 127.0.0.1 (or ``host``), served by a thread."""
 
@@ -107,10 +112,8 @@ class FakeServer:
             self.generated_tokens += 31.0 * 5  # grows by a known amount per scrape
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics().encode()
         elif self.kind == "comfyui" and path == "/queue":
-            item = lambda n: [n, f"prompt-{n}", {"3": {"class_type": "KSampler", "inputs": {}}},  # noqa: E731
-                              {"client_id": "c"}, ["9"]]
-            data = {"queue_running": [item(i) for i in range(self.queue_running)],
-                    "queue_pending": [item(100 + i) for i in range(self.queue_pending)]}
+            data = {"queue_running": [queue_item(i) for i in range(self.queue_running)],
+                    "queue_pending": [queue_item(100 + i) for i in range(self.queue_pending)]}
         elif self.kind == "comfyui" and path == "/prompt":
             data = {"exec_info": {"queue_remaining": self.queue_running + self.queue_pending}}
         elif self.kind == "jupyter" and path == "/api/kernels":
