@@ -26,6 +26,7 @@ _CODES = {
     422: "validation_error",
     429: "too_many_requests",
     500: "internal_error",
+    502: "bad_gateway",
     503: "unavailable",
 }
 

@@ -21,6 +21,8 @@ from dgx_spark.events.query import QueryError, apply_query, parse_query
 from dgx_spark.events.service import short_lived_ended
 from dgx_spark.health import components_payload
 from dgx_spark.health import health as app_health
+from dgx_spark.nodes.hub import get_hub
+from dgx_spark.nodes.protocol import NODE_ID_PATTERN, node_headers
 from dgx_spark.security.validation import has_surrogate
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops as ui_loops
@@ -140,27 +142,44 @@ async def list_operations(
     ),
     sort: SortKey | None = Query(default=None, description="Sort key."),  # noqa: B008
     order: Order | None = Query(default=None, description="asc (default) or desc."),  # noqa: B008
+    node: str | None = Query(
+        default=None, max_length=32, pattern=NODE_ID_PATTERN,
+        description="all: every node's operations; local or a node's id: that node's. Each item then "
+                    "has node (its node's id) and stale (the node did not answer lately). "
+                    "Without it: this machine's, as ever.",
+    ),
 ) -> Response:
     """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted.
 
-    Returns ``{"success": true, "data": [...]}``.
+    Returns ``{"success": true, "data": [...]}``. With ``node``, remote nodes' last lists
+    (kept by their pollers) are merged in, each item tagged with ``node`` and ``stale``.
     """
     try:
         query = parse_query(q, type, status, sort, order)
     except QueryError as err:
         raise ApiError(422, str(err), field=err.field) from err
     snapshot = get_sampler().latest
-    key = (q, type, status, sort, order)
+    hub = get_hub()
+    if node is not None and node not in hub.ids() and node != "all":
+        raise ApiError(404, f"no node with id {node!r}", field="node")
+    # The nodes' version: a remote list that changed makes a new body.
+    key = (q, type, status, sort, order, node, str(hub.version) if node is not None else None)
     body = _list_cache.get(key, snapshot.sequence)
     if body is None:
         # Built once per snapshot and query, off the event loop; then served from memory.
         def build() -> bytes:
+            from dgx_spark.api.nodes import listed_items
+
             now = snapshot.taken_at
-            return encode_list(apply_query([operation_dict(op, now) for op in snapshot.operations], query))
+            items = [operation_dict(op, now) for op in snapshot.operations]
+            if node is not None:
+                items = listed_items(node, items, time.time())
+            return encode_list(apply_query(items, query))
 
         body = await asyncio.to_thread(build)
         _list_cache.put(key, snapshot.sequence, body)
-    return Response(content=body, media_type="application/json")
+    # The node headers tell another copy of this app that a compatible node answers.
+    return Response(content=body, media_type="application/json", headers=node_headers())
 
 
 @router.get("/api/dgx/operations/{op_id}", summary="One operation", response_class=Response)

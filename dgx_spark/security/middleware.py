@@ -13,11 +13,16 @@ For every HTTP request and websocket handshake, in this order:
    and nothing else. Without the bearer token, a request from another origin
    (``Origin`` / ``Sec-Fetch-Site``) -> 403; otherwise no credentials -> 401.
    Control actions are then throttled per client (429) and held one at a time per
-   operation (409), and every one is written to the audit log.
+   operation (409), and every one is written to the audit log. The node routes
+   (``/api/dgx/nodes…``: adding, removing, and every control route forwarded to a
+   node) are control routes like the others.
 5. **Viewing** (GET, HEAD): free from loopback in the default ``local`` mode; with
    ``DGX_SPARK_AUTH=required`` or from another address it needs the cookie or the
    bearer token (API: 401; pages: redirect to /login). ``/api/dgx/audit`` and the raw
-   log download (``/api/dgx/operations/{id}/logs/download``) always need it.
+   log download (``/api/dgx/operations/{id}/logs/download``) always need it, and so
+   do a remote node's logs (``/api/dgx/nodes/{node}/operations/{id}/logs…``: they are
+   read with that node's token). ``/metrics`` needs the bearer token (not the cookie)
+   wherever viewing needs credentials.
 
 Handlers check again themselves (``require_token``, ``event_is_authorized``).
 Every HTTP answer, refusals included, gets ``SECURITY_HEADERS`` and a CSP with
@@ -65,7 +70,13 @@ EVENT_PATH = "/_event"  # Reflex's Socket.IO endpoint (websocket, or HTTP long-p
 # Paths that need the token even to read.
 PRIVATE_PREFIXES = ("/api/dgx/audit",)
 # The raw log download is not redacted: token (or login cookie) only.
-PRIVATE_PATHS = re.compile(r"^/api/dgx/operations/[^/]+/logs/download/?$")
+PRIVATE_PATHS = re.compile(
+    r"^/api/dgx/operations/[^/]+/logs/download/?$"
+    # A remote node's logs are read with that node's token: here they need the token (or login) too.
+    r"|^/api/dgx/nodes/[^/]+/operations/[^/]+/logs(/stream|/download)?/?$"
+)
+# Prometheus metrics: free from loopback in the local mode, otherwise the bearer token only.
+METRICS_PATH = "/metrics"
 MAX_LOGIN_BODY = 4096
 
 # (method, path pattern, action) of the control routes: audited, throttled, one at a time.
@@ -77,6 +88,16 @@ _CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("DELETE", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/?$"), "remove"),
     ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
     ("POST", re.compile(r"^/api/dgx/progress/?$"), "progress"),
+    # The same routes forwarded to a node (dgx_spark/api/nodes.py); the target is "node/id".
+    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/?$"), "launch"),
+    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/stop/?$"), "stop"),
+    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/start/?$"), "start"),
+    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/restart/?$"), "restart"),
+    ("DELETE", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/?$"), "remove"),
+    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
+    # Adding and removing nodes.
+    ("POST", re.compile(r"^/api/dgx/nodes/?$"), "node_add"),
+    ("DELETE", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/?$"), "node_remove"),
 )
 # The one route an operation token (``DGX_SPARK_TOKEN`` inside a launched job) may use.
 _OPERATION_PROGRESS = re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$")
@@ -200,8 +221,13 @@ def control_action(method: str, path: str) -> tuple[str, str | None] | None:
     """(action, operation id) when the request is a control route."""
     for route_method, pattern, action in _CONTROL_ROUTES:
         if method == route_method and (match := pattern.match(path)):
-            op_id = match.groupdict().get("id")
-            return action, urllib.parse.unquote(op_id) if op_id else None
+            groups = match.groupdict()
+            op_id = urllib.parse.unquote(groups["id"]) if groups.get("id") else None
+            node = urllib.parse.unquote(groups["node"]) if groups.get("node") else None
+            if node is not None:
+                # A forwarded action is held per node and operation; a node's removal per node.
+                op_id = f"{node}/{op_id}" if op_id else (f"node:{node}" if action == "node_remove" else None)
+            return action, op_id
     return None
 
 
@@ -598,6 +624,11 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             scope = event_scope(scope, session)
 
         if method in SAFE_METHODS:
+            if path.rstrip("/") == METRICS_PATH and (must_log_in and not bearer_ok):
+                await _refuse(scope, send, 401, "unauthorized",
+                              "metrics need Authorization: Bearer <token> (or a scrape from this machine "
+                              "with DGX_SPARK_AUTH=local)")
+                return
             private = path.startswith(PRIVATE_PREFIXES) or bool(PRIVATE_PATHS.match(path))
             if (must_log_in or private) and not (bearer_ok or cookie_ok):
                 if path.startswith("/api/") or private or method == "OPTIONS":
