@@ -43,8 +43,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("script required", {"template": "training", "params": {}}, "params.script"),
     ("NUL in script", {"template": "training", "params": {"script": SCRIPT + "\x00"}}, "params.script"),
     ("newline in name", {"template": "training", "name": "a\nb", "params": {"script": SCRIPT}}, "name"),
-    ("1 MB name", {"template": "training", "name": "x" * 1_000_000, "params": {"script": SCRIPT}}, "name"),
-    ("1 MB arg", {"template": "training", "params": {"script": SCRIPT, "args": ["y" * 1_000_000]}}, "params.args[0]"),
+    ("10 kB name", {"template": "training", "name": "x" * 10_000, "params": {"script": SCRIPT}}, "name"),
+    ("10 kB arg", {"template": "training", "params": {"script": SCRIPT, "args": ["y" * 10_000]}}, "params.args[0]"),
     ("args wrong type", {"template": "training", "params": {"script": SCRIPT, "args": {"a": 1}}}, "params.args"),
     ("params not an object", {"template": "training", "params": ["x"]}, "params"),
     ("unknown param", {"template": "training", "params": {"script": SCRIPT, "shell": True}}, "params.shell"),
@@ -73,6 +73,17 @@ def test_bad_launch_is_422_naming_the_field(backend: Dashboard, body: Any, field
     assert answer["success"] is False
     assert answer["error"]["field"] == field, answer
     assert len(answer["error"]["message"]) < 1000
+    nothing_spawned(backend)
+
+
+@pytest.mark.parametrize("body", [
+    {"template": "training", "name": "x" * 1_000_000, "params": {"script": SCRIPT}},
+    {"template": "training", "params": {"script": SCRIPT, "args": ["y" * 1_000_000]}},
+], ids=["1 MB name", "1 MB arg"])
+def test_launch_body_over_64_kib_is_413(backend: Dashboard, body: Any) -> None:
+    status, answer = backend.authed("POST", "/api/dgx/operations", body)
+    assert status == 413, answer
+    assert answer["success"] is False and answer["error"]["code"] == "payload_too_large"
     nothing_spawned(backend)
 
 

@@ -36,6 +36,8 @@ API_PREFIX = "/api/"
 # The largest request body any API route takes (launch bodies included); progress reports: 16 KiB.
 MAX_BODY_BYTES = 64 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A body over the limit is still read (and dropped) up to this size before the 413 goes out.
+DRAIN_BYTES = 8 * 1024 * 1024
 
 
 async def send_error(send: Send, status: int, message: str, code: str | None = None,
@@ -97,6 +99,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the rest of a request body, at most ``limit`` bytes."""
+    size = 0
+    while size <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 def body_problem(body: bytes) -> tuple[str, str] | None:
     """(field, message) when a JSON body holds text that is not valid UTF-8, else None.
 
@@ -150,12 +164,14 @@ class ApiGuard:
             return
         if method in _BODY_METHODS:
             declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body")
-                return
-            body = await _read_body(receive, self.max_body)
+            too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_body)
+            body = None if too_large else await _read_body(receive, self.max_body)
             if body is None:
-                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body")
+                # Read (and drop) what the client is still sending, up to a point, so that it
+                # gets the answer rather than a broken pipe.
+                await _drain(receive, DRAIN_BYTES)
+                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body",
+                                 headers=[(b"connection", b"close")])
                 return
             if problem := body_problem(body):
                 field, message = problem

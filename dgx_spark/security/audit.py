@@ -145,20 +145,25 @@ def record_audit(
     return entry
 
 
-# Refused requests written one by one: 30 per client at once, then one every 2 s; the
-# rest are counted and written as one "N refused from X" row per client every 5 s.
-REFUSED_BURST = 30
-REFUSED_RATE = 0.5
+# Refused requests: the first of a kind (client, action, target, status) in a minute is written,
+# up to 100 per client at once and then one a second; repeats and the rest are counted and
+# written as one "N refused from X" row per client every 5 s.
+REFUSED_BURST = 100
+REFUSED_RATE = 1.0
+REFUSED_REPEAT_SECONDS = 60.0
 REFUSED_SUMMARY_SECONDS = 5.0
 _MAX_PENDING_CLIENTS = 256
+_MAX_SEEN = 10_000
 
 
 class RefusalGate:
     """Throttles refused requests before they reach the audit log; counts the rest.
 
     A flood of refused requests (any web page can send no-cors POSTs) would otherwise
-    push the real entries out of view. Each client may have ``burst`` refusals written
-    one by one, then ``rate`` a second; the others become one summary row per client.
+    push the real entries out of view. A refusal is written one by one only when the
+    same client had no refusal of the same kind (action, target, status) within
+    ``repeat_seconds`` and its budget (``burst`` at once, then ``rate`` a second)
+    allows; the others become one summary row per client.
     """
 
     def __init__(
@@ -167,20 +172,32 @@ class RefusalGate:
         *,
         rate: float = REFUSED_RATE,
         burst: int = REFUSED_BURST,
+        repeat_seconds: float = REFUSED_REPEAT_SECONDS,
         summary_seconds: float = REFUSED_SUMMARY_SECONDS,
     ) -> None:
         """Create a gate; ``write(client, count, by_action)`` stores one summary row."""
         self._write = write
         self._per_client = RateLimiter(rate=rate, burst=burst)
         self._all = RateLimiter(rate=rate * 10, burst=burst * 5)
+        self._repeat_seconds = repeat_seconds
         self._summary_seconds = summary_seconds
+        self._seen: dict[tuple[str, str, str | None, int | None], float] = {}
         self._pending: dict[str, collections.Counter[str]] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
-    def admit(self, client: str, action: str) -> bool:
+    def admit(self, client: str, action: str, target: str | None = None, status: int | None = None) -> bool:
         """Whether this refusal may be written now; if not, it is counted for the summary."""
-        if self._per_client.allow(client) and self._all.allow("*"):
+        key = (client, action, target, status)
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(key)
+            repeat = last is not None and now - last < self._repeat_seconds
+            if not repeat:
+                if len(self._seen) >= _MAX_SEEN:
+                    self._seen.clear()
+                self._seen[key] = now
+        if not repeat and self._per_client.allow(client) and self._all.allow("*"):
             return True
         with self._lock:
             if client not in self._pending and len(self._pending) >= _MAX_PENDING_CLIENTS:
@@ -240,7 +257,9 @@ def record_audit_soon(action: str, outcome: str, *, _gate: bool = True, **fields
     Use this from async code (ASGI layer, event handlers); ``record_audit`` itself blocks.
     Refused requests pass the per-client ``refusal_gate`` first (a flood becomes a count).
     """
-    if _gate and outcome == REFUSED and not refusal_gate.admit(str(fields.get("client") or "unknown"), action):
+    if _gate and outcome == REFUSED and not refusal_gate.admit(
+        str(fields.get("client") or "unknown"), action, fields.get("target"), fields.get("status")
+    ):
         return
     try:
         _writer.submit(_record_and_prune, action, outcome, **fields)
