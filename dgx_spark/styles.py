@@ -504,3 +504,39 @@ visually_hidden: Style = {
     "white_space": "nowrap",
     "border": "0",
 }
+# Text on the solid accent (green 9, the same in both themes): near-black reads at 6.6:1, white only 3.2:1.
+ON_ACCENT = "var(--black-a12)"
+accent_button: Style = {"color": ON_ACCENT}
+
+# History on a phone: each table row becomes a card, each cell a "label  value" line (labels from data-label).
+HISTORY_PHONE_CSS = f"""
+@media (max-width: {PHONE_MAX_WIDTH}) {{
+  #history-table thead {{ display: none; }}
+  #history-table table, #history-table tbody, #history-table tr.dgx-history-row,
+  #history-table td {{ display: block; width: 100%; }}
+  #history-table table {{ table-layout: auto; min-width: 0 !important; }}
+  #history-table tr.dgx-history-row {{
+    border: 1px solid var(--gray-a5); border-radius: var(--radius-3); margin-bottom: 10px; padding: 8px 12px;
+  }}
+  #history-table td {{
+    display: flex; justify-content: space-between; align-items: center; gap: 12px;
+    padding: 3px 0 !important; box-shadow: none !important; min-height: 0; text-align: right;
+  }}
+  #history-table td::before {{
+    content: attr(data-label); color: var(--gray-11); font-size: 12px; flex-shrink: 0; text-align: left;
+  }}
+  #history-table td[data-label="Operation"] {{ display: block; text-align: left; padding-bottom: 6px !important; }}
+  #history-table td[data-label="Operation"]::before {{ content: none; }}
+  #history-table td > * {{ min-width: 0; }}
+}}
+"""
+
+# A phone (up to PHONE_MAX_WIDTH): the brand's subtitle goes, the system header folds behind a button.
+PHONE_COMPACT_CSS = f"""
+#system-toggle {{ display: none; }}
+@media (max-width: {PHONE_MAX_WIDTH}) {{
+  #system-toggle {{ display: inline-flex; margin-bottom: 8px; }}
+  #system-wrap[data-open="false"] #system-body {{ display: none; }}
+  .dgx-brand-sub {{ display: none; }}
+}}
+"""

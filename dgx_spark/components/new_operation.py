@@ -21,6 +21,7 @@ def new_operation_button() -> rx.Component:
             "New Operation",
             size="2",
             id="new-operation",
+            style=styles.accent_button,
             on_click=ControlState.open_launch_dialog,
         ),
         control_dialogs(),

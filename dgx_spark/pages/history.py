@@ -21,7 +21,7 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
         rx.table.cell(
             rx.vstack(
                 rx.hstack(
-                    rx.text(row["name"], weight="medium"),
+                    rx.text(row["name"], weight="medium", title=row["id"]),
                     rx.cond(row["run"] != "1", rx.badge("run ", row["run"], variant="surface", size="1",
                                                         class_name="dgx-history-run")),
                     spacing="2",
@@ -31,9 +31,11 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
                         style={"max_width": "360px", "overflow": "hidden", "text_overflow": "ellipsis",
                                "white_space": "nowrap"}),
                 spacing="0",
-            )
+            ),
+            custom_attrs={"data-label": "Operation"},
         ),
-        rx.table.cell(rx.badge(row["type"], variant="surface", color_scheme="gray")),
+        rx.table.cell(rx.badge(row["type"], variant="surface", color_scheme="gray"),
+                      custom_attrs={"data-label": "Type"}),
         rx.table.cell(
             rx.vstack(
                 rx.badge(row["outcome_label"], color_scheme=rx.match(row["outcome"], *KIND_COLORS.items(), "gray"),
@@ -48,13 +50,16 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
                                    "white_space": "nowrap"}),
                 ),
                 spacing="1",
-            )
+            ),
+            custom_attrs={"data-label": "Outcome"},
         ),
-        rx.table.cell(rx.moment(row["started_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
-        rx.table.cell(rx.moment(row["ended_at"], format="YYYY-MM-DD HH:mm:ss", local=True)),
-        rx.table.cell(row["duration"]),
-        rx.table.cell(row["exit_code"]),
-        rx.table.cell(row["peak_memory"]),
+        rx.table.cell(rx.moment(row["started_at"], format="YYYY-MM-DD HH:mm:ss", local=True),
+                      custom_attrs={"data-label": "Started"}),
+        rx.table.cell(rx.moment(row["ended_at"], format="YYYY-MM-DD HH:mm:ss", local=True),
+                      custom_attrs={"data-label": "Ended"}),
+        rx.table.cell(row["duration"], custom_attrs={"data-label": "Duration"}),
+        rx.table.cell(row["exit_code"], custom_attrs={"data-label": "Exit"}),
+        rx.table.cell(row["peak_memory"], custom_attrs={"data-label": "Peak memory"}),
         rx.table.cell(
             rx.popover.root(
                 rx.popover.trigger(rx.button("Last lines", size="1", variant="ghost")),
@@ -64,7 +69,8 @@ def history_row(row: rx.Var[dict[str, str]]) -> rx.Component:
                                      "white_space": "pre-wrap", "margin": "0"}),
                     max_width="640px",
                 ),
-            )
+            ),
+            custom_attrs={"data-label": "Log"},
         ),
         class_name="dgx-history-row",
         custom_attrs={"data-operation-id": row["id"], "data-run": row["run"], "data-outcome": row["outcome"],
@@ -105,6 +111,8 @@ def history_table() -> rx.Component:
 def history_page() -> rx.Component:
     """The History page."""
     return rx.box(
+        # On a phone each row is a stacked card, every value under its column's name.
+        rx.el.style(styles.HISTORY_PHONE_CSS),
         rx.box(
             rx.flex(
                 rx.hstack(

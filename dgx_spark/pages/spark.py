@@ -26,6 +26,13 @@ class SparkPageState(rx.State):
     """The page's connection: this machine, connected while its sampler runs."""
 
     connection_id: str = socket.gethostname()
+    # On a phone the system header is folded away until asked for, so the cards start on the first screen.
+    system_open: bool = False
+
+    @rx.event
+    def toggle_system(self) -> None:
+        """Show or fold the system header (the button shows on phones only)."""
+        self.system_open = not self.system_open
 
 
 # Connected while the sampler runs (and before the first snapshot says otherwise).
@@ -74,7 +81,7 @@ def top_bar() -> rx.Component:
             rx.box(rx.icon("cpu", size=styles.ICON_LG), style=styles.brand_mark),
             rx.vstack(
                 rx.heading("DGX Spark", size="4", weight="bold", id="title"),
-                rx.text("Operations dashboard", size="1", color=styles.MUTED),
+                rx.text("Operations dashboard", size="1", color=styles.MUTED, class_name="dgx-brand-sub"),
                 spacing="0",
             ),
             align="center",
@@ -96,12 +103,34 @@ def top_bar() -> rx.Component:
     )
 
 
+def system_section() -> rx.Component:
+    """The system header; on a phone folded behind a "System" button (styles.PHONE_COMPACT_CSS)."""
+    return rx.box(
+        rx.el.style(styles.PHONE_COMPACT_CSS),
+        rx.button(
+            rx.icon("gauge", size=styles.ICON_SM),
+            rx.cond(SparkPageState.system_open, "Hide system (GPU, CPU, memory)", "System: GPU, CPU, memory"),
+            rx.icon(rx.cond(SparkPageState.system_open, "chevron_up", "chevron_down"), size=styles.ICON_SM),
+            on_click=SparkPageState.toggle_system,
+            variant="soft",
+            color_scheme="gray",
+            size="1",
+            id="system-toggle",
+            custom_attrs={"aria-expanded": rx.cond(SparkPageState.system_open, "true", "false"),
+                          "aria-controls": "system-body"},
+        ),
+        rx.box(system_header(), id="system-body"),
+        id="system-wrap",
+        custom_attrs={"data-open": rx.cond(SparkPageState.system_open, "true", "false")},
+    )
+
+
 def index() -> rx.Component:
     """The DGX Spark page."""
     return rx.box(
         rx.box(
             top_bar(),
-            system_header(),
+            system_section(),
             rx.tabs.root(
                 rx.tabs.list(
                     *[
