@@ -309,3 +309,17 @@ def test_service_fields_in_the_api_shape() -> None:
     bare = server_op("python -m http.server", 8000).to_api(0)
     assert (bare["service"], bare["service_source"], bare["service_checked_at"], bare["type_source"]) == (
         None, None, None, None)
+
+
+def test_the_card_line_and_its_tooltip() -> None:
+    from dgx_spark.state.view import operation_view
+
+    op = server_op("ollama serve", 11434, name="Ollama").replace(
+        service={"kind": "ollama", "summary": "llama3.1:70b · 42 GiB · unloads in 4m"},
+        service_source="http://127.0.0.1:11434/api/ps", service_checked_at_ts=1_700_000_000)
+    view = operation_view(op, 1_700_000_001)
+    assert view.service_text == "llama3.1:70b · 42 GiB · unloads in 4m"
+    assert view.service_title == "Read from http://127.0.0.1:11434/api/ps at 2023-11-14T22:13:20Z"
+    ended = operation_view(op.replace(status="stopped"), 1_700_000_001)
+    assert (ended.service_text, ended.service_title) == ("", "")
+    assert operation_view(server_op("ollama serve", 11434), 0).service_text == ""

@@ -903,7 +903,7 @@ class ServiceWatcher:
                     logger.info("service probe of %s (%s) answers again", op_id, prober.target.kind)
             elif op_id not in self._failing:
                 self._failing[op_id] = problem or "failed"
-                logger.info(
+                logger.warning(
                     "service probe of %s (%s, ports %s): %s; not shown until it answers",
                     op_id, prober.target.kind, ",".join(map(str, prober.target.ports)) or "-", problem,
                 )

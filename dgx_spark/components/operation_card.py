@@ -217,6 +217,24 @@ def outcome_line(op: rx.Var[OperationView]) -> rx.Component:
     )
 
 
+def service_line(op: rx.Var[OperationView]) -> rx.Component:
+    """What a known server serves, in one line (where and when it was read on hover)."""
+    return rx.cond(
+        op.service_text != "",
+        rx.hstack(
+            rx.icon("info", size=12, color=styles.MUTED, flex_shrink="0"),
+            rx.text(op.service_text, style=styles.ellipsis, data_value="service"),
+            spacing="1",
+            align="center",
+            min_width="0",
+            title=op.service_title,
+            font_size="var(--font-size-1)",
+            color=styles.MUTED,
+            data_field="service",
+        ),
+    )
+
+
 def type_details(op: rx.Var[OperationView]) -> rx.Component:
     """The details that depend on the type: port for servers, PID for the others."""
     return rx.match(
@@ -281,6 +299,7 @@ def operation_card(op: rx.Var[OperationView]) -> rx.Component:
     return rx.box(
         card_header(op),
         card_details(op),
+        service_line(op),
         outcome_line(op),
         job_progress(op),
         resource_chips(op),

@@ -43,6 +43,10 @@ class OperationView:
     # Server.
     port: int | None = None
     url: str = ""
+    # What a known server serves, in one line ("llama3.1:70b · 42 GiB · unloads in 4m"), and
+    # where and when that was read (hover); "" when nothing was read.
+    service_text: str = ""
+    service_title: str = ""
     # Program (and any process).
     pid: int | None = None
     process_count: int = 0
@@ -141,6 +145,8 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
         url=f"http://{url_host}:{port}" if port is not None else "",
+        service_text=service_text(op),
+        service_title=service_title(op),
         pid=op.pid,
         process_count=op.process_count,
         exit_code=op.exit_code,
@@ -173,6 +179,22 @@ def container_text(op: Operation) -> str:
         return ""
     engine = f"{op.container.engine} " if op.container.engine else ""
     return f"{engine}container {op.container.name or op.container.id[:12]}"
+
+
+def service_text(op: Operation) -> str:
+    """The one line of what a live server serves ("" when nothing was read)."""
+    if op.service is None or op.status not in LIVE_STATUSES:
+        return ""
+    summary = op.service.get("summary")
+    return summary if isinstance(summary, str) else ""
+
+
+def service_title(op: Operation) -> str:
+    """Where and when the service line was read, for its tooltip."""
+    if not service_text(op):
+        return ""
+    checked = fmt.iso_timestamp(op.service_checked_at_ts)
+    return f"Read from {op.service_source or 'the server'}" + (f" at {checked}" if checked else "")
 
 
 def runs_text(op: Operation) -> str:
