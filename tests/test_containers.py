@@ -19,7 +19,7 @@ from dgx_spark.collector.model import Container, Operation
 from dgx_spark.collector.rules import build_table
 from dgx_spark.collector.sampler import SampleContext
 from tests.support import workloads
-from tests.support.dashboard import wait_until
+from tests.support.dashboard import Dashboard, wait_until
 from tests.support.fake_engine import FakeContainer, running_engine
 
 ID = "4981d135c52f9bfeca0071fe5f40f1a660feb3c799e3553d7c955c177ca080d8"
@@ -298,3 +298,13 @@ def test_watcher_thread_stops(tmp_path: Path) -> None:
     assert "dgx-spark-containers" in names
     watcher.stop()
     assert watcher._thread is None
+
+
+def test_no_access_to_the_socket_is_said(tmp_path: Path) -> None:
+    missing = tmp_path / "docker.sock"
+    with Dashboard(tmp_path / "data", env={"DGX_SPARK_DOCKER_HOST": str(missing)}) as dashboard:
+        system = wait_until(
+            lambda: (c := dashboard.get_json("/api/dgx/system")["data"]["containers"])["reason"] != "not checked yet" and c,
+            60.0,
+        )
+        assert system == {"visible": False, "engine": None, "reason": f"no engine socket at {missing}"}

@@ -29,8 +29,11 @@ def is_short_lived(operation: Operation, ended_at: float | None = None) -> bool:
     Args:
         operation: The ended operation.
         ended_at: When it ended, if the operation does not say.
+
+    A container is never short-lived: it is a deliberate workload, listed when it ends
+    (and started again from there).
     """
-    if operation.source != "discovered" or operation.started_at_ts is None:
+    if operation.source != "discovered" or operation.started_at_ts is None or operation.container is not None:
         return False
     end = operation.ended_at_ts if operation.ended_at_ts is not None else ended_at
     return end is not None and end - operation.started_at_ts < SHORT_LIVED_SECONDS
