@@ -607,10 +607,11 @@ class Reading:
     checked_at: float
 
 
-def target_of(op: Operation) -> Target | None:
-    """The probe target of a live known server, or None."""
-    kind = service_kind(op)
-    if kind is None:
+def target_of(op: Operation, kind: str | None | bool = False) -> Target | None:
+    """The probe target of a live known server, or None (``kind``: already worked out, if not False)."""
+    if kind is False:
+        kind = service_kind(op)
+    if not isinstance(kind, str) or op.type != "server" or not op.is_live:
         return None
     ports: list[int] = []
     for port in (op.port, *op.ports):
@@ -917,6 +918,8 @@ class ServiceProbe:
     def __init__(self, watcher: ServiceWatcher | None = None) -> None:
         """Use ``watcher`` (the process-wide one by default; None while probes are off)."""
         self.watcher = watcher if watcher is not None else get_watcher()
+        # What each server is, by operation id, name and command (worked out once).
+        self._kinds: dict[tuple[str, str, str | None], str | None] = {}
 
     def sample(self, ctx: SampleContext) -> None:
         """Hand the known servers to the watcher and copy its latest readings onto them."""
@@ -924,8 +927,13 @@ class ServiceProbe:
         if watcher is None:
             return
         targets: list[Target] = []
+        kinds: dict[tuple[str, str, str | None], str | None] = {}
         for index, op in enumerate(ctx.operations):
-            target = target_of(op)
+            if op.type != "server" or not op.is_live:
+                continue
+            key = (op.id, op.name, op.command)
+            kind = kinds[key] = self._kinds[key] if key in self._kinds else service_kind(op)
+            target = target_of(op, kind)
             if target is None:
                 continue
             targets.append(target)
@@ -934,6 +942,7 @@ class ServiceProbe:
                 ctx.operations[index] = op.replace(
                     service=reading.service, service_source=reading.source, service_checked_at_ts=reading.checked_at
                 )
+        self._kinds = kinds
         watcher.update(targets)
 
 
