@@ -25,6 +25,7 @@ setup: $(VENV)/.installed
 
 setup-dev: $(VENV)/.installed-dev browser
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_podman.sh
 
 ## Debian's chromium for the browser tests (playwright cannot download browsers here).
 browser:
