@@ -139,3 +139,28 @@ def test_reflex_first_run_line_says_the_real_next_step() -> None:
         reflex_cli.logger.setLevel(level)
     assert seen == [INIT_NEXT_STEP, "Something else"]
     assert len(reflex_cli.logger.filters) == 1
+
+
+def test_it_per_second_is_read_wherever_the_output_states_it() -> None:
+    """The same output gives the same it/s, whether the job prints it itself or tqdm does, and
+    whether reading began during an evaluation bar (a discovered job) or at the start (a launched one)."""
+    from dgx_spark.progress.parsers import parse_text
+
+    for line, rate in (
+        ("step 100/1000 loss 0.23 3.1 it/s\n", 3.1),
+        ("[step 100/1000] loss=0.23 | 12 steps/s\n", 12.0),
+        ("Epoch [1/5], Step [100/600], Loss: 0.2345, 2.50s/it\n", 0.4),
+        ("train:  45%|####      | 9/20 [00:02<00:03,  3.10 samples/s]\n", 3.1),  # tqdm unit=" samples"
+    ):
+        assert parse_text(line).throughput == rate, line
+    for line in ("loaded 12 files/s\n", "v1.2 it/s\n", "lr 3e-4 tok/s 12000\n"):
+        assert parse_text(line).throughput is None, line
+    training = " 30%|###       | 300/1000 [00:10<00:20, 30.0it/s]\n"
+    evaluation = " 12%|#         | 6/50 [00:01<00:09, 6.0it/s]\n"
+    from_start = parse_text(training + evaluation)
+    mid_evaluation = parse_text(evaluation + training + evaluation)
+    assert from_start.throughput == mid_evaluation.throughput == 30.0
+    assert from_start.total_steps == mid_evaluation.total_steps == 1000 and mid_evaluation.step == 300
+    # The Trainer's banner says how long the run is: a longer bar does not replace it.
+    banner = "  Total optimization steps = 50\n"
+    assert parse_text(banner + evaluation + training).total_steps == 50

@@ -54,7 +54,14 @@ _TQDM_NO_TOTAL = re.compile(
     r"(?:^|\s)(?:(?P<desc>.*?):\s*)?(?P<n>\d+(?:\.\d+)?)(?P<nscale>[kMGT]?)(?P<unit>[a-zA-Z]+)\s+"
     r"\[(?P<inner>\d+:\d+(?::\d+)?,[^\]]*)\]"
 )
-_TQDM_RATE = re.compile(r"(?P<rate>\d+(?:\.\d+)?)(?P<scale>[kMGT]?)(?P<unit>[a-zA-Z]*/s|s/[a-zA-Z]+)")
+# `7.20it/s`, `1.50s/it`, and tqdm's `unit=" samples"` form `3.10 samples/s`.
+_TQDM_RATE = re.compile(r"(?P<rate>\d+(?:\.\d+)?)(?P<scale>[kMGT]?) ?(?P<unit>[a-zA-Z]*/s|s/[a-zA-Z]+)")
+# A rate in a plain log line: `3.1 it/s`, `12 steps/s`, `2.5s/it` (iterations, steps or batches only).
+_LINE_RATE = re.compile(
+    r"(?<![\w.])(?P<rate>\d+(?:\.\d+)?)\s*(?:(?P<per>it|its|iters?|steps?|batch(?:es)?)/s"
+    r"|s/(?P<inv>it|iter|step|batch))\b",
+    re.IGNORECASE,
+)
 _POSTFIX = re.compile(r"(?P<key>[A-Za-z_][\w.\-/]*)=(?P<value>" + _NUM + r"|nan|inf)")
 
 # Keras 2 `120/313 [=====>....] - ETA: 1s - loss: 0.41` and Keras 3 `313/313 ━━━━ 2s 5ms/step - loss: 0.34`
@@ -168,6 +175,8 @@ class OutputParser:
         self.state = ProgressUpdate()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
+        # Whether ``total_steps`` came from a bar (the first bar seen may be an evaluation bar).
+        self._total_from_bar = False
         # "header": an `Epoch N/M` line was seen, so bars without a description are per epoch.
         self._epoch_header = False
         # The epoch the latest header named, and the fraction of it done.
@@ -234,6 +243,7 @@ class OutputParser:
         match = _HF_STEPS.match(line)
         if match is not None:
             self.state.total_steps = int(match["n"].replace(",", "")) or None
+            self._total_from_bar = False
             self._epoch_header = False
             return True
         return False
@@ -316,8 +326,13 @@ class OutputParser:
             # A plain bar after an `Epoch N/M` header: that epoch's batches.
             state.progress = _clamp01((self._header_epoch - 1 + fraction) / state.total_epochs)
         else:
-            if state.total_steps and int(total) != state.total_steps:
-                return  # an evaluation bar inside a run whose length we know
+            # A shorter bar is an evaluation bar inside the run. A longer one after a bar (not the
+            # Trainer's banner) set the length is the training bar: reading began during an evaluation.
+            longer = self._total_from_bar and int(total) > (state.total_steps or 0)
+            if state.total_steps and int(total) != state.total_steps and not longer:
+                return
+            if state.total_steps != int(total):
+                self._total_from_bar = True  # this bar sets the length (the banner's is kept)
             state.step = int(n)
             state.total_steps = int(total)
             state.progress = fraction
@@ -368,6 +383,11 @@ class OutputParser:
             value = _number(match["value"])
             if name is not None and value is not None:
                 self._metric(name, value)
+        rate = _LINE_RATE.search(line)
+        if rate is not None:
+            value = _number(rate["rate"])
+            if value is not None and value > 0:
+                state.throughput = value if rate["per"] else 1.0 / value
         if epoch_of is None:
             return
         epoch, epochs = int(epoch_of["n"]), int(epoch_of["total"])
