@@ -221,6 +221,23 @@ def find_by_pid(stage: Stage, pid: int) -> dict[str, Any] | None:
     return next((op for op in stage.dashboard.operations() if op.get("pid") == pid), None)
 
 
+def first_stream_event(stage: Stage, path: str) -> str:
+    """What a log stream followed with the token sends first: its head and first ``data:`` event."""
+    with socket.create_connection(("127.0.0.1", stage.port), timeout=20) as sock:
+        sock.sendall(
+            (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{stage.port}\r\n"
+             f"Authorization: Bearer {TEST_TOKEN}\r\nAccept: text/event-stream\r\n\r\n").encode()
+        )
+        received = b""
+        with contextlib.suppress(TimeoutError):  # a stream with nothing to send: what came so far
+            while not re.search(rb"\ndata:[^\n]*\n", received):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    return received.decode("utf-8", "replace")
+
+
 def write_attacker_script(folder: Path, name: str, body: str) -> Path:
     """Write a script into the other user's folder, as the other user."""
     path = folder / name
@@ -338,6 +355,9 @@ def test_symlink_swap_on_a_discovered_log_never_reads_the_target(stage: Stage) -
         # Another user's 0600 stdout file is not shown without the token.
         anonymous = other_user.http_as_other_user(stage.port, "GET", logs)
         assert "attacker line" not in anonymous.text, "another user's 0600 log was shown without the token"
+        stream = f"/api/dgx/operations/{op_id}/logs/stream?offset=0"
+        with other_user.streams_held_by_other_user(stage.port, stream, 1) as held:
+            assert held["statuses"] != [200], "another user's 0600 log can be followed without the token"
 
         # The swap, as the other user: the file becomes a symlink to the root-only file.
         other_user.run_as_other_user(
@@ -362,6 +382,7 @@ def test_symlink_swap_on_a_discovered_log_never_reads_the_target(stage: Stage) -
             ],
         )
         answers += [t.text for t in tries]
+        answers.append(first_stream_event(stage, stream))
         leaked = [i for i, text in enumerate(answers) if marker in text]
         assert leaked == [], f"the root-only file came back through the log routes (answers {leaked})"
         fail_attacker_script(folder, process)
@@ -499,13 +520,15 @@ def test_pages_refuse_framing(full_dashboard: Dashboard) -> None:
 
 def test_audit_flood_stays_bounded(stage: Stage) -> None:
     """Attack 5: 2000 refused no-cors POSTs do not push the owner's real entries out of the audit log."""
+    _, before = authed_json(stage, "GET", "/api/dgx/audit?limit=1")
+    last_id = before["data"][0]["id"] if before["data"] else 0
     op_id = launch(stage, f"owner-real-{uuid.uuid4().hex[:6]}", ["sleep", "600"])
 
     def newest(action: str) -> dict[str, Any] | None:
         _, audit = authed_json(stage, "GET", "/api/dgx/audit?limit=1000")
         return next(
             (e for e in audit["data"] if e.get("action") == action and e.get("outcome") == "allowed"
-             and (action == "launch" or e.get("target") == op_id)),
+             and e["id"] > last_id and (action == "launch" or e.get("target") == op_id)),
             None,
         )
 
