@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import psutil
 import pytest
 
 from dgx_spark.collector import service_probes as sp
-from dgx_spark.collector.model import Operation
+from dgx_spark.collector.model import Operation, Snapshot
 from dgx_spark.collector.sampler import Sampler
 from tests.support.dashboard import wait_until
 from tests.support.fake_servers import GIB, FakeServer, go_time
@@ -274,26 +275,42 @@ def test_broken_answers_give_nothing_and_are_logged_once(
 
 
 def test_slow_server_stalls_neither_the_sampler_nor_other_servers() -> None:
-    """Structural: while a fake server holds its answer, refreshes complete and the others are read."""
-    watcher = sp.ServiceWatcher(0.5, workers=2)
+    """Structural: while a fake server holds its answer, refreshes complete and the others are read.
+
+    The slow server holds every answer until the test releases it, and the client
+    would wait for it (10 minutes), so a refresh that waited on it could not
+    return before the release; the quick server is read meanwhile, by the watcher's threads.
+    """
+    watcher = sp.ServiceWatcher(0.5, workers=2, request_timeout=600, deadline=600)
+    done = threading.Event()
     try:
         with FakeServer("ollama", "slow") as slow, FakeServer("comfyui") as quick:
             ops = [server_op("ollama serve", slow.port, name="Ollama", op_id="op-slow-1"),
                    server_op("python /x/ComfyUI/main.py", quick.port, op_id="op-quick-1")]
             sampler = Sampler(lambda now: list(ops), probes=[sp.ServiceProbe(watcher)], interval=60)
-            sampler.sample_once()  # hands both to the watcher
-            assert slow.request_seen.wait(20), "the slow server was never asked"
-            for _ in range(3):
-                snapshot = sampler.sample_once()  # returns while the slow answer is still held
-                assert not slow.released.is_set()
-                assert snapshot.errors == ()
-                assert snapshot.find("op-slow-1").service is None  # type: ignore[union-attr]
-            wait_until(lambda: sampler.sample_once().find("op-quick-1").service, 20, 0.05,  # type: ignore[union-attr]
-                       message="the quick server was not read while the slow one held its answer")
-            assert not slow.released.is_set()
+            snapshots: list[Snapshot] = []
+
+            def refreshes() -> None:
+                snapshots.append(sampler.sample_once())  # hands both servers to the watcher
+                assert slow.request_seen.wait(60), "the slow server was never asked"
+                while quick.requests == [] or len(snapshots) < 3 or not snapshots[-1].find("op-quick-1").service:  # type: ignore[union-attr]
+                    snapshots.append(sampler.sample_once())
+                done.set()
+
+            worker = threading.Thread(target=refreshes, daemon=True)
+            worker.start()
+            # Generous, not a timing claim: were a refresh waiting on the slow answer, it never comes.
+            assert done.wait(120), "refreshes did not complete while the slow server held its answer"
+            assert not slow.released.is_set()  # still held when the refreshes completed
+            assert all(s.errors == () for s in snapshots)
+            assert all(s.find("op-slow-1").service is None for s in snapshots)  # type: ignore[union-attr]
+            assert snapshots[-1].find("op-quick-1").service["summary"] == "queue 2 running · 5 pending"  # type: ignore[union-attr,index]
+            assert threading.current_thread().name not in watcher.probe_threads
+            assert worker.name not in watcher.probe_threads
+            assert watcher.probe_threads and all(n.startswith("dgx-spark-service") for n in watcher.probe_threads)
             slow.release()
-            done = wait_until(lambda: sampler.sample_once().find("op-slow-1").service, 30, 0.1)  # type: ignore[union-attr]
-            assert done["kind"] == "ollama"
+            shown = wait_until(lambda: sampler.sample_once().find("op-slow-1").service, 60, 0.1)  # type: ignore[union-attr]
+            assert shown["kind"] == "ollama"
     finally:
         watcher.stop()
 

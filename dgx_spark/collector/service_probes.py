@@ -340,7 +340,7 @@ def http_get(address: str, port: int, path: str, deadline: float, max_bytes: int
     length: int | None = None
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(max(0.01, min(REQUEST_TIMEOUT, deadline - time.monotonic())))
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
             sock.connect((address, port))
             sock.sendall(request)
             while True:
@@ -640,9 +640,19 @@ class _Counter:
 class Prober:
     """Asks one kind of server; keeps what a rate needs between probes (one per target)."""
 
-    def __init__(self, target: Target, proc: str = "/proc", clock: Callable[[], float] = time.time) -> None:
-        """Probe ``target``."""
+    def __init__(
+        self,
+        target: Target,
+        proc: str = "/proc",
+        clock: Callable[[], float] = time.time,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        deadline: float = TARGET_DEADLINE,
+    ) -> None:
+        """Probe ``target``: each request within ``request_timeout``, all of them within ``deadline`` seconds."""
         self.target = target
+        self.request_timeout = request_timeout
+        self.deadline = deadline
         self.proc = proc
         self.clock = clock
         self.tokens = _Counter()
@@ -657,7 +667,7 @@ class Prober:
             if logdir is None:
                 raise ProbeFailed("no --logdir on its command line")
             return Reading({"kind": "tensorboard", "summary": f"logdir {logdir}", "logdir": logdir}, "command line", now)
-        deadline = time.monotonic() + TARGET_DEADLINE
+        deadline = time.monotonic() + self.deadline
         own = own_socket_inodes(target.pids, self.proc)
         ports = sorted(target.ports, key=lambda port: port != self.port)  # the one that answered first
         failure: ProbeFailed | None = None
@@ -680,7 +690,7 @@ class Prober:
         kind = self.target.kind
 
         def get(path: str) -> Answer:
-            return http_get(address, port, path, deadline)
+            return http_get(address, port, path, min(deadline, time.monotonic() + self.request_timeout))
 
         if kind == "ollama":
             answer = get("/api/ps")
@@ -780,9 +790,13 @@ class ServiceWatcher:
         keep: float | None = None,
         proc: str = "/proc",
         clock: Callable[[], float] = time.time,
+        request_timeout: float = REQUEST_TIMEOUT,
+        deadline: float = TARGET_DEADLINE,
     ) -> None:
         """Create a watcher (its thread starts with the first targets)."""
         self.interval = interval
+        self.request_timeout = request_timeout
+        self.deadline = deadline
         self.keep = keep if keep is not None else max(15.0, 3 * interval)
         self.proc = proc
         self.clock = clock
@@ -799,6 +813,8 @@ class ServiceWatcher:
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.probes_done = 0
+        # Names of the threads that have asked servers (never the sampler's).
+        self.probe_threads: set[str] = set()
 
     def update(self, targets: Iterable[Target]) -> None:
         """The servers to watch now (cheap: called from the sampler on every refresh)."""
@@ -811,7 +827,9 @@ class ServiceWatcher:
                 prober = self._probers.get(op_id)
                 if prober is None or (prober.target.kind, prober.target.ports) != (target.kind, target.ports):
                     fresh = True
-                    self._probers[op_id] = Prober(target, self.proc, self.clock)
+                    self._probers[op_id] = Prober(
+                        target, self.proc, self.clock, request_timeout=self.request_timeout, deadline=self.deadline
+                    )
                     self._due[op_id] = 0.0
                 else:
                     prober.target = target  # its processes may change; its rate state stays
@@ -885,6 +903,8 @@ class ServiceWatcher:
 
     def _probe(self, prober: Prober) -> None:
         op_id = prober.target.op_id
+        with self._lock:
+            self.probe_threads.add(threading.current_thread().name)
         try:
             reading: Reading | None = prober.probe()
             problem = None
