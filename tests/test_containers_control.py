@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from dgx_spark.collector import containers as ct
 from dgx_spark.collector import output
 from dgx_spark.collector.model import Container, Operation, Snapshot
 from dgx_spark.database import make_engine, migrate
+from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.supervisor import ControlError, Supervisor, SupervisorConfig
 from tests.support.dashboard import reap_launched, wait_until
 from tests.support.fake_engine import FakeContainer, FakeEngine, running_engine
@@ -143,3 +145,55 @@ def test_logs_come_from_the_engine_and_follow_by_time(tmp_path: Path, engine: Fa
         assert output.size_of(source) == BASE_NS + 3
     finally:
         sup.close()
+
+
+# ------------------------------------------------------------------------------ launch templates
+def _container_template(engine: str) -> tpl.Template:
+    return next(t for t in tpl.BUILTIN_TEMPLATES if t.name == f"{engine}-run")
+
+
+def test_docker_template_argv_with_gpus_ports_volumes(tmp_path: Path) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("docker (the client) is not on PATH: the template checks its program exists")
+    spec = tpl.build_spec(_container_template("docker"), "My Web", {
+        "image": "nginx:1", "port": 18081, "container_port": 80, "volumes": [f"{tmp_path}:/data:ro"],
+        "gpus": [0, 1], "env": {"HF_TOKEN": "hf_secret"},
+    }, check_port=False)
+    assert list(spec.argv) == [
+        "docker", "run", "--rm", "--init", "--name", "dgx-spark-my-web", "--gpus", '"device=0,1"',
+        "-p", "127.0.0.1:18081:80", "-v", f"{tmp_path}:/data:ro", "-e", "HF_TOKEN", "nginx:1",
+    ]
+    # The secret passes through the client's environment, never its command line; no CUDA_VISIBLE_DEVICES.
+    assert spec.env == {"HF_TOKEN": "hf_secret"}
+    assert spec.params["container_name"] == "dgx-spark-my-web" and "gpu_flags" not in spec.params
+    assert spec.type == "server" and spec.port == 18081
+
+
+def test_podman_template_uses_cdi_devices_and_checks_fields(tmp_path: Path) -> None:
+    template = _container_template("podman")
+    spec = tpl.build_spec(template, None, {"image": "localhost/bb:1", "port": 18082, "container_port": 8080,
+                                           "container_name": "web", "args": "/bin/busybox httpd -f -p 8080"},
+                          check_port=False)
+    assert list(spec.argv) == [
+        "podman", "run", "--rm", "--init", "--name", "web", "--device", "nvidia.com/gpu=all",
+        "-p", "127.0.0.1:18082:8080", "localhost/bb:1", "/bin/busybox", "httpd", "-f", "-p", "8080",
+    ]
+    two = tpl.build_spec(template, None, {"image": "x", "gpus": "0,1"}, check_port=False)
+    assert two.argv[6:10] == ("--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1")
+    none = tpl.build_spec(template, None, {"image": "x", "gpu": "none"}, check_port=False)
+    assert "--device" not in none.argv
+    bad = [
+        ({"image": "x", "volumes": ["relative:/data"]}, "params.volumes[0]"),
+        ({"image": "x", "volumes": [f"{tmp_path}:data"]}, "params.volumes[0]"),
+        ({"image": "x", "volumes": [f"{tmp_path}:/data:rx"]}, "params.volumes[0]"),
+        ({"image": "x", "volumes": ["/nonexistent/dir:/data"]}, "params.volumes[0]"),
+        ({"image": "x", "container_name": "../etc"}, "params.container_name"),
+        ({"image": "x", "gpu": "none", "gpus": [0]}, "params.gpus"),
+        ({"image": "x", "gpu": "some"}, "params.gpu"),
+        ({}, "params.image"),
+    ]
+    for params, field in bad:
+        with pytest.raises(tpl.SpecError) as refused:
+            tpl.build_spec(template, None, params, check_port=False)
+        assert refused.value.field == field, params
+    assert template.to_api()["engine"] == "podman"

@@ -849,9 +849,12 @@ class Supervisor:
             records = list(self._ops.values())
             owned = set(self._owned_ids)
         by_pid: dict[int, Operation] = {}
+        by_container: dict[str, Operation] = {}  # a container template's container runs under its engine
         for op in ctx.operations:
             if op.source != "discovered" or not op.is_live:
                 continue
+            if op.container is not None and op.container.name:
+                by_container.setdefault(op.container.name, op)
             for pid in (op.pid, *op.pids):
                 if pid is not None:
                     by_pid.setdefault(pid, op)
@@ -862,6 +865,8 @@ class Supervisor:
                 found = None
                 if rec.is_live:
                     found = by_pid.get(rec.pid or -1) or by_pid.get(rec.runner_pid or -1)
+                    if rec.params.get("container_name"):
+                        found = by_container.get(str(rec.params["container_name"])) or found
                 if found is not None:
                     consumed.add(found.id)
                     if rec.status == "starting" and rec.type == "server" and rec.port in found.ports:

@@ -116,6 +116,9 @@ class Template:
     cwd: str | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     source: str = "builtin"
+    engine: str | None = None
+    """``docker`` or ``podman`` for a container template (``{gpu_flags}``, ``{volume_flags}``,
+    ``{env_flags}`` are filled from ``gpu``/``gpus``, ``volumes`` and ``env``; see ``container_flags``)."""
 
     def param(self, name: str) -> Param | None:
         """The parameter called ``name``."""
@@ -131,6 +134,7 @@ class Template:
             "argv": [list(a) if isinstance(a, (list, tuple)) else a for a in self.argv],
             "params": [p.to_api() for p in self.params],
             "source": self.source,
+            "engine": self.engine,
         }
 
 
@@ -163,6 +167,25 @@ _PY = Param("python", "string", "Python", required=False, default="python3", hel
 
 def _t(name: str, title: str, type_: str, argv: list[Any], params: list[Param], **kw: Any) -> Template:
     return Template(name, title, type_, tuple(argv), tuple(params) + COMMON, **kw)
+
+
+def _container_template(engine: str, title: str) -> Template:
+    """``docker run`` / ``podman run`` in the foreground: the container lives as long as the launch."""
+    return _t(
+        f"{engine}-run", title, "server",
+        [engine, "run", "--rm", "--init", "--name", "{container_name}", "{gpu_flags}",
+         "-p", "127.0.0.1:{port}:{container_port}", "{volume_flags}", "{env_flags}", "{image}", "{args}"],
+        [Param("image", "string", "Image", help="e.g. nvcr.io/nvidia/pytorch:25.01-py3"),
+         Param("container_name", "string", "Container name", required=False,
+               help="Default: dgx-spark- and the operation's name"),
+         Param("port", "port", "Host port", default=8000, help="Published on 127.0.0.1 only"),
+         Param("container_port", "port", "Container port", default=8000),
+         Param("gpu", "choice", "GPU access", default="all", choices=("all", "none"),
+               help="all: every GPU, or only the GPUs below when set"),
+         Param("volumes", "args", "Volumes", required=False, help="host_dir:container_dir[:ro], one per argument"),
+         Param("args", "args", "Command", required=False, help="Arguments after the image")],
+        description=f"A container ({engine} run) with GPUs, a published port and volumes", engine=engine,
+    )
 
 
 BUILTIN_TEMPLATES: tuple[Template, ...] = (
@@ -218,6 +241,8 @@ BUILTIN_TEMPLATES: tuple[Template, ...] = (
          Param("working_dir", "dir", "Folder to serve", required=False)],
         description="Serve a folder over HTTP (python -m http.server)", cwd="{working_dir}",
     ),
+    _container_template("docker", "Docker container"),
+    _container_template("podman", "Podman container"),
 )
 CUSTOM = "custom"
 
@@ -432,6 +457,8 @@ def build_spec(
         values[param.name] = _check_param(param, raw, base)
         if param.kind == "dir" and base is None:
             base = values[param.name]
+    if template.engine:
+        values.update(container_flags(template.engine, values, name or template.title))
     argv = _expand_argv(template, values)
     cwd = None
     if template.cwd:
@@ -444,14 +471,62 @@ def build_spec(
         if expanded:
             env[key] = expanded[0]
     env.update(values.get("env") or {})
-    if values.get("gpus"):
+    if values.get("gpus") and not template.engine:  # a container gets its GPUs through its flags
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in values["gpus"])
     port = values.get("port")
     if check_port and port is not None and port_in_use(port):
         raise SpecError("params.port", f"port {port} is already in use")
     display_name = _check_name(name, template.title)
-    kept = {k: v for k, v in values.items() if not _is_empty(v)}
+    kept = {k: v for k, v in values.items() if not _is_empty(v) and k not in _DERIVED}
     return LaunchSpec(template.name, display_name, template.type, tuple(argv), cwd, env, port, kept)
+
+
+_DERIVED = frozenset({"gpu_flags", "volume_flags", "env_flags"})
+_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+
+
+def container_flags(engine: str, values: Mapping[str, Any], display_name: str) -> dict[str, Any]:
+    """The flags of a container template: GPUs, volumes, environment; and a checked container name.
+
+    GPUs: docker ``--gpus all`` / ``--gpus "device=0,1"``; podman (CDI) ``--device nvidia.com/gpu=all``
+    / one ``--device nvidia.com/gpu=N`` per GPU. Volumes: ``-v host:container[:ro|rw]`` with an
+    existing absolute host path. Environment: ``-e NAME`` (allow-listed names): the value passes
+    through the client's environment, never its command line (which other users can read).
+
+    Raises:
+        SpecError: Naming the bad field.
+    """
+    name = values.get("container_name")
+    if _is_empty(name):
+        slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", display_name).strip("-.").lower()[:60] or "container"
+        name = f"dgx-spark-{slug}"
+    if not _CONTAINER_NAME.match(str(name)):
+        raise SpecError("params.container_name", "letters, digits, _ . - only, starting with a letter or digit")
+    gpus: list[int] = list(values.get("gpus") or [])
+    gpu_flags: list[str] = []
+    if values.get("gpu", "all") == "all":
+        if engine == "docker":
+            gpu_flags = ["--gpus", f'"device={",".join(map(str, gpus))}"' if gpus else "all"]
+        else:
+            for device in [str(g) for g in gpus] or ["all"]:
+                gpu_flags += ["--device", f"nvidia.com/gpu={device}"]
+    elif gpus:
+        raise SpecError("params.gpus", "GPUs are chosen but GPU access is none")
+    volume_flags: list[str] = []
+    for index, volume in enumerate(values.get("volumes") or []):
+        field = f"params.volumes[{index}]"
+        parts = str(volume).split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise SpecError(field, "must be host_dir:container_dir or host_dir:container_dir:ro")
+        if not parts[0].startswith("/") or not os.path.exists(parts[0]):
+            raise SpecError(field, f"host path {parts[0]!r} must be an existing absolute path")
+        if not parts[1].startswith("/"):
+            raise SpecError(field, "the container path must be absolute")
+        volume_flags += ["-v", str(volume)]
+    env_flags: list[str] = []
+    for key in values.get("env") or {}:
+        env_flags += ["-e", key]
+    return {"container_name": str(name), "gpu_flags": gpu_flags, "volume_flags": volume_flags, "env_flags": env_flags}
 
 
 def _check_name(name: Any, fallback: str) -> str:
