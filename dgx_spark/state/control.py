@@ -22,6 +22,7 @@ from dgx_spark.security.auth import authorize_event, event_client, event_is_auth
 from dgx_spark.security.throttle import Busy, in_flight
 from dgx_spark.security.validation import (
     InvalidArgument,
+    surrogate_path,
     validate_operation_id,
     validate_text,
 )
@@ -252,10 +253,13 @@ class ControlState(rx.State):
 
     def _validate(self, *, check_port: bool) -> bool:
         """Check the form like the API will; fill ``errors`` and the argv ``preview``."""
+        body = request_body(self.template, self.op_name, self.values, self.restart_fields)
+        bad = surrogate_path(body)
+        if bad is not None:  # the API's guard refuses the same before any route runs
+            self.errors, self.preview = {field_key(bad): "must be valid UTF-8 text"}, ""
+            return False
         try:
-            spec = get_supervisor().build_spec(
-                request_body(self.template, self.op_name, self.values, self.restart_fields), check_port=check_port
-            )
+            spec = get_supervisor().build_spec(body, check_port=check_port)
         except tpl.SpecError as exc:
             self.errors, self.preview = {field_key(exc.field): exc.message}, ""
             return False
@@ -430,6 +434,11 @@ class ControlState(rx.State):
     def log_matches(self) -> list[list[str]]:
         """The lines matching the search, split into plain/match segments (empty without a search)."""
         return log_search.highlight(self.log_lines, self.log_filter)
+
+    @rx.var
+    def log_written(self) -> bool:
+        """Whether the log holds the operation's own output (not only the runner's notes)."""
+        return log_search.has_output(self.log_lines)
 
     @rx.event
     def toggle_follow(self) -> None:
