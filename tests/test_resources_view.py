@@ -51,3 +51,9 @@ def test_strip_view_of_an_empty_payload_is_blank_not_a_crash() -> None:
     view = system_view(system_payload({}, 0, 0))
     assert view.core_percents == () and view.disks == () and view.caches == () and view.temps == ()
     assert view.net_rx_text == "" and view.net_points == ("", "")
+
+
+def test_gpu_temperature_colour_near_the_usual_slowdown_point() -> None:
+    from dgx_spark.state.system import gpu_temperature_level
+
+    assert [gpu_temperature_level(t) for t in (None, 60.0, 84.0, 91.0)] == ["ok", "ok", "warning", "critical"]
