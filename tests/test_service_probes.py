@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from dgx_spark.collector import service_probes as sp
-from dgx_spark.collector.model import Operation, Snapshot
+from dgx_spark.collector.model import Container, Operation, Snapshot
 from dgx_spark.collector.sampler import Sampler
 from tests.support.dashboard import wait_until
 from tests.support.fake_servers import GIB, FakeServer, go_time
@@ -67,6 +67,17 @@ def reading_of(watcher: sp.ServiceWatcher, op: Operation, timeout: float = 20.0)
 )
 def test_kind_from_the_command_line(command: str, name: str, kind: str | None) -> None:
     assert sp.service_kind(server_op(command, 8000, name=name)) == kind
+
+
+def test_a_container_is_asked_on_its_published_host_ports_only() -> None:
+    op = server_op("python main.py --listen 0.0.0.0", 8188, name="comfy").replace(
+        container=Container(id="c0ffee", name="comfy", image="yanwk/comfyui-boot:cu124-slim"),
+        port_map=((9188, 8188), (None, 8189)), ports=(8189, 9188), port=9188)
+    target = sp.target_of(op)
+    assert target is not None
+    assert (target.kind, target.ports, target.published) == ("comfyui", (9188,), True)
+    unpublished = op.replace(port_map=((None, 8188),), ports=(8188,), port=8188)
+    assert sp.target_of(unpublished) is None  # 8188 is inside the container's namespace only
 
 
 def test_only_live_servers_with_a_port_are_targets() -> None:
@@ -174,7 +185,11 @@ def test_loopback_address_of_own_listening_sockets() -> None:
         assert own is not None
         assert sp.loopback_address(wildcard.getsockname()[1], own) == "127.0.0.1"
         assert sp.loopback_address(loop.getsockname()[1], own) == "127.0.0.2"
-        assert sp.loopback_address(wildcard.getsockname()[1] + 0, None) == "127.0.0.1"
+        # A process whose sockets cannot be read is not asked; a container's published port is.
+        assert sp.loopback_address(wildcard.getsockname()[1], None) is None
+        assert sp.loopback_address(wildcard.getsockname()[1], None, published=True) == "127.0.0.1"
+        # A port none of the operation's sockets listens on (another namespace's number) is not asked.
+        assert sp.loopback_address(wildcard.getsockname()[1], {1}) is None
     if socket.has_ipv6:
         try:
             six = socket.socket(socket.AF_INET6)

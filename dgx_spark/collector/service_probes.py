@@ -10,11 +10,12 @@ The answer is written on the operation as ``service`` (a JSON-ready mapping with
 Safety rules, all enforced here:
 
 * Only the operation's own ports, and only at a loopback address: a port is asked
-  at 127.0.0.1 (or ::1) only when ``/proc/net/tcp{,6}`` shows it listening on a
-  loopback or wildcard address, and, when the operation's sockets can be read, on
-  a socket the operation holds (so a server bound to a LAN address is never
-  mistaken for another process's loopback socket on the same port). Nothing is
-  ever sent to a non-loopback address, and redirects are not followed.
+  at 127.0.0.1 (or ::1) only when ``/proc/net/tcp{,6}`` shows a socket the
+  operation holds listening on it at a loopback or wildcard address (so a server
+  bound to a LAN address, or in another network namespace, is never mistaken for
+  another process's loopback socket on the same port). A container is asked on
+  the host ports its engine published, nothing else. Nothing is ever sent to a
+  non-loopback address, and redirects are not followed.
 * No credentials: a Jupyter server that wants its token says "kernels: needs token";
   a token seen on its command line is not used.
 * Off the refresh path: a :class:`ServiceWatcher` thread asks on its own cadence
@@ -261,20 +262,20 @@ def own_socket_inodes(pids: Sequence[int], proc: str = "/proc") -> set[int] | No
     return inodes if readable else None
 
 
-def loopback_address(port: int, own: set[int] | None, proc: str = "/proc") -> str | None:
-    """Where to ask for ``port``: a loopback address the operation's socket answers on, or None.
+def loopback_address(port: int, own: set[int] | None, proc: str = "/proc", *, published: bool = False) -> str | None:
+    """Where to ask for ``port``: a loopback address the operation's own socket answers on, or None.
 
-    When the operation's sockets are known and one of them listens on ``port``,
-    only those sockets count: bound to a LAN address only, it is not asked at all
-    (127.0.0.1 on that port could be someone else's socket). When none of them is
-    in this namespace's table (a container's port published by a proxy), the
-    port's listeners here decide.
+    Only the operation's sockets count: one bound to a LAN address only is not
+    asked at all (127.0.0.1 on that port could be someone else's socket), nor is a
+    port none of its sockets in this namespace listens on, nor one of a process
+    whose sockets cannot be read. A container's ``published`` host port is the
+    engine's word: whoever listens on it here (the engine's proxy) is asked.
     """
     found = listeners(port, proc)
-    if own:
-        mine = [listener for listener in found if listener.inode in own]
-        if mine:
-            found = mine
+    if not published:
+        if own is None:
+            return None
+        found = [listener for listener in found if listener.inode in own]
     for listener in found:
         target = _loopback_target(listener.address)
         if target is not None:
@@ -596,6 +597,8 @@ class Target:
     ports: tuple[int, ...]
     pids: tuple[int, ...]
     command: str | None = None
+    published: bool = False
+    """``ports`` are a container's host ports, published by its engine."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -613,13 +616,20 @@ def target_of(op: Operation, kind: str | None | bool = False) -> Target | None:
         kind = service_kind(op)
     if not isinstance(kind, str) or op.type != "server" or not op.is_live:
         return None
+    candidates: list[Any] = [op.port, *op.ports]
+    published = getattr(op, "container", None) is not None
+    if published:
+        # Only the host ports the engine published (a port inside the container is not ours to ask here).
+        hosts = [host for host, _inner in getattr(op, "port_map", None) or ()]
+        candidates = [port for port in candidates if port in hosts] + hosts
     ports: list[int] = []
-    for port in (op.port, *op.ports):
-        if isinstance(port, int) and 0 < port < 65536 and port not in ports:
+    for port in candidates:
+        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 and port not in ports:
             ports.append(port)
     if not ports and kind != "tensorboard":
         return None
-    return Target(op.id, kind, tuple(ports[:MAX_PORTS]), tuple(op.pids or ((op.pid,) if op.pid else ())), op.command)
+    pids = tuple(op.pids or ((op.pid,) if op.pid else ()))
+    return Target(op.id, kind, tuple(ports[:MAX_PORTS]), pids, op.command, published)
 
 
 class _Counter:
@@ -672,7 +682,7 @@ class Prober:
         ports = sorted(target.ports, key=lambda port: port != self.port)  # the one that answered first
         failure: ProbeFailed | None = None
         for port in ports:
-            address = loopback_address(port, own, self.proc)
+            address = loopback_address(port, own, self.proc, published=target.published)
             if address is None:
                 failure = ProbeFailed(f"port {port} does not listen on a loopback address")
                 continue
