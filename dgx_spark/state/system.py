@@ -1,4 +1,4 @@
-"""The system header's state: CPU, RAM, GPUs and warnings of the latest snapshot.
+"""The system header's state: CPU, RAM, GPUs, warnings and the resources strip of the latest snapshot.
 
 The browser tab's one live loop (``operations.run_tab_loop``, the ``"system"``
 feed) copies ``get_sampler().latest`` (never rescanning anything) into this
@@ -7,8 +7,9 @@ state, and only when what the header shows changed. ``system_view`` is plain Pyt
 
 The header's view is computed once per snapshot for every tab (``shared_system_view``);
 a tab whose header already shows it is not touched. CPU / RAM numbers change
-every tick, so each tick sends just the changed texts; the sparklines (the bulk
-of the bytes) are redrawn every ``SPARK_EVERY_TICKS`` snapshots only.
+every tick, so each tick sends just the changed texts (and the per-core
+percentages, whole numbers); the sparklines (the bulk of the bytes) are redrawn
+every ``SPARK_EVERY_TICKS`` snapshots only.
 """
 
 from __future__ import annotations
