@@ -29,7 +29,10 @@ from dgx_spark.settings import PROJECT_ROOT, settings
 logger = logging.getLogger(__name__)
 
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-ALEMBIC_DIR = PROJECT_ROOT / "alembic"
+# The migrations: ``alembic/`` in a checkout (where ``reflex db`` finds them); an installed wheel carries
+# them as ``dgx_spark/migrations`` (setup.py), and there ``PROJECT_ROOT / "alembic"`` is the alembic library.
+PACKAGED_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+ALEMBIC_DIR = PACKAGED_MIGRATIONS if PACKAGED_MIGRATIONS.is_dir() else PROJECT_ROOT / "alembic"
 # One attempt waits this long for a SQLite lock; write_with_retry tries again until WRITE_WAIT_SECONDS.
 SQLITE_BUSY_TIMEOUT_MS = 2_000
 # How long a write may wait for a busy or missing database before the caller is told (503).
@@ -201,7 +204,7 @@ def migrate(engine: Engine | None = None) -> str | None:
     import dgx_spark.supervisor.models  # noqa: F401
 
     engine = engine or get_engine()
-    config = Config(str(ALEMBIC_INI))
+    config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()  # no alembic.ini when installed
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     script = ScriptDirectory.from_config(config)
 

@@ -127,15 +127,23 @@ def reflex_dev_mode(argv: list[str] | None = None, environ: dict[str, str] | Non
     return str(environ.get("REFLEX_ENV_MODE", "")).strip().lower() == "dev"
 
 
+def default_data_dir() -> Path:
+    """``.data`` in a source checkout; ``$XDG_DATA_HOME/dgx-spark`` (``~/.local/share/dgx-spark``) when installed.
+
+    An installed wheel (an embedding host app) has no project folder: its package lies in site-packages.
+    """
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / ".data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "dgx-spark"
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment.
 
     Returns:
         The settings, with defaults for anything unset.
     """
-    data_dir = Path(
-        os.environ.get("DGX_SPARK_DATA_DIR") or PROJECT_ROOT / ".data"
-    ).expanduser().resolve()
+    data_dir = Path(os.environ.get("DGX_SPARK_DATA_DIR") or default_data_dir()).expanduser().resolve()
     db_url = os.environ.get("DGX_SPARK_DB_URL") or f"sqlite:///{data_dir / 'dgx_spark.db'}"
     rules = os.environ.get("DGX_SPARK_RULES_FILE")
     rules_file = Path(rules).expanduser() if rules else data_dir / "rules.toml"
