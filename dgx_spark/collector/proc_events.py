@@ -1,15 +1,19 @@
-"""Exact exit statuses from the kernel: the netlink process-events connector.
+"""Exact process events from the kernel: the netlink process-events connector.
 
 The kernel's proc connector (``NETLINK_CONNECTOR``, ``CN_IDX_PROC``) multicasts a
 ``PROC_EVENT_EXIT`` for every process that ends, with its wait status (exit code,
-or the signal that killed it). Listening needs root or ``CAP_NET_ADMIN`` and the
-initial network namespace; where it is refused, or where it stays silent (checked
-once at start with a short-lived child), the listener says so once in the log and
-``ready`` stays False: outcomes then come from weaker sources.
+or the signal that killed it), a ``PROC_EVENT_FORK`` for every process (and
+thread) started and a ``PROC_EVENT_EXEC`` for every ``exec``. Listening needs root
+or ``CAP_NET_ADMIN`` on older kernels (any user since Linux 6.6) and the initial
+network namespace; where it is refused, or where it stays silent (checked once at
+start with a short-lived child), the listener says so once in the log and
+``ready`` stays False: outcomes then come from weaker sources and discovery
+falls back to scanning ``/proc``.
 
 One background thread reads the socket. It keeps the status of the processes
 the sampler asked to watch (the roots of discovered operations), and a bounded
-ring of the most recent others.
+ring of the most recent others. Each ``ChangeFeed`` (discovery has one) collects
+the pids started, exec'd and ended since it was last read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +35,49 @@ NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
+PROC_EVENT_FORK = 0x00000001
+PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 NLMSG_DONE = 3
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 _EXIT = struct.Struct("=iiII")  # pid, tgid, exit_code (wait status), exit_signal
+_FORK = struct.Struct("=iiii")  # parent pid, parent tgid, child pid, child tgid
+_EXEC = struct.Struct("=ii")  # pid, tgid
+_WHAT = struct.Struct("=I")
 _EVENT_HEAD = 16  # what, cpu, timestamp_ns
 RECENT = 4096
 """Exits of unwatched processes remembered (a ring)."""
+FEED_MAX = 200_000
+"""Pids a feed holds before it gives up and says events were lost (nobody read it)."""
+
+
+class ChangeFeed:
+    """Processes started, exec'd and ended since the last ``take`` (fed by the listener's thread)."""
+
+    __slots__ = ("__weakref__", "_lock", "execed", "exited", "forked", "lost")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        """An empty feed that starts ``lost`` (nothing before it was created is in it)."""
+        self._lock = lock
+        self.forked: set[int] = set()
+        self.execed: set[int] = set()
+        self.exited: set[int] = set()
+        self.lost = True
+
+    def take(self) -> tuple[set[int], set[int], set[int], bool]:
+        """(forked, exec'd, exited, complete) since the last call; ``complete`` is False after a loss."""
+        with self._lock:
+            taken = (self.forked, self.execed, self.exited, not self.lost)
+            self.forked, self.execed, self.exited, self.lost = set(), set(), set(), False
+        return taken
+
+    def _overflowed(self) -> None:
+        """Called with the lock held: drop everything and say so."""
+        self.forked.clear()
+        self.execed.clear()
+        self.exited.clear()
+        self.lost = True
 
 
 def describe_status(status: int) -> tuple[int | None, int | None, bool]:
@@ -70,6 +110,7 @@ class ExitListener:
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._stop = threading.Event()
+        self._feeds: list[weakref.ref[ChangeFeed]] = []
         self.ready = False
         self.reason = "not started"
         self.received = 0
@@ -102,6 +143,31 @@ class ExitListener:
             self._socket.close()
             self._socket = None
         self.ready = False
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time the listening thread has used so far (0 when it does not run)."""
+        thread = self._thread
+        if thread is None or thread.ident is None or not thread.is_alive():
+            return 0.0
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, AttributeError):
+            return 0.0
+
+    def feed(self) -> ChangeFeed:
+        """A new feed of process changes (forgotten when its owner drops it)."""
+        feed = ChangeFeed(self._lock)
+        with self._lock:
+            self._feeds = [ref for ref in self._feeds if ref() is not None] + [weakref.ref(feed)]
+        return feed
+
+    def _live_feeds(self) -> list[ChangeFeed]:
+        """The feeds still owned by someone (called with the lock held; drops the others)."""
+        feeds = [feed for ref in self._feeds if (feed := ref()) is not None]
+        if len(feeds) != len(self._feeds):
+            self._feeds = [weakref.ref(feed) for feed in feeds]
+        return feeds
 
     @staticmethod
     def _open() -> socket.socket:
@@ -148,6 +214,7 @@ class ExitListener:
                 continue
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
+                    self._lost()
                     if not overflow_logged:
                         logger.warning("exit statuses: events were dropped (too many exits at once)")
                         overflow_logged = True
@@ -181,25 +248,53 @@ class ExitListener:
         child.wait()
         return child.pid
 
+    def _lost(self) -> None:
+        """Events were dropped: every feed must say so (its reader rescans)."""
+        with self._lock:
+            for feed in self._live_feeds():
+                feed._overflowed()
+
     def _parse(self, data: bytes) -> None:
         offset = 0
         now = time.time()
+        feeds = bool(self._feeds)
         while offset + _NLMSG.size <= len(data):
             length = _NLMSG.unpack_from(data, offset)[0]
             if length < _NLMSG.size:
                 return
             event = offset + _NLMSG.size + _CN_MSG.size
-            if event + _EVENT_HEAD + _EXIT.size <= offset + length:
-                (what,) = struct.unpack_from("=I", data, event)
-                if what == PROC_EVENT_EXIT:
-                    pid, tgid, status, _exit_signal = _EXIT.unpack_from(data, event + _EVENT_HEAD)
+            body = event + _EVENT_HEAD
+            end = offset + length
+            if body <= end:
+                (what,) = _WHAT.unpack_from(data, event)
+                if what == PROC_EVENT_EXIT and body + _EXIT.size <= end:
+                    pid, tgid, status, _exit_signal = _EXIT.unpack_from(data, body)
                     if pid == tgid:  # the process, not one of its threads
                         self._record(pid, status, now)
+                elif feeds and what == PROC_EVENT_FORK and body + _FORK.size <= end:
+                    child_pid, child_tgid = _FORK.unpack_from(data, body)[2:]
+                    if child_pid == child_tgid:  # a process, not a thread
+                        self._changed(child_pid, 0)
+                elif feeds and what == PROC_EVENT_EXEC and body + _EXEC.size <= end:
+                    self._changed(_EXEC.unpack_from(data, body)[1], 1)
             offset += (length + 3) & ~3
+
+    def _changed(self, pid: int, kind: int) -> None:
+        """Tell every feed that ``pid`` was started (kind 0) or exec'd (kind 1)."""
+        with self._lock:
+            for feed in self._live_feeds():
+                target = feed.forked if kind == 0 else feed.execed
+                target.add(pid)
+                if len(target) > FEED_MAX:
+                    feed._overflowed()
 
     def _record(self, pid: int, status: int, now: float) -> None:
         with self._arrived:
             self.received += 1
+            for feed in self._live_feeds():
+                feed.exited.add(pid)
+                if len(feed.exited) > FEED_MAX:
+                    feed._overflowed()
             if pid in self._watched:
                 self._kept[pid] = (status, now)
             else:
