@@ -287,7 +287,8 @@ port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 held, statuses, bodies = [], [], []
 for _ in range(count):
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: text/event-stream\r\n\r\n" % (path, port)).encode())
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: text/event-stream\r\n"
+                  "Connection: close\r\n\r\n" % (path, port)).encode())
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -302,17 +303,20 @@ for _ in range(count):
     if status == 200:
         held.append(sock)
     else:
-        # Whatever came with the head of a refusal (its JSON body, usually whole).
-        sock.settimeout(2)
+        # A refusal's body: Content-Length bytes, or up to the close.
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 65536)
+        sock.settimeout(10)
         try:
-            while len(data) < 65536:
+            while len(body) < length:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
-                data += chunk
+                body += chunk
         except OSError:
             pass
-        bodies.append(data.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace"))
+        bodies.append(body.decode("utf-8", "replace"))
         sock.close()
 print(json.dumps({"statuses": statuses, "refusals": bodies[:3]}), flush=True)
 sys.stdin.read()  # hold the open streams until the test closes our stdin
