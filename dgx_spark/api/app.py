@@ -15,13 +15,15 @@ from fastapi.staticfiles import StaticFiles
 
 from dgx_spark.api import audit, control, events, metrics, nodes, operations, progress, system
 from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
-from dgx_spark.api.guard import ApiGuard
+from dgx_spark.api.guard import API_PREFIX, ApiGuard
 
 logger = logging.getLogger(__name__)
 
 DOCS_URL = "/api/docs"
 DOCS_ASSETS = "/api/docs/assets"
 OPENAPI_URL = "/api/openapi.json"
+# What the API's checks cover inside a host app: the host's own /api/* routes are the host's.
+EMBEDDED_PREFIX = "/api/dgx/"
 
 
 def swagger_assets() -> Path | None:
@@ -81,8 +83,13 @@ def _redirect_to(target: str) -> Callable[[], RedirectResponse]:
     return redirect
 
 
-def create_api() -> FastAPI:
-    """Build the API app; Reflex mounts itself beneath it."""
+def create_api(*, embedded: bool = False) -> FastAPI:
+    """Build the API app; Reflex mounts itself beneath it.
+
+    Args:
+        embedded: For a host app (``dgx_spark.mount``): the API's own checks (404/405, body size)
+            cover ``/api/dgx/`` only, and ``/docs`` and ``/openapi.json`` stay the host's.
+    """
     api = FastAPI(
         title="DGX Spark Operations",
         version="0.1.0",
@@ -101,7 +108,8 @@ def create_api() -> FastAPI:
     api.include_router(nodes.router, tags=["nodes"])
     api.include_router(metrics.router, tags=["metrics"])
     _add_docs(api)
-    _add_doc_redirects(api)
-    # 404/405/HEAD, body size and UTF-8 checks for /api/*, before any route (and before Reflex).
-    api.add_middleware(ApiGuard, routes=api.router.routes)
+    if not embedded:
+        _add_doc_redirects(api)
+    # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
+    api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX)
     return api

@@ -133,16 +133,19 @@ def body_problem(body: bytes) -> tuple[str, str] | None:
 class ApiGuard:
     """ASGI middleware for the FastAPI app: see the module docstring."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], max_body: int = MAX_BODY_BYTES) -> None:
-        """Wrap ``app``; ``routes`` is the API router's (live) route list."""
+    def __init__(
+        self, app: ASGIApp, routes: Sequence[BaseRoute], max_body: int = MAX_BODY_BYTES, prefix: str = API_PREFIX
+    ) -> None:
+        """Wrap ``app``; ``routes`` is the API router's (live) route list; only paths under ``prefix`` are checked."""
         self.app = app
         self.routes = routes
         self.max_body = max_body
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check one request, then hand it on (or answer it)."""
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path.startswith(API_PREFIX) or path == "/api"):
+        if scope["type"] != "http" or not (path.startswith(self.prefix) or path == self.prefix.rstrip("/")):
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
