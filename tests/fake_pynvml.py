@@ -2,9 +2,10 @@
 
 No GPU exists on the CI machine, so tests describe a GPU as a *scenario* (a
 dict, or a JSON file) and get a fresh module that behaves like ``pynvml`` for
-it. Nothing global is patched: pass the module to ``NvmlSession(nvml=...)``,
-or, for the real app in a subprocess, set ``DGX_SPARK_FAKE_NVML=<scenario.json>``
-(a test hook read by ``dgx_spark.collector.gpu``).
+it. Nothing global is patched: pass the module to ``NvmlSession(nvml=...)``
+(or a ``loader``), or, for the real app in a subprocess, start it with
+``DGX_SPARK_FAKE_NVML=<scenario.json>``: ``tests/nvml_shim/sitecustomize.py`` then
+makes ``import pynvml`` give this fake there (see ``tests/support/fake_gpu.py``).
 
 Scenario keys (all optional)::
 
@@ -296,5 +297,5 @@ def build(scenario: dict[str, Any] | None = None, *, path: Path | None = None) -
 
 
 def from_file(path: str | Path) -> types.ModuleType:
-    """A fake module serving the JSON scenario at ``path`` (used by the app's test hook)."""
+    """A fake module serving the JSON scenario at ``path`` (the shim's ``pynvml``)."""
     return build(path=Path(path))

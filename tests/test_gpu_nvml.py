@@ -16,7 +16,6 @@ from typing import Any
 import psutil
 import pytest
 
-from dgx_spark.collector import gpu
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE, GpuReader, NvmlSession
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext, Sampler
@@ -119,11 +118,10 @@ def test_real_pynvml_without_a_driver_reports_no_gpu() -> None:
     assert not reading.available and reading.message == NO_GPU_MESSAGE
 
 
-def test_fake_hook_loads_a_scenario_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_loader_injects_a_scenario_file(tmp_path: Path) -> None:
     scenario = tmp_path / "gpu.json"
     scenario.write_text(json.dumps({"devices": [gb10(name="Hooked GPU")]}))
-    monkeypatch.setenv(gpu.FAKE_NVML_ENV, str(scenario))
-    reading = NvmlSession().read()
+    reading = NvmlSession(loader=lambda: fake_pynvml.from_file(scenario)).read()
     assert reading.available and reading.devices[0].name == "Hooked GPU"
 
 

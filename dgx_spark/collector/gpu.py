@@ -12,25 +12,19 @@ is the system pool. We then report the pool (from psutil) and mark the device
 All NVML calls of a tick run in one worker thread under a deadline
 (:class:`GpuReader`), so a hung driver never stalls the sampler.
 
-Test hook: ``DGX_SPARK_FAKE_NVML=<scenario.json>`` makes the default loader use
-``tests/fake_pynvml.py`` with that scenario instead of the real ``pynvml``, and
-the default session (:func:`default_session`) starts NVML over whenever the
-scenario file changes, so a test can make a GPU appear or vanish under a running
-app. It exists only for the test suite; never set it in production. Without it
-NVML is initialised once and a failed start is final, as always.
+The NVML module is a constructor argument of :class:`NvmlSession` (``nvml=`` or a
+``loader``); without one it is ``import pynvml``. NVML is initialised once and a
+failed start is final: a driver does not come and go while the app runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -38,7 +32,6 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
-FAKE_NVML_ENV = "DGX_SPARK_FAKE_NVML"
 NO_GPU_MESSAGE = "No NVIDIA GPU detected"
 
 # NVML return codes (stable across NVML versions).
@@ -141,27 +134,12 @@ def _text(value: Any) -> str | None:
 
 
 def import_pynvml() -> ModuleType | None:
-    """The NVML binding: the test fake when the test hook is set, else ``pynvml``, else None."""
-    scenario = os.environ.get(FAKE_NVML_ENV, "").strip()
-    if scenario:
-        return _load_fake(Path(scenario))
+    """The NVML binding ``pynvml``, or None when it cannot be imported."""
     try:
         return importlib.import_module("pynvml")
     except Exception as exc:  # noqa: BLE001 - any import problem means "no NVML"
         logger.info("pynvml not importable: %s", exc)
         return None
-
-
-def _load_fake(scenario: Path) -> ModuleType:
-    """Load tests/fake_pynvml.py by path and point it at a scenario (test hook only)."""
-    path = Path(__file__).resolve().parents[2] / "tests" / "fake_pynvml.py"
-    spec = importlib.util.spec_from_file_location("dgx_spark_fake_pynvml", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the fake NVML from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    logger.warning("using the FAKE NVML (%s=%s): test hook only", FAKE_NVML_ENV, scenario)
-    return module.from_file(scenario)
 
 
 class NvmlSession:
@@ -379,53 +357,9 @@ class NvmlSession:
         self._initialised = False
 
 
-class FakeScenarioSession(NvmlSession):
-    """Test hook only (``DGX_SPARK_FAKE_NVML``): an NVML session that starts over
-    when the fake's scenario file changes.
-
-    A real driver does not come and go, so :class:`NvmlSession` initialises once
-    and keeps a failure for good. Under the fake a test rewrites the scenario
-    file (e.g. "no GPU" -> a GB10 -> "no GPU"); this session then shuts the old
-    fake down, loads it again and re-initialises, as a fresh app would.
-    """
-
-    def __init__(self, scenario: Path, **kwargs: Any) -> None:
-        """Follow the scenario file at ``scenario``; ``kwargs`` go to ``NvmlSession``."""
-        super().__init__(**kwargs)
-        self._kwargs = kwargs
-        self._scenario_path = scenario
-        self._stamp = self._scenario_stamp()
-
-    def _scenario_stamp(self) -> bytes | None:
-        """The scenario file's content (a few hundred bytes; None while it is missing)."""
-        try:
-            return self._scenario_path.read_bytes()
-        except OSError:
-            return None
-
-    @property
-    def failure(self) -> str | None:
-        """As ``NvmlSession.failure``, but None once the scenario changed (the next read retries)."""
-        if self._scenario_stamp() != self._stamp:
-            return None
-        return super().failure
-
-    def read(self, now: float | None = None) -> GpuReading:
-        """Start over if the scenario file changed, then read as ``NvmlSession`` does."""
-        stamp = self._scenario_stamp()
-        if stamp != self._stamp:
-            self.shutdown()
-            # Every cached field (handles, failure, sample times) back to a fresh session's.
-            NvmlSession.__init__(self, **self._kwargs)
-            self._stamp = stamp
-            logger.info("fake NVML scenario changed: NVML starts over")
-        return super().read(now)
-
-
 def default_session() -> NvmlSession:
-    """The app's NVML session: real NVML; under the test hook, one following the fake's scenario."""
-    scenario = os.environ.get(FAKE_NVML_ENV, "").strip()
-    return FakeScenarioSession(Path(scenario)) if scenario else NvmlSession()
+    """The app's NVML session: the real ``pynvml``."""
+    return NvmlSession()
 
 
 class GpuReader:
@@ -437,7 +371,7 @@ class GpuReader:
     """
 
     def __init__(self, session: NvmlSession | None = None, *, timeout: float = 2.0) -> None:
-        """Wrap ``session`` (by default ``default_session()``: real NVML)."""
+        """Wrap ``session`` (by default :func:`default_session`: real NVML)."""
         self.session = session if session is not None else default_session()
         self.timeout = timeout
         self._last: GpuReading | None = None

@@ -27,6 +27,9 @@ BIN = Path(sys.executable).parent
 # Only one frontend build may use .web/ at a time, across test runs in this checkout.
 # hashlib, not hash(): str hashes differ per process, which would give every process its own lock.
 WEB_LOCK = Path(tempfile.gettempdir()) / f"dgx-spark-web-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]}.lock"
+# A dashboard given DGX_SPARK_FAKE_NVML (a scenario file) gets this folder first on PYTHONPATH:
+# its sitecustomize puts the fake NVML into the app (see tests/support/fake_gpu.py).
+NVML_SHIM = ROOT / "tests" / "nvml_shim"
 
 
 def free_port() -> int:
@@ -81,6 +84,8 @@ class Dashboard:
             }
         )
         env.update(self.extra_env)
+        if env.get("DGX_SPARK_FAKE_NVML"):
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NVML_SHIM), env.get("PYTHONPATH")) if p)
         return env
 
     def start(self, timeout: float | None = None) -> Dashboard:
