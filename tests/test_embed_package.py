@@ -66,6 +66,15 @@ def test_pyproject_declares_every_runtime_requirement_and_accepts_the_pinned_ver
         assert declared[name].specifier.contains(version), (name, str(declared[name].specifier), version)
 
 
+def test_the_readme_example_is_the_tested_one() -> None:
+    """README's Embedding section shows examples/embed_host's files as they are."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Embedding\n"):]
+    for name in ("rxconfig.py", "host_app/host_app.py"):
+        assert "```python\n" + (EXAMPLE / name).read_text() + "```" in section, name
+    assert (EXAMPLE / "host_app" / "__init__.py").read_text() == ""
+
+
 # ----------------------------------------------------------------------------- the wheel, installed
 
 
