@@ -634,11 +634,10 @@ def test_login_next_positive_control(stage: Stage) -> None:
 
 
 def test_login_throttle_counts_only_failures(stage: Stage) -> None:
-    """Attack 6: 50 wrong tokens from the other user do not lock the owner out.
+    """Attack 6: 50 wrong tokens from the other user do not lock the owner out, not even for a moment.
 
-    The documented behaviour (README, Security): while a client address is over its
-    failure budget every attempt from it gets 429 unchecked, so the owner on the same
-    address may wait while a flood lasts, never longer; a success costs nothing.
+    Every local user is 127.0.0.1: the failure budget slows down wrong tokens only, and the
+    right token logs in while the flood lasts (README, Security).
     """
     wrong = [
         ("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"},
@@ -650,15 +649,7 @@ def test_login_throttle_counts_only_failures(stage: Stage) -> None:
     assert set(statuses) <= {401, 429}, sorted(set(statuses))
     assert 429 in statuses, "50 wrong tokens in a row were never throttled"
     status, headers, body = login_form(stage)
-    if status == 429:
-        assert b"too many" in body.lower(), f"a lockout must say so: {body[:200]!r}"
-        # The flood is over: the owner gets in (the refused attempts cost nothing).
-        status, headers, body = wait_until(
-            lambda: next((a for a in [login_form(stage)] if a[0] != 429), None),
-            timeout=60,
-            message="the owner stayed locked out after the other user's flood ended",
-        )
-    assert status == 303, f"the owner cannot log in after another user's failures: {status} {body[:200]!r}"
+    assert status == 303, f"the owner cannot log in right after another user's failures: {status} {body[:200]!r}"
     assert cookie_from(headers)
     # Logging in again and again costs nothing.
     for _ in range(15):

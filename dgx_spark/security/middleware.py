@@ -439,12 +439,12 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
     else:
         await _refuse(scope, send, 405, "method_not_allowed", f"{method} is not allowed on /login")
         return
-    # Only failures count; once a client spent its budget, nothing it offers is checked.
-    if not login_failures.peek(client):
-        await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
-        return
+    # Only failures count, and they only slow down more failures: every local user is 127.0.0.1, so a
+    # flood of wrong tokens from another user must never lock the owner (who has the right one) out.
     if not _credential_ok(offered):
-        login_failures.allow(client)
+        if not login_failures.allow(client):
+            await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
+            return
         _audit_later(action="login", outcome="refused", client=client, status=401, via="login",
                      detail="invalid or already used token")
         error = "That token is not valid, or this one-time link was already used."
