@@ -23,6 +23,7 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -124,7 +125,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 INSPECT = """
-import importlib.metadata, json, dgx_spark, dgx_spark.database as db
+import importlib.metadata, json, dgx_spark, dgx_spark.database as db, dgx_spark.settings as settings
 from pathlib import Path
 package = Path(dgx_spark.__file__).parent
 print(json.dumps({
@@ -135,6 +136,7 @@ print(json.dumps({
     "requires": importlib.metadata.requires("dgx-spark-operations"),
     "revision": db.migrate(),
     "data_dir": str(db.settings.data_dir),
+    "default_data_dir": str(settings.default_data_dir()),
 }))
 """
 
@@ -144,7 +146,8 @@ def test_the_wheel_carries_the_code_migrations_and_assets_and_migrates_its_own_d
 ) -> None:
     data = tmp_path / "data"
     result = subprocess.run(
-        [str(installed), "-c", INSPECT], cwd=tmp_path, env=clean_env(DGX_SPARK_DATA_DIR=str(data)),
+        [str(installed), "-c", INSPECT], cwd=tmp_path,
+        env={**clean_env(DGX_SPARK_DATA_DIR=str(data), HOME=str(tmp_path / "home")), "XDG_DATA_HOME": ""},
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -164,6 +167,8 @@ def test_the_wheel_carries_the_code_migrations_and_assets_and_migrates_its_own_d
     config.set_main_option("script_location", str(ROOT / "alembic"))
     assert found["revision"] == ScriptDirectory.from_config(config).get_current_head()
     assert Path(found["data_dir"]) == data.resolve() and (data / "dgx_spark.db").is_file()
+    # Without DGX_SPARK_DATA_DIR an installed package keeps its data in the user's folder, not site-packages.
+    assert Path(found["default_data_dir"]) == tmp_path / "home" / ".local" / "share" / "dgx-spark"
 
 
 # ----------------------------------------------------------------------------- the host app
@@ -233,6 +238,21 @@ def test_the_mounted_api_answers_next_to_the_host_route_behind_the_security_laye
         assert status == 404 and not isinstance(body, dict), body
         status, _ = app.request("GET", "/api/host/hello", headers={"Host": "evil.example"})
         assert status == 400
+        # The supervisor (a service of the lifespan) launches through its runner, from the installed package.
+        status, body = app.authed("POST", "/api/dgx/operations", {
+            "template": "custom", "name": "embedded-run", "type": "program",
+            "command": [sys.executable, "-c", "print('hello from a launched run')"]})
+        assert status == 201, body
+        op_id = body["data"]["id"]
+
+        def ended() -> dict[str, Any] | None:
+            status, body = app.request("GET", f"/api/dgx/operations/{op_id}")
+            return body["data"] if status == 200 and body["data"]["outcome"] else None
+
+        op = wait_until(ended, 60, 0.5, "the launched run did not end")
+        assert (op["outcome"], op["exit_code"]) == ("completed", 0), op
+        status, body = app.request("GET", f"/api/dgx/operations/{op_id}/logs")
+        assert status == 200 and "hello from a launched run" in body["data"]["lines"], body
         # The lifespan ran our migrations on our own database, in the data folder, made private.
         assert (app.data_dir / "dgx_spark.db").is_file()
         assert app.data_dir.stat().st_mode & 0o077 == 0
@@ -240,7 +260,7 @@ def test_the_mounted_api_answers_next_to_the_host_route_behind_the_security_laye
 
 
 def test_the_host_page_shows_the_operations_tab_listing_a_real_workload(
-    installed: Path, tmp_path: Path, server: workloads.Workload, page: Page
+    installed: Path, tmp_path: Path, server: workloads.Workload, page: Page, artifacts_dir: Path
 ) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -250,6 +270,7 @@ def test_the_host_page_shows_the_operations_tab_listing_a_real_workload(
         card = page.locator(f'#section-servers [data-testid="operation-card"][data-port="{server.port}"]')
         expect(card).to_have_count(1, timeout=APPEAR)
         expect(card).to_have_attribute("data-status", re.compile("running|active"))
+        page.screenshot(path=str(artifacts_dir / "embed-host-page.png"), full_page=True)
         # The API answers from the host's port, and so does the host's own route.
         assert _listed(app, server.pid)
         assert app.request("GET", "/api/host/hello") == (200, {"hello": "from the host app"})
