@@ -296,6 +296,7 @@ def test_audit_rows_for_allowed_and_refused_actions(backend: Dashboard) -> None:
 
     launches = wait_until(lambda: [r for r in _audit(backend, action="launch") if r["outcome"] == "allowed"], 30)
     assert launches[0]["status"] == 201
+    assert op_id in [r["target"] for r in launches]  # the new operation's id, not null
     stops = wait_until(lambda: [r for r in _audit(backend, target=op_id) if r["action"] == "stop"], 30)
     assert any(r["outcome"] == "allowed" and r["status"] == 200 for r in stops)
 

@@ -22,7 +22,7 @@ from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.security.auth import request_is_authorized, require_token
-from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
+from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS, note_audit_target
 from dgx_spark.services import get_supervisor
 from dgx_spark.supervisor import logs as oplogs
 from dgx_spark.supervisor import templates as tpl
@@ -97,6 +97,7 @@ def launch(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's i
         op = get_supervisor().launch(body)
     except ControlError as exc:
         raise _api_error(exc) from exc
+    note_audit_target(op.id)
     return {"success": True, "data": _data(op)}
 
 

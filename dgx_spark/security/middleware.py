@@ -49,6 +49,7 @@ from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.throttle import (
     RateLimiter,
+    audit_note,
     control_rate,
     held_operations,
     operations_in_flight,
@@ -677,9 +678,13 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         held = held_operations.set(held_operations.get() | {op_id}) if op_id and not quiet else None
+        note: dict[str, str] = {}
+        noted = audit_note.set(note)
         try:
             await app(scope, receive, watched_send)
         finally:
+            audit_note.reset(noted)
+            target = note.get("target", target)
             if held is not None:
                 held_operations.reset(held)
                 operations_in_flight.release(op_id or "")

@@ -22,6 +22,17 @@ held_operations: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar
     "dgx_spark_held_operations", default=frozenset()
 )
 
+# What a control request acted on when its URL does not say (a launch: the new operation's id).
+# The security layer sets a fresh dict per request; a route fills it (threads share the dict).
+audit_note: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("dgx_spark_audit_note", default=None)
+
+
+def note_audit_target(target: str) -> None:
+    """Name the target of the current control request in its audit row."""
+    note = audit_note.get()
+    if note is not None:
+        note["target"] = target
+
 
 class Busy(RuntimeError):
     """Another control action on the same operation is still in flight."""
