@@ -1,8 +1,10 @@
 """All styling of the DGX Spark UI in one place.
 
-Colours are Radix Themes tokens (``var(--gray-a5)``...), so the dark appearance
-and the accent colour set in rxconfig.py apply everywhere. Components import
-these names; they hold no literal colours or sizes of their own.
+Colours are Radix Themes tokens (``var(--gray-a5)``...), so the light and dark
+appearances (following the system, or the top bar's theme menu) and the accent
+colour set in rxconfig.py apply everywhere; ``THEME_CSS`` darkens a few Radix
+shades where they fall short of WCAG AA contrast. Components import these names;
+they hold no literal colours or sizes of their own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ BORDER_HOVER = "1px solid var(--accent-a8)"
 SURFACE = "var(--gray-a2)"
 SURFACE_HOVER = "var(--gray-a3)"
 MUTED = "var(--gray-11)"
-FAINT = "var(--gray-10)"
+# Radix step 10 reads at 4.1:1 on the dark background (under WCAG AA's 4.5:1): text uses step 11.
+FAINT = "var(--gray-11)"
 
 # Status -> Radix colour scale. Live states pulse.
 STATUS_COLORS: dict[str, str] = {
@@ -47,9 +50,25 @@ STATUS_LABELS: dict[str, str] = {
 TYPE_ICONS: dict[str, str] = {"server": "server", "job": "brain", "program": "terminal"}
 TYPE_COLORS: dict[str, str] = {"server": "blue", "job": "violet", "program": "cyan"}
 
+# ---- theme contrast (both themes; measured by axe-core in tests/test_a11y_browser.py) --------
+# Text on solid green (step 9, the same in both themes): near-black reads at 6.6:1, Radix's white
+# at 3.2:1. In the light theme, Radix's step 11 of green, orange, amber, blue and cyan is 4.0-4.3:1
+# on its own tinted badge background: a shade darker passes 4.5:1 everywhere it is used.
+# Radix declares its shades on ".light" (the theme root has that class too): ".radix-themes.light" wins.
+THEME_CSS = """
+html:root, .radix-themes { --green-contrast: var(--black-a12); }
+html.light, .radix-themes.light {
+  --green-11: #1a7249; --green-a11: #1a7249;
+  --orange-11: #a84200; --orange-a11: #a84200;
+  --amber-11: #925500; --amber-a11: #925500;
+  --blue-11: #0b6bbf; --blue-a11: #0b6bbf;
+  --cyan-11: #0f7390; --cyan-a11: #0f7390;
+}
+"""
+
 # ---- global CSS (keyframes cannot be inline styles) -------------------------
 # Shipped inside the tab itself, so an app that embeds the tab needs no stylesheet.
-GLOBAL_CSS = """
+GLOBAL_CSS = THEME_CSS + """
 @keyframes dgx-pulse {
   0% { box-shadow: 0 0 0 0 var(--dgx-pulse-color); }
   70% { box-shadow: 0 0 0 6px transparent; }
@@ -317,7 +336,7 @@ TABLE_ROW_HEIGHT = "28px"
 table_scroll: Style = {"width": "100%", "overflow_x": "auto", "margin_top": "8px"}
 table: Style = {
     "width": "100%",
-    "min_width": "980px",
+    "min_width": "1160px",  # the name column keeps 200+ px; narrower screens scroll sideways
     "table_layout": "fixed",
     "border_collapse": "collapse",
     "font_size": "12px",

@@ -57,11 +57,13 @@ def job_progress_block(op: rx.Var[OperationView]) -> rx.Component:
                     max=100,
                     size="2",
                     color_scheme=rx.cond(op.stalled, "amber", "green"),
+                    aria_label="Progress of " + op.name,
                     data_field="progress-bar",
                     custom_attrs={"data-value": percent.to(str)},
                 ),
                 # Unknown: an empty grey track (an animated bar would read as a real percent).
-                rx.progress(value=0, max=100, size="2", color_scheme="gray", data_field="progress-bar-unknown"),
+                rx.progress(value=0, max=100, size="2", color_scheme="gray", data_field="progress-bar-unknown",
+                            aria_label="Progress of " + op.name + ": unknown"),
             ),
             rx.hstack(
                 rx.text(

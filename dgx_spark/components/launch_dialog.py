@@ -36,7 +36,7 @@ def _restart_fields() -> rx.Component:
         rx.text("Restart policy", size="2", weight="medium"),
         rx.hstack(
             rx.select.root(
-                rx.select.trigger(id="launch-restart-policy", width="150px"),
+                rx.select.trigger(id="launch-restart-policy", width="150px", aria_label="Restart policy"),
                 rx.select.content(
                     rx.select.item("Never", value="no"),
                     rx.select.item("On failure", value="on-failure"),
@@ -80,7 +80,7 @@ def launch_dialog() -> rx.Component:
             rx.vstack(
                 rx.text("Template", size="2", weight="medium"),
                 rx.select.root(
-                    rx.select.trigger(width="100%", id="launch-template"),
+                    rx.select.trigger(width="100%", id="launch-template", aria_label="Template"),
                     rx.select.content(
                         rx.foreach(
                             ControlState.templates,
@@ -101,7 +101,10 @@ def launch_dialog() -> rx.Component:
                         rx.text(ControlState.errors["template"], color="var(--red-11)", size="1", id="launch-error-template")),
                 rx.text("Command that will run", size="2", weight="medium"),
                 rx.code_block(rx.cond(ControlState.preview != "", ControlState.preview, "(fix the fields above)"),
-                              language="bash", wrap_long_lines=True, width="100%", id="launch-preview"),
+                              language="bash", wrap_long_lines=True, width="100%", id="launch-preview",
+                              # Long paths break anywhere; focusable, so the keyboard can scroll it when it overflows.
+                              code_tag_props={"style": {"whiteSpace": "pre-wrap", "wordBreak": "break-all"}},
+                              custom_attrs={"tabIndex": "0", "aria-label": "Command that will run"}),
                 spacing="2",
                 align="stretch",
                 max_height="60vh",

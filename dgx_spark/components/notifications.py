@@ -178,8 +178,9 @@ def notification_settings() -> rx.Component:
 def bell() -> rx.Component:
     """The bell with its unread count; opening it lists recent events."""
     return rx.popover.root(
-        rx.popover.trigger(
-            rx.box(
+        # The trigger is the button itself: a trigger on the wrapping box put aria-expanded on a div.
+        rx.box(
+            rx.popover.trigger(
                 rx.icon_button(
                     rx.icon("bell", size=styles.ICON_MD),
                     variant="ghost",
@@ -187,21 +188,21 @@ def bell() -> rx.Component:
                     aria_label="Notifications",
                     id="notifications-bell",
                 ),
-                rx.cond(
-                    EventsState.unread_count > 0,
-                    rx.badge(
-                        EventsState.unread_label,
-                        color_scheme="red",
-                        variant="solid",
-                        radius="full",
-                        size="1",
-                        id="unread-count",
-                        style={"position": "absolute", "top": "-6px", "right": "-8px", "pointer_events": "none"},
-                    ),
-                ),
-                position="relative",
-                display="inline-flex",
             ),
+            rx.cond(
+                EventsState.unread_count > 0,
+                rx.badge(
+                    EventsState.unread_label,
+                    color_scheme="red",
+                    variant="solid",
+                    radius="full",
+                    size="1",
+                    id="unread-count",
+                    style={"position": "absolute", "top": "-6px", "right": "-8px", "pointer_events": "none"},
+                ),
+            ),
+            position="relative",
+            display="inline-flex",
         ),
         rx.popover.content(
             rx.vstack(

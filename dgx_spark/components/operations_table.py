@@ -61,16 +61,26 @@ KEYBOARD_SCRIPT = """
     e.preventDefault();
     if (next) next.focus();
   });
+  // The last focused element outside any dialog; when the last dialog goes away (dialogs portal
+  // into <body>) and focus was left on <body>, it goes back there.
   let before = null;
+  let hadDialog = false;
   document.addEventListener('focusin', (e) => {
     const t = e.target;
     if (t instanceof HTMLElement && !t.closest(DIALOG)) before = t;
   }, true);
   new MutationObserver(() => {
-    const active = document.activeElement;
-    if (before && before.isConnected && (!active || active === document.body) && !document.querySelector(DIALOG)) {
-      before.focus({ preventScroll: true });
+    const open = !!document.querySelector(DIALOG);
+    if (hadDialog && !open) {
+      const target = before;
+      setTimeout(() => {
+        const active = document.activeElement;
+        if (target && target.isConnected && (!active || active === document.body) && !document.querySelector(DIALOG)) {
+          target.focus({ preventScroll: true });
+        }
+      }, 0);
     }
+    hadDialog = open;
   }).observe(document.body, { childList: true });
 })();
 """
@@ -100,7 +110,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("memory", "RAM", sort="memory", width="86px", numeric=True),
     Column("gpu-memory", "GPU mem", sort="gpu_memory", width="92px", numeric=True),
     Column("uptime", "Uptime", sort="started_at", width="100px", numeric=True, inverted=True),
-    Column("actions", "Actions", width="236px"),
+    Column("actions", "Actions", width="262px"),
 )
 
 
@@ -216,8 +226,8 @@ def _pid(op: rx.Var[OperationView]) -> rx.Component:
     """PID and the size of the process tree."""
     return rx.hstack(
         rx.text("PID ", rx.cond(op.pid, op.pid, "—"), as_="span", data_value="pid"),
-        rx.cond(op.process_count > 1, rx.text("· " + op.process_count.to_string(), as_="span", color=styles.MUTED,
-                                                 title=op.process_count.to_string() + " processes")),
+        rx.cond(op.process_count > 1, rx.text("· " + op.process_count.to_string() + " processes", as_="span",
+                                                 color=styles.MUTED, data_field="process-count")),
         style=styles.table_inline,
     )
 

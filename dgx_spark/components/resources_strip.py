@@ -180,7 +180,9 @@ def resources_strip() -> rx.Component:
             rx.cond(SystemState.temps.length() > 0, temperatures_tile()),
             id="resources-strip",
             style=styles.resources_strip,
-            role="group",
+            # A phone scrolls the strip sideways: focusable, so arrow keys can scroll it too.
+            role="region",
             aria_label="Machine resources",
+            tab_index=0,
         ),
     )

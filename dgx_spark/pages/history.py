@@ -112,7 +112,7 @@ def history_page() -> rx.Component:
     """The History page."""
     return rx.box(
         # On a phone each row is a stacked card, every value under its column's name.
-        rx.el.style(styles.HISTORY_PHONE_CSS),
+        rx.el.style(styles.HISTORY_PHONE_CSS + styles.THEME_CSS),
         rx.box(
             rx.flex(
                 rx.hstack(

@@ -99,6 +99,8 @@ def top_bar() -> rx.Component:
             spacing="3",
             id="top-bar-actions",
         ),
+            # On a phone the chips wrap to a second line instead of running off the screen.
+            wrap="wrap",
         style=styles.topbar,
     )
 
