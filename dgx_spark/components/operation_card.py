@@ -18,6 +18,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.job_progress import job_progress_block
+from dgx_spark.components.nodes import node_chip, remote_actions
 from dgx_spark.components.operation_actions import ended_actions, operation_actions
 from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
@@ -57,6 +58,7 @@ def card_badges(op: rx.Var[OperationView]) -> rx.Component:
             rx.badge("stalled", color_scheme="amber", variant="soft", size="1", data_field="stalled"),
         ),
         idle_gpu_badge(op),
+        node_chip(op),
     )
 
 
@@ -286,7 +288,8 @@ def card_actions(op: rx.Var[OperationView]) -> rx.Component:
 
     Return the buttons wrapped in ``card_footer(...)``; nothing renders while empty.
     """
-    return card_footer(*operation_actions(op))
+    # A remote node's card: its actions are sent on to that node (components/nodes.py).
+    return rx.cond(op.remote, remote_actions(op), card_footer(*operation_actions(op)))
 
 
 def card_footer(*buttons: rx.Component) -> rx.Component:
@@ -336,7 +339,13 @@ def ended_row(op: rx.Var[OperationView]) -> rx.Component:
             title=outcome,
             aria_hidden="true",
         ),
-        rx.text(op.name, title=op.name + " (" + op.id + ")", style=styles.ended_name, data_field="name"),
+        rx.hstack(
+            rx.text(op.name, title=op.name + " (" + op.id + ")", style=styles.ended_name, data_field="name"),
+            node_chip(op),  # All nodes / another node: whose it is
+            spacing="1",
+            align="center",
+            min_width="0",
+        ),
         rx.text(
             why,
             title=rx.cond(op.outcome_title != "", op.outcome_title, why),
@@ -358,7 +367,9 @@ def ended_row(op: rx.Var[OperationView]) -> rx.Component:
             style=styles.ended_time,
             data_field="ended",
         ),
-        rx.hstack(*ended_actions(op), style=styles.ended_actions, data_field="actions"),
+        # A remote node's ended operation: its Start again / Remove are not offered here.
+        rx.cond(op.remote, rx.fragment(),
+                rx.hstack(*ended_actions(op), style=styles.ended_actions, data_field="actions")),
         id="op-" + op.id,
         role="listitem",
         style=styles.ended_row,

@@ -16,6 +16,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.filters import filter_bar, no_matches
 from dgx_spark.components.new_operation import new_operation_button
+from dgx_spark.components.nodes import node_banners
 from dgx_spark.components.operations_table import layout_toggle
 from dgx_spark.components.section import operation_section, sections
 from dgx_spark.components.status import (
@@ -137,6 +138,7 @@ def operations_body() -> rx.Component:
     is_stale = OperationsState.stale | connection_lost
     return rx.box(
         stale_banner(),
+        node_banners(),
         rx.cond(
             OperationsState.loading,
             loading_skeleton(),

@@ -14,6 +14,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.audit_view import audit_view
 from dgx_spark.components.login_status import login_status
+from dgx_spark.components.nodes import nodes_controls
 from dgx_spark.components.notifications import notifications
 from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
@@ -94,13 +95,14 @@ def top_bar() -> rx.Component:
             audit_view(),
             theme_menu(),
             login_status(),
+            nodes_controls(),
             connection_chip(),
             align="center",
             spacing="3",
-            id="top-bar-actions",
-        ),
             # On a phone the chips wrap to a second line instead of running off the screen.
             wrap="wrap",
+            id="top-bar-actions",
+        ),
         style=styles.topbar,
     )
 

@@ -28,10 +28,11 @@ from dgx_spark.events.churn import churn_note
 from dgx_spark.events.query import OperationQuery
 from dgx_spark.events.service import short_lived_ended
 from dgx_spark.health import database_banner
+from dgx_spark.nodes.view import node_choice, node_url_script, tab_view_for
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops
 from dgx_spark.state.filters import FilterMixin
-from dgx_spark.state.tab_view import TabView, tab_view
+from dgx_spark.state.tab_view import TabView
 from dgx_spark.state.view import SECTIONS, OperationView, snapshot_errors
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class OperationsState(FilterMixin, rx.State):
     _shown: tuple = ()
     _shown_sections: tuple = ()
     _host: str = "127.0.0.1"
+    # Which machine the tab shows: "local", a node's id, or "all" (dgx_spark/nodes; ?node= in the URL).
+    node: str = "local"
 
     # ---- computed vars (small) -------------------------------------------
     @rx.var
@@ -159,9 +162,23 @@ class OperationsState(FilterMixin, rx.State):
             return self.router.session.client_token or ""
         return ""
 
-    def _settings(self) -> tuple[str, OperationQuery]:
+    def _settings(self) -> tuple[str, OperationQuery, str]:
         """What this tab's view depends on besides the snapshot (kept in the loops registry too)."""
-        return (self._host, self._query())
+        return (self._host, self._query(), self.node)
+
+    def _load_filters_from_url(self) -> None:
+        """The filters and the node (``?node=``) from the URL."""
+        FilterMixin._load_filters_from_url(self)
+        self.node = node_choice(self.router.url.query_parameters.get("node", ""))
+
+    @rx.event
+    def choose_node(self, value: Any) -> rx.event.EventSpec | None:
+        """The node switcher: this machine (``local``), a node's id, or ``all``; kept in the URL."""
+        if not isinstance(value, str) or node_choice(value) != value:
+            return None
+        self.node = value
+        self._filters_changed()
+        return rx.call_script(node_url_script(value))
 
     def _filters_changed(self) -> None:
         """Refilter the latest snapshot now (a chip or the search changed)."""
@@ -179,7 +196,7 @@ class OperationsState(FilterMixin, rx.State):
         if snapshot.sequence > _newest_applied.sequence:
             _newest_applied = snapshot
         settings = self._settings()
-        view = tab_view(snapshot, *settings)
+        view = tab_view_for(snapshot, *settings)
         error = "; ".join(snapshot_errors(snapshot))
         stale = _is_stale(snapshot, interval, running, now)
         short_lived = short_lived_line()
@@ -294,7 +311,7 @@ def _operations_fingerprint(token: str, snapshot: Snapshot, now: float) -> Any:
         return None
     sampler = get_sampler()
     running = sampler.running
-    view = tab_view(snapshot, *settings)
+    view = tab_view_for(snapshot, *settings)
     error = "; ".join(snapshot_errors(snapshot)) if snapshot.errors else ""
     stale = _is_stale(snapshot, sampler.interval, running, now)
     return fingerprint(view, error, stale, running, short_lived_line(), database_banner(now))
