@@ -1,10 +1,25 @@
 """Discovery: turn the machine's process table into operations, cheaply.
 
-Each tick reads one ``/proc/<pid>/stat`` per process (ppid, terminal, start time,
-CPU ticks, RSS: everything that moves) with raw ``os.open``/``os.read``. Facts that
-never change for a process (command line, executable, working directory, owner,
-classification) are read once per (pid, start time) and cached; the cache is
-pruned when a process goes away. Listening ports come from ``sockets``.
+The cost of a refresh follows the operations and the churn, not the number of
+processes. Each process is known by (pid, start time); what never changes for
+it (command line, executable, working directory, owner, classification) is read
+once and kept until it exits or ``exec``s. A refresh reads ``/proc/<pid>/stat``
+(raw ``os.open``/``os.read``) only for:
+
+- new processes, and the processes of operations (their CPU and RAM move);
+- a rotating slice of the others, so every process is re-checked (pid reuse:
+  start time; ``exec``: name, code and stack addresses, or the command line
+  where those are hidden) within ``VERIFY_EVERY`` refreshes, and processes
+  younger than ``YOUNG_SECONDS`` every refresh (a wrapper ``exec``s into its job);
+- processes whose parent went away (they were re-parented).
+
+Two modes (``Discovery.mode``): *scan* lists ``/proc`` every refresh (a pid whose
+directory inode changed is a new process, so pid reuse is seen at once); *events*
+follows the kernel's process events (``proc_events``: fork, exec, exit), exact
+and without listing ``/proc`` except every ``EVENTS_VERIFY_EVERY`` refreshes and
+after events were lost. Events are used where the kernel lets the dashboard
+listen (root or ``CAP_NET_ADMIN``; any user since Linux 6.6), else it scans.
+Listening ports come from ``sockets``.
 
 A process's output is never read here, nor remembered by path: the probes read
 it through the process itself (``output``).
@@ -28,6 +43,7 @@ from pathlib import Path
 
 from dgx_spark.collector.containers import CgroupContainer, container_from_cgroup
 from dgx_spark.collector.model import Container, Operation, operation_id
+from dgx_spark.collector.proc_events import ChangeFeed, ExitListener, get_exit_listener
 from dgx_spark.collector.rules import (
     CommandShape,
     ProcessFacts,
@@ -53,6 +69,14 @@ MIN_AGE_SECONDS = 1.0
 """Processes younger than this are not listed yet (no flicker from ``ps``/``grep``)."""
 ACTIVE_CPU_PERCENT = 5.0
 """An operation using more CPU than this (100 = one core) is ``active``."""
+VERIFY_EVERY = 5
+"""Scan mode: every process is re-checked (pid reuse, ``exec``) at least once in this many refreshes."""
+EVENTS_VERIFY_EVERY = 30
+"""Events mode: ``/proc`` is listed and every process re-checked once in this many refreshes (a safety net)."""
+_BUCKETS = 60
+"""Rotation slots (a multiple of both rotation lengths above)."""
+YOUNG_SECONDS = 10.0
+"""Scan mode: processes younger than this are re-checked every refresh (a wrapper that ``exec``s)."""
 LAUNCH_MARKER = b"DGX_SPARK_OPERATION_ID="
 """Environment variable the supervisor sets on processes the dashboard launches."""
 DESCRIPTION_CHARS = 160
@@ -104,6 +128,12 @@ def _readlink(path: str) -> str | None:
         return None
 
 
+def _aslr(proc: str) -> bool:
+    """Whether address-space randomisation is on (then an ``exec`` moves the stack)."""
+    data = _read(f"{proc}/sys/kernel/randomize_va_space")
+    return data is None or data.strip() not in (b"0", b"")
+
+
 def boot_time(proc: str = "/proc") -> float:
     """System boot time (seconds since the epoch), as psutil computes it."""
     data = _read(f"{proc}/stat", 65536) or b""
@@ -148,6 +178,28 @@ _KERNEL = object()
 """Cache entry for kernel threads and processes that vanished mid-read."""
 _IGNORED = object()
 """Cache entry for processes a rule says are not operations (daemons, shells)."""
+_DEAD = object()
+"""Cache entry for zombies (they never come back; the pid's directory goes when reaped)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Pid:
+    """One pid in the process table: who holds it and what its ``stat`` said last."""
+
+    known: _Known | object
+    fields: list[bytes]
+    """``/proc/<pid>/stat`` after the command name, as of refresh ``read_seq``."""
+    start: int
+    """Start time in clock ticks since boot (the identity, with the pid)."""
+    signature: bytes
+    """Name, code start and stack start from ``stat``: they change when the process ``exec``s."""
+    ino: int
+    """Inode of ``/proc/<pid>`` when it was listed (a new one: another process); 0: not listed yet."""
+    slot: int
+    """Which refresh of a rotation re-checks it."""
+    read_seq: int
+    cmdline: bytes | None = None
+    """The raw command line, kept only where ``signature`` cannot see an ``exec`` (hidden addresses)."""
 
 
 class Discovery:
@@ -161,6 +213,8 @@ class Discovery:
         proc: str = "/proc",
         min_age: float = MIN_AGE_SECONDS,
         exclude_self: bool = True,
+        events: ExitListener | bool = True,
+        young_seconds: float = YOUNG_SECONDS,
     ) -> None:
         """Create a discovery.
 
@@ -171,6 +225,9 @@ class Discovery:
             proc: Where procfs is mounted.
             min_age: Seconds a process must live before it is listed.
             exclude_self: Leave out the dashboard's own processes.
+            events: Follow the kernel's process events where they work: ``True`` with
+                the process-wide listener, or this listener; ``False``: always scan.
+            young_seconds: Scan mode: re-check processes this young every refresh.
         """
         if rules is None and rules_file is None:
             from dgx_spark.settings import settings
@@ -195,7 +252,23 @@ class Discovery:
         own_cgroup = _read(f"{proc}/self/cgroup", 16384)
         own_container = container_from_cgroup(own_cgroup.decode("utf-8", "replace")) if own_cgroup else None
         self._own_container = own_container.id if own_container is not None else None
-        self._known: dict[Key, _Known | object] = {}
+        self._table: dict[bytes, _Pid] = {}
+        # Indexes over the table, kept in step by _put/_drop: what a refresh may have to look at.
+        self._entries: dict[bytes, tuple[_Known, list[bytes]]] = {}
+        self._buckets: list[set[bytes]] = [set() for _ in range(_BUCKETS)]
+        self._kids: dict[bytes, set[bytes]] = {}
+        self._young: dict[bytes, int] = {}
+        self._inos: dict[bytes, int] = {}
+        self._slots = 0
+        self.young_seconds = young_seconds
+        self._aslr = _aslr(proc)
+        self.events: ExitListener | None = (
+            (get_exit_listener() if events else None) if isinstance(events, bool) else events
+        )
+        self._feed: ChangeFeed | None = None
+        self._mode = "scan"
+        self.reads = 0
+        """``stat`` files read by the last refresh (how much of the table it looked at)."""
         self._users: dict[int, str] = {}
         self._seq = 0
         self._prev_ops: set[str] = set()
@@ -218,8 +291,18 @@ class Discovery:
         if mtime != self._rules_mtime:
             self._rules_mtime = mtime
             self.rules = load_table(self._rules_file)
-            self._known.clear()
+            self._forget()  # every process is classified again
             logger.info("classification rules reloaded from %s", self._rules_file)
+
+    def _forget(self) -> None:
+        """Forget every process (the next refresh learns them all again)."""
+        self._table.clear()
+        self._entries.clear()
+        for bucket in self._buckets:
+            bucket.clear()
+        self._kids.clear()
+        self._young.clear()
+        self._inos = {}
 
     # ------------------------------------------------------------ cold facts
     def _user(self, uid: int) -> str:
@@ -294,48 +377,234 @@ class Discovery:
             if paused:
                 gc.enable()
 
+    @property
+    def mode(self) -> str:
+        """``events`` (kernel process events) or ``scan`` (listing ``/proc``), as of the last refresh."""
+        return self._mode
+
+    @property
+    def mode_reason(self) -> str:
+        """Why this mode: what the kernel's process events said, in words."""
+        if self._mode == "events":
+            return "following the kernel's process events (proc connector: fork, exec, exit)"
+        if self.events is None:
+            return "scanning /proc: kernel process events turned off"
+        return f"scanning /proc: kernel process events not available ({self.events.reason})"
+
+    @property
+    def _known(self) -> dict[Key, _Known | object]:
+        """What is known per live process identity (for tests and diagnostics)."""
+        return {(name, entry.fields[19]): entry.known for name, entry in self._table.items()}
+
+    @property
+    def table_size(self) -> int:
+        """How many processes the table holds (kernel threads included)."""
+        return len(self._table)
+
+    def _stat(self, name: bytes) -> tuple[bytes, int, list[bytes]] | None:
+        """``/proc/<pid>/stat`` as (data, index of the ``)`` closing the name, fields after it)."""
+        try:
+            fd = os.open(self._proc_prefix + name + b"/stat", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        self.reads += 1
+        close = data.rfind(b")")
+        # state ppid pgrp session tty tpgid flags ... utime(11) stime(12) ... starttime(19) vsize rss(21)
+        # rsslim startcode(23) endcode startstack(25)
+        fields = data[close + 2 :].split(None, 26)
+        if len(fields) < 27:
+            return None
+        return data, close, fields
+
+    def _cmdline(self, name: bytes) -> bytes | None:
+        return _read(f"{self.proc}/{name.decode()}/cmdline")
+
+    # ------------------------------------------------------- the process table
+    def _put(self, name: bytes, entry: _Pid, previous: _Pid | None) -> None:
+        """Store ``entry`` for ``name`` and keep the indexes in step (``previous``: what it replaces)."""
+        if previous is not None:
+            self._unindex(name, previous)
+        self._table[name] = entry
+        self._buckets[entry.slot % _BUCKETS].add(name)
+        self._kids.setdefault(entry.fields[1], set()).add(name)
+        if entry.known.__class__ is _Known:
+            self._entries[name] = (entry.known, entry.fields)  # type: ignore[assignment]
+
+    def _unindex(self, name: bytes, entry: _Pid) -> None:
+        self._buckets[entry.slot % _BUCKETS].discard(name)
+        kids = self._kids.get(entry.fields[1])
+        if kids is not None:
+            kids.discard(name)
+            if not kids:
+                del self._kids[entry.fields[1]]
+        self._entries.pop(name, None)
+        self._young.pop(name, None)
+
+    def _drop(self, name: bytes) -> None:
+        """Forget a pid that went away."""
+        entry = self._table.pop(name, None)
+        if entry is not None:
+            self._unindex(name, entry)
+
+    def _add(self, name: bytes, ino: int, seq: int) -> None:
+        """Learn a pid seen for the first time (or held by another process than before)."""
+        read = self._stat(name)
+        previous = self._table.get(name)
+        if read is None:
+            if previous is not None:
+                self._drop(name)
+            return
+        data, close, fields = read
+        known = _DEAD if fields[0] == b"Z" else self._learn_stat(name, data, close, fields)
+        signature = data[:close] + b" " + fields[23] + b" " + fields[25]
+        self._slots += 1
+        entry = _Pid(known, fields, int(fields[19]), signature, ino, self._slots, seq)
+        if known.__class__ is _Known and (fields[25] == b"0" or not self._aslr):
+            entry.cmdline = self._cmdline(name)
+        self._put(name, entry, previous)
+        if known is not _KERNEL and known is not _DEAD:
+            self._young[name] = entry.start
+
+    def _verify(self, name: bytes, entry: _Pid, ino: int, seq: int, execed: bool = False) -> bool:
+        """Read a known pid's ``stat`` again: same process? ``exec``'d? False when it is gone."""
+        read = self._stat(name)
+        if read is None:
+            self._drop(name)
+            return False
+        data, close, fields = read
+        if int(fields[19]) != entry.start:  # the pid was reused: another process
+            self._add(name, ino, seq)
+            return name in self._table
+        if ino:
+            entry.ino = ino
+        entry.read_seq = seq
+        if fields[1] != entry.fields[1]:  # re-parented
+            self._unindex(name, entry)
+            entry.fields = fields
+            self._put(name, entry, None)
+        else:
+            entry.fields = fields
+        known = entry.known
+        if known is _KERNEL or known is _DEAD:
+            return True
+        if fields[0] == b"Z":
+            entry.known = _DEAD
+            self._entries.pop(name, None)
+            return True
+        signature = data[:close] + b" " + fields[23] + b" " + fields[25]
+        if not execed and signature == entry.signature:
+            if entry.cmdline is not None:
+                cmdline = self._cmdline(name)  # addresses hidden: the command line tells
+                execed = cmdline is not None and cmdline != entry.cmdline
+            if not execed:
+                if known.__class__ is _Known:
+                    self._entries[name] = (known, fields)  # type: ignore[assignment]
+                return True
+        # It exec'd: another program in the same process (same pid, same start time).
+        entry.signature = signature
+        entry.known = self._learn_stat(name, data, close, fields)
+        if known.__class__ is _Known and entry.known.__class__ is _Known:
+            entry.known.cpu_ticks = known.cpu_ticks  # type: ignore[union-attr]
+            entry.known.cpu_seq = known.cpu_seq  # type: ignore[union-attr]
+        entry.cmdline = None
+        if entry.known.__class__ is _Known:
+            if fields[25] == b"0" or not self._aslr:
+                entry.cmdline = self._cmdline(name)
+            self._entries[name] = (entry.known, fields)  # type: ignore[assignment]
+        else:
+            self._entries.pop(name, None)
+        return True
+
+    def _take_events(self) -> tuple[set[int], set[int], set[int], bool] | None:
+        """Process events since the last refresh, or None when discovery must scan."""
+        listener = self.events
+        if listener is None:
+            return None
+        if self._feed is None:
+            self._feed = listener.feed()
+        taken = self._feed.take()
+        return taken if listener.ready else None
+
+    def _refresh_table(self, seq: int) -> dict[bytes, tuple[_Known, list[bytes]]]:
+        """Bring the process table up to date, reading as little as it can; the candidates.
+
+        Returns pid -> (cached facts, ``stat`` fields) of the processes that may be
+        part of an operation (kernel threads, zombies and ignored ones left out).
+        The ``stat`` fields of a process not read this refresh are from its last read.
+        """
+        table = self._table
+        self.reads = 0
+        events = self._take_events()
+        dirty: set[bytes] = set()
+        if events is None:
+            full, every = True, VERIFY_EVERY
+            young = (time.clock_gettime(time.CLOCK_BOOTTIME) - self.young_seconds) * CLOCK_TICKS
+            for name in [name for name, start in self._young.items() if start <= young]:
+                del self._young[name]
+            check = set(self._young)
+        else:
+            forked, execed, exited, complete = events
+            full = not complete or self._mode != "events" or seq % EVENTS_VERIFY_EVERY == 0
+            every = EVENTS_VERIFY_EVERY
+            self._young.clear()
+            dirty = {str(pid).encode() for pid in execed}
+            check = set(dirty)
+        self._mode = "scan" if events is None else "events"
+        if full:
+            listing = {item.name: item.inode() for item in os.scandir(self._proc_b) if item.name.isdigit()}
+            gone = table.keys() - listing.keys()
+            changed = listing.items() - self._inos.items()  # new pids, and pids in another directory
+            self._inos = listing
+        else:
+            ended = {str(pid).encode() for pid in exited - forked}
+            gone = table.keys() & ended
+            changed = {(str(pid).encode(), 0) for pid in forked}
+        for name in gone:
+            check.update(self._kids.get(name, ()))  # re-parented
+            self._drop(name)
+        for name, ino in changed:
+            entry = table.get(name)
+            if entry is None or (ino and entry.ino and entry.ino != ino):
+                self._add(name, ino, seq)  # a new process (another directory: another process)
+            else:
+                self._verify(name, entry, ino, seq, name in dirty)
+        phase = seq % every
+        for bucket in range(phase, _BUCKETS, every):
+            check.update(self._buckets[bucket])
+        for name in check:
+            entry = table.get(name)
+            if entry is not None and entry.read_seq != seq:
+                self._verify(name, entry, 0, seq, name in dirty)
+        return self._entries
+
+    def _fresh_tree(self, tree: list[bytes], entries: dict[bytes, tuple[_Known, list[bytes]]], seq: int) -> list[bytes]:
+        """An operation's tree with every member's ``stat`` from this refresh (gone ones left out)."""
+        table = self._table
+        fresh: list[bytes] = []
+        for pid in tree:
+            entry = table.get(pid)
+            if entry is None:
+                continue
+            if entry.read_seq != seq and not self._verify(pid, entry, 0, seq):
+                continue
+            if pid in entries:
+                fresh.append(pid)
+        if fresh and fresh[0] != tree[0]:
+            return []  # the root went (or exec'd into something ignored): not this operation any more
+        return fresh
+
     def _scan(self, now: float) -> list[Operation]:
-        """One scan of the process table (see ``__call__``)."""
+        """One refresh of the process table (see ``__call__``)."""
         self._maybe_reload_rules()
         mono = time.monotonic()
-        prefix = self._proc_prefix
-        known_cache = self._known
-        cache_get = known_cache.get
-        os_open, os_read, os_close, rdonly = os.open, os.read, os.close, os.O_RDONLY
-        # pid -> (cached facts, stat fields) of processes that may be part of an operation.
-        entries: dict[bytes, tuple[_Known, list[bytes]]] = {}
-        seen: list[Key] = []
-        for name in os.listdir(self._proc_b):
-            if not name.isdigit():
-                continue
-            try:
-                fd = os_open(prefix + name + b"/stat", rdonly)
-            except OSError:
-                continue
-            try:
-                data = os_read(fd, 1024)
-            except OSError:
-                continue
-            finally:
-                os_close(fd)
-            close = data.rfind(b")")
-            # state ppid pgrp session tty tpgid flags ... utime(11) stime(12) ... starttime(19) vsize rss(21)
-            fields = data[close + 2 :].split(None, 22)
-            if len(fields) < 23 or fields[0] == b"Z":
-                continue
-            key = (name, fields[19])
-            seen.append(key)
-            known = cache_get(key)
-            if known is None:
-                known = self._learn_stat(name, data, close, fields)
-                known_cache[key] = known
-            if known.__class__ is _Known:
-                entries[name] = (known, fields)  # type: ignore[assignment]
-        # Forget processes that went away.
-        if len(known_cache) > len(seen) + 64:
-            alive_keys = set(seen)
-            for key in [key for key in known_cache if key not in alive_keys]:
-                del known_cache[key]
+        self._seq = seq = self._seq + 1
+        entries = self._refresh_table(seq)
 
         children: dict[bytes, list[bytes]] = {}
         roots: list[bytes] = []
@@ -366,8 +635,7 @@ class Discovery:
             unreadable = unreadable | self.namespaces.unreadable
 
         elapsed = None if self._prev_mono is None else mono - self._prev_mono
-        self._seq += 1
-        tick = _Tick(now, elapsed, self._seq, self._prev_time, ports_by_key, unreadable)
+        tick = _Tick(now, elapsed, seq, self._prev_time, ports_by_key, unreadable)
         operations: list[Operation] = []
         min_age = self.min_age
         for root in roots:
@@ -387,6 +655,11 @@ class Discovery:
             while index < len(tree):
                 tree.extend(children.get(tree[index], ()))
                 index += 1
+            if not self._may_be_operation(tree, entries, ports_by_key):
+                continue
+            tree = self._fresh_tree(tree, entries, seq)
+            if not tree:
+                continue
             operation = self._fold(tree, entries, tick)
             if operation is not None:
                 operations.append(operation)
@@ -408,6 +681,19 @@ class Discovery:
             if known.verdict is not None and known.verdict.type == "ignore":
                 return _IGNORED
         return known
+
+    def _may_be_operation(
+        self, tree: list[bytes], entries: dict[bytes, tuple[_Known, list[bytes]]], ports_by_key: dict[Key, list[int]]
+    ) -> bool:
+        """Whether ``_fold`` could make an operation of this tree (from what is cached: no reads)."""
+        root_known = entries[tree[0]][0]
+        if root_known.container is not None:
+            return True
+        for pid in tree:
+            known = entries[pid][0]
+            if known.verdict is not None or known.key in ports_by_key:
+                return True
+        return self._launched(root_known)
 
     def _fold(self, tree: list[bytes], entries: dict[bytes, tuple[_Known, list[bytes]]], tick: _Tick) -> Operation | None:
         """One operation from a process tree, or ``None`` when nothing in it is one."""
