@@ -215,6 +215,9 @@ def health() -> dict[str, Any]:
             "duration_ms": snapshot.duration_ms,
             "cpu_ms": snapshot.cpu_ms,
             "sampler_cpu_seconds": round(sampler.cpu_seconds, 6),
+            # "events": new, exec'd and ended processes come from the kernel; "scan": /proc is listed.
+            "discovery_mode": sampler.discovery_mode,
+            "discovery_mode_reason": sampler.discovery_mode_reason,
             "operation_count": len(snapshot.operations),
             "ui_loops": ui_loops.count(),
             # Quiet short-lived discovered commands: counted here, not listed (see events/churn.py).

@@ -78,6 +78,16 @@ class Sampler:
         return self._cpu_seconds
 
     @property
+    def discovery_mode(self) -> str | None:
+        """How discovery follows processes: ``events`` (kernel process events) or ``scan``; None: unknown."""
+        return getattr(self._discover, "mode", None)
+
+    @property
+    def discovery_mode_reason(self) -> str | None:
+        """Why discovery runs in that mode, in words (None when the discovery does not say)."""
+        return getattr(self._discover, "mode_reason", None)
+
+    @property
     def running(self) -> bool:
         """Whether the background thread is alive."""
         return self._thread is not None and self._thread.is_alive()
