@@ -20,6 +20,8 @@ def test_resources_strip_shows(
 ) -> None:
     page.set_viewport_size({"width": width, "height": height})
     page.goto(full_dashboard.url + "/")
+    if label == "phone":  # a phone folds the system header behind its "System" button
+        page.locator("#system-toggle").click()
     strip = page.locator("#resources-strip")
     expect(strip).to_be_visible(timeout=APPEAR)
     # One bar per logical CPU, each with its percentage.
