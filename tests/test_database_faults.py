@@ -27,8 +27,8 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import DatabaseUnavailable, make_engine, migrate, write_with_retry
 from dgx_spark.health import health
-from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
-from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, row_entry
+from dgx_spark.supervisor.models import LaunchedOperation
+from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, upsert_entry
 from dgx_spark.supervisor.supervisor import ControlError, Supervisor, SupervisorConfig
 from tests.support.dashboard import wait_until
 
@@ -94,13 +94,10 @@ def status_of(supervisor: Supervisor, op_id: str) -> Operation | None:
     return next((op for op in sample(supervisor) if op.id == op_id), None)
 
 
-def stored(engine: sqlalchemy.engine.Engine, op_id: str) -> tuple[LaunchedOperation | None, list[str]]:
+def stored(engine: sqlalchemy.engine.Engine, op_id: str) -> LaunchedOperation | None:
+    """The operation's row as the database has it now."""
     with Session(engine) as session:
-        row = session.get(LaunchedOperation, op_id)
-        statuses = [t.to_status for t in session.exec(
-            select(OperationTransition).where(OperationTransition.operation_id == op_id).order_by(OperationTransition.id)
-        )]
-        return row, statuses
+        return session.get(LaunchedOperation, op_id)
 
 
 def launch_sleeper(supervisor: Supervisor, name: str = "sleeper") -> str:
@@ -117,16 +114,16 @@ def test_outbox_is_private_ordered_and_survives_a_torn_line(tmp_path: Path) -> N
     outbox = Outbox(tmp_path / OUTBOX_FILE)
     row = LaunchedOperation(id="launch-1", name="n", type="job", template="custom", argv_json="[]",
                             created_at=1.0, status="stopped", stop_requested=True)
-    outbox.append(row_entry(row, OperationTransition(operation_id="launch-1", at=2.0, to_status="stopped")))
-    outbox.append({"op": "delete", "id": "launch-2", "transition": None})
+    outbox.append(upsert_entry(row.saved()))
+    outbox.append({"op": "delete", "id": "launch-2", "transition": None})  # an older version's entry
     with (tmp_path / OUTBOX_FILE).open("ab") as handle:
         handle.write(b'{"op": "upsert", "row": {"id": "tor')  # a crash in the middle of a write
     assert stat.S_IMODE((tmp_path / OUTBOX_FILE).stat().st_mode) == 0o600
     again = Outbox(tmp_path / OUTBOX_FILE)  # a restart reads it back
     assert again.pending == 2
     gone = LaunchedOperation(id="launch-2", name="m", type="job", template="custom", argv_json="[]", created_at=1.0)
-    overlay = again.overlay({"launch-2": gone})
-    assert list(overlay) == ["launch-1"] and overlay["launch-1"].stop_requested is True
+    overlay = again.overlay({"launch-2": gone.saved()})
+    assert list(overlay) == ["launch-1"] and overlay["launch-1"]["stop_requested"] is True
     seen: list[str] = []
     assert again.replay(lambda entries: seen.extend(e["op"] for e in entries)) == 2
     assert seen == ["upsert", "delete"] and again.pending == 0 and not (tmp_path / OUTBOX_FILE).exists()
@@ -156,10 +153,10 @@ def test_write_with_retry_waits_for_a_short_lock_then_writes(db: tuple[sqlalchem
     release = threading.Timer(1.0, lambda: (holder.execute("ROLLBACK"), holder.close()))
     release.start()
     try:
-        write_with_retry(engine, lambda s: apply_entry(s, row_entry(row, None)), wait=30)
+        write_with_retry(engine, lambda s: apply_entry(s, upsert_entry(row.saved())), wait=30)
     finally:
         release.join()
-    assert stored(engine, "launch-w")[0] is not None
+    assert stored(engine, "launch-w") is not None
     assert not health.is_degraded("database")
 
 
@@ -167,10 +164,10 @@ def test_write_with_retry_gives_up_with_database_unavailable(db: tuple[sqlalchem
     engine, path = db
     row = LaunchedOperation(id="launch-x", name="x", type="job", template="custom", argv_json="[]", created_at=1.0)
     with exclusive_lock(path), pytest.raises(DatabaseUnavailable, match="locked"):
-        write_with_retry(engine, lambda s: apply_entry(s, row_entry(row, None)), wait=0.5)
+        write_with_retry(engine, lambda s: apply_entry(s, upsert_entry(row.saved())), wait=0.5)
     state = health.state("database")
     assert state.degraded and "locked" in (state.last_error or "") and state.since is not None
-    assert stored(engine, "launch-x")[0] is None
+    assert stored(engine, "launch-x") is None
 
 
 # ---- the supervisor under a held lock ----------------------------------------------------------
@@ -192,7 +189,7 @@ def test_launch_while_locked_is_a_503_and_leaves_no_trace(db: tuple[sqlalchemy.e
             assert session.exec(select(LaunchedOperation)).all() == []
         # Recovery: the next launch works as usual.
         op_id = launch_sleeper(supervisor, "after")
-        assert stored(engine, op_id)[0] is not None
+        assert stored(engine, op_id) is not None
         supervisor.stop(op_id, force=True)
         wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live, 30)
     finally:
@@ -227,9 +224,9 @@ def test_stop_while_locked_is_carried_out_kept_and_saved_later(
         # Recovery: the sampler's next rounds hand the outbox to the writer, which saves it.
         wait_until(lambda: (sample(supervisor), supervisor._outbox.pending == 0)[1], 60)
         supervisor.flush()
-        row, statuses = stored(engine, op_id)
+        row = stored(engine, op_id)
         assert row is not None and row.stop_requested and row.status == "stopped"
-        assert statuses[-1] == "stopped" and "failed" not in statuses
+        assert row.outcome == "stopped" and "failed" not in (row.exit_reason or "")
         assert not (data / OUTBOX_FILE).exists()
         assert not health.is_degraded("database")
     finally:
@@ -265,8 +262,8 @@ def test_stop_with_an_immutable_database_survives_a_restart(
         third = supervisor_for(engine, data)
         try:
             assert third._outbox.pending == 0
-            row, statuses = stored(engine, op_id)
-            assert row is not None and row.stop_requested and row.status == "stopped" and "failed" not in statuses
+            row = stored(engine, op_id)
+            assert row is not None and row.stop_requested and row.status == "stopped" and row.outcome == "stopped"
         finally:
             third.close()
     finally:

@@ -116,9 +116,13 @@ def test_sigkilled_dashboard_readopts_and_keeps_exit_codes(tmp_path: Path) -> No
         second.stop()
         reap_launched(data)
     _fail_on_logged_errors(second)
+    # The events tables, the one transition log: the end seen by the second dashboard, with its code.
     with sqlite3.connect(data / "dgx_spark.db") as db:
-        rows = db.execute(
-            "SELECT from_status, to_status, exit_code FROM operation_transition WHERE operation_id = ? ORDER BY id",
+        ends = db.execute(
+            "SELECT run, kind, exit_code FROM dgx_event WHERE operation_id = ?"
+            " AND kind IN ('completed', 'failed', 'stopped') ORDER BY id",
             (waiter,),
         ).fetchall()
-    assert rows[0] == (None, "pending", None) and rows[-1] == ("active", "failed", 7)
+        history = db.execute("SELECT run, status, exit_code FROM dgx_history WHERE operation_id = ?",
+                             (waiter,)).fetchall()
+    assert ends == [(1, "failed", 7)] and history == [(1, "failed", 7)]

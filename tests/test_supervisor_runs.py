@@ -6,6 +6,7 @@ action, the stop signal choice, multi-line argv and the exit code recovered from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.collector.sampler import SampleContext, Sampler
 from dgx_spark.database import make_engine, migrate
-from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.events.detector import EventDetector, Transition
+from dgx_spark.supervisor.models import LaunchedOperation
 from dgx_spark.supervisor.restart import MAX_BACKOFF_SECONDS, PolicyError, RestartPolicy, parse_policy
 from dgx_spark.supervisor.runner import EXIT_FILE, recover_exit
 from dgx_spark.supervisor.supervisor import ControlError, Supervisor, SupervisorConfig
@@ -46,12 +48,17 @@ CHECKPOINTER = (
 )
 
 
+def config_for(tmp_path: Path) -> tuple[Any, SupervisorConfig]:
+    """A fresh, migrated SQLite database and the supervisor settings of these tests."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'dgx.db'}")
+    migrate(engine)
+    return engine, SupervisorConfig(data_dir=tmp_path / "data", base_url="http://127.0.0.1:1", stop_grace=GRACE)
+
+
 @pytest.fixture
 def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
     """A supervisor on a fresh, migrated SQLite database (no sampler: tests call ``sample``)."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'dgx.db'}")
-    migrate(engine)
-    config = SupervisorConfig(data_dir=tmp_path / "data", base_url="http://127.0.0.1:1", stop_grace=GRACE)
+    engine, config = config_for(tmp_path)
     sup = Supervisor(config, engine)
     sup.load()
     yield sup
@@ -59,14 +66,56 @@ def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
     reap_launched(tmp_path / "data")
 
 
-def current(sup: Supervisor, op_id: str) -> Operation:
+@dataclasses.dataclass
+class Watched:
+    """A supervisor inside a running sampler whose last probe is the events detector, as in the app."""
+
+    supervisor: Supervisor
+    sampler: Sampler
+    events: list[Transition]
+
+    def current(self, op_id: str) -> Operation:
+        """The operation in a snapshot taken after this call."""
+        seen = self.sampler.latest.sequence
+        self.sampler.request_sample()
+        snapshot = self.sampler.wait_for(seen, 30)
+        found = snapshot.find(op_id)
+        assert found is not None, f"{op_id} is not in snapshot {snapshot.sequence}"
+        return found
+
+    def ends(self, op_id: str) -> list[tuple[int, str]]:
+        """(run, kind) of every end event of the operation, in order: what history and webhooks get."""
+        return [(t.operation.run, t.kind) for t in self.events
+                if t.operation.id == op_id and t.kind in ("completed", "failed", "stopped")]
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    """A supervisor sampled by a real sampler (every 0.2 s) with the events detector after it."""
+    engine, config = config_for(tmp_path)
+    samplers: list[Sampler] = []  # the supervisor asks the sampler made just below
+    sup = Supervisor(config, engine, snapshot=lambda: samplers[0].latest,
+                     on_change=lambda: samplers[0].request_sample() if samplers else None)
+    events: list[Transition] = []
+    samplers.append(Sampler(lambda _now: [], probes=[sup, EventDetector(events.append)], interval=0.2))
+    sup.load()
+    samplers[0].start()
+    yield Watched(sup, samplers[0], events)
+    samplers[0].stop()
+    sup.close()
+    reap_launched(tmp_path / "data")
+
+
+def current(sup: Supervisor | Watched, op_id: str) -> Operation:
     """The operation as a snapshot shows it."""
+    if isinstance(sup, Watched):
+        return sup.current(op_id)
     ctx = SampleContext(now=time.time(), operations=[])
     sup.sample(ctx)
     return next(op for op in ctx.operations if op.id == op_id)
 
 
-def wait_op(sup: Supervisor, op_id: str, check: Any, timeout: float = 60.0) -> Operation:
+def wait_op(sup: Supervisor | Watched, op_id: str, check: Any, timeout: float = 60.0) -> Operation:
     """Sample until ``check(op)`` holds."""
     try:
         return wait_until(lambda: (op := current(sup, op_id)) and check(op) and op, timeout)
@@ -74,12 +123,14 @@ def wait_op(sup: Supervisor, op_id: str, check: Any, timeout: float = 60.0) -> O
         raise AssertionError(f"{op_id}: {current(sup, op_id)}") from None
 
 
-def log_text(sup: Supervisor, op_id: str) -> str:
+def log_text(sup: Supervisor | Watched, op_id: str) -> str:
+    sup = sup.supervisor if isinstance(sup, Watched) else sup
     path = sup.log_path(op_id)
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def launch_script(sup: Supervisor, folder: Path, code: str, **extra: Any) -> str:
+def launch_script(sup: Supervisor | Watched, folder: Path, code: str, **extra: Any) -> str:
+    sup = sup.supervisor if isinstance(sup, Watched) else sup
     path = folder / f"script{time.monotonic_ns()}.py"
     path.write_text(code)
     op = sup.launch({"template": "custom", "name": "t", "type": "job", "command": [sys.executable, str(path)],
@@ -87,31 +138,24 @@ def launch_script(sup: Supervisor, folder: Path, code: str, **extra: Any) -> str
     return op.id
 
 
-def transitions(sup: Supervisor, op_id: str) -> list[tuple[int | None, str]]:
-    sup.flush()
-    with Session(sup.engine) as session:
-        rows = session.exec(select(OperationTransition).where(OperationTransition.operation_id == op_id)
-                            .order_by(OperationTransition.id)).all()
-        return [(row.run, row.to_status) for row in rows]
-
-
-def test_old_stop_timer_never_touches_the_new_run(supervisor: Supervisor, tmp_path: Path) -> None:
+def test_old_stop_timer_never_touches_the_new_run(watched: Watched, tmp_path: Path) -> None:
     """Launch, Stop, Start again within the grace: the first stop's SIGKILL is not for run 2."""
+    supervisor = watched.supervisor
     op_id = launch_script(supervisor, tmp_path, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
-    wait_op(supervisor, op_id, lambda op: op.status == "active")
+    wait_op(watched, op_id, lambda op: op.status == "active")
     supervisor.stop(op_id)  # SIGTERM ends it at once; its timer fires GRACE seconds later
-    first = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    first = wait_op(watched, op_id, lambda op: not op.is_live)
     assert first.run == 1 and first.outcome == "stopped" and first.exit_reason == "stopped by the user (SIGTERM)"
     again = supervisor.start_again(op_id)
     assert again.run == 2 and again.runs == 2
-    second = wait_op(supervisor, op_id, lambda op: op.status == "active" and op.pid is not None)
+    second = wait_op(watched, op_id, lambda op: op.status == "active" and op.pid is not None)
     pid = second.pid
     time.sleep(GRACE + 1)  # run 1's timer has fired by now: run 2 must still be alive
-    assert current(supervisor, op_id).status == "active" and current(supervisor, op_id).pid == pid
+    assert current(watched, op_id).status == "active" and current(watched, op_id).pid == pid
     supervisor.stop(op_id, signal_name="term")
-    ended = wait_op(supervisor, op_id, lambda op: not op.is_live)
+    ended = wait_op(watched, op_id, lambda op: not op.is_live)
     assert ended.run == 2 and ended.exit_code == -signal.SIGTERM and ended.outcome == "stopped"
-    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    ends = watched.ends(op_id)
     assert ends == [(1, "stopped"), (2, "stopped")]
 
 
@@ -146,19 +190,20 @@ def test_interrupt_lets_the_script_checkpoint(supervisor: Supervisor, tmp_path: 
     assert ended.exit_reason == "stopped by the user (SIGINT; exit code 0)" and ended.outcome_source == "runner"
 
 
-def test_restart_policy_restarts_three_times_then_gives_up(supervisor: Supervisor, tmp_path: Path) -> None:
+def test_restart_policy_restarts_three_times_then_gives_up(watched: Watched, tmp_path: Path) -> None:
+    supervisor = watched.supervisor
     op_id = launch_script(
         supervisor, tmp_path, "import sys\nprint('crashing', flush=True)\nsys.exit(3)\n",
         restart={"policy": "on-failure", "max_restarts": 3, "backoff_seconds": 0.2},
     )
-    final = wait_op(supervisor, op_id, lambda op: op.run == 4 and not op.is_live, timeout=120)
+    final = wait_op(watched, op_id, lambda op: op.run == 4 and not op.is_live, timeout=120)
     time.sleep(1.0)  # no fifth run comes
-    final = current(supervisor, op_id)
+    final = current(watched, op_id)
     assert final.run == 4 and final.runs == 4 and final.restarts == 3
     assert final.status == "failed" and final.outcome == "failed" and final.exit_code == 3
     assert final.exit_reason == "exit code 3; gave up after 3 restarts"
     assert log_text(supervisor, op_id).count("crashing") == 4
-    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    ends = watched.ends(op_id)
     assert ends == [(1, "failed"), (2, "failed"), (3, "failed"), (4, "failed")]
     supervisor.flush()
     with Session(supervisor.engine) as session:
@@ -187,24 +232,25 @@ def test_restart_policy_always_and_a_stop_cancels_the_next_run(supervisor: Super
     assert current(supervisor, live_id).run == 1 and stopped.outcome == "stopped"
 
 
-def test_restart_action_starts_a_new_run(supervisor: Supervisor, tmp_path: Path) -> None:
+def test_restart_action_starts_a_new_run(watched: Watched, tmp_path: Path) -> None:
+    supervisor = watched.supervisor
     op_id = launch_script(supervisor, tmp_path, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
     wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
-    first_pid = current(supervisor, op_id).pid
+    first_pid = current(watched, op_id).pid
     supervisor.restart(op_id)
     with pytest.raises(ControlError) as twice:
         supervisor.restart(op_id)
-    assert twice.value.status == 409 or current(supervisor, op_id).run == 2
-    second = wait_op(supervisor, op_id, lambda op: op.run == 2 and op.status == "active" and op.pid is not None)
+    assert twice.value.status == 409 or current(watched, op_id).run == 2
+    second = wait_op(watched, op_id, lambda op: op.run == 2 and op.status == "active" and op.pid is not None)
     assert second.pid != first_pid and second.restarts == 0
-    ends = [t for t in transitions(supervisor, op_id) if t[1] in ("stopped", "failed")]
+    ends = watched.ends(op_id)
     assert ends == [(1, "stopped")]
     supervisor.flush()
     with Session(supervisor.engine) as session:
         assert session.get(LaunchedOperation, op_id).run == 2
     # Restart of an ended operation is refused: that is "Start again".
     supervisor.stop(op_id, force=True)
-    wait_op(supervisor, op_id, lambda op: not op.is_live)
+    wait_op(watched, op_id, lambda op: not op.is_live)
     with pytest.raises(ControlError) as ended:
         supervisor.restart(op_id)
     assert ended.value.status == 409

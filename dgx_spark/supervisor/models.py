@@ -1,12 +1,24 @@
-"""SQLModel tables: launched operations (with their launch spec) and status transitions.
+"""The launched operation: one SQLModel table that is also the supervisor's in-memory record.
 
 Plain SQLModel (no Reflex). Times are POSIX seconds (float) so SQLite and
-PostgreSQL store them the same way.
+PostgreSQL store them the same way. The supervisor keeps one instance per
+operation in memory (never attached to a database session) and saves a copy of
+its columns (``model_dump``) on every change; a few private attributes hold what
+only this process knows (the runner's handle, a stop or Restart under way).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+from typing import Any
+
+from pydantic import PrivateAttr
 from sqlmodel import Field, SQLModel
+
+from dgx_spark.collector.model import LIVE_STATUSES
+from dgx_spark.supervisor.restart import RestartPolicy
+from dgx_spark.supervisor.signals import ProcessIdentity
 
 
 class LaunchedOperation(SQLModel, table=True):
@@ -52,18 +64,58 @@ class LaunchedOperation(SQLModel, table=True):
     restart_streak: int = 0
     restart_due_at: float | None = None
 
+    # In this process only, never saved: the runner's handle while this process started it, the
+    # run a stop is under way for, the run a user's Restart waits on, the last run whose end a
+    # snapshot has shown.
+    _runner_proc: subprocess.Popen[bytes] | None = PrivateAttr(default=None)
+    _stopping_run: int | None = PrivateAttr(default=None)
+    _restart_run: int | None = PrivateAttr(default=None)
+    _shown_end_run: int = PrivateAttr(default=0)
 
-class OperationTransition(SQLModel, table=True):
-    """A status change of any operation (launched or discovered); the events history builds on it."""
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> LaunchedOperation:
+        """A fresh record from saved columns (a database row's or an outbox entry's); unknown keys are ignored."""
+        return cls(**{key: value for key, value in saved.items() if key in cls.model_fields})
 
-    __tablename__ = "operation_transition"
+    def saved(self) -> dict[str, Any]:
+        """The columns as they are now: what the database (or the outbox) stores."""
+        return self.model_dump()
 
-    id: int | None = Field(default=None, primary_key=True)
-    operation_id: str = Field(index=True, max_length=64)
-    at: float = Field(index=True)
-    from_status: str | None = Field(default=None, max_length=16)
-    to_status: str = Field(max_length=16)
-    exit_code: int | None = None
-    detail: str | None = None
-    # The run of a launched operation this transition belongs to (None: discovered).
-    run: int | None = None
+    @property
+    def argv(self) -> list[str]:
+        """The command line."""
+        return list(json.loads(self.argv_json))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables the launch added."""
+        return dict(json.loads(self.env_json or "{}"))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The template's parameters."""
+        return dict(json.loads(self.params_json or "{}"))
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        """When the supervisor starts a next run by itself."""
+        return RestartPolicy.from_json(self.restart_json)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the operation has not ended."""
+        return self.status in LIVE_STATUSES
+
+    @property
+    def identity(self) -> ProcessIdentity | None:
+        """The command's identity, once the runner reported it."""
+        if self.pid is None or self.create_time is None:
+            return None
+        return ProcessIdentity(self.pid, self.create_time)
+
+    @property
+    def runner_identity(self) -> ProcessIdentity | None:
+        """The runner's identity."""
+        if self.runner_pid is None or self.runner_create_time is None:
+            return None
+        return ProcessIdentity(self.runner_pid, self.runner_create_time)

@@ -23,47 +23,37 @@ from typing import Any
 
 from sqlmodel import Session
 
-from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
+from dgx_spark.supervisor.models import LaunchedOperation
 
 logger = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.jsonl"
 
 
-def _model_fields(model: type[Any]) -> set[str]:
-    return set(model.model_fields)
+def upsert_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """The entry that saves a launched operation's columns (``LaunchedOperation.saved()``)."""
+    return {"op": "upsert", "row": row}
 
 
-def row_entry(row: LaunchedOperation, transition: OperationTransition | None) -> dict[str, Any]:
-    """The outbox entry for a row upsert and its optional status transition."""
-    entry: dict[str, Any] = {"op": "upsert", "row": row.model_dump()}
-    if transition is not None:
-        entry["transition"] = transition.model_dump(exclude={"id"})
-    return entry
-
-
-def delete_entry(op_id: str, transition: OperationTransition) -> dict[str, Any]:
-    """The outbox entry for removing an operation's row."""
-    return {"op": "delete", "id": op_id, "transition": transition.model_dump(exclude={"id"})}
+def delete_entry(op_id: str) -> dict[str, Any]:
+    """The entry that removes an operation's row."""
+    return {"op": "delete", "id": op_id}
 
 
 def apply_entry(session: Session, entry: dict[str, Any]) -> None:
-    """Apply one entry to a session (the caller commits)."""
+    """Apply one entry to a session (the caller commits).
+
+    A ``transition`` key (written by versions that kept a transition table) is ignored.
+    """
     kind = entry.get("op")
     if kind == "upsert":
-        fields = _model_fields(LaunchedOperation)
-        session.merge(LaunchedOperation(**{k: v for k, v in entry["row"].items() if k in fields}))
+        session.merge(LaunchedOperation.from_saved(entry["row"]))
     elif kind == "delete":
         row = session.get(LaunchedOperation, entry["id"])
         if row is not None:
             session.delete(row)
     else:
         logger.warning("outbox: skipping an entry of unknown kind %r", kind)
-        return
-    transition = entry.get("transition")
-    if transition:
-        fields = _model_fields(OperationTransition) - {"id"}
-        session.add(OperationTransition(**{k: v for k, v in transition.items() if k in fields}))
 
 
 class Outbox:
@@ -164,14 +154,13 @@ class Outbox:
         logger.info("outbox: %d pending write(s) saved to the database", len(entries))
         return len(entries)
 
-    def overlay(self, rows: dict[str, LaunchedOperation]) -> dict[str, LaunchedOperation]:
-        """``rows`` (by id, as read from the database) with the waiting writes applied on top."""
+    def overlay(self, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``rows`` (saved columns by id, as read from the database) with the waiting writes applied on top."""
         merged = dict(rows)
-        fields = _model_fields(LaunchedOperation)
         for entry in self.entries():
-            if entry.get("op") == "upsert" and isinstance(entry.get("row"), dict):
-                row = LaunchedOperation(**{k: v for k, v in entry["row"].items() if k in fields})
-                merged[row.id] = row
+            row = entry.get("row")
+            if entry.get("op") == "upsert" and isinstance(row, dict) and isinstance(row.get("id"), str):
+                merged[row["id"]] = row
             elif entry.get("op") == "delete":
                 merged.pop(str(entry.get("id")), None)
         return merged

@@ -1,10 +1,10 @@
 """The supervisor: launches, stops, re-adopts and reports operations this dashboard starts.
 
-State lives in memory (one ``Launched`` record per operation) and is written to
-the database on every change by a single writer thread, so the sampler never
-waits on the database. Each launched command runs under a runner process
-(``runner.py``) that records its pid and exit status in ``runs/<id>/``; those
-files are the truth after a dashboard restart. The supervisor is also a probe:
+State lives in memory (one ``LaunchedOperation`` per operation: the table's own
+class) and a copy of its columns is written to the database on every change by a
+single writer thread, so the sampler never waits on the database. Each launched
+command runs under a runner process (``runner.py``) that records its pid and exit
+status in ``runs/<id>/``; those files are the truth after a dashboard restart. The supervisor is also a probe:
 ``sample`` merges launched operations into every snapshot.
 
 Each start of an operation is a *run* (1, 2, ...: "Start again", Restart and
@@ -25,7 +25,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +46,6 @@ from dgx_spark.collector.containers import (
 )
 from dgx_spark.collector.model import (
     ENDED_STATUSES,
-    LIVE_STATUSES,
     Operation,
     Snapshot,
     operation_id,
@@ -57,12 +55,13 @@ from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import WRITE_WAIT_SECONDS, DatabaseUnavailable, probe_writable, write_with_retry
 from dgx_spark.health import health
+from dgx_spark.security.redaction import redact_command
 from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
 from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
-from dgx_spark.supervisor.models import LaunchedOperation, OperationTransition
-from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, delete_entry, row_entry
+from dgx_spark.supervisor.models import LaunchedOperation
+from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, delete_entry, upsert_entry
 from dgx_spark.supervisor.restart import HEALTHY_SECONDS, PolicyError, RestartPolicy, parse_policy
 from dgx_spark.supervisor.runner import (
     EXIT_FILE,
@@ -90,15 +89,6 @@ _LAUNCHED_ID = re.compile(r"^launch-[0-9a-f]{12}$")
 STOP_SIGNALS: dict[str, signal.Signals] = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}
 # How long a new run waits for one snapshot to show the previous run's end (its own terminal event).
 SHOWN_END_WAIT_SECONDS = 5.0
-
-try:  # Redaction belongs to the security layer; fall back to plain quoting without it.
-    from dgx_spark.security.redaction import redact_command as _redact_command
-except ImportError:  # pragma: no cover - only before the security work lands
-    import shlex
-
-    def _redact_command(argv: Any) -> str:
-        return shlex.join(argv or [])
-
 
 def _operation_token(op_id: str) -> str:
     """The operation-scoped token (security layer; plain Python, no web framework)."""
@@ -149,103 +139,51 @@ class SupervisorConfig:
         )
 
 
-@dataclasses.dataclass
-class Launched:
-    """In-memory state of one launched operation (mirrors ``LaunchedOperation``)."""
-
-    id: str
-    name: str
-    type: str
-    template: str
-    argv: list[str]
-    env: dict[str, str]
-    params: dict[str, Any]
-    cwd: str | None
-    port: int | None
-    status: str
-    created_at: float
-    detail: str | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    stop_requested: bool = False
-    pid: int | None = None
-    create_time: float | None = None
-    runner_pid: int | None = None
-    runner_create_time: float | None = None
-    boot_id: str | None = None
-    run: int = 1
-    outcome: str | None = None
-    exit_reason: str | None = None
-    outcome_source: str | None = None
-    stop_signal: str | None = None
-    restart_policy: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
-    restarts: int = 0
-    restart_streak: int = 0
-    restart_due_at: float | None = None
-    runner_proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
-    # In memory only: the run a stop is under way for, the run a user's Restart waits on,
-    # and the last run whose end a snapshot has shown.
-    stopping_run: int | None = None
-    restart_run: int | None = None
-    shown_end_run: int = 0
-
-    @property
-    def is_live(self) -> bool:
-        """Whether the operation has not ended."""
-        return self.status in LIVE_STATUSES
-
-    @property
-    def identity(self) -> ProcessIdentity | None:
-        """The command's identity, once the runner reported it."""
-        if self.pid is None or self.create_time is None:
-            return None
-        return ProcessIdentity(self.pid, self.create_time)
-
-    @property
-    def runner_identity(self) -> ProcessIdentity | None:
-        """The runner's identity."""
-        if self.runner_pid is None or self.runner_create_time is None:
-            return None
-        return ProcessIdentity(self.runner_pid, self.runner_create_time)
-
-    def to_row(self) -> LaunchedOperation:
-        """The database row."""
-        return LaunchedOperation(
-            id=self.id, name=self.name, type=self.type, template=self.template,
-            argv_json=json.dumps(self.argv), env_json=json.dumps(self.env),
-            params_json=json.dumps(self.params), cwd=self.cwd, port=self.port,
-            status=self.status, detail=self.detail, exit_code=self.exit_code,
-            created_at=self.created_at, started_at=self.started_at, ended_at=self.ended_at,
-            stop_requested=self.stop_requested, pid=self.pid, create_time=self.create_time,
-            runner_pid=self.runner_pid, runner_create_time=self.runner_create_time, boot_id=self.boot_id,
-            run=self.run, outcome=self.outcome, exit_reason=self.exit_reason, outcome_source=self.outcome_source,
-            stop_signal=self.stop_signal, restart_json=self.restart_policy.to_json(), restarts=self.restarts,
-            restart_streak=self.restart_streak, restart_due_at=self.restart_due_at,
-        )
-
-    @classmethod
-    def from_row(cls, row: LaunchedOperation) -> Launched:
-        """Rebuild from a database row."""
-        return cls(
-            id=row.id, name=row.name, type=row.type, template=row.template,
-            argv=list(json.loads(row.argv_json)), env=dict(json.loads(row.env_json or "{}")),
-            params=dict(json.loads(row.params_json or "{}")), cwd=row.cwd, port=row.port,
-            status=row.status, created_at=row.created_at, detail=row.detail, exit_code=row.exit_code,
-            started_at=row.started_at, ended_at=row.ended_at, stop_requested=row.stop_requested,
-            pid=row.pid, create_time=row.create_time, runner_pid=row.runner_pid,
-            runner_create_time=row.runner_create_time, boot_id=row.boot_id,
-            run=row.run or 1, outcome=row.outcome, exit_reason=row.exit_reason, outcome_source=row.outcome_source,
-            stop_signal=row.stop_signal, restart_policy=RestartPolicy.from_json(row.restart_json),
-            restarts=row.restarts or 0, restart_streak=row.restart_streak or 0, restart_due_at=row.restart_due_at,
-        )
+# What a live launched operation takes from its discovered process: what it uses, how far it got.
+MEASURED_FIELDS: tuple[str, ...] = (
+    "ports", "pids", "user", "progress", "metrics", "total_epochs", "eta_seconds", "throughput", "stalled",
+    "progress_source", "cpu_percent", "memory_bytes", "gpu_memory_bytes", "gpu_utilization", "gpu_indices",
+    "idle_gpu",
+)
 
 
-def port_listening(port: int) -> bool:
-    """Whether a TCP connect to 127.0.0.1:port succeeds right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def as_operation(rec: LaunchedOperation, found: Operation | None, *, title: str, log_path: str) -> Operation:
+    """A launched operation as the collector's immutable ``Operation``.
+
+    Args:
+        rec: The supervisor's record.
+        found: Its command (or runner) as discovery saw it in this snapshot; used while it is live.
+        title: What it is when it has not ended (the template's title).
+        log_path: Its log file.
+    """
+    live = rec.is_live
+    measured = {name: getattr(found, name) for name in MEASURED_FIELDS} if found is not None and live else {}
+    if not measured and rec.pid and live:
+        measured["pids"] = (rec.pid,)
+    ended = {} if live else {"outcome": rec.outcome, "exit_reason": rec.exit_reason,
+                             "outcome_source": rec.outcome_source}
+    return Operation(
+        id=rec.id,
+        type=rec.type,  # type: ignore[arg-type]
+        name=rec.name,
+        status=rec.status,  # type: ignore[arg-type]
+        description=rec.detail if not live and rec.detail else title,
+        started_at_ts=rec.started_at or rec.created_at,
+        ended_at_ts=rec.ended_at,
+        port=rec.port if rec.port is not None or found is None or not live else found.port,
+        pid=rec.pid,
+        command=redact_command(rec.argv),
+        source="launched",
+        exit_code=rec.exit_code,
+        log_path=log_path,
+        cwd=rec.cwd,
+        stop_requested=rec.stop_requested,
+        run=rec.run,
+        runs=rec.run,
+        restarts=rec.restarts,
+        **measured,
+        **ended,
+    )
 
 
 class Supervisor:
@@ -274,7 +212,7 @@ class Supervisor:
         self.runs_dir = config.data_dir / "runs"
         self._snapshot = snapshot
         self._on_change = on_change
-        self._ops: dict[str, Launched] = {}
+        self._ops: dict[str, LaunchedOperation] = {}
         self._owned_ids: set[str] = set()
         self._lock = threading.RLock()
         # Notified (lock held) when a snapshot has shown the end of a run.
@@ -372,18 +310,18 @@ class Supervisor:
         """Read every launched operation from the database and reconcile it with reality."""
         self._replay_outbox(wait=WRITE_WAIT_SECONDS)  # e.g. a stop saved while the database was away
         with Session(self.engine) as session:
-            stored = {row.id: row for row in session.exec(select(LaunchedOperation)).all()}
+            stored = {row.id: row.saved() for row in session.exec(select(LaunchedOperation)).all()}
         # What the database could not take yet still counts (a user's stop stays a stop).
-        rows = list(self._outbox.overlay(stored).values())
+        rows = self._outbox.overlay(stored)
         with self._lock:
-            for row in rows:
-                rec = Launched.from_row(row)
+            for saved in rows.values():
+                rec = LaunchedOperation.from_saved(saved)  # our own record, never bound to a session
                 self._ops[rec.id] = rec
                 self._own(rec)
             for rec in list(self._ops.values()):
                 if rec.is_live:
                     self._reconcile(rec, startup=True)
-                elif rec.restart_due_at is not None and rec.stopping_run is None:
+                elif rec.restart_due_at is not None and rec._stopping_run is None:
                     # A next run was due when the dashboard went down: keep the promise.
                     automatic = rec.outcome != "stopped"
                     why = self._restart_why(rec) if automatic else "restarted by the user"
@@ -413,10 +351,11 @@ class Supervisor:
         spec = self.build_spec(body)
         policy = self.restart_policy(body)
         now = time.time()
-        rec = Launched(
+        rec = LaunchedOperation(
             id=f"launch-{secrets.token_hex(6)}", name=spec.name, type=spec.type, template=spec.template,
-            argv=list(spec.argv), env=dict(spec.env), params=dict(spec.params), cwd=spec.cwd,
-            port=spec.port, status="pending", created_at=now, restart_policy=policy,
+            argv_json=json.dumps(list(spec.argv)), env_json=json.dumps(dict(spec.env)),
+            params_json=json.dumps(dict(spec.params)), cwd=spec.cwd, port=spec.port, status="pending",
+            created_at=now, restart_json=policy.to_json(),
         )
         self._require_database()  # 503 before anything starts: a launch nobody could record is not made
         with self._lock:
@@ -479,7 +418,7 @@ class Supervisor:
         self._changed()
         return self._as_operation(rec, None)
 
-    def _check_startable(self, rec: Launched) -> None:
+    def _check_startable(self, rec: LaunchedOperation) -> None:
         """Raise ControlError (422) when a new run could not start: port taken, program gone (lock held)."""
         field = "params.port" if rec.template != tpl.CUSTOM else "port"
         if rec.port is not None and (
@@ -492,7 +431,7 @@ class Supervisor:
         except tpl.SpecError as exc:
             raise ControlError(422, str(exc), exc.field) from exc
 
-    def _begin_run(self, rec: Launched, why: str) -> None:
+    def _begin_run(self, rec: LaunchedOperation, why: str) -> None:
         """Start the next run of an ended operation (lock held): a new run number, fresh run state."""
         rec.run += 1
         rec.pid = rec.create_time = rec.runner_pid = rec.runner_create_time = None
@@ -501,21 +440,21 @@ class Supervisor:
         rec.stop_requested = False
         rec.stop_signal = None
         rec.restart_due_at = None
-        rec.stopping_run = rec.restart_run = None
+        rec._stopping_run = rec._restart_run = None
         self._record(rec, "pending", why, wait=True)
         self._spawn(rec)
 
-    def _await_shown_end(self, rec: Launched) -> None:
+    def _await_shown_end(self, rec: LaunchedOperation) -> None:
         """Wait (bounded, lock held) until a snapshot has shown how the current run ended.
 
         So the run gets its own terminal event before the next run replaces it.
         """
-        if self._snapshot is None or rec.shown_end_run >= rec.run:
+        if self._snapshot is None or rec._shown_end_run >= rec.run:
             return
         run = rec.run
         self._changed()  # ask the sampler for a snapshot now
         self._shown.wait_for(
-            lambda: rec.shown_end_run >= run or rec.run != run or rec.is_live, SHOWN_END_WAIT_SECONDS
+            lambda: rec._shown_end_run >= run or rec.run != run or rec.is_live, SHOWN_END_WAIT_SECONDS
         )
 
     def stop(self, op_id: str, *, force: bool = False, signal_name: str = "term") -> Operation:
@@ -553,7 +492,7 @@ class Supervisor:
         return self._as_operation(rec, None)
 
     def _begin_stop(
-        self, rec: Launched, name: str, sig: signal.Signals, *, restart: bool,
+        self, rec: LaunchedOperation, name: str, sig: signal.Signals, *, restart: bool,
     ) -> tuple[int, ProcessIdentity, bool, signal.Signals] | None:
         """Mark a stop (or Restart) of the current run (lock held); what to signal, or None for nothing.
 
@@ -562,14 +501,14 @@ class Supervisor:
         """
         run = rec.run
         target, group = self._stop_target(rec)
-        if rec.stopping_run == run:
+        if rec._stopping_run == run:
             if restart:
-                if rec.restart_run == run:
+                if rec._restart_run == run:
                     raise ControlError(409, f"operation {rec.id} is already being restarted")
-                rec.restart_run = run  # the stop under way ends the run; then the new run starts
+                rec._restart_run = run  # the stop under way ends the run; then the new run starts
                 return None
-            if rec.restart_run == run:
-                rec.restart_run = None  # a Stop wins over the pending Restart
+            if rec._restart_run == run:
+                rec._restart_run = None  # a Stop wins over the pending Restart
                 return (run, target, group, sig) if sig == signal.SIGKILL and target is not None else None
             if sig != signal.SIGKILL:
                 raise ControlError(409, f"operation {rec.id} is already being stopped")
@@ -578,12 +517,12 @@ class Supervisor:
             raise ControlError(409, f"operation {rec.id} has no process to signal yet; try again")
         rec.stop_requested = True
         rec.stop_signal = name
-        rec.stopping_run = run
-        rec.restart_run = run if restart else None
+        rec._stopping_run = run
+        rec._restart_run = run if restart else None
         self._persist(rec)
         return run, target, group, sig
 
-    def _send_stop(self, rec: Launched, run: int, target: ProcessIdentity, group: bool, sig: signal.Signals) -> None:
+    def _send_stop(self, rec: LaunchedOperation, run: int, target: ProcessIdentity, group: bool, sig: signal.Signals) -> None:
         """Send a stop's signal (no lock held); SIGKILL that run alone after the grace period."""
         if not group and sig == signal.SIGKILL:
             sig = signal.SIGUSR1  # to the runner: it forwards SIGKILL and lives to record the exit
@@ -591,8 +530,8 @@ class Supervisor:
             self._signal(target, sig, group=group)
         except ControlError:
             with self._lock:
-                if rec.run == run and rec.stopping_run == run:
-                    rec.stopping_run = rec.restart_run = rec.stop_signal = None
+                if rec.run == run and rec._stopping_run == run:
+                    rec._stopping_run = rec._restart_run = rec.stop_signal = None
                     rec.stop_requested = False
                     self._persist(rec)
             raise
@@ -712,13 +651,13 @@ class Supervisor:
         except SignalDenied as exc:
             raise ControlError(403, f"not permitted: {exc}") from exc
 
-    def _stop_target(self, rec: Launched) -> tuple[ProcessIdentity | None, bool]:
+    def _stop_target(self, rec: LaunchedOperation) -> tuple[ProcessIdentity | None, bool]:
         """The command's process group once known; before that the runner (it forwards SIGTERM)."""
         if rec.identity is not None:
             return rec.identity, True
         return rec.runner_identity, False
 
-    def _escalate_later(self, target: ProcessIdentity, group: bool, rec: Launched | None, run: int) -> None:
+    def _escalate_later(self, target: ProcessIdentity, group: bool, rec: LaunchedOperation | None, run: int) -> None:
         """SIGKILL after the grace period: only run ``run`` of ``rec`` (or the discovered ``target``)."""
 
         def escalate() -> None:
@@ -746,8 +685,8 @@ class Supervisor:
             finally:
                 if rec is not None:
                     with self._lock:
-                        if rec.run == run and rec.stopping_run == run:
-                            rec.stopping_run = None
+                        if rec.run == run and rec._stopping_run == run:
+                            rec._stopping_run = None
 
         timer = threading.Timer(self.config.stop_grace, escalate)
         timer.daemon = True
@@ -767,7 +706,7 @@ class Supervisor:
             del self._ops[op_id]
         # Durable either way (database or outbox); wait a little so a reload rarely shows it.
         with contextlib.suppress(concurrent.futures.TimeoutError):
-            self._writer.submit(self._delete_row, op_id).result(WRITE_WAIT_SECONDS * 2)
+            self._writer.submit(self._save, delete_entry(op_id)).result(WRITE_WAIT_SECONDS * 2)
         shutil.rmtree(self.runs_dir / op_id, ignore_errors=True)
         for index in range(self.config.log_backups, -1, -1):
             path = self.log_path(op_id) if index == 0 else backup_path(self.log_path(op_id), index)
@@ -873,8 +812,8 @@ class Supervisor:
                         self._record(rec, "running", None)
                 op = self._as_operation(rec, found)
                 merged.append(op)
-                if not op.is_live and rec.shown_end_run < rec.run:
-                    rec.shown_end_run = rec.run  # this snapshot shows how the run ended
+                if not op.is_live and rec._shown_end_run < rec.run:
+                    rec._shown_end_run = rec.run  # this snapshot shows how the run ended
             self._shown.notify_all()
         self._queue_replay()  # never waits: the writer thread saves what the outbox holds
         ctx.operations[:] = [
@@ -882,63 +821,23 @@ class Supervisor:
         ] + merged
 
     # ---- internals -------------------------------------------------------------------------
-    def _as_operation(self, rec: Launched, found: Operation | None) -> Operation:
-        live = rec.is_live
-        description = rec.detail if not live and rec.detail else self._title(rec)
-        base = found if found is not None and live else None
-        return Operation(
-            id=rec.id,
-            type=rec.type,  # type: ignore[arg-type]
-            name=rec.name,
-            status=rec.status,  # type: ignore[arg-type]
-            description=description,
-            started_at_ts=rec.started_at or rec.created_at,
-            ended_at_ts=rec.ended_at,
-            port=rec.port if rec.port is not None else (base.port if base else None),
-            ports=base.ports if base else (),
-            pid=rec.pid,
-            pids=base.pids if base else ((rec.pid,) if rec.pid and live else ()),
-            command=_redact_command(rec.argv),
-            user=base.user if base else None,
-            source="launched",
-            exit_code=rec.exit_code,
-            progress=base.progress if base else None,
-            metrics=base.metrics if base else None,
-            total_epochs=base.total_epochs if base else None,
-            eta_seconds=base.eta_seconds if base else None,
-            throughput=base.throughput if base else None,
-            stalled=base.stalled if base else None,
-            progress_source=base.progress_source if base else None,
-            cpu_percent=base.cpu_percent if base else None,
-            memory_bytes=base.memory_bytes if base else None,
-            gpu_memory_bytes=base.gpu_memory_bytes if base else None,
-            gpu_utilization=base.gpu_utilization if base else None,
-            gpu_indices=base.gpu_indices if base else None,
-            idle_gpu=base.idle_gpu if base else None,
-            log_path=str(self.log_path(rec.id)),
-            cwd=rec.cwd,
-            stop_requested=rec.stop_requested,
-            run=rec.run,
-            runs=rec.run,
-            restarts=rec.restarts,
-            outcome=None if live else rec.outcome,
-            exit_reason=None if live else rec.exit_reason,
-            outcome_source=None if live else rec.outcome_source,
-        )
+    def _as_operation(self, rec: LaunchedOperation, found: Operation | None) -> Operation:
+        """The record as the collector's immutable ``Operation``; ``found``: its discovered process."""
+        return as_operation(rec, found, title=self._title(rec), log_path=str(self.log_path(rec.id)))
 
-    def _title(self, rec: Launched) -> str:
+    def _title(self, rec: LaunchedOperation) -> str:
         if rec.template == tpl.CUSTOM:
             return "Custom command"
         template = self._templates.get(rec.template)
         return template.title if template else rec.template
 
-    def _own(self, rec: Launched) -> None:
+    def _own(self, rec: LaunchedOperation) -> None:
         """Remember the discovered ids of our command and runner, to hide their duplicates."""
         for pid, created in ((rec.pid, rec.create_time), (rec.runner_pid, rec.runner_create_time)):
             if pid is not None and created is not None:
                 self._owned_ids.add(operation_id(pid, created))
 
-    def _child_env(self, rec: Launched) -> dict[str, str]:
+    def _child_env(self, rec: LaunchedOperation) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DGX_SPARK_")}
         env.update(rec.env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -952,7 +851,7 @@ class Supervisor:
                 logger.warning("supervisor: no progress token for %s: %s", rec.id, exc)
         return env
 
-    def _spawn(self, rec: Launched) -> None:
+    def _spawn(self, rec: LaunchedOperation) -> None:
         """Start the runner for ``rec`` (lock held); ``starting`` on success, ``failed`` if not."""
         run_dir = self.runs_dir / rec.id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -967,7 +866,7 @@ class Supervisor:
                 "operation_id": rec.id,
                 "run": rec.run,
                 "argv": rec.argv,
-                "display": _redact_command(rec.argv),
+                "display": redact_command(rec.argv),
                 "cwd": rec.cwd,
                 "env": self._child_env(rec),
                 "log_path": str(self.log_path(rec.id)),
@@ -995,7 +894,7 @@ class Supervisor:
             raise ControlError(500, f"could not start the runner: {exc}") from exc
         finally:
             runner_log.close()
-        rec.runner_proc = proc
+        rec._runner_proc = proc
         rec.runner_pid = proc.pid
         try:
             rec.runner_create_time = psutil.Process(proc.pid).create_time()
@@ -1008,18 +907,18 @@ class Supervisor:
                                   name=f"dgx-spark-wait-{rec.id}", daemon=True)
         waiter.start()
 
-    def _on_runner_exit(self, rec: Launched, run: int, proc: subprocess.Popen[bytes]) -> None:
+    def _on_runner_exit(self, rec: LaunchedOperation, run: int, proc: subprocess.Popen[bytes]) -> None:
         """Learn a run's end as soon as its runner exits (the sampler would see it a tick later)."""
         proc.wait()
         with self._lock:
             if self._ops.get(rec.id) is rec and rec.run == run and rec.is_live:
                 self._reconcile(rec)
 
-    def _reconcile(self, rec: Launched, *, startup: bool = False) -> None:
+    def _reconcile(self, rec: LaunchedOperation, *, startup: bool = False) -> None:
         """Bring a live record up to date with the runner's files and the process table (lock held)."""
         run_dir = self.runs_dir / rec.id
-        if rec.runner_proc is not None and rec.runner_proc.poll() is not None:
-            rec.runner_proc = None  # reaped
+        if rec._runner_proc is not None and rec._runner_proc.poll() is not None:
+            rec._runner_proc = None  # reaped
         if rec.pid is None:
             info = read_json(run_dir / RUNNER_FILE)
             if info is not None and isinstance(info.get("pid"), int):
@@ -1042,11 +941,11 @@ class Supervisor:
         if rec.boot_id and self._boot_id and rec.boot_id != self._boot_id:
             rec.ended_at = time.time()
             rec.exit_code = None
-            rec.runner_proc = None
+            rec._runner_proc = None
             self._conclude(rec, "lost: the machine restarted while it ran", "unknown")
             return
         command_alive = rec.identity is not None and is_alive(rec.identity)
-        runner_alive = rec.runner_proc is not None or (
+        runner_alive = rec._runner_proc is not None or (
             rec.runner_identity is not None and is_alive(rec.runner_identity)
         )
         if not command_alive and not runner_alive:
@@ -1064,12 +963,12 @@ class Supervisor:
         if rec.status in ("pending", "starting"):
             if rec.type != "server" or rec.port is None:
                 self._record(rec, "active" if rec.type == "job" else "running", None)
-            elif port_listening(rec.port):
+            elif tpl.port_in_use(rec.port):
                 self._record(rec, "running", f"listening on port {rec.port}")
             elif rec.status == "pending":
                 self._record(rec, "starting", None)
 
-    def _finish(self, rec: Launched, info: Mapping[str, Any], source: str = "runner") -> None:
+    def _finish(self, rec: LaunchedOperation, info: Mapping[str, Any], source: str = "runner") -> None:
         """The current run ended as ``info`` (exit.json's shape) says (lock held)."""
         code = info.get("exit_code")
         rec.exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
@@ -1084,10 +983,10 @@ class Supervisor:
             ending = "exit code unknown"
         else:
             ending = f"exit code {rec.exit_code}"
-        rec.runner_proc = None
+        rec._runner_proc = None
         self._conclude(rec, ending, source, signame)
 
-    def _finish_from_logs(self, rec: Launched, why: str) -> None:
+    def _finish_from_logs(self, rec: LaunchedOperation, why: str) -> None:
         """No readable exit file: the runner's log lines say how the run ended, or it is lost (lock held)."""
         log = self.log_path(rec.id)
         paths = [log] + [backup_path(log, i) for i in range(1, self.config.log_backups + 1)]
@@ -1098,12 +997,12 @@ class Supervisor:
             return
         rec.ended_at = time.time()
         rec.exit_code = None
-        rec.runner_proc = None
+        rec._runner_proc = None
         self._conclude(rec, f"lost: {why}; exit code unknown", "unknown")
 
-    def _conclude(self, rec: Launched, ending: str, source: str, signame: str | None = None) -> None:
+    def _conclude(self, rec: LaunchedOperation, ending: str, source: str, signame: str | None = None) -> None:
         """Record the run's outcome (lock held); a pending Restart or the restart policy schedules the next run."""
-        restarting = rec.restart_run == rec.run
+        restarting = rec._restart_run == rec.run
         if rec.stop_requested or restarting:
             outcome, reason = "stopped", self._user_stop_reason(rec, ending, signame, restarting)
         elif rec.exit_code == 0:
@@ -1111,7 +1010,7 @@ class Supervisor:
         else:
             outcome, reason = "failed", ending
         rec.outcome, rec.exit_reason, rec.outcome_source = outcome, reason, source
-        rec.stopping_run = None
+        rec._stopping_run = None
         detail = reason
         if restarting:
             self._schedule_run(rec, 0.0, "restarted by the user", automatic=False)
@@ -1120,7 +1019,7 @@ class Supervisor:
         self._record(rec, "failed" if outcome == "failed" else "stopped", detail)
 
     @staticmethod
-    def _user_stop_reason(rec: Launched, ending: str, signame: str | None, restarting: bool) -> str:
+    def _user_stop_reason(rec: LaunchedOperation, ending: str, signame: str | None, restarting: bool) -> str:
         """E.g. "stopped by the user (SIGTERM)", "... (SIGTERM, then SIGKILL)", "... (SIGINT; exit code 0)"."""
         verb = "restarted" if restarting else "stopped"
         chosen = STOP_SIGNALS.get(rec.stop_signal or "")
@@ -1132,7 +1031,7 @@ class Supervisor:
             return f"{verb} by the user ({chosen.name}, then {signame})"
         return f"{verb} by the user ({chosen.name}; {ending})"
 
-    def _apply_policy(self, rec: Launched, reason: str) -> str:
+    def _apply_policy(self, rec: LaunchedOperation, reason: str) -> str:
         """Schedule the policy's next run, or give up (lock held); the run's description."""
         policy = rec.restart_policy
         uptime = (rec.ended_at or time.time()) - (rec.started_at or rec.ended_at or time.time())
@@ -1148,16 +1047,16 @@ class Supervisor:
         return f"{reason}; restarting in {delay:g} s (restart {rec.restart_streak + 1} of {policy.max_restarts})"
 
     @staticmethod
-    def _restart_why(rec: Launched) -> str:
+    def _restart_why(rec: LaunchedOperation) -> str:
         policy = rec.restart_policy
         return f"restart {rec.restart_streak + 1} of {policy.max_restarts} (policy {policy.policy})"
 
-    def _schedule_run(self, rec: Launched, delay: float, why: str, *, automatic: bool) -> None:
+    def _schedule_run(self, rec: LaunchedOperation, delay: float, why: str, *, automatic: bool) -> None:
         """Start the next run after ``delay`` seconds, unless something else happens to the operation first."""
         rec.restart_due_at = time.time() + delay
         self._timer(delay, rec, why, automatic)
 
-    def _timer(self, delay: float, rec: Launched, why: str, automatic: bool) -> None:
+    def _timer(self, delay: float, rec: LaunchedOperation, why: str, automatic: bool) -> None:
         """Start a daemon timer for the next run of ``rec`` (lock held)."""
         if self._closed:
             return
@@ -1166,12 +1065,12 @@ class Supervisor:
         self._timers.add(timer)
         timer.start()
 
-    def _due(self, rec: Launched, run: int) -> bool:
+    def _due(self, rec: LaunchedOperation, run: int) -> bool:
         """Whether the next run scheduled after run ``run`` is still wanted (lock held)."""
         return (self._ops.get(rec.id) is rec and rec.run == run and not rec.is_live
                 and rec.restart_due_at is not None)
 
-    def _start_due_run(self, rec: Launched, run: int, why: str, automatic: bool) -> None:
+    def _start_due_run(self, rec: LaunchedOperation, run: int, why: str, automatic: bool) -> None:
         """The timer of a scheduled run: start it if nothing (Start again, Stop, Remove) came first."""
         try:
             with self._lock:
@@ -1198,7 +1097,7 @@ class Supervisor:
             logger.exception("supervisor: could not start the next run of %s", rec.id)
         self._changed()
 
-    def _cancel_next_run(self, rec: Launched) -> None:
+    def _cancel_next_run(self, rec: LaunchedOperation) -> None:
         """A Stop of an ended operation whose next run is scheduled: no next run (lock held)."""
         rec.restart_due_at = None
         reason = rec.exit_reason or rec.detail or ""
@@ -1209,7 +1108,7 @@ class Supervisor:
         self._record(rec, rec.status, f"{reason}; restart cancelled by the user")
 
     def _record(
-        self, rec: Launched, status: str, detail: str | None, *, wait: bool = False, from_status: Any = ...,
+        self, rec: LaunchedOperation, status: str, detail: str | None, *, wait: bool = False, from_status: Any = ...,
     ) -> None:
         """Change status (lock held): memory now, database on the writer thread.
 
@@ -1222,28 +1121,16 @@ class Supervisor:
         rec.status = status
         if detail is not None or status in ENDED_STATUSES or status == "pending":
             rec.detail = detail
-        row = rec.to_row()
-        transition = OperationTransition(
-            operation_id=rec.id, at=time.time(), from_status=previous, to_status=status,
-            exit_code=rec.exit_code if status in ENDED_STATUSES else None, detail=detail, run=rec.run,
-        )
         logger.info("operation %s: %s -> %s%s", rec.id, previous, status, f" ({detail})" if detail else "")
-        future = self._writer.submit(self._write, row, transition)
+        future = self._writer.submit(self._save, upsert_entry(rec.saved()))
         if wait and not health.is_degraded("database"):
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 future.result(1.0)  # bounded: the lock is held, and the sampler needs it
         self._changed()
 
-    def _persist(self, rec: Launched) -> None:
-        self._writer.submit(self._write, rec.to_row(), None)
-
-    def _write(self, row: LaunchedOperation, transition: OperationTransition | None) -> None:
-        self._save(row_entry(row, transition))
-
-    def _delete_row(self, op_id: str) -> None:
-        transition = OperationTransition(operation_id=op_id, at=time.time(), from_status=None,
-                                         to_status="removed", detail="removed by the user")
-        self._save(delete_entry(op_id, transition))
+    def _persist(self, rec: LaunchedOperation) -> None:
+        """Save the record's columns as they are now (lock held; the write happens on the writer thread)."""
+        self._writer.submit(self._save, upsert_entry(rec.saved()))
 
     # ---- durable writes (writer thread) -------------------------------------------------------
     def _save(self, entry: dict[str, Any]) -> None:
