@@ -75,3 +75,12 @@ def test_runner_notes_alone_are_not_output() -> None:
     assert not has_output([])
     assert not has_output(["[dgx-spark 2026-01-01 10:00:00] run 1 starting: python -c pass"])
     assert has_output(["[dgx-spark 2026-01-01 10:00:00] run 1 starting: x", "hello"])
+
+
+def test_unavailable_reasons(tmp_path: Path) -> None:
+    from dgx_spark.state.log_search import NOTHING_WRITTEN, unavailable_reason
+
+    assert "has ended" in unavailable_reason(None)
+    assert unavailable_reason(tmp_path / "op.log") == NOTHING_WRITTEN
+    with sleeper(subprocess.PIPE) as source:
+        assert unavailable_reason(source) == "Output not captured: it goes to a pipe (another program reads it)."

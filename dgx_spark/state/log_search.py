@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from dgx_spark.collector import output
 from dgx_spark.collector.output import LogSource, ProcessOutput
@@ -55,4 +56,6 @@ def unavailable_reason(source: LogSource | None) -> str:
         if where is None:  # a file after all, which could not be read just now
             return "Output not captured: its file could not be read."
         return f"Output not captured: it goes to {where}."
-    return NOTHING_WRITTEN
+    if isinstance(source, Path):
+        return NOTHING_WRITTEN
+    return "Output could not be read just now (the container engine did not answer, or it has ended)."
