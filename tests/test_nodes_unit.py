@@ -1,0 +1,87 @@
+"""The nodes store (a real 0600 file), the list checks of the poller, and remote cards."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dgx_spark.nodes.poller import IncompatibleAnswer, NodeState, parse_list, poll_timeout
+from dgx_spark.nodes.store import NodeError, NodeStore, clean_url
+from dgx_spark.nodes.view import operation_from_api
+from dgx_spark.state.view import operation_view
+
+TOKEN = "a-token-of-node-b-0123456789"
+
+
+def test_store_keeps_tokens_0600_and_ids_unique(tmp_path: Path) -> None:
+    store = NodeStore(tmp_path)
+    first = store.add("Spark B", "http://spark-b:3000/", TOKEN)
+    second = store.add("spark b!", "http://10.0.0.2:3000", TOKEN)
+    local = store.add("local", "http://10.0.0.3:3000", TOKEN)
+    assert (first.id, second.id, local.id) == ("spark-b", "spark-b-2", "local-2")
+    assert first.url == "http://spark-b:3000"
+    assert "token" not in first.public() and TOKEN not in repr(first)
+    path = tmp_path / "nodes.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [n.id for n in NodeStore(tmp_path).load()] == ["spark-b", "spark-b-2", "local-2"]
+    with pytest.raises(NodeError) as dup:
+        store.add("other", "http://spark-b:3000", TOKEN)
+    assert dup.value.status == 409 and dup.value.field == "url"
+    assert store.remove("spark-b") is not None and store.remove("spark-b") is None
+    assert [n.id for n in NodeStore(tmp_path).load()] == ["spark-b-2", "local-2"]
+
+
+def test_store_tightens_a_loose_file_and_sets_a_broken_one_aside(tmp_path: Path) -> None:
+    store = NodeStore(tmp_path)
+    store.add("b", "http://b:3000", TOKEN)
+    path = tmp_path / "nodes.json"
+    os.chmod(path, 0o644)
+    assert [n.id for n in NodeStore(tmp_path).load()] == ["b"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("{not json")
+    assert NodeStore(tmp_path).load() == []
+    assert not path.exists() and list(tmp_path.glob("nodes.json.broken-*"))
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "http://u:p@h:1", "http://h:1/?q=1", "http://h:99999",
+                                 "http://h h", "javascript:alert(1)", "http://h#x"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(NodeError) as err:
+        clean_url(url)
+    assert err.value.field == "url"
+
+
+def test_parse_list_accepts_ours_and_refuses_others() -> None:
+    body = json.dumps({"success": True, "data": [
+        {"id": "op-1-1", "type": "job", "name": "train", "status": "running", "cpu_percent": "lots",
+         "memory_bytes": 10, "secret_extra": "x", "progress": 0.5},
+    ]}).encode()
+    (item,) = parse_list(body)
+    assert item["cpu_percent"] is None and item["memory_bytes"] == 10 and "secret_extra" not in item
+    for bad in (b"<html>", b'{"items": []}', b'{"success": true, "data": [{"id": "x"}]}',
+                b'{"success": true, "data": [{"id": "x", "type": "daemon", "name": "n", "status": "running"}]}'):
+        with pytest.raises(IncompatibleAnswer):
+            parse_list(bad)
+
+
+def test_timeout_is_shorter_than_the_refresh_and_stale_rules() -> None:
+    for refresh in (0.2, 1.0, 2.0, 60.0):
+        assert poll_timeout(refresh) < refresh
+    assert NodeState(status="online", last_seen=100.0).stale(101.0, 1.0) is False
+    assert NodeState(status="offline", last_seen=100.0).stale(101.0, 1.0) is True
+    assert NodeState(status="online", last_seen=100.0).stale(200.0, 1.0) is True
+    assert NodeState().stale(0.0, 1.0) is False  # connecting: nothing shown yet
+
+
+def test_remote_item_becomes_a_card() -> None:
+    item = {"id": "op-9-9", "type": "server", "name": "vllm", "status": "running", "port": 8000,
+            "ports": [8000], "pid": 9, "process_count": 3, "started_at": "2024-01-01T00:00:00Z",
+            "cpu_percent": 12.5, "memory_bytes": 1024, "source": "launched", "metrics": {"epoch": 1}}
+    op = operation_from_api(item)
+    assert op.process_count == 3 and op.started_at_ts == 1704067200.0
+    view = operation_view(op, 1704067260.0, "spark-b")
+    assert view.url == "http://spark-b:8000" and view.cpu_text and view.source == "launched"
