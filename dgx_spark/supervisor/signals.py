@@ -15,6 +15,8 @@ import signal
 
 import psutil
 
+from dgx_spark.collector.ancestry import ancestor_pids
+
 logger = logging.getLogger(__name__)
 
 CREATE_TIME_TOLERANCE = 0.02
@@ -60,12 +62,7 @@ def is_alive(identity: ProcessIdentity) -> bool:
 @functools.cache
 def protected_pids() -> frozenset[int]:
     """PID 1, this process and all its ancestors: never signalled."""
-    pids = {0, 1, os.getpid()}
-    try:
-        pids.update(p.pid for p in psutil.Process().parents())
-    except psutil.Error:
-        pass
-    return frozenset(pids)
+    return frozenset({0, 1, *ancestor_pids()})
 
 
 def send_signal(target: ProcessIdentity, sig: int, *, group: bool = False) -> bool:
