@@ -172,6 +172,7 @@ def test_theme_follows_the_system_and_the_menu_overrides_it(
         expect(page.locator("#theme-menu")).to_have_attribute("data-mode", "light", timeout=60_000)
         page.goto(full_dashboard.url + "/history")
         wait_theme(page, "light")
+        expect(page.locator("#theme-menu")).to_have_attribute("data-mode", "light", timeout=60_000)
 
         # Back to following the system (which prefers dark here).
         page.goto(full_dashboard.url + "/")

@@ -9,8 +9,7 @@ buttons as a card. Headers sort with the filter bar's sort keys (the URL's
 ``sort`` / ``order``).
 
 Keyboard: each row is focusable (Tab); Arrow Up / Down, Home and End move between
-rows, Enter opens the row's logs. After a dialog closes, focus goes back to where
-it was before the dialog opened (``KEYBOARD_SCRIPT``).
+rows, Enter opens the row's logs (``components/keyboard.py``).
 
 Stable hooks for tests: the row is ``id="row-<operation id>"`` with ``data-id``,
 ``data-type``, ``data-status``, ``data-op-row``; cells have ``data-field`` names
@@ -27,63 +26,13 @@ from typing import Any
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.keyboard import install_keyboard
 from dgx_spark.components.operation_actions import operation_actions
 from dgx_spark.components.operation_card import TICK_MS, card_badges
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.layout import LayoutState
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.state.view import OperationView
-
-# Page-wide keyboard help, installed once (idempotent): moves focus between table rows,
-# opens a row's logs on Enter, and gives focus back after a dialog that was opened
-# from the page state (a controlled Radix dialog has no trigger to return focus to).
-KEYBOARD_SCRIPT = """
-(() => {
-  if (window.__dgxKeyboard) return;
-  window.__dgxKeyboard = true;
-  const ROW = 'tr[data-op-row]';
-  const DIALOG = '[role="dialog"],[role="alertdialog"]';
-  document.addEventListener('keydown', (e) => {
-    const row = e.target;
-    if (!(row instanceof HTMLElement) || !row.matches(ROW) || e.altKey || e.ctrlKey || e.metaKey) return;
-    const rows = Array.from(document.querySelectorAll(ROW));
-    const i = rows.indexOf(row);
-    let next = null;
-    if (e.key === 'ArrowDown') next = rows[i + 1];
-    else if (e.key === 'ArrowUp') next = rows[i - 1];
-    else if (e.key === 'Home') next = rows[0];
-    else if (e.key === 'End') next = rows[rows.length - 1];
-    else if (e.key === 'Enter') {
-      const logs = row.querySelector('[data-action="logs"]');
-      if (logs) { e.preventDefault(); logs.click(); }
-      return;
-    } else return;
-    e.preventDefault();
-    if (next) next.focus();
-  });
-  // The last focused element outside any dialog; when the last dialog goes away (dialogs portal
-  // into <body>) and focus was left on <body>, it goes back there.
-  let before = null;
-  let hadDialog = false;
-  document.addEventListener('focusin', (e) => {
-    const t = e.target;
-    if (t instanceof HTMLElement && !t.closest(DIALOG)) before = t;
-  }, true);
-  new MutationObserver(() => {
-    const open = !!document.querySelector(DIALOG);
-    if (hadDialog && !open) {
-      const target = before;
-      setTimeout(() => {
-        const active = document.activeElement;
-        if (target && target.isConnected && (!active || active === document.body) && !document.querySelector(DIALOG)) {
-          target.focus({ preventScroll: true });
-        }
-      }, 0);
-    }
-    hadDialog = open;
-  }).observe(document.body, { childList: true });
-})();
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,7 +292,7 @@ def operations_table(key: str, title: str, items: rx.Var, ended: rx.Var | None =
             style=styles.table,
         ),
         style=styles.table_scroll,
-        on_mount=rx.call_script(KEYBOARD_SCRIPT),
+        on_mount=install_keyboard(),
     )
 
 
@@ -367,6 +316,6 @@ def layout_toggle() -> rx.Component:
         size="2",
         id="layout-toggle",
         aria_label="Layout",
-        on_mount=[LayoutState.load_layout, rx.call_script(KEYBOARD_SCRIPT)],
+        on_mount=[LayoutState.load_layout, install_keyboard()],
         custom_attrs={"data-layout": LayoutState.layout},
     )

@@ -16,6 +16,7 @@ import reflex as rx
 from reflex_base.style import color_mode, resolved_color_mode, set_color_mode
 
 from dgx_spark import styles
+from dgx_spark.components.keyboard import install_keyboard
 
 MODES: tuple[tuple[str, str, str], ...] = (
     ("system", "System", "monitor"),
@@ -64,4 +65,6 @@ def theme_menu() -> rx.Component:
             ),
         ),
         rx.menu.content(*[_item(*mode) for mode in MODES], size="1", aria_label="Theme"),
+        # Every page has the menu: it also installs the page's keyboard help (focus back after dialogs).
+        on_mount=install_keyboard(),
     )

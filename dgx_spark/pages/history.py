@@ -10,6 +10,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.filters import SORT_OPTIONS, filter_bar, no_matches
 from dgx_spark.components.notifications import KIND_COLORS, notifications
+from dgx_spark.components.theme_menu import theme_menu
 from dgx_spark.state.history import HistoryState
 
 HISTORY_SORTS = [("none", "Ended (newest first)"), ("ended_at", "End time"), *SORT_OPTIONS[1:]]
@@ -125,6 +126,7 @@ def history_page() -> rx.Component:
                     rx.icon_button(rx.icon("refresh_cw", size=styles.ICON_MD), on_click=HistoryState.load_history,
                                    variant="soft", color_scheme="gray", aria_label="Reload history",
                                    id="history-refresh"),
+                    theme_menu(),
                     notifications(),
                     align="center",
                 ),
