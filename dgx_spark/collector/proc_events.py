@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import select
 import signal
 import socket
 import struct
@@ -48,6 +49,8 @@ _WHAT = struct.Struct("=I")
 _EVENT_HEAD = 16  # what, cpu, timestamp_ns
 RECENT = 4096
 """Exits of unwatched processes remembered (a ring)."""
+BATCH_SECONDS = 0.05
+"""After reading what is queued, the thread waits this long: events gather, one wake-up reads many."""
 FEED_MAX = 200_000
 """Pids a feed holds before it gives up and says events were lost (nobody read it)."""
 
@@ -114,6 +117,7 @@ class ExitListener:
         self.ready = False
         self.reason = "not started"
         self.received = 0
+        self._overflow_logged = False
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -182,7 +186,7 @@ class ExitListener:
             cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0)
             header = _NLMSG.pack(_NLMSG.size + len(cn) + len(payload), NLMSG_DONE, 0, 0, 0)
             sock.send(header + cn + payload)
-            sock.settimeout(0.5)
+            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
@@ -195,7 +199,8 @@ class ExitListener:
         check_deadline = time.monotonic() + 3.0
         if check_pid is None:
             self._set_ready("listening")
-        overflow_logged = False
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not self._stop.is_set():
             if check_pid is not None and not self.ready:
                 with self._lock:
@@ -208,23 +213,33 @@ class ExitListener:
                         "exit statuses: %s; outcomes of discovered operations use weaker sources", self.reason
                     )
                     return
+            if not poller.poll(500):
+                continue
+            if not self._drain(sock):
+                return
+            # Let the next events gather in the socket's buffer: one wake-up per batch, not per event.
+            self._stop.wait(BATCH_SECONDS)
+
+    def _drain(self, sock: socket.socket) -> bool:
+        """Read and parse every queued event; False when the socket failed for good."""
+        while True:
             try:
                 data = sock.recv(65536)
-            except TimeoutError:
-                continue
+            except BlockingIOError:
+                return True
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     self._lost()
-                    if not overflow_logged:
-                        logger.warning("exit statuses: events were dropped (too many exits at once)")
-                        overflow_logged = True
+                    if not self._overflow_logged:
+                        logger.warning("process events: some were dropped (too many at once); discovery rescans")
+                        self._overflow_logged = True
                     continue
                 if self._stop.is_set():
-                    return
+                    return False
                 self.ready = False
                 self.reason = f"proc connector failed: {exc}"
                 logger.warning("exit statuses: %s", self.reason)
-                return
+                return False
             self._parse(data)
 
     def _set_ready(self, reason: str) -> None:
