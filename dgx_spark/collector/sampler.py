@@ -78,6 +78,11 @@ class Sampler:
         return self._cpu_seconds
 
     @property
+    def discovery(self) -> Discover:
+        """What turns the process table into operations (a ``Discovery`` in the app)."""
+        return self._discover
+
+    @property
     def discovery_mode(self) -> str | None:
         """How discovery follows processes: ``events`` (kernel process events) or ``scan``; None: unknown."""
         return getattr(self._discover, "mode", None)
