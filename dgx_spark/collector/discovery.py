@@ -73,6 +73,8 @@ VERIFY_EVERY = 5
 """Scan mode: every process is re-checked (pid reuse, ``exec``) at least once in this many refreshes."""
 EVENTS_VERIFY_EVERY = 30
 """Events mode: ``/proc`` is listed and every process re-checked once in this many refreshes (a safety net)."""
+CLASSIFIED_MAX = 4096
+"""Distinct commands whose classification is remembered (then it starts again)."""
 _BUCKETS = 60
 """Rotation slots (a multiple of both rotation lengths above)."""
 YOUNG_SECONDS = 10.0
@@ -270,6 +272,7 @@ class Discovery:
         self.reads = 0
         """``stat`` files read by the last refresh (how much of the table it looked at)."""
         self._users: dict[int, str] = {}
+        self._classified: dict[tuple[object, ...], tuple[CommandShape, Verdict | None]] = {}
         self._seq = 0
         self._prev_ops: set[str] = set()
         self._prev_mono: float | None = None
@@ -303,6 +306,7 @@ class Discovery:
         self._kids.clear()
         self._young.clear()
         self._inos = {}
+        self._classified.clear()
 
     # ------------------------------------------------------------ cold facts
     def _user(self, uid: int) -> str:
@@ -336,8 +340,16 @@ class Discovery:
             user=self._user(uid),
             tty=tty,
         )
-        shape = shape_of(facts)
-        verdict = self.rules.classify(facts, shape)
+        # Churn repeats itself (a loop's `sleep 1`, a monitor's `nvidia-smi`): classify a command once.
+        same = (argv, comm, facts.exe, facts.cwd, facts.user, tty)
+        cached = self._classified.get(same) if comm else None
+        if cached is None:
+            shape = shape_of(facts)
+            cached = (shape, self.rules.classify(facts, shape))
+            if len(self._classified) >= CLASSIFIED_MAX:
+                self._classified.clear()
+            self._classified[same] = cached
+        shape, verdict = cached
         known = _Known(facts, shape, verdict, start / CLOCK_TICKS + self.boot_time)
         cgroup = _read(f"{base}/cgroup", 16384)
         container = container_from_cgroup(cgroup.decode("utf-8", "replace")) if cgroup else None
