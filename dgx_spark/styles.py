@@ -55,6 +55,7 @@ TYPE_COLORS: dict[str, str] = {"server": "blue", "job": "violet", "program": "cy
 # at 3.2:1. In the light theme, Radix's step 11 of green, orange, amber, blue and cyan is 4.0-4.3:1
 # on its own tinted badge background: a shade darker passes 4.5:1 everywhere it is used.
 # Radix declares its shades on ".light" (the theme root has that class too): ".radix-themes.light" wins.
+# The toasts' coloured text (sonner's light palette) is 3.1-4.4:1 on its own tint: darker here.
 THEME_CSS = """
 html:root, .radix-themes { --green-contrast: var(--black-a12); }
 html.light, .radix-themes.light {
@@ -63,6 +64,10 @@ html.light, .radix-themes.light {
   --amber-11: #925500; --amber-a11: #925500;
   --blue-11: #0b6bbf; --blue-a11: #0b6bbf;
   --cyan-11: #0f7390; --cyan-a11: #0f7390;
+}
+html [data-sonner-toaster][data-sonner-theme="light"] {
+  --success-text: hsl(140, 100%, 22%); --info-text: hsl(210, 92%, 38%);
+  --warning-text: hsl(31, 92%, 32%); --error-text: hsl(360, 100%, 38%);
 }
 """
 
@@ -507,7 +512,12 @@ ended_time: Style = {
     "white_space": "nowrap",
     f"@media (max-width: {PHONE_MAX_WIDTH})": {"display": "none"},
 }
-ended_actions: Style = {"gap": "6px", "justify_content": "flex-end", "flex_wrap": "nowrap"}
+ended_actions: Style = {
+    "gap": "6px",
+    "justify_content": "flex-end",
+    "flex_wrap": "nowrap",
+    "& .rt-variant-ghost": {"margin": "0"},  # Radix pulls ghost buttons out by their padding: keep the line even
+}
 # A control this browser may not use until it logs in: greyed, its link takes the pointer.
 gated_button: Style = {"pointer_events": "none"}
 gated_link: Style = {"display": "inline-flex", "text_decoration": "none", "cursor": "pointer"}
@@ -534,6 +544,10 @@ HISTORY_PHONE_CSS = f"""
   #history-table table, #history-table tbody, #history-table tr.dgx-history-row,
   #history-table td {{ display: block; width: 100%; }}
   #history-table table {{ table-layout: auto; min-width: 0 !important; }}
+  #history-table .rt-ScrollAreaRoot, #history-table .rt-ScrollAreaViewport, #history-table table,
+  #history-table .rt-ScrollAreaViewport > div {{
+    display: block !important; height: auto !important; overflow: visible !important;
+  }}
   #history-table tr.dgx-history-row {{
     border: 1px solid var(--gray-a5); border-radius: var(--radius-3); margin-bottom: 10px; padding: 8px 12px;
   }}

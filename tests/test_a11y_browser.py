@@ -141,8 +141,9 @@ def test_axe_finds_no_serious_violations(
         problems += check(page, artifacts_dir, "table", theme, width)
 
         # History, with the run that ended.
-        page.goto(full_dashboard.url + "/history")
-        expect(page.get_by_text("a11y-ended").first).to_be_visible(timeout=60_000)
+        page.goto(full_dashboard.url + "/history?q=a11y")
+        ended_row = page.locator(f"#history-table [data-operation-id=\"{operations['ended']['id']}\"]")
+        expect(ended_row.first).to_be_visible(timeout=60_000)
         wait_theme(page, theme)
         problems += check(page, artifacts_dir, "history", theme, width)
     finally:
