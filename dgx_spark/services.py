@@ -38,7 +38,7 @@ def default_probes() -> list[Probe]:
     # Supervisor: next, so the resource/GPU/progress probes enrich launched operations too.
     probes.append(get_supervisor())
     # System + GPU: after anything that adds operations (it reads every op's pids).
-    probes.append(SystemProbe())
+    probes.append(SystemProbe(settings=settings.resources))
     # Progress: after anything that adds operations or sets their log_path; before events.
     probes.append(ProgressProbe())
     # Outcome: how discovered operations ended; after progress (reads it), before events.
@@ -65,7 +65,7 @@ def get_sampler() -> Sampler:
 def get_supervisor() -> Supervisor:
     """The process-wide supervisor of launched operations (``load`` runs in the lifespan)."""
     return Supervisor(
-        SupervisorConfig.from_env(settings.data_dir, settings.base_url),
+        SupervisorConfig.from_settings(settings),
         get_engine(),
         snapshot=lambda: get_sampler().latest,
         on_change=lambda: get_sampler().request_sample(),

@@ -17,7 +17,7 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import Sampler
 from dgx_spark.events.config import (
     InvalidWebhookUrl,
-    load_events_config,
+    events_config,
     validate_webhook_url,
 )
 from dgx_spark.events.detector import EventDetector, Transition
@@ -25,6 +25,7 @@ from dgx_spark.events.recorder import EventRecorder, read_log_tail
 from dgx_spark.events.service import EventsService
 from dgx_spark.events.store import TABLES, EventRow, EventStore, HistoryRow
 from dgx_spark.events.webhook import WebhookSender, webhook_body
+from dgx_spark.settings import EventSettings, load_settings
 from tests.support.dashboard import wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -182,14 +183,14 @@ def test_webhook_url_validation_accepts_and_env(monkeypatch: pytest.MonkeyPatch)
     assert validate_webhook_url("") is None
     monkeypatch.setenv("DGX_SPARK_WEBHOOK_URL", "gopher://x")
     with pytest.raises(ValueError, match="DGX_SPARK_WEBHOOK_URL"):
-        load_events_config()
+        load_settings()
     monkeypatch.setenv("DGX_SPARK_WEBHOOK_URL", "http://127.0.0.1:9/h")
     monkeypatch.setenv("DGX_SPARK_HISTORY_DAYS", "2.5")
-    config = load_events_config()
+    config = events_config(load_settings().events)
     assert config.webhook_url == "http://127.0.0.1:9/h" and config.retention_seconds == 2.5 * 86400
     monkeypatch.setenv("DGX_SPARK_HISTORY_DAYS", "-1")
     with pytest.raises(ValueError, match="DGX_SPARK_HISTORY_DAYS"):
-        load_events_config()
+        load_settings()
 
 
 def test_webhook_body_is_chat_compatible() -> None:
@@ -230,7 +231,7 @@ def test_failing_webhook_never_blocks_the_producer() -> None:
 
 
 def test_service_webhook_setting_persists(store: EventStore) -> None:
-    config = load_events_config()
+    config = events_config(EventSettings())
     service = EventsService(store, config)
     with pytest.raises(InvalidWebhookUrl):
         service.set_webhook_url("file:///etc/passwd")
@@ -244,7 +245,7 @@ def test_service_webhook_setting_persists(store: EventStore) -> None:
 
 def test_end_to_end_through_sampler_recorder_and_webhook(store: EventStore, tmp_path: Path) -> None:
     with WebhookReceiver() as receiver:
-        config = load_events_config()
+        config = events_config(EventSettings())
         service = EventsService(store, config)
         service.set_webhook_url(receiver.url)
         service.start()

@@ -408,20 +408,16 @@ def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
 def test_login_budget_counts_failures_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dgx_spark.security import middleware
 
-    monkeypatch.setenv("DGX_SPARK_TOKEN", TEST_TOKEN)
-    tokens.get_token.cache_clear()
+    monkeypatch.setattr(tokens, "get_token", lambda: TEST_TOKEN)
     monkeypatch.setattr(sessions, "_store", sessions.SessionStore(tmp_path, token=TEST_TOKEN))
     monkeypatch.setattr(middleware, "login_failures", RateLimiter(rate=0.000001, burst=3))
     monkeypatch.setattr(middleware, "_audit_later", lambda **_: None)
-    try:
-        good = f"token={TEST_TOKEN}".encode()
-        assert [_asgi_login(good)[0] for _ in range(20)] == [303] * 20
-        assert [_asgi_login(b"token=wrong-0123456789abcdef")[0] for _ in range(4)] == [401, 401, 401, 429]
-        # Spent: wrong tokens get 429; the right one still logs in (every local user is 127.0.0.1).
-        assert _asgi_login(good)[0] == 303
-        assert _asgi_login(b"token=wrong-0123456789abcdef")[0] == 429
-    finally:
-        tokens.get_token.cache_clear()
+    good = f"token={TEST_TOKEN}".encode()
+    assert [_asgi_login(good)[0] for _ in range(20)] == [303] * 20
+    assert [_asgi_login(b"token=wrong-0123456789abcdef")[0] for _ in range(4)] == [401, 401, 401, 429]
+    # Spent: wrong tokens get 429; the right one still logs in (every local user is 127.0.0.1).
+    assert _asgi_login(good)[0] == 303
+    assert _asgi_login(b"token=wrong-0123456789abcdef")[0] == 429
 
 
 def test_sessions_survive_a_restart_and_end_with_a_new_token(tmp_path: Path) -> None:

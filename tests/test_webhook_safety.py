@@ -19,10 +19,11 @@ from sqlmodel import SQLModel
 
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import Sampler
-from dgx_spark.events.config import load_events_config
+from dgx_spark.events.config import events_config
 from dgx_spark.events.service import EventsService
 from dgx_spark.events.store import TABLES, EventStore
 from dgx_spark.events.webhook import DISCORD, SLACK, WebhookSender, neutralise, webhook_body
+from dgx_spark.settings import EventSettings
 from tests.support.dashboard import wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -103,7 +104,7 @@ def test_events_service_end_to_end_with_a_hostile_operation_name(tmp_path: Path)
     SQLModel.metadata.create_all(engine, tables=TABLES)
     store = EventStore(engine)
     with WebhookReceiver() as receiver:
-        service = EventsService(store, load_events_config())
+        service = EventsService(store, events_config(EventSettings()))
         service.set_webhook_url(receiver.url)
         service.start()
         try:

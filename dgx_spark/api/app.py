@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,10 +36,9 @@ def swagger_assets() -> Path | None:
 
 def docs_enabled() -> bool:
     """``DGX_SPARK_API_DOCS``: ``1`` (default) serves Swagger UI at /api/docs, ``0`` turns it off."""
-    raw = os.environ.get("DGX_SPARK_API_DOCS", "").strip().lower() or "1"
-    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-        raise ValueError(f"DGX_SPARK_API_DOCS must be 0 or 1, got {raw[:20]!r}")
-    return raw in ("1", "true", "yes", "on")
+    from dgx_spark.settings import settings
+
+    return settings.server.api_docs
 
 
 def _add_docs(api: FastAPI) -> None:

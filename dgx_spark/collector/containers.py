@@ -417,14 +417,14 @@ class ContainerWatcher:
         """Create a watcher (not started; the first ``lookup`` or ``status`` starts it).
 
         Args:
-            host: The socket (``DGX_SPARK_DOCKER_HOST`` form); default: that variable, else ``candidates``.
+            host: The socket (``DGX_SPARK_DOCKER_HOST`` form); None: the first of ``candidates``.
             refresh: Seconds between listings.
             timeout: Seconds one engine request may take.
             candidates: (socket path, engine) pairs tried in order when no host is set.
         """
         self._problem: str | None = None
         try:
-            self._host = socket_setting(host if host is not None else os.environ.get(DOCKER_HOST_ENV))
+            self._host = socket_setting(host)
         except ValueError as exc:
             self._host, self._problem = None, str(exc)
         self._candidates = tuple(candidates)
@@ -567,8 +567,10 @@ class ContainerWatcher:
 
 @functools.cache
 def get_watcher() -> ContainerWatcher:
-    """The process-wide container watcher (started on first use)."""
-    return ContainerWatcher()
+    """The process-wide container watcher (started on first use), on ``Settings.sampler.docker_host``."""
+    from dgx_spark.settings import settings
+
+    return ContainerWatcher(settings.sampler.docker_host)
 
 
 def header_line(status: Mapping[str, Any] | None) -> str | None:

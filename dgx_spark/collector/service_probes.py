@@ -51,7 +51,6 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.rules import ProcessFacts, shape_of
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.collector.sockets import socket_inodes
-from dgx_spark.settings import env_float
 
 logger = logging.getLogger(__name__)
 
@@ -981,9 +980,12 @@ _watcher_made = False
 _watcher_lock = threading.Lock()
 
 
-def interval_from_env() -> float:
-    """``DGX_SPARK_SERVICE_PROBE_SECONDS`` (default 5; 0 turns service probes off)."""
-    return env_float("DGX_SPARK_SERVICE_PROBE_SECONDS", DEFAULT_INTERVAL, 0.0, 3600.0)
+def make_watcher(interval: float) -> ServiceWatcher | None:
+    """A watcher probing every ``interval`` seconds (at least 0.5), or None: 0 turns probes off.
+
+    ``interval`` is ``Settings.sampler.service_probe_seconds`` (``DGX_SPARK_SERVICE_PROBE_SECONDS``).
+    """
+    return ServiceWatcher(max(0.5, interval)) if interval > 0 else None
 
 
 def get_watcher() -> ServiceWatcher | None:
@@ -991,8 +993,9 @@ def get_watcher() -> ServiceWatcher | None:
     global _watcher, _watcher_made
     with _watcher_lock:
         if not _watcher_made:
-            interval = interval_from_env()
-            _watcher = ServiceWatcher(max(0.5, interval)) if interval > 0 else None
+            from dgx_spark.settings import settings
+
+            _watcher = make_watcher(settings.sampler.service_probe_seconds)
             _watcher_made = True
         return _watcher
 

@@ -38,7 +38,7 @@ from dgx_spark.collector.host import (
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.format import format_bytes, format_percent
-from dgx_spark.settings import env_number
+from dgx_spark.settings import ResourceSettings
 
 # Below this GPU utilisation (percent) a GPU holder counts as idle.
 IDLE_UTILIZATION_PERCENT = 1.0
@@ -47,35 +47,6 @@ TOP_HOLDERS = 3
 # Sparkline length: the last few minutes.
 HISTORY_SECONDS = 300.0
 HISTORY_MAX_POINTS = 300
-
-
-@dataclasses.dataclass(frozen=True)
-class ResourceSettings:
-    """Thresholds of the resource warnings and the NVML deadline (README: "Settings")."""
-
-    idle_gpu_seconds: float = 600.0
-    memory_pressure_percent: float = 10.0
-    memory_pressure_bytes: int | None = None
-    nvml_timeout_seconds: float = 2.0
-
-    @classmethod
-    def from_env(cls) -> ResourceSettings:
-        """Read ``DGX_SPARK_IDLE_GPU_SECONDS``, ``DGX_SPARK_MEMORY_PRESSURE_PERCENT``,
-        ``DGX_SPARK_MEMORY_PRESSURE_BYTES`` and ``DGX_SPARK_NVML_TIMEOUT_SECONDS``."""
-        pressure_bytes = env_number("DGX_SPARK_MEMORY_PRESSURE_BYTES", None, 0, 2**62)
-        return cls(
-            idle_gpu_seconds=env_number("DGX_SPARK_IDLE_GPU_SECONDS", 600.0, 0.0, 30 * 86400.0) or 0.0,
-            memory_pressure_percent=env_number("DGX_SPARK_MEMORY_PRESSURE_PERCENT", 10.0, 0.0, 100.0)
-            or 0.0,
-            memory_pressure_bytes=int(pressure_bytes) if pressure_bytes is not None else None,
-            nvml_timeout_seconds=env_number("DGX_SPARK_NVML_TIMEOUT_SECONDS", 2.0, 0.05, 60.0) or 2.0,
-        )
-
-    def pressure_threshold(self, total: int) -> int:
-        """Available bytes below which memory is under pressure."""
-        if self.memory_pressure_bytes is not None:
-            return self.memory_pressure_bytes
-        return int(total * self.memory_pressure_percent / 100.0)
 
 
 class CpuMeter:
@@ -205,7 +176,11 @@ class SystemProbe:
         ``disks`` reads free space and model-cache sizes in its own thread, started
         on the first sample (default: the data folder, home and the model caches).
         """
-        self.settings = settings or ResourceSettings.from_env()
+        if settings is None:
+            from dgx_spark.settings import settings as app_settings
+
+            settings = app_settings.resources
+        self.settings = settings
         self.reader = reader or GpuReader(timeout=self.settings.nvml_timeout_seconds)
         self._cpu_percent = cpu_percent or CpuMeter()
         self._virtual_memory = virtual_memory

@@ -1,4 +1,4 @@
-"""Settings of the events package, read from the environment.
+"""Settings of the events package (``Settings.events``, read by dgx_spark/settings.py).
 
 - ``DGX_SPARK_HISTORY_DAYS``: how long events and ended operations are kept (default 7).
 - ``DGX_SPARK_WEBHOOK_URL``: where each event is POSTed (http or https; empty: off).
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from dgx_spark.settings import EventSettings
 
 MAX_URL_LENGTH = 2000
 # Every kind of event, in the order the UI lists them (the store's EVENT_KINDS).
@@ -139,23 +142,6 @@ class EventsConfig:
         return self.history_days * 86400.0
 
 
-def load_events_config() -> EventsConfig:
-    """Read the events settings from the environment.
-
-    Raises:
-        ValueError: When a variable holds a bad value (the message names it).
-    """
-    raw_days = os.environ.get("DGX_SPARK_HISTORY_DAYS", "").strip()
-    days = 7.0
-    if raw_days:
-        try:
-            days = float(raw_days)
-        except ValueError as exc:
-            raise ValueError(f"DGX_SPARK_HISTORY_DAYS must be a number, got {raw_days!r}") from exc
-        if not 0.0 < days <= 3650.0:
-            raise ValueError(f"DGX_SPARK_HISTORY_DAYS must be between 0 and 3650, got {days}")
-    try:
-        url = validate_webhook_url(os.environ.get("DGX_SPARK_WEBHOOK_URL", ""))
-    except InvalidWebhookUrl as exc:
-        raise ValueError(f"DGX_SPARK_WEBHOOK_URL: {exc}") from exc
-    return EventsConfig(history_days=days, webhook_url=url)
+def events_config(section: EventSettings) -> EventsConfig:
+    """The events config of the app's settings (``Settings.events``, checked when they were read)."""
+    return EventsConfig(history_days=section.history_days, webhook_url=section.webhook_url)

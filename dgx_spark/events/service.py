@@ -22,7 +22,7 @@ from dgx_spark.events.config import (
     InvalidNotifyKinds,
     decode_notify_kinds,
     encode_notify_kinds,
-    load_events_config,
+    events_config,
     validate_notify_kinds,
     validate_webhook_url,
 )
@@ -173,7 +173,7 @@ def get_events() -> EventsService:
 
     # Churn is counted over the time an ended discovered operation would have stayed listed.
     window = settings.ended_ttl_seconds or DEFAULT_WINDOW_SECONDS
-    service = EventsService(EventStore(_engine()), load_events_config(), churn_window_seconds=window)
+    service = EventsService(EventStore(_engine()), events_config(settings.events), churn_window_seconds=window)
     service.start()
     return service
 

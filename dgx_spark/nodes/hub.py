@@ -28,10 +28,15 @@ logger = logging.getLogger(__name__)
 class NodeHub:
     """Remote nodes and their pollers (thread-safe)."""
 
-    def __init__(self, store: NodeStore, interval: float) -> None:
-        """Use ``store``; pollers poll every ``interval`` seconds once started."""
+    def __init__(self, store: NodeStore, interval: float, *, backoff_limit: float | None = None) -> None:
+        """Use ``store``; pollers poll every ``interval`` seconds once started.
+
+        ``backoff_limit`` is the longest wait between polls of a node that is down
+        (``Settings.nodes.backoff_max_seconds``; default: the poller's).
+        """
         self.store = store
         self.interval = interval
+        self.backoff_limit = backoff_limit
         self._lock = threading.Lock()
         self._pollers: dict[str, NodePoller] = {}
         self._versions = itertools.count(1)
@@ -42,7 +47,7 @@ class NodeHub:
         self.version = next(self._versions)
 
     def _poller(self, node: Node) -> NodePoller:
-        return NodePoller(node, interval=self.interval, on_change=self._changed)
+        return NodePoller(node, interval=self.interval, on_change=self._changed, backoff_limit=self.backoff_limit)
 
     def start(self) -> None:
         """Load the stored nodes and start their pollers."""
@@ -175,7 +180,8 @@ def tagged(items: list[Mapping[str, Any]], node_id: str, stale: bool) -> list[di
 @functools.cache
 def get_hub() -> NodeHub:
     """The process-wide node hub (created on first use; ``start`` runs in the lifespan)."""
-    return NodeHub(NodeStore(settings.data_dir), settings.refresh_seconds)
+    return NodeHub(NodeStore(settings.data_dir), settings.refresh_seconds,
+                   backoff_limit=settings.nodes.backoff_max_seconds)
 
 
 def remote_items(hub: NodeHub, node_id: str | None, now: float) -> list[dict[str, Any]] | None:

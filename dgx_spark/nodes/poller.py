@@ -29,7 +29,6 @@ import httpx
 from dgx_spark.collector.model import API_FIELDS, OPERATION_STATUSES, OPERATION_TYPES
 from dgx_spark.nodes.protocol import NODE_API, NODE_API_HEADER, VERSION_HEADER, app_version
 from dgx_spark.nodes.store import Node
-from dgx_spark.settings import env_float
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +50,8 @@ def poll_timeout(refresh: float) -> float:
     return round(min(10.0, max(0.15, 0.75 * refresh)), 3)
 
 
-def backoff_max() -> float:
-    """``DGX_SPARK_NODE_BACKOFF_MAX_SECONDS`` (30): the longest wait between polls of a node that is down."""
-    return env_float("DGX_SPARK_NODE_BACKOFF_MAX_SECONDS", 30.0, 1.0, 3600.0)
+# The longest wait between polls of a node that is down (``Settings.nodes.backoff_max_seconds``).
+DEFAULT_BACKOFF_MAX_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +156,7 @@ class NodePoller:
         self.node = node
         self.interval = interval
         self.timeout = poll_timeout(interval)
-        self.backoff_limit = backoff_limit if backoff_limit is not None else backoff_max()
+        self.backoff_limit = backoff_limit if backoff_limit is not None else DEFAULT_BACKOFF_MAX_SECONDS
         self.on_change = on_change
         self.state = NodeState()
         self.polls = 0

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from dgx_spark.progress.parsers import ProgressUpdate
-from dgx_spark.settings import env_float
 
 SOURCES: tuple[str, ...] = ("api", "helper", "log", "trainer_state", "command")
 # Sources that may be named as ``progress_source`` (``command`` only hints the epoch count).
@@ -27,11 +26,6 @@ LOSS_HISTORY_LEN = 60
 RATE_SAMPLES = 40
 RATE_WINDOW_SECONDS = 900.0
 DEFAULT_STALL_SECONDS = 600.0
-
-
-def stall_seconds_from_env() -> float:
-    """``DGX_SPARK_STALL_SECONDS`` (default 600): how long unmoving progress means stalled."""
-    return env_float("DGX_SPARK_STALL_SECONDS", DEFAULT_STALL_SECONDS, 1.0, 7 * 86400.0)
 
 
 def reads_like_training(update: ProgressUpdate) -> bool:
@@ -278,4 +272,6 @@ def _eta(samples: collections.deque[tuple[float, float]], progress: float | None
 @functools.cache
 def get_tracker() -> ProgressTracker:
     """The process-wide tracker shared by the probe and the API."""
-    return ProgressTracker(stall_seconds=stall_seconds_from_env())
+    from dgx_spark.settings import settings
+
+    return ProgressTracker(stall_seconds=settings.progress.stall_seconds)

@@ -11,7 +11,6 @@ import collections
 import concurrent.futures
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -269,12 +268,7 @@ def record_audit_soon(action: str, outcome: str, *, _gate: bool = True, **fields
 
 def retention_seconds() -> float:
     """How long audit entries are kept: ``DGX_SPARK_HISTORY_DAYS`` (default 7), like events."""
-    raw = os.environ.get("DGX_SPARK_HISTORY_DAYS", "").strip()
-    try:
-        days = float(raw) if raw else 7.0
-    except ValueError:
-        days = 7.0  # the events settings refuse a bad value at start
-    return (days if days > 0 else 7.0) * 86400.0
+    return settings.events.retention_seconds
 
 
 def prune_audit(cutoff: float, *, engine: Engine | None = None, batch: int = 1000) -> int:

@@ -115,39 +115,10 @@ _PRIVATE_EVENT_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-authori
 def allowed_hosts() -> frozenset[str]:
     """Host names (without port) that requests may address."""
     hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]").lower()}
-    extra = os.environ.get("DGX_SPARK_ALLOWED_HOSTS", "")
-    hosts.update(h.strip().lower() for h in extra.split(",") if h.strip())
+    hosts.update(settings.server.allowed_hosts)  # DGX_SPARK_ALLOWED_HOSTS
     hosts.discard("0.0.0.0")
     hosts.discard("::")
     return frozenset(hosts)
-
-
-# One origin: scheme://host[:port], nothing else (no path, no wildcard).
-_ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?$")
-
-
-def extra_origins(raw: str) -> frozenset[str]:
-    """The origins listed in a ``DGX_SPARK_ALLOWED_ORIGINS`` value.
-
-    Raises:
-        ValueError: For ``*`` or anything that is not one ``scheme://host[:port]`` origin.
-    """
-    origins: set[str] = set()
-    for item in raw.split(","):
-        origin = item.strip().rstrip("/").lower()
-        if not origin:
-            continue
-        if "*" in origin:
-            raise ValueError(
-                "DGX_SPARK_ALLOWED_ORIGINS must not contain '*': it would let every web site use the "
-                "dashboard with your login. List the origins, e.g. http://my-host:3000"
-            )
-        if not _ORIGIN.fullmatch(origin):
-            raise ValueError(
-                f"DGX_SPARK_ALLOWED_ORIGINS: {origin[:100]!r} is not an origin (expected scheme://host[:port])"
-            )
-        origins.add(origin)
-    return frozenset(origins)
 
 
 def allowed_origins() -> frozenset[str]:
@@ -158,7 +129,7 @@ def allowed_origins() -> frozenset[str]:
         for port in {settings.port, settings.api_port}:  # two ports in dev mode: page and backend
             origins.add(f"http://{shown}:{port}")
             origins.add(f"https://{shown}:{port}")
-    origins.update(extra_origins(os.environ.get("DGX_SPARK_ALLOWED_ORIGINS", "")))
+    origins.update(settings.server.allowed_origins)  # DGX_SPARK_ALLOWED_ORIGINS, checked at start
     return frozenset(origins)
 
 
@@ -563,7 +534,7 @@ def announce_login() -> str:
         "\n  DGX Spark Operations: open this link to log in (it works once):\n"
         f"    {url}\n"
         f"  The API token (Authorization: Bearer ...) is in {tokens.token_path()}"
-        f"{' (overridden by DGX_SPARK_TOKEN)' if os.environ.get(tokens.TOKEN_ENV) else ''}.\n",
+        f"{' (overridden by DGX_SPARK_TOKEN)' if settings.server.token else ''}.\n",
         flush=True,
     )
     return url

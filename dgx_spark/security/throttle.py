@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from dgx_spark.settings import env_float, env_int
+from dgx_spark.settings import settings
 
 DEFAULT_RATE = 5.0  # control actions per second per client, sustained
 DEFAULT_BURST = 10  # control actions a client may make at once
@@ -129,10 +129,7 @@ class InFlight:
 
 
 # The process-wide limits, shared by the REST layer and the event handlers.
-control_rate = RateLimiter(
-    rate=env_float("DGX_SPARK_CONTROL_RATE", DEFAULT_RATE, 0.0001, 100_000.0),
-    burst=env_int("DGX_SPARK_CONTROL_BURST", DEFAULT_BURST, 1, 100_000),
-)
+control_rate = RateLimiter(rate=settings.limits.control_rate, burst=settings.limits.control_burst)
 operations_in_flight = InFlight()
 
 
@@ -177,8 +174,5 @@ class StreamSlots:
 
 
 # Log streams (``/logs/stream``): 8 per client, 64 in all; an idle stream ends after 300 s.
-log_streams = StreamSlots(
-    per_client=env_int("DGX_SPARK_LOG_STREAMS_PER_CLIENT", 8, 1, 10_000),
-    total=env_int("DGX_SPARK_LOG_STREAMS_TOTAL", 64, 1, 100_000),
-)
-LOG_STREAM_IDLE_SECONDS = env_float("DGX_SPARK_LOG_STREAM_IDLE_SECONDS", 300.0, 1.0, 86_400.0)
+log_streams = StreamSlots(per_client=settings.limits.log_streams_per_client, total=settings.limits.log_streams_total)
+LOG_STREAM_IDLE_SECONDS = settings.limits.log_stream_idle_seconds

@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from dgx_spark.settings import settings
@@ -83,12 +84,18 @@ def _read_token_file(path: Path) -> str:
     return token
 
 
-def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | None = None) -> str:
+def _override(env: Mapping[str, str] | None) -> str:
+    """The token override: ``env[DGX_SPARK_TOKEN]`` when ``env`` is given, else ``settings.server.token``."""
+    raw = env.get(TOKEN_ENV, "") if env is not None else settings.server.token
+    return (raw or "").strip()
+
+
+def load_or_create_token(data_dir: Path | None = None, env: Mapping[str, str] | None = None) -> str:
     """The token: ``DGX_SPARK_TOKEN`` if set, else the stored one, else a new stored one.
 
     Args:
         data_dir: The data directory (``settings.data_dir`` by default).
-        env: The environment to read (``os.environ`` by default).
+        env: Variables to take the override from (tests); by default the app's settings.
 
     Returns:
         The token.
@@ -96,8 +103,7 @@ def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | Non
     Raises:
         TokenError: The override is too short or the file holds no token.
     """
-    env = os.environ if env is None else env
-    override = env.get(TOKEN_ENV, "").strip()
+    override = _override(env)
     if override:
         problem = _token_problem(override)
         if problem:
@@ -120,15 +126,14 @@ def load_or_create_token(data_dir: Path | None = None, env: dict[str, str] | Non
     return token
 
 
-def check_token(data_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+def check_token(data_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
     """Check the token before start-up, creating nothing.
 
     Raises:
         TokenError: ``DGX_SPARK_TOKEN`` or the token file cannot be used (the message says what to do).
     """
-    env = os.environ if env is None else env
     path = token_path(data_dir)
-    if env.get(TOKEN_ENV, "").strip():
+    if _override(env):
         load_or_create_token(data_dir, env)
         return
     try:

@@ -56,7 +56,7 @@ from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import WRITE_WAIT_SECONDS, DatabaseUnavailable, probe_writable, write_with_retry
 from dgx_spark.health import health
 from dgx_spark.security.redaction import redact_command
-from dgx_spark.settings import PROJECT_ROOT, env_float, env_int
+from dgx_spark.settings import PROJECT_ROOT, Settings
 from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
@@ -111,7 +111,7 @@ class ControlError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class SupervisorConfig:
-    """Supervisor settings (environment: DGX_SPARK_STOP_GRACE_SECONDS, _LOG_MAX_BYTES, ...)."""
+    """Supervisor settings (from ``Settings.supervisor``: DGX_SPARK_STOP_GRACE_SECONDS, _LOG_MAX_BYTES, ...)."""
 
     data_dir: Path
     base_url: str
@@ -124,17 +124,15 @@ class SupervisorConfig:
     operation_token: Callable[[str], str] | None = None
 
     @classmethod
-    def from_env(cls, data_dir: Path, base_url: str) -> SupervisorConfig:
-        """Read the supervisor's settings from the environment."""
-
-        templates = os.environ.get("DGX_SPARK_TEMPLATES_FILE")
+    def from_settings(cls, settings: Settings) -> SupervisorConfig:
+        """The supervisor's part of the app's settings (``settings.supervisor`` and the data folder)."""
         return cls(
-            data_dir=data_dir,
-            base_url=base_url,
-            stop_grace=env_float("DGX_SPARK_STOP_GRACE_SECONDS", 10.0, 0.0, 3600.0),
-            log_max_bytes=env_int("DGX_SPARK_LOG_MAX_BYTES", DEFAULT_MAX_BYTES, 4096, 2**40),
-            log_backups=env_int("DGX_SPARK_LOG_BACKUPS", DEFAULT_BACKUPS, 1, 20),
-            templates_file=Path(templates).expanduser() if templates else data_dir / "templates.toml",
+            data_dir=settings.data_dir,
+            base_url=settings.base_url,
+            stop_grace=settings.supervisor.stop_grace_seconds,
+            log_max_bytes=settings.supervisor.log_max_bytes,
+            log_backups=settings.supervisor.log_backups,
+            templates_file=settings.storage.templates_file,
             operation_token=_operation_token,
         )
 
