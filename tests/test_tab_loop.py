@@ -66,3 +66,22 @@ def test_the_system_feed_fills_the_header_once_per_snapshot() -> None:
     header.ram_text = "changed"
     run_coroutine(apply(header, snapshot, time.time()))  # same snapshot: nothing reassigned
     assert header.ram_text == "changed"
+
+
+def test_the_bell_loop_is_a_side_loop_of_the_same_registry() -> None:
+    """The notifications bell's loop lives in state/loops.py beside the feed loop, superseded on its own."""
+    token = "tab-bell"
+    tabs = loops.count()
+    feed = loops.join(token, "operations")
+    bell = loops.claim(token, events.LOOP_KIND)
+    assert feed is not None and loops.is_current(token, bell, events.LOOP_KIND)
+    assert loops.count() == tabs + 1 and loops.count(events.LOOP_KIND) >= 1  # ui_loops counts feed loops
+    newer = loops.claim(token, events.LOOP_KIND)  # a reload supersedes the old bell loop only
+    assert not loops.is_current(token, bell, events.LOOP_KIND) and loops.is_current(token, newer, events.LOOP_KIND)
+    assert loops.feeds(token, feed) == {"operations"}
+    loops.release(token, bell, events.LOOP_KIND)
+    loops.stop(token, events.LOOP_KIND)  # the bell unmounted: its loop ends, the feed loop runs on
+    assert not loops.is_current(token, newer, events.LOOP_KIND) and loops.is_current(token, feed)
+    loops.release(token, newer, events.LOOP_KIND)
+    loops.release(token, feed)
+    assert loops.count() == tabs

@@ -11,10 +11,8 @@ per browser (kept in its local storage), events themselves stay in the history.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import threading
 from typing import Any
 
 import reflex as rx
@@ -31,6 +29,7 @@ from dgx_spark.events.config import (
 from dgx_spark.events.service import get_events, short_lived_ended
 from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
+from dgx_spark.state import loops
 from dgx_spark.state.operations import client_connected
 
 logger = logging.getLogger(__name__)
@@ -39,27 +38,8 @@ POLL_SECONDS = 1.0
 RECENT_LIMIT = 50
 DISCONNECT_GRACE_SECONDS = 3.0
 
-_lock = threading.Lock()
-_generations = itertools.count(1)
-_current: dict[str, int] = {}
-
-
-def _claim(token: str) -> int:
-    with _lock:
-        generation = next(_generations)
-        _current[token] = generation
-        return generation
-
-
-def _is_current(token: str, generation: int) -> bool:
-    with _lock:
-        return _current.get(token) == generation
-
-
-def _release(token: str, generation: int) -> None:
-    with _lock:
-        if _current.get(token) == generation:
-            del _current[token]
+# The bell's loop in the tabs' loop registry (state/loops.py), beside the tab's feed loop.
+LOOP_KIND = "events"
 
 
 def event_view(event: dict[str, Any]) -> dict[str, str]:
@@ -320,8 +300,7 @@ class EventsState(rx.State):
     @rx.event
     def stop_watch(self) -> None:
         """End this tab's events loop."""
-        with _lock:
-            _current.pop(self.router.session.client_token, None)
+        loops.stop(self.router.session.client_token, LOOP_KIND)
 
     @rx.event(background=True)
     async def watch(self) -> Any:
@@ -329,13 +308,13 @@ class EventsState(rx.State):
         token = self.router.session.client_token
         if not token:
             return
-        generation = _claim(token)
+        generation = loops.claim(token, LOOP_KIND)
         service = get_events()
         recorder = service.recorder
         missing_since: float | None = None
         loop = asyncio.get_running_loop()
         try:
-            while _is_current(token, generation):
+            while loops.is_current(token, generation, LOOP_KIND):
                 if client_connected(token):
                     missing_since = None
                 elif missing_since is None:
@@ -351,7 +330,7 @@ class EventsState(rx.State):
                 if fresh or first:
                     views = [event_view(e) for e in fresh]
                     async with self:
-                        if not _is_current(token, generation):
+                        if not loops.is_current(token, generation, LOOP_KIND):
                             break
                         kept = [] if first else self.recent
                         self.recent = (list(reversed(views)) + kept)[:RECENT_LIMIT]
@@ -365,7 +344,7 @@ class EventsState(rx.State):
                             yield rx.call_script(_notify_script(_title(view), view["detail"]))
                 await asyncio.sleep(POLL_SECONDS)
         finally:
-            _release(token, generation)
+            loops.release(token, generation, LOOP_KIND)
 
 
 def _title(view: dict[str, str]) -> str:

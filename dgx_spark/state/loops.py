@@ -14,6 +14,11 @@ Per tab and feed the registry also keeps what the tab's state last showed (a
 small *fingerprint*, ``shown`` / ``mark_shown``) and the settings the feed needs
 to compute it (``setting`` / ``remember``: e.g. the host name and filters), so a
 loop can tell a quiet tick without loading or locking the tab's state.
+
+A tab may also run side loops of other *kinds* (``claim(token, kind="events")``:
+the notifications bell's), kept by the same registry under their own key: a newer
+claim supersedes the older loop of that kind only, and ``stop`` ends it. ``count()``
+counts the tabs' feed loops (``/api/health``'s ``ui_loops``); ``count(kind)`` the others.
 """
 
 from __future__ import annotations
@@ -22,37 +27,48 @@ import itertools
 import threading
 from typing import Any
 
+# The kind of the tab's one feed loop (operations, system header); side loops name their own.
+TAB = "tab"
+
 _lock = threading.Lock()
 _generations = itertools.count(1)
-_current: dict[str, int] = {}  # token -> generation allowed to run
-_running: dict[int, str] = {}  # generation -> token, for every loop still alive
+_current: dict[str, int] = {}  # key -> generation allowed to run
+_running: dict[int, tuple[str, str]] = {}  # generation -> (key, kind), for every loop still alive
 _feeds: dict[str, set[str]] = {}  # token -> the views its loop serves
 _shown: dict[str, dict[str, Any]] = {}  # token -> feed -> fingerprint of what the tab shows
 _settings: dict[str, dict[str, Any]] = {}  # token -> feed -> what the feed needs to compute it
 
 
-def claim(token: str) -> int:
-    """Start a loop for ``token``: returns its generation and supersedes older ones."""
+def _key(token: str, kind: str) -> str:
+    """The registry key of ``token``'s loop of ``kind`` (the feed loop keeps the bare token)."""
+    return token if kind == TAB else f"{kind}\x00{token}"
+
+
+def claim(token: str, kind: str = TAB) -> int:
+    """Start a loop of ``kind`` for ``token``: returns its generation and supersedes older ones."""
+    key = _key(token, kind)
     with _lock:
         generation = next(_generations)
-        _current[token] = generation
-        _running[generation] = token
+        _current[key] = generation
+        _running[generation] = (key, kind)
         return generation
 
 
-def is_current(token: str, generation: int) -> bool:
-    """Whether the loop ``generation`` is still the one ``token`` should run."""
+def is_current(token: str, generation: int, kind: str = TAB) -> bool:
+    """Whether the loop ``generation`` is still the one ``token`` should run for ``kind``."""
     with _lock:
-        return _current.get(token) == generation
+        return _current.get(_key(token, kind)) == generation
 
 
-def stop(token: str) -> None:
-    """Ask any loop of ``token`` to end (the tab went away or hid the view)."""
+def stop(token: str, kind: str = TAB) -> None:
+    """Ask ``token``'s loop of ``kind`` to end (the tab went away or hid the view)."""
+    key = _key(token, kind)
     with _lock:
-        _current.pop(token, None)
-        _feeds.pop(token, None)
-        _shown.pop(token, None)
-        _settings.pop(token, None)
+        _current.pop(key, None)
+        if kind == TAB:
+            _feeds.pop(token, None)
+            _shown.pop(token, None)
+            _settings.pop(token, None)
 
 
 def join(token: str, feed: str) -> int | None:
@@ -68,7 +84,7 @@ def join(token: str, feed: str) -> int | None:
             return None
         generation = next(_generations)
         _current[token] = generation
-        _running[generation] = token
+        _running[generation] = (token, TAB)
         return generation
 
 
@@ -88,21 +104,23 @@ def feeds(token: str, generation: int) -> frozenset[str]:
         return frozenset(_feeds.get(token, ()))
 
 
-def release(token: str, generation: int) -> None:
-    """Record that loop ``generation`` has ended."""
+def release(token: str, generation: int, kind: str = TAB) -> None:
+    """Record that loop ``generation`` (of ``kind``) has ended."""
+    key = _key(token, kind)
     with _lock:
         _running.pop(generation, None)
-        if _current.get(token) == generation:
-            del _current[token]
-            _feeds.pop(token, None)
-            _shown.pop(token, None)
-            _settings.pop(token, None)
+        if _current.get(key) == generation:
+            del _current[key]
+            if kind == TAB:
+                _feeds.pop(token, None)
+                _shown.pop(token, None)
+                _settings.pop(token, None)
 
 
-def count() -> int:
-    """How many live loops are running now in this process."""
+def count(kind: str = TAB) -> int:
+    """How many live loops of ``kind`` are running now in this process."""
     with _lock:
-        return len(_running)
+        return sum(1 for _, loop_kind in _running.values() if loop_kind == kind)
 
 
 def shown(token: str, feed: str) -> Any:
