@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 
 LISTEN = "0A"
 _SOCKET_PREFIX = "socket:["
+RETRY_UNRESOLVED = 30
+"""Updates between two looks for the owners of listening sockets not found before."""
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class ListeningTracker:
         self.scans = 0
         """How many fd tables were read (for measuring)."""
         self._unresolved: frozenset[int] = frozenset()
+        self._updates = 0
         self._netlink = True
 
     def read(self) -> dict[int, int]:
@@ -155,8 +158,12 @@ class ListeningTracker:
         }
         for inode in wanted:
             self.owner.pop(inode, None)
-        # Inodes we already failed to map are retried only when something changed.
-        if not wanted or wanted <= self._unresolved:
+        # Inodes we already failed to map (a daemon's: not a candidate) are looked for again only
+        # every RETRY_UNRESOLVED updates; a new inode is looked for until it is found.
+        self._updates += 1
+        retry = self._updates % RETRY_UNRESOLVED == 0
+        looking = set(wanted) if retry else wanted - self._unresolved
+        if not looking:
             self._unresolved = frozenset(wanted)
             return
         for key in candidates():
@@ -169,7 +176,8 @@ class ListeningTracker:
             for inode in inodes & wanted:
                 self.owner[inode] = key
                 wanted.discard(inode)
-            if not wanted:
+                looking.discard(inode)
+            if not looking:
                 break
         self._unresolved = frozenset(wanted)
         if len(self.unreadable) > 4096:
