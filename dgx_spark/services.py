@@ -1,7 +1,13 @@
-"""The long-lived services of one backend process, built once and shared.
+"""The long-lived services of one backend process, built once from the settings and handed down.
 
-The Reflex state, the REST API and the lifespan task all get the sampler (and
-later the supervisor) from here, so there is exactly one per process.
+``get_services()`` is the one accessor: it builds one :class:`Services` from the
+settings read at start (``dgx_spark.settings``). REST routes receive it through
+FastAPI's ``Depends`` (``ServicesDep``); Reflex states call ``get_services()``;
+the lifespan task starts and stops what it holds. The parts (sampler, supervisor,
+progress tracker, node hub, events, service watcher) are built here and take
+their settings as constructor arguments, so there is exactly one of each per
+process and no other module keeps one of its own. ``get_sampler``,
+``get_supervisor`` and the others below are shortcuts to the same object.
 """
 
 from __future__ import annotations
@@ -10,66 +16,149 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.engine import Engine
 
 from dgx_spark.collector.containers import ContainersProbe
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.outcome import OutcomeProbe
 from dgx_spark.collector.sampler import Probe, Sampler
-from dgx_spark.collector.service_probes import ServiceProbe, stop_watcher
+from dgx_spark.collector.service_probes import ServiceProbe, ServiceWatcher, make_watcher
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.database import get_engine, migrate
-from dgx_spark.events.service import EventsProbe, stop_events
+from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS
+from dgx_spark.events.config import events_config
+from dgx_spark.events.service import EventsProbe, EventsService
+from dgx_spark.events.store import EventStore
+from dgx_spark.nodes.hub import NodeHub
+from dgx_spark.nodes.store import NodeStore
 from dgx_spark.progress.probe import ProgressProbe
-from dgx_spark.settings import settings
+from dgx_spark.progress.tracker import ProgressTracker
+from dgx_spark.settings import Settings, settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
 
 logger = logging.getLogger(__name__)
 
 
-def default_probes() -> list[Probe]:
-    """The probes every snapshot runs through, in order, after discovery.
+class Services:
+    """Everything one backend process runs, built once from ``settings`` (nothing started)."""
 
-    Each probe lives with its concern (supervisor, resources, GPU, progress,
-    events) and is isolated by the sampler: one failing never stops the others.
-    """
-    probes: list[Probe] = []
-    # Containers: before the supervisor, so container operations carry their names and host ports.
-    probes.append(ContainersProbe())
-    # Supervisor: next, so the resource/GPU/progress probes enrich launched operations too.
-    probes.append(get_supervisor())
-    # System + GPU: after anything that adds operations (it reads every op's pids).
-    probes.append(SystemProbe(settings=settings.resources))
-    # Progress: after anything that adds operations or sets their log_path; before events.
-    probes.append(ProgressProbe())
-    # Outcome: how discovered operations ended; after progress (reads it), before events.
-    probes.append(OutcomeProbe())
-    # Services: what known servers serve, read by its own thread; the probe only copies results.
-    probes.append(ServiceProbe())
-    # Events: keep LAST, it compares what every probe above has produced.
-    probes.append(EventsProbe())
-    return probes
+    def __init__(self, app_settings: Settings, engine: Engine) -> None:
+        """Build the services; ``lifespan`` starts them."""
+        self.settings = app_settings
+        self.engine = engine
+        self.tracker = ProgressTracker(stall_seconds=app_settings.progress.stall_seconds)
+        # None while DGX_SPARK_SERVICE_PROBE_SECONDS=0 turns service probes off.
+        self.service_watcher: ServiceWatcher | None = make_watcher(app_settings.sampler.service_probe_seconds)
+        self.hub = NodeHub(NodeStore(app_settings.data_dir), app_settings.refresh_seconds,
+                           backoff_limit=app_settings.nodes.backoff_max_seconds)
+        self.supervisor = Supervisor(
+            SupervisorConfig.from_settings(app_settings),
+            engine,
+            snapshot=lambda: self.sampler.latest,
+            on_change=lambda: self.sampler.request_sample(),
+        )
+        self.sampler = Sampler(
+            Discovery(rules_file=app_settings.rules_file),
+            probes=self._probes(),
+            interval=app_settings.refresh_seconds,
+            ended_ttl=app_settings.ended_ttl_seconds,
+        )
+
+    def _probes(self) -> list[Probe]:
+        """The probes every snapshot runs through, in order, after discovery.
+
+        Each probe lives with its concern (supervisor, resources, GPU, progress,
+        events) and is isolated by the sampler: one failing never stops the others.
+        """
+        return [
+            # Containers: before the supervisor, so container operations carry their names and host ports.
+            ContainersProbe(),
+            # Supervisor: next, so the resource/GPU/progress probes enrich launched operations too.
+            self.supervisor,
+            # System + GPU: after anything that adds operations (it reads every op's pids).
+            SystemProbe(settings=self.settings.resources),
+            # Progress: after anything that adds operations or sets their log_path; before events.
+            ProgressProbe(self.tracker),
+            # Outcome: how discovered operations ended; after progress (reads it), before events.
+            OutcomeProbe(),
+            # Services: what known servers serve, read by its own thread; the probe only copies results.
+            ServiceProbe(self.service_watcher),
+            # Events: keep LAST, it compares what every probe above has produced.
+            EventsProbe(lambda: self.events),
+        ]
+
+    @functools.cached_property
+    def events(self) -> EventsService:
+        """The events service, built and started on first use (a database that cannot be opened fails here)."""
+        # Churn is counted over the time an ended discovered operation would have stayed listed.
+        window = self.settings.ended_ttl_seconds or DEFAULT_WINDOW_SECONDS
+        service = EventsService(EventStore(self.engine), events_config(self.settings.events),
+                                churn_window_seconds=window)
+        service.start()
+        return service
+
+    def events_started(self) -> EventsService | None:
+        """The events service if it was built already, else None (nothing is built by asking)."""
+        return self.__dict__.get("events")
+
+    def short_lived_ended(self) -> tuple[int, float] | None:
+        """How many short-lived commands ended recently, and over how many seconds (None: not started)."""
+        service = self.events_started()
+        if service is None:
+            return None
+        return service.churn.count(), service.churn.window_seconds
+
+    def stop(self) -> None:
+        """Stop what runs, in order: nodes, the sampler, the service watcher, then events."""
+        self.hub.stop()
+        self.sampler.stop()
+        if self.service_watcher is not None:
+            self.service_watcher.stop()
+        if (service := self.events_started()) is not None:
+            service.stop()  # after the sampler: its last transitions get stored
 
 
 @functools.cache
+def get_services() -> Services:
+    """The process's services: built once, on first use, from the settings read at start."""
+    return Services(settings, get_engine())
+
+
+# What a route declares to receive the services: ``services: ServicesDep``.
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
 def get_sampler() -> Sampler:
-    """The process-wide sampler (created on first use, not started)."""
-    return Sampler(
-        Discovery(),
-        probes=default_probes(),
-        interval=settings.refresh_seconds,
-        ended_ttl=settings.ended_ttl_seconds,
-    )
+    """The process-wide sampler (not started before the lifespan)."""
+    return get_services().sampler
 
 
-@functools.cache
 def get_supervisor() -> Supervisor:
     """The process-wide supervisor of launched operations (``load`` runs in the lifespan)."""
-    return Supervisor(
-        SupervisorConfig.from_settings(settings),
-        get_engine(),
-        snapshot=lambda: get_sampler().latest,
-        on_change=lambda: get_sampler().request_sample(),
-    )
+    return get_services().supervisor
+
+
+def get_tracker() -> ProgressTracker:
+    """The progress tracker shared by the progress probe and the API."""
+    return get_services().tracker
+
+
+def get_hub() -> NodeHub:
+    """The node hub (one poller per remote node)."""
+    return get_services().hub
+
+
+def get_events() -> EventsService:
+    """The events service (built and started on first use)."""
+    return get_services().events
+
+
+def short_lived_ended() -> tuple[int, float] | None:
+    """How many short-lived commands ended recently, and over how many seconds (None: not started)."""
+    return get_services().short_lived_ended()
 
 
 @contextlib.asynccontextmanager
@@ -77,17 +166,12 @@ async def lifespan() -> AsyncIterator[None]:
     """Start the services with the backend and stop them with it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate()  # the schema first: fresh data dirs must work without `reflex db migrate`
-    get_supervisor().load()
-    sampler = get_sampler()
-    sampler.start()
-    logger.info("sampler started (every %.1fs)", sampler.interval)
-    from dgx_spark.nodes.hub import get_hub
-
-    get_hub().start()  # one poller per remote node (dgx_spark/nodes)
+    services = get_services()
+    services.supervisor.load()
+    services.sampler.start()
+    logger.info("sampler started (every %.1fs)", services.sampler.interval)
+    services.hub.start()  # one poller per remote node (dgx_spark/nodes)
     try:
         yield
     finally:
-        get_hub().stop()
-        sampler.stop()
-        stop_watcher()
-        stop_events()  # after the sampler: its last transitions get stored
+        services.stop()

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey, csv_pattern
 from dgx_spark.events.query import QueryError, apply_query, parse_query
-from dgx_spark.events.service import get_events
 from dgx_spark.events.store import EVENT_KINDS
+from dgx_spark.services import ServicesDep
 
 router = APIRouter()
 
@@ -36,6 +36,7 @@ def _since(raw: str | None) -> tuple[int | None, float | None]:
 
 @router.get("/api/dgx/events", summary="Status transitions of operations")
 def list_events(
+    services: ServicesDep,
     since: str | None = Query(
         default=None,
         max_length=64,
@@ -62,7 +63,7 @@ def list_events(
                 f"kind: unknown value {value!r}; expected one of {', '.join(EVENT_KINDS)}",
                 field="kind",
             )
-    data = get_events().store.events(
+    data = services.events.store.events(
         after_id=after_id, since_ts=since_ts, kinds=kinds, operation_id=operation_id, limit=limit
     )
     return {"success": True, "data": data}
@@ -70,6 +71,7 @@ def list_events(
 
 @router.get("/api/dgx/history", summary="Ended operations")
 def list_history(
+    services: ServicesDep,
     q: str | None = Query(default=None, max_length=200, description="Search words."),
     type: str | None = Query(default=None, max_length=100, pattern=TYPES_PATTERN, description="server,job,program"),
     status: str | None = Query(default=None, max_length=200, pattern=STATUSES_PATTERN, description="stopped,failed"),
@@ -85,5 +87,5 @@ def list_history(
         query = parse_query(q, type, status, sort, order)
     except QueryError as err:
         raise ApiError(422, str(err), field=err.field) from err
-    rows = apply_query(get_events().store.history(limit=5000), query)
+    rows = apply_query(services.events.store.history(limit=5000), query)
     return {"success": True, "data": rows[:limit]}

@@ -24,9 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dgx_spark.collector.model import Snapshot
-from dgx_spark.nodes.hub import get_hub
 from dgx_spark.nodes.protocol import LOCAL_NODE, app_version
-from dgx_spark.services import get_sampler
+from dgx_spark.services import get_hub, get_sampler
 
 router = APIRouter()
 

@@ -21,13 +21,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
-from dgx_spark.nodes.hub import get_hub, local_payload, node_payload, remote_items, tagged
+from dgx_spark.nodes.hub import local_payload, node_payload, remote_items, tagged
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE, NODE_ID_PATTERN
 from dgx_spark.nodes.store import NodeError
 from dgx_spark.security import token as tokens
 from dgx_spark.security.auth import require_token
-from dgx_spark.services import get_sampler
+from dgx_spark.services import get_hub, get_sampler
 from dgx_spark.settings import settings
 
 router = APIRouter()

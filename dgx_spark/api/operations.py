@@ -18,13 +18,11 @@ from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
 from dgx_spark.collector.model import OPERATION_STATUSES, Operation
 from dgx_spark.events.query import QueryError, apply_query, parse_query
-from dgx_spark.events.service import short_lived_ended
 from dgx_spark.health import components_payload
 from dgx_spark.health import health as app_health
-from dgx_spark.nodes.hub import get_hub
 from dgx_spark.nodes.protocol import NODE_ID_PATTERN, node_headers
 from dgx_spark.security.validation import has_surrogate
-from dgx_spark.services import get_sampler
+from dgx_spark.services import get_hub, get_sampler, short_lived_ended
 from dgx_spark.state import loops as ui_loops
 
 logger = logging.getLogger(__name__)

@@ -21,9 +21,8 @@ from dgx_spark.progress.payload import (
     load_body,
     parse_report,
 )
-from dgx_spark.progress.tracker import get_tracker
 from dgx_spark.security.auth import require_token
-from dgx_spark.services import get_sampler
+from dgx_spark.services import get_sampler, get_tracker
 
 router = APIRouter()
 

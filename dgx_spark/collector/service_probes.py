@@ -944,9 +944,9 @@ class ServiceProbe:
 
     name = "service"
 
-    def __init__(self, watcher: ServiceWatcher | None = None) -> None:
-        """Use ``watcher`` (the process-wide one by default; None while probes are off)."""
-        self.watcher = watcher if watcher is not None else get_watcher()
+    def __init__(self, watcher: ServiceWatcher | None) -> None:
+        """Use ``watcher`` (the services' one, ``make_watcher``; None while probes are off)."""
+        self.watcher = watcher
         # What each server is, by operation id, name and command (worked out once).
         self._kinds: dict[tuple[str, str, str | None], str | None] = {}
 
@@ -974,35 +974,9 @@ class ServiceProbe:
         self._kinds = kinds
         watcher.update(targets)
 
-
-_watcher: ServiceWatcher | None = None
-_watcher_made = False
-_watcher_lock = threading.Lock()
-
-
 def make_watcher(interval: float) -> ServiceWatcher | None:
     """A watcher probing every ``interval`` seconds (at least 0.5), or None: 0 turns probes off.
 
     ``interval`` is ``Settings.sampler.service_probe_seconds`` (``DGX_SPARK_SERVICE_PROBE_SECONDS``).
     """
     return ServiceWatcher(max(0.5, interval)) if interval > 0 else None
-
-
-def get_watcher() -> ServiceWatcher | None:
-    """The process-wide watcher, or None when probes are off."""
-    global _watcher, _watcher_made
-    with _watcher_lock:
-        if not _watcher_made:
-            from dgx_spark.settings import settings
-
-            _watcher = make_watcher(settings.sampler.service_probe_seconds)
-            _watcher_made = True
-        return _watcher
-
-
-def stop_watcher() -> None:
-    """Stop the process-wide watcher's thread (with the sampler)."""
-    with _watcher_lock:
-        watcher = _watcher
-    if watcher is not None:
-        watcher.stop()

@@ -1,19 +1,17 @@
 """The events service of one backend process: store, recorder, webhook, detector.
 
-Built once (``get_events``); the detector is registered in
-``services.default_probes`` and the API and UI read through the same object.
+Built once by ``dgx_spark.services`` (``Services.events``); its probe runs last in the
+sampler, and the API and UI read through the same object.
 The probe also takes quiet short-lived discovered commands off the operations
 list (``events.churn``); ``churn.count()`` says how many ended recently.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
-
-from sqlalchemy.engine import Engine
 
 from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS, ChurnCounter, hide_quiet_churn
 from dgx_spark.events.config import (
@@ -32,13 +30,6 @@ from dgx_spark.events.store import NOTIFY_KINDS_SETTING, WEBHOOK_SETTING, EventS
 from dgx_spark.events.webhook import WebhookSender
 
 logger = logging.getLogger(__name__)
-
-
-def _engine() -> Engine:
-    """The app's engine; the schema comes from the alembic migrations (run at startup)."""
-    from dgx_spark.database import get_engine
-
-    return get_engine()
 
 
 class EventsService:
@@ -166,18 +157,6 @@ class EventsService:
             logger.warning("events: ignoring an invalid stored webhook URL")
 
 
-@functools.cache
-def get_events() -> EventsService:
-    """The process-wide events service, threads started."""
-    from dgx_spark.settings import settings
-
-    # Churn is counted over the time an ended discovered operation would have stayed listed.
-    window = settings.ended_ttl_seconds or DEFAULT_WINDOW_SECONDS
-    service = EventsService(EventStore(_engine()), events_config(settings.events), churn_window_seconds=window)
-    service.start()
-    return service
-
-
 class EventsProbe:
     """The sampler probe: builds the service on first use, then runs its detector.
 
@@ -187,20 +166,10 @@ class EventsProbe:
 
     name = "events"
 
+    def __init__(self, service: Callable[[], EventsService]) -> None:
+        """Use the service ``service()`` returns (built on its first call: ``Services.events``)."""
+        self._service = service
+
     def sample(self, ctx: Any) -> None:
         """Run the detector over this snapshot, then hide quiet churn."""
-        get_events().sample(ctx)
-
-
-def short_lived_ended() -> tuple[int, float] | None:
-    """How many short-lived commands ended recently, and over how many seconds (None: not started)."""
-    if not get_events.cache_info().currsize:
-        return None
-    churn = get_events().churn
-    return churn.count(), churn.window_seconds
-
-
-def stop_events() -> None:
-    """Store the queued events and stop the threads, if the service was ever started."""
-    if get_events.cache_info().currsize:
-        get_events().stop()
+        self._service().sample(ctx)

@@ -1,6 +1,6 @@
 """The nodes of this backend: the store, one poller per remote node, and what they know.
 
-One ``NodeHub`` per backend process (``get_hub``), started and stopped with the
+One ``NodeHub`` per backend process (``dgx_spark.services``), started and stopped with the
 sampler in the lifespan. Every browser tab and API request reads the pollers'
 latest states from here: a remote node costs one request per refresh, however
 many tabs are open. ``version`` grows whenever any node's list or status changes,
@@ -9,7 +9,6 @@ so merged views are rebuilt once per change, not once per tab or request.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import socket
@@ -175,13 +174,6 @@ def local_payload(snapshot: Any, sampler_running: bool, now: float) -> dict[str,
 def tagged(items: list[Mapping[str, Any]], node_id: str, stale: bool) -> list[dict[str, Any]]:
     """Operation dicts with their ``node`` and ``stale`` fields."""
     return [{**item, "node": node_id, "stale": stale} for item in items]
-
-
-@functools.cache
-def get_hub() -> NodeHub:
-    """The process-wide node hub (created on first use; ``start`` runs in the lifespan)."""
-    return NodeHub(NodeStore(settings.data_dir), settings.refresh_seconds,
-                   backoff_limit=settings.nodes.backoff_max_seconds)
 
 
 def remote_items(hub: NodeHub, node_id: str | None, now: float) -> list[dict[str, Any]] | None:

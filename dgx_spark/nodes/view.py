@@ -25,8 +25,9 @@ from typing import Any
 from dgx_spark.collector.model import Operation, Snapshot
 from dgx_spark.events.query import OperationQuery, apply_query
 from dgx_spark.format import iso_timestamp
-from dgx_spark.nodes.hub import NodeHub, get_hub
+from dgx_spark.nodes.hub import NodeHub
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
+from dgx_spark.services import get_hub
 from dgx_spark.state.tab_view import TabView, base_view, tab_view
 from dgx_spark.state.view import (
     SECTION_OF_TYPE,

@@ -25,7 +25,7 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.output import OpenedOutput, OutputHandles, get_handles
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.progress.parsers import OutputParser, ProgressUpdate, finite
-from dgx_spark.progress.tracker import ProgressTracker, get_tracker, reads_like_training
+from dgx_spark.progress.tracker import ProgressTracker, reads_like_training
 
 logger = logging.getLogger(__name__)
 
@@ -263,9 +263,9 @@ class ProgressProbe:
 
     name = "progress"
 
-    def __init__(self, tracker: ProgressTracker | None = None, handles: OutputHandles | None = None) -> None:
-        """Use ``tracker`` and ``handles`` (the process-wide ones by default)."""
-        self.tracker = tracker or get_tracker()
+    def __init__(self, tracker: ProgressTracker, handles: OutputHandles | None = None) -> None:
+        """Use ``tracker`` (the services' one) and ``handles`` (the process-wide ones by default)."""
+        self.tracker = tracker
         self.handles = handles or get_handles()
         self._watches: dict[str, _Watch] = {}
         # Discovered programs shown as jobs because of what they print.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -267,11 +266,3 @@ def _eta(samples: collections.deque[tuple[float, float]], progress: float | None
         return None
     left = (1.0 - p1) / ((p1 - p0) / (t1 - t0)) - (now - t1)
     return max(0.0, left)
-
-
-@functools.cache
-def get_tracker() -> ProgressTracker:
-    """The process-wide tracker shared by the probe and the API."""
-    from dgx_spark.settings import settings
-
-    return ProgressTracker(stall_seconds=settings.progress.stall_seconds)

@@ -26,9 +26,9 @@ from dgx_spark.events.config import (
     is_masked_webhook_url,
     mask_webhook_url,
 )
-from dgx_spark.events.service import get_events, short_lived_ended
 from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
+from dgx_spark.services import get_events, short_lived_ended
 from dgx_spark.state import loops
 from dgx_spark.state.operations import client_connected
 

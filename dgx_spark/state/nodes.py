@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import reflex as rx
 
-from dgx_spark.nodes.hub import get_hub
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import LOCAL_NODE
 from dgx_spark.nodes.store import NodeError
 from dgx_spark.security.audit import record_audit_soon
 from dgx_spark.security.auth import authorize_event, event_client
+from dgx_spark.services import get_hub
 from dgx_spark.state import loops
 from dgx_spark.state.operations import OperationsState, register_feed, run_tab_loop
 
