@@ -38,7 +38,7 @@ import logging
 import os
 import pwd
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dgx_spark.collector.containers import CgroupContainer, container_from_cgroup
@@ -257,6 +257,7 @@ class Discovery:
         self._table: dict[bytes, _Pid] = {}
         # Indexes over the table, kept in step by _put/_drop: what a refresh may have to look at.
         self._entries: dict[bytes, tuple[_Known, list[bytes]]] = {}
+        self._loud: set[bytes] = set()
         self._buckets: list[set[bytes]] = [set() for _ in range(_BUCKETS)]
         self._kids: dict[bytes, set[bytes]] = {}
         self._young: dict[bytes, int] = {}
@@ -301,6 +302,7 @@ class Discovery:
         """Forget every process (the next refresh learns them all again)."""
         self._table.clear()
         self._entries.clear()
+        self._loud.clear()
         for bucket in self._buckets:
             bucket.clear()
         self._kids.clear()
@@ -373,6 +375,9 @@ class Discovery:
         if known.launched is None:
             raw = _read(f"{self.proc}/{known.facts.pid}/environ", 65536)
             known.launched = raw is not None and (raw.startswith(LAUNCH_MARKER) or b"\0" + LAUNCH_MARKER in raw)
+            name = known.key[0]
+            if self._entries.get(name, (None,))[0] is known:
+                self._sort(name, known)
         return known.launched
 
     # ------------------------------------------------------------------ tick
@@ -447,6 +452,23 @@ class Discovery:
         self._kids.setdefault(entry.fields[1], set()).add(name)
         if entry.known.__class__ is _Known:
             self._entries[name] = (entry.known, entry.fields)  # type: ignore[assignment]
+        self._sort(name, entry.known)
+
+    def _sort(self, name: bytes, known: _Known | object) -> None:
+        """Keep ``name`` among the loud processes, or not: those a refresh looks at beyond trees.
+
+        Quiet: a candidate no rule names, in no container or other network namespace,
+        not launched by the dashboard. Alone (no children, no port) it is no operation.
+        """
+        if known.__class__ is _Known and (
+            known.verdict is not None  # type: ignore[attr-defined]
+            or known.container is not None  # type: ignore[attr-defined]
+            or known.netns is not None  # type: ignore[attr-defined]
+            or known.launched is not False  # type: ignore[attr-defined]
+        ):
+            self._loud.add(name)
+        else:
+            self._loud.discard(name)
 
     def _unindex(self, name: bytes, entry: _Pid) -> None:
         self._buckets[entry.slot % _BUCKETS].discard(name)
@@ -456,6 +478,7 @@ class Discovery:
             if not kids:
                 del self._kids[entry.fields[1]]
         self._entries.pop(name, None)
+        self._loud.discard(name)
         self._young.pop(name, None)
 
     def _drop(self, name: bytes) -> None:
@@ -508,6 +531,7 @@ class Discovery:
         if fields[0] == b"Z":
             entry.known = _DEAD
             self._entries.pop(name, None)
+            self._loud.discard(name)
             return True
         signature = data[:close] + b" " + fields[23] + b" " + fields[25]
         if not execed and signature == entry.signature:
@@ -531,6 +555,7 @@ class Discovery:
             self._entries[name] = (entry.known, fields)  # type: ignore[assignment]
         else:
             self._entries.pop(name, None)
+        self._sort(name, entry.known)
         return True
 
     def _take_events(self) -> tuple[set[int], set[int], set[int], bool] | None:
@@ -618,17 +643,7 @@ class Discovery:
         self._seq = seq = self._seq + 1
         entries = self._refresh_table(seq)
 
-        children: dict[bytes, list[bytes]] = {}
-        roots: list[bytes] = []
-        for pid, (_known, fields) in entries.items():
-            ppid = fields[1]
-            if ppid in entries:
-                children.setdefault(ppid, []).append(pid)
-            else:
-                roots.append(pid)
-        if self.exclude_self:
-            roots = self._without_dashboard(entries, children, roots)
-        roots = _fold_containers(entries, children, roots)
+        loud = self._loud
 
         # Listening ports: candidates are members, newest first (only read when needed).
         self.listening.update(
@@ -637,14 +652,32 @@ class Discovery:
         )
         ports_by_key = self.listening.ports_by_key()
         unreadable = self.listening.unreadable
-        # Processes in other network namespaces: their ports are found through the namespace.
+        # Processes in other network namespaces (all loud): their ports are found through the namespace.
         namespaces: dict[str, list[Key]] = {}
-        for known, _fields in entries.values():
+        for name in loud:
+            known = entries[name][0]
             if known.netns is not None:
                 namespaces.setdefault(known.netns, []).append(known.key)
         ports_by_key.update(self.namespaces.update(namespaces))
         if self.namespaces.unreadable:
             unreadable = unreadable | self.namespaces.unreadable
+
+        # Trees: only parents among the candidates have children; roots worth a look are loud
+        # processes, parents and listeners whose parent is no candidate (quiet loners are skipped).
+        children: dict[bytes, list[bytes]] = {}
+        kids_index = self._kids
+        for parent in [pid for pid in kids_index if pid in entries]:
+            kids = [pid for pid in kids_index[parent] if pid in entries]
+            if kids:
+                kids.sort(key=_pid_order)
+                children[parent] = kids
+        candidates = set(loud)
+        candidates.update(children)
+        candidates.update(key[0] for key in ports_by_key if key[0] in entries)
+        roots = sorted((pid for pid in candidates if entries[pid][1][1] not in entries), key=_pid_order)
+        if self.exclude_self:
+            roots = self._without_dashboard(entries, children, roots)
+        roots = _fold_containers(entries, children, roots, loud)
 
         elapsed = None if self._prev_mono is None else mono - self._prev_mono
         tick = _Tick(now, elapsed, seq, self._prev_time, ports_by_key, unreadable)
@@ -849,6 +882,11 @@ class Discovery:
         return kept
 
 
+def _pid_order(pid: bytes) -> tuple[int, bytes]:
+    """Numeric order of pids spelt in bytes (as /proc lists them)."""
+    return len(pid), pid
+
+
 def _start_of(key: Key) -> int:
     return int(key[1])
 
@@ -857,6 +895,7 @@ def _fold_containers(
     entries: dict[bytes, tuple[_Known, list[bytes]]],
     children: dict[bytes, list[bytes]],
     roots: list[bytes],
+    loud: Iterable[bytes] | None = None,
 ) -> list[bytes]:
     """Roots with each container's processes under one root: one container, one operation.
 
@@ -865,7 +904,10 @@ def _fold_containers(
     (conmon, a shim) and put under the oldest of them.
     """
     tops: dict[str, list[bytes]] = {}
-    for pid, (known, fields) in entries.items():
+    # Every process in a container is loud (None: look at every candidate).
+    members = entries if loud is None else loud
+    for pid in sorted((pid for pid in members if entries[pid][0].container is not None), key=_pid_order):
+        known, fields = entries[pid]
         container = known.container
         if container is None:
             continue
