@@ -41,7 +41,8 @@ test: setup-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## Benchmark (issue 9): table on stdout, JSON in bench/results/; Glances goes into bench/.glances-venv.
-## Quick run: make bench BENCH_ARGS="--only sampler --sizes 1000"
+## Quick run: make bench BENCH_ARGS="--only sampler --sizes 1000 --ops-row= --churn-row="
+## Sampler rows without kernel process events (how a non-root dashboard on an older kernel runs): --discovery scan
 bench: setup-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
