@@ -212,13 +212,21 @@ def test_phone_first_card_visible_and_history_stacked(
         page.goto(f"{full_dashboard.url}/history")
         row = page.locator(f".dgx-history-row[data-operation-id='{done['id']}']").first
         expect(row).to_be_visible(timeout=APPEAR)
+        row.scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "history-phone.png"), full_page=False)
         # Stacked: every value of the row is on screen, under its column's name.
+        row.scroll_into_view_if_needed()
         for label in ("Type", "Outcome", "Started", "Ended", "Duration", "Exit", "Peak memory"):
             cell = row.locator(f"td[data-label='{label}']")
             cell_box = cell.bounding_box()
             assert cell_box is not None and cell_box["x"] >= 0, (label, cell_box)
             assert cell_box["x"] + cell_box["width"] <= PHONE["width"], (label, cell_box)
+            # Really on screen, not clipped away by a scroll box: the point hits the cell.
+            hit = cell.evaluate(
+                "(td) => { const b = td.getBoundingClientRect();"
+                " return td.contains(document.elementFromPoint(b.x + b.width - 4, b.y + b.height / 2)); }"
+            )
+            assert hit, label
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], overflowing(page, 390)
     finally:
         for op in (live, done):
