@@ -303,13 +303,16 @@ def test_trainer_state_json(tmp_path: Path) -> None:
 def test_tracker_prefers_reports_and_derives_eta_throughput_stalled() -> None:
     tracker = ProgressTracker(stall_seconds=60)
     tracker.update("op", "log", ProgressUpdate(progress=0.1, step=100, total_steps=1000, metrics={"train_loss": 0.9}))
+    tracker.record("op", now=1000.0)
     view = tracker.view("op", now=1000.0, alive=True)
     assert view is not None and view.source == "log" and view.progress == pytest.approx(0.1)
     tracker.update("op", "api", ProgressUpdate(progress=0.2, epoch=2, total_epochs=10, metrics={"train_loss": 0.8}))
+    tracker.record("op", now=1010.0)
     view = tracker.view("op", now=1010.0, alive=True)
     assert view is not None and view.source == "api" and view.progress == pytest.approx(0.2)
     assert view.total_epochs == 10 and view.step == 100  # the step still comes from the log
     tracker.update("op", "api", ProgressUpdate(progress=0.3, step=300))
+    tracker.record("op", now=1020.0)
     view = tracker.view("op", now=1020.0, alive=True)
     assert view is not None
     assert view.epoch == 2  # a partial report keeps the rest of the last one
@@ -317,6 +320,7 @@ def test_tracker_prefers_reports_and_derives_eta_throughput_stalled() -> None:
     assert view.throughput == pytest.approx(10.0)  # steps 100 -> 300 in 20 s
     assert view.loss_history == (0.9, 0.8)
     assert view.stalled is False
+    tracker.record("op", now=1080.0)
     later = tracker.view("op", now=1080.0, alive=True)
     assert later is not None and later.stalled is True and later.eta_seconds is None
     ended = tracker.view("op", now=1080.0, alive=False)
@@ -332,7 +336,9 @@ def test_tracker_loss_history_is_bounded_and_counts_new_values_only() -> None:
     for i in range(100):
         tracker.update("op", "log", ProgressUpdate(step=i, metrics={"train_loss": 1.0 / (i + 1)}))
         tracker.update("op", "log", ProgressUpdate(step=i, metrics={"train_loss": 1.0 / (i + 1)}))
+        tracker.record("op", now=float(i))
         tracker.view("op", now=float(i), alive=True)
+    tracker.record("op", now=100.0)
     view = tracker.view("op", now=100.0, alive=True)
     assert view is not None
     assert len(view.loss_history) == 60
@@ -340,11 +346,29 @@ def test_tracker_loss_history_is_bounded_and_counts_new_values_only() -> None:
     assert len(set(view.loss_history)) == 60
 
 
+def test_tracker_view_changes_nothing() -> None:
+    tracker = ProgressTracker(stall_seconds=60)
+    tracker.update("op", "log", ProgressUpdate(progress=0.1, step=10, metrics={"train_loss": 0.9}))
+    tracker.record("op", now=1000.0)
+    tracker.update("op", "log", ProgressUpdate(progress=0.2, step=20, metrics={"train_loss": 0.8}))
+    # Not recorded yet: views at any time see the same samples and never add a loss point.
+    first = tracker.view("op", now=1010.0, alive=True)
+    assert first is not None and first.progress == pytest.approx(0.2)
+    assert first.loss_history == (0.9,) and first.eta_seconds is None
+    assert tracker.view("op", now=1010.0, alive=True) == first
+    assert tracker.view("op", now=1070.0, alive=True).stalled is True  # type: ignore[union-attr]
+    tracker.record("op", now=1070.0)
+    moved = tracker.view("op", now=1070.0, alive=True)
+    assert moved is not None and moved.stalled is False and moved.loss_history == (0.9, 0.8)
+    assert moved.eta_seconds == pytest.approx(560.0)  # 0.1 per 70 s, 0.8 left
+
+
 def test_command_hint_alone_is_not_progress() -> None:
     tracker = ProgressTracker()
     tracker.update("op", "command", ProgressUpdate(total_epochs=5))
     assert tracker.view("op", now=0.0, alive=True) is None
     tracker.update("op", "log", ProgressUpdate(epoch=2))
+    tracker.record("op", now=1.0)
     view = tracker.view("op", now=1.0, alive=True)
     assert view is not None and view.progress == pytest.approx(0.4) and view.source == "log"
 

@@ -282,6 +282,7 @@ class ProgressProbe:
                 op, candidate=op.id not in self._by_output
             ):
                 op = ctx.operations[index] = op.replace(type="job", type_source="output")
+            self.tracker.record(op.id, ctx.now)
             view = self.tracker.view(op.id, ctx.now, alive=op.is_live)
             if view is not None:
                 ctx.operations[index] = op.replace(**view.operation_fields(op.metrics))

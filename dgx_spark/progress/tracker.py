@@ -143,73 +143,57 @@ class ProgressTracker:
         with self._lock:
             return op_id in self._entries
 
-    def view(self, op_id: str, now: float, alive: bool) -> ProgressView | None:
-        """Merge the sources of ``op_id`` and derive ETA, throughput and stalled; None if unknown."""
+    def record(self, op_id: str, now: float) -> None:
+        """Note where the merged progress of ``op_id`` stands at ``now``.
+
+        Feeds the samples behind ETA, throughput and stalls, and the loss
+        history. The progress probe calls it once per tick, before ``view``.
+        """
         with self._lock:
             entry = self._entries.get(op_id)
-            if entry is None or not entry.updates:
+            merged = _merge(entry.updates) if entry is not None else None
+            if entry is None or merged is None:
+                return
+            self._track_loss(entry, merged.loss_source, merged.metrics.get("train_loss"))
+            _track_position(entry, merged, now)
+
+    def view(self, op_id: str, now: float, alive: bool) -> ProgressView | None:
+        """Merge the sources of ``op_id`` and derive ETA, throughput and stalled; None if unknown.
+
+        Changes nothing: what moved and when is noted by ``record``.
+        """
+        with self._lock:
+            entry = self._entries.get(op_id)
+            merged = _merge(entry.updates) if entry is not None else None
+            if entry is None or merged is None:
                 return None
-            ordered = [(s, entry.updates[s]) for s in SOURCES if s in entry.updates]
-            progress, progress_source = _first(ordered, "progress")
-            epoch, epoch_source = _first(ordered, "epoch")
-            total_epochs, _ = _first(ordered, "total_epochs")
-            step, _ = _first(ordered, "step")
-            total_steps, _ = _first(ordered, "total_steps")
-            throughput, _ = _first(ordered, "throughput")
-            metrics: dict[str, float] = {}
-            loss_source = None
-            for source, update in reversed(ordered):
-                metrics.update(update.metrics)
-                if "train_loss" in update.metrics:
-                    loss_source = source
-            if progress is None and epoch is not None and total_epochs:
-                progress = min(1.0, float(epoch) / total_epochs)
-                progress_source = epoch_source
-            source = progress_source or epoch_source or loss_source
-            if source is None:
-                source = next((s for s, u in ordered if s != "command" and not u.is_empty()), None)
-            if source is None:
-                return None  # only hints (an epoch count from the command line) so far
-            self._track_loss(entry, loss_source, metrics.get("train_loss"))
-            position: tuple[Any, ...] = (progress, step, epoch)
-            if progress is None and step is None and epoch is None:
-                position = tuple(sorted(metrics.items()))
-            if position != entry.position:
-                entry.position = position
-                entry.moved_at = now
-                if progress is not None:
-                    if entry.samples and progress < entry.samples[-1][1]:
-                        entry.samples.clear()  # went backwards: a new run or a new bar
-                    entry.samples.append((now, float(progress)))
-                if step is not None:
-                    if entry.steps and step < entry.steps[-1][1]:
-                        entry.steps.clear()
-                    entry.steps.append((now, int(step)))
-            if throughput is None:
-                throughput = _rate(entry.steps, now)
-            eta = _eta(entry.samples, progress, now)
-            if not alive:
-                stalled: bool | None = False
-                eta = 0.0 if progress is not None and progress >= 1.0 else None
-            else:
-                stalled = entry.moved_at is not None and now - entry.moved_at >= self.stall_seconds
-                if progress is not None and progress >= 1.0:
-                    stalled = False
-                if stalled:
-                    eta = None  # no rate to speak of
+            throughput = merged.throughput if merged.throughput is not None else _rate(entry.steps, now)
+            eta, stalled = self._eta_and_stalled(entry, merged.progress, now, alive)
             return ProgressView(
-                progress=progress,
-                epoch=epoch,
-                total_epochs=total_epochs,
-                step=step,
-                total_steps=total_steps,
+                progress=merged.progress,
+                epoch=merged.epoch,
+                total_epochs=merged.total_epochs,
+                step=merged.step,
+                total_steps=merged.total_steps,
                 throughput=throughput,
                 eta_seconds=eta,
                 stalled=stalled,
-                source=source,
-                metrics=metrics,
+                source=merged.source,
+                metrics=dict(merged.metrics),
                 loss_history=tuple(entry.losses),
             )
+
+    def _eta_and_stalled(
+        self, entry: _Entry, progress: float | None, now: float, alive: bool
+    ) -> tuple[float | None, bool | None]:
+        """Seconds left and whether progress stopped moving (an ended job is never stalled)."""
+        if not alive:
+            return (0.0 if progress is not None and progress >= 1.0 else None), False
+        if progress is not None and progress >= 1.0:
+            return _eta(entry.samples, progress, now), False
+        stalled = entry.moved_at is not None and now - entry.moved_at >= self.stall_seconds
+        # A stalled job has no rate to speak of.
+        return (None if stalled else _eta(entry.samples, progress, now)), stalled
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop every operation not in ``keep``."""
@@ -227,6 +211,78 @@ class ProgressTracker:
         if seen != entry.loss_seen:
             entry.loss_seen = seen
             entry.losses.append(float(loss))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Merged:
+    """The sources of one operation merged field by field, most trusted first."""
+
+    progress: float | None
+    epoch: float | None
+    total_epochs: int | None
+    step: int | None
+    total_steps: int | None
+    throughput: float | None
+    metrics: dict[str, float]
+    source: str
+    loss_source: str | None
+
+    @property
+    def position(self) -> tuple[Any, ...]:
+        """What counts as moving: progress, step or epoch; the metrics when none is known."""
+        if self.progress is None and self.step is None and self.epoch is None:
+            return tuple(sorted(self.metrics.items()))
+        return (self.progress, self.step, self.epoch)
+
+
+def _merge(updates: dict[str, ProgressUpdate]) -> _Merged | None:
+    """Each field from the most trusted source that knows it; None when only hints are known."""
+    ordered = [(s, updates[s]) for s in SOURCES if s in updates]
+    progress, progress_source = _first(ordered, "progress")
+    epoch, epoch_source = _first(ordered, "epoch")
+    total_epochs, _ = _first(ordered, "total_epochs")
+    metrics: dict[str, float] = {}
+    loss_source = None
+    for source, update in reversed(ordered):
+        metrics.update(update.metrics)
+        if "train_loss" in update.metrics:
+            loss_source = source
+    if progress is None and epoch is not None and total_epochs:
+        progress = min(1.0, float(epoch) / total_epochs)
+        progress_source = epoch_source
+    named = progress_source or epoch_source or loss_source
+    if named is None:
+        named = next((s for s, u in ordered if s != "command" and not u.is_empty()), None)
+    if named is None:
+        return None  # only hints (an epoch count from the command line) so far
+    return _Merged(
+        progress=progress,
+        epoch=epoch,
+        total_epochs=total_epochs,
+        step=_first(ordered, "step")[0],
+        total_steps=_first(ordered, "total_steps")[0],
+        throughput=_first(ordered, "throughput")[0],
+        metrics=metrics,
+        source=named,
+        loss_source=loss_source,
+    )
+
+
+def _track_position(entry: _Entry, merged: _Merged, now: float) -> None:
+    """Note when the position last moved, and the progress and step samples behind the rates."""
+    position = merged.position
+    if position == entry.position:
+        return
+    entry.position = position
+    entry.moved_at = now
+    if merged.progress is not None:
+        if entry.samples and merged.progress < entry.samples[-1][1]:
+            entry.samples.clear()  # went backwards: a new run or a new bar
+        entry.samples.append((now, float(merged.progress)))
+    if merged.step is not None:
+        if entry.steps and merged.step < entry.steps[-1][1]:
+            entry.steps.clear()
+        entry.steps.append((now, int(merged.step)))
 
 
 def _overlay(previous: ProgressUpdate, update: ProgressUpdate) -> ProgressUpdate:
