@@ -144,6 +144,22 @@ def _number(text: str, scale: str = "") -> float | None:
     return value if math.isfinite(value) else None
 
 
+# Keys of a log dict, in the order they are looked at.
+_TOTAL_EPOCH_KEYS = ("total_epochs", "num_epochs", "epochs", "max_epochs", "num_train_epochs")
+_TOTAL_STEP_KEYS = ("total_steps", "max_steps")
+_STEP_KEYS = ("step", "global_step")
+_THROUGHPUT_KEYS = ("throughput", "it_per_s", "train_steps_per_second", "steps_per_second")
+
+
+def _first_at_least(data: dict[str, Any], keys: tuple[str, ...], low: float) -> float | None:
+    """The first finite number at least ``low`` among ``data[key]`` for ``keys``, else None."""
+    for key in keys:
+        value = finite(data.get(key))
+        if value is not None and value >= low:
+            return value
+    return None
+
+
 def _clamp01(value: float) -> float:
     return min(1.0, max(0.0, value))
 
@@ -251,32 +267,20 @@ class OutputParser:
     def _apply_dict(self, data: dict[str, Any]) -> None:
         """A JSON line or a Hugging Face Trainer log dict."""
         state = self.state
-        total_epochs = None
-        for key in ("total_epochs", "num_epochs", "epochs", "max_epochs", "num_train_epochs"):
-            value = finite(data.get(key))
-            if value is not None and value >= 1:
-                total_epochs = int(value)
-                break
+        total_epochs = _first_at_least(data, _TOTAL_EPOCH_KEYS, 1)
         if total_epochs is not None:
-            state.total_epochs = total_epochs
-        for key in ("total_steps", "max_steps"):
-            value = finite(data.get(key))
-            if value is not None and value >= 1:
-                state.total_steps = int(value)
-                break
-        for key in ("step", "global_step"):
-            value = finite(data.get(key))
-            if value is not None and value >= 0:
-                state.step = int(value)
-                break
+            state.total_epochs = int(total_epochs)
+        total_steps = _first_at_least(data, _TOTAL_STEP_KEYS, 1)
+        if total_steps is not None:
+            state.total_steps = int(total_steps)
+        step = _first_at_least(data, _STEP_KEYS, 0)
+        if step is not None:
+            state.step = int(step)
         epoch = finite(data.get("epoch"))
         if epoch is not None and epoch >= 0:
             state.epoch = round(epoch, 3)
-        throughput = None
-        for key in ("throughput", "it_per_s", "train_steps_per_second", "steps_per_second"):
-            throughput = finite(data.get(key))
-            if throughput is not None:
-                break
+        # The first rate given counts, even a negative one (then none is taken).
+        throughput = _first_at_least(data, _THROUGHPUT_KEYS, -math.inf)
         if throughput is not None and throughput >= 0:
             state.throughput = throughput
         for key, value in data.items():
@@ -284,6 +288,11 @@ class OutputParser:
             name = _metric_name(str(key))
             if number is not None and name is not None:
                 self._metric(name, number)
+        self._dict_progress(data, epoch)
+
+    def _dict_progress(self, data: dict[str, Any], epoch: float | None) -> None:
+        """Progress from a log dict: given, else step / total steps, else epoch / total epochs."""
+        state = self.state
         progress = finite(data.get("progress"))
         if progress is not None:
             state.progress = _clamp01(progress)

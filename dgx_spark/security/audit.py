@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from dgx_spark.collector.model import iso_utc
-from dgx_spark.security.redaction import redact_text
+from dgx_spark.redaction import redact_text
 from dgx_spark.security.throttle import RateLimiter
 from dgx_spark.settings import settings
 

@@ -55,7 +55,7 @@ from dgx_spark.collector.output import ProcessOutput
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import WRITE_WAIT_SECONDS, DatabaseUnavailable, probe_writable, write_with_retry
 from dgx_spark.health import health
-from dgx_spark.security.redaction import redact_command
+from dgx_spark.redaction import redact_command
 from dgx_spark.settings import PROJECT_ROOT, Settings
 from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
