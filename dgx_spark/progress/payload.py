@@ -83,41 +83,54 @@ def parse_report(data: Any, *, extra_fields: frozenset[str] = frozenset()) -> tu
     for key in data:
         if key not in _FIELDS and key not in extra_fields:
             raise PayloadError(str(key)[:64], "unknown field")
-    update = ProgressUpdate()
-    update.progress = _number(data, "progress", 0.0, 1.0)
-    update.epoch = _number(data, "epoch", 0.0, _BIG)
-    total_epochs = _number(data, "total_epochs", 1.0, _BIG, integer=True)
-    update.total_epochs = None if total_epochs is None else int(total_epochs)
-    step = _number(data, "step", 0.0, _BIG, integer=True)
-    update.step = None if step is None else int(step)
-    total_steps = _number(data, "total_steps", 1.0, _BIG, integer=True)
-    update.total_steps = None if total_steps is None else int(total_steps)
-    update.throughput = _number(data, "throughput", 0.0, _BIG)
-    if update.epoch is not None and update.total_epochs is not None and update.epoch > update.total_epochs:
-        raise PayloadError("epoch", f"must not exceed total_epochs ({update.total_epochs}), got {update.epoch}")
-    if update.step is not None and update.total_steps is not None and update.step > update.total_steps:
-        raise PayloadError("step", f"must not exceed total_steps ({update.total_steps}), got {update.step}")
-    metrics = data.get("metrics")
-    if metrics is not None:
-        if not isinstance(metrics, dict):
-            raise PayloadError("metrics", f"must be an object of numbers, got {type(metrics).__name__}")
-        if len(metrics) > MAX_METRICS:
-            raise PayloadError("metrics", f"at most {MAX_METRICS} metrics, got {len(metrics)}")
-        for name in metrics:
-            if not _METRIC_NAME.fullmatch(name):
-                raise PayloadError(f"metrics.{name[:64]}", "metric names are letters, digits and _.-/ (64 at most)")
-            try:
-                value = _number(metrics, name, -_BIG, _BIG)
-            except PayloadError as exc:
-                raise PayloadError(f"metrics.{name}", exc.reason) from None
-            if value is None:
-                continue
-            update.metrics[name] = float(value)
-        if "loss" in update.metrics and "train_loss" not in update.metrics:
-            update.metrics["train_loss"] = update.metrics.pop("loss")
+    update = _numbers(data)
+    update.metrics = _metrics(data.get("metrics"))
     source = data.get("source", "api")
     if source not in REPORT_SOURCES:
         raise PayloadError("source", f"must be one of {', '.join(REPORT_SOURCES)}")
     if update.is_empty() and update.total_epochs is None and update.total_steps is None:
         raise PayloadError("body", "nothing to report: send progress, epoch, step or metrics")
     return update, source
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _numbers(data: dict[str, Any]) -> ProgressUpdate:
+    """The report's numbers, each in its range; an epoch or step past its total is refused."""
+    update = ProgressUpdate()
+    update.progress = _number(data, "progress", 0.0, 1.0)
+    update.epoch = _number(data, "epoch", 0.0, _BIG)
+    update.total_epochs = _whole(_number(data, "total_epochs", 1.0, _BIG, integer=True))
+    update.step = _whole(_number(data, "step", 0.0, _BIG, integer=True))
+    update.total_steps = _whole(_number(data, "total_steps", 1.0, _BIG, integer=True))
+    update.throughput = _number(data, "throughput", 0.0, _BIG)
+    if update.epoch is not None and update.total_epochs is not None and update.epoch > update.total_epochs:
+        raise PayloadError("epoch", f"must not exceed total_epochs ({update.total_epochs}), got {update.epoch}")
+    if update.step is not None and update.total_steps is not None and update.step > update.total_steps:
+        raise PayloadError("step", f"must not exceed total_steps ({update.total_steps}), got {update.step}")
+    return update
+
+
+def _metrics(metrics: Any) -> dict[str, float]:
+    """The report's metrics: named numbers (``loss`` is read as ``train_loss``)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise PayloadError("metrics", f"must be an object of numbers, got {type(metrics).__name__}")
+    if len(metrics) > MAX_METRICS:
+        raise PayloadError("metrics", f"at most {MAX_METRICS} metrics, got {len(metrics)}")
+    result: dict[str, float] = {}
+    for name in metrics:
+        if not _METRIC_NAME.fullmatch(name):
+            raise PayloadError(f"metrics.{name[:64]}", "metric names are letters, digits and _.-/ (64 at most)")
+        try:
+            value = _number(metrics, name, -_BIG, _BIG)
+        except PayloadError as exc:
+            raise PayloadError(f"metrics.{name}", exc.reason) from None
+        if value is not None:
+            result[name] = float(value)
+    if "loss" in result and "train_loss" not in result:
+        result["train_loss"] = result.pop("loss")
+    return result
