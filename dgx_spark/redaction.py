@@ -1,6 +1,6 @@
 """Hide secret values in command lines and text before anyone sees them.
 
-Plain Python (no Reflex, no FastAPI): the collector imports this module to
+Plain Python with no imports of this package, below every layer: the collector uses it to
 redact ``Operation.command`` once, where it is read, so neither the UI nor the
 API ever holds a secret from a command line. Process environments are never
 read into an operation at all.

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from dgx_spark.security.redaction import (
+from dgx_spark.redaction import (
     MASK,
     is_secret_name,
     redact_argv,
@@ -167,7 +167,7 @@ def test_secret_names() -> None:
 
 def test_redaction_module_imports_no_web_framework() -> None:
     """The collector imports it, so it must stay plain Python."""
-    source = pathlib.Path(__file__).resolve().parents[1] / "dgx_spark" / "security" / "redaction.py"
+    source = pathlib.Path(__file__).resolve().parents[1] / "dgx_spark" / "redaction.py"
     tree = ast.parse(source.read_text())
     imported = {
         (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name

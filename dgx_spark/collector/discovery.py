@@ -54,11 +54,7 @@ from dgx_spark.collector.rules import (
     shape_of,
 )
 from dgx_spark.collector.sockets import Key, ListeningTracker, NamespaceListening
-
-try:  # The security layer hides secrets in command lines.
-    from dgx_spark.security.redaction import redact_command as _redact_command
-except ImportError:  # pragma: no cover - only while the security layer is missing
-    _redact_command = None
+from dgx_spark.redaction import redact_command
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +92,7 @@ _DASHBOARD_MARKERS = ("reflex", "granian")
 
 def _display_command(argv: Sequence[str]) -> str:
     """The one place a command line becomes display text (secrets redacted)."""
-    if _redact_command is not None:
-        return _redact_command(list(argv))
-    return " ".join(argv)
+    return redact_command(list(argv))
 
 
 def _read(path: str, size: int = 4096) -> bytes | None:

@@ -32,7 +32,7 @@ from typing import Self
 
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.model import Operation, operation_id
-from dgx_spark.security.redaction import redact_text
+from dgx_spark.redaction import redact_text
 
 logger = logging.getLogger(__name__)
 

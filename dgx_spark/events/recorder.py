@@ -32,7 +32,7 @@ from dgx_spark.events.store import (
     HistoryRow,
     log_tail_text,
 )
-from dgx_spark.security.redaction import redact_lines
+from dgx_spark.redaction import redact_lines
 
 logger = logging.getLogger(__name__)
 
