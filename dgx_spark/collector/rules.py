@@ -172,39 +172,12 @@ def shape_of(facts: ProcessFacts) -> CommandShape:
         names.add(facts.comm)
     if facts.exe:
         names.add(_basename(facts.exe).removesuffix(" (deleted)"))
-    runs, script, script_path, module, rest = "nothing", None, None, None, argv[1:]
     interpreter = _is_interpreter(program)
+    runs, script_path, module, rest = "nothing", None, None, argv[1:]
     if interpreter:
-        value_opts = _value_opts(program)
-        index = 1
-        rest = []
-        while index < len(argv):
-            arg = argv[index]
-            if arg in _CODE_OPTS or (arg.startswith("-") and not arg.startswith("--") and arg[-1:] == "c" and program in SHELLS):
-                runs, rest = "code", argv[index + 1 :]
-                break
-            if arg == "-m" and _glob_any(program, PYTHONS):
-                runs = "module"
-                module = argv[index + 1] if index + 1 < len(argv) else None
-                rest = argv[index + 2 :]
-                break
-            if arg.startswith("-m") and len(arg) > 2 and _glob_any(program, PYTHONS):
-                runs, module, rest = "module", arg[2:], argv[index + 1 :]
-                break
-            if arg == "--":
-                index += 1
-                continue
-            if arg.startswith(("-", "+")) and len(arg) > 1:
-                index += 2 if arg in value_opts else 1
-                continue
-            runs, script_path, rest = "script", arg, argv[index + 1 :]
-            break
-    if script_path is not None and script_path.startswith(("/dev/fd/", "/proc/self/fd/", "/dev/stdin")):
-        script_path = None  # a script fed through a pipe has no telling name
-    if script_path is not None:
-        script = _basename(script_path)
-        if not script_path.startswith("/") and facts.cwd:
-            script_path = os.path.normpath(os.path.join(facts.cwd, script_path))
+        runs, script_path, module, rest = _interpreter_target(program, argv)
+    script, script_path = _script(script_path, facts.cwd)
+    if script is not None:
         names.add(script)
     names.discard("")
     return CommandShape(
@@ -217,6 +190,41 @@ def shape_of(facts: ProcessFacts) -> CommandShape:
         args=tuple(rest),
         interpreter=interpreter,
     )
+
+
+def _interpreter_target(program: str, argv: list[str]) -> tuple[str, str | None, str | None, list[str]]:
+    """What an interpreter's argv runs: ``(runs, script path, module, the arguments after it)``.
+
+    ``runs`` is ``code`` (``-c``), ``module`` (``-m``), ``script`` or ``nothing``.
+    """
+    is_python = _glob_any(program, PYTHONS)
+    value_opts = _value_opts(program)
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg in _CODE_OPTS or (arg.startswith("-") and not arg.startswith("--") and arg[-1:] == "c" and program in SHELLS):
+            return "code", None, None, argv[index + 1 :]
+        if arg == "-m" and is_python:
+            return "module", None, argv[index + 1] if index + 1 < len(argv) else None, argv[index + 2 :]
+        if arg.startswith("-m") and len(arg) > 2 and is_python:
+            return "module", None, arg[2:], argv[index + 1 :]
+        if arg == "--":
+            index += 1
+        elif arg.startswith(("-", "+")) and len(arg) > 1:
+            index += 2 if arg in value_opts else 1
+        else:
+            return "script", arg, None, argv[index + 1 :]
+    return "nothing", None, None, []
+
+
+def _script(script_path: str | None, cwd: str | None) -> tuple[str | None, str | None]:
+    """A script's name and its path (made absolute against ``cwd``); None for a piped script."""
+    if script_path is None or script_path.startswith(("/dev/fd/", "/proc/self/fd/", "/dev/stdin")):
+        return None, None  # a script fed through a pipe has no telling name
+    script = _basename(script_path)
+    if not script_path.startswith("/") and cwd:
+        script_path = os.path.normpath(os.path.join(cwd, script_path))
+    return script, script_path
 
 
 @functools.lru_cache(maxsize=4096)
@@ -532,6 +540,32 @@ _RULE_KEYS = {field.name for field in dataclasses.fields(Rule)}
 _LIST_KEYS = ("name", "program", "script", "path", "module", "subcommand", "args", "runs")
 
 
+def _list_fields(entry: dict[str, Any], where: str) -> dict[str, tuple[str, ...]]:
+    """The rule's list fields present in ``entry`` (a lone string is a list of one)."""
+    fields: dict[str, tuple[str, ...]] = {}
+    for key in _LIST_KEYS:
+        if key not in entry:
+            continue
+        value = entry[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{where}: '{key}' must be a string or a list of strings")
+        fields[key] = tuple(value)
+    return fields
+
+
+def _flag_fields(entry: dict[str, Any], where: str) -> dict[str, bool]:
+    """The rule's true/false fields present in ``entry``."""
+    fields: dict[str, bool] = {}
+    for key in ("tty", "listening", "generic"):
+        if key in entry:
+            if not isinstance(entry[key], bool):
+                raise ValueError(f"{where}: '{key}' must be true or false")
+            fields[key] = entry[key]
+    return fields
+
+
 def rule_from_toml(entry: Any, index: int) -> Rule:
     """One user rule from a TOML table; raises ``ValueError`` naming the bad field."""
     where = f"rule #{index + 1}"
@@ -549,20 +583,8 @@ def rule_from_toml(entry: Any, index: int) -> Rule:
     if rule_type not in RULE_TYPES:
         raise ValueError(f"{where}: 'type' must be one of {', '.join(RULE_TYPES)}")
     fields["type"] = rule_type
-    for key in _LIST_KEYS:
-        if key not in entry:
-            continue
-        value = entry[key]
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ValueError(f"{where}: '{key}' must be a string or a list of strings")
-        fields[key] = tuple(value)
-    for key in ("tty", "listening", "generic"):
-        if key in entry:
-            if not isinstance(entry[key], bool):
-                raise ValueError(f"{where}: '{key}' must be true or false")
-            fields[key] = entry[key]
+    fields.update(_list_fields(entry, where))
+    fields.update(_flag_fields(entry, where))
     if "port" in entry:
         port = entry["port"]
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
