@@ -21,6 +21,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -312,6 +313,44 @@ class LimitSettings(Section):
     )
 
 
+MAX_URL_LENGTH = 2000
+
+
+class InvalidWebhookUrl(ValueError):
+    """A webhook URL that is not an absolute http(s) URL."""
+
+
+def validate_webhook_url(raw: str) -> str | None:
+    """Check a webhook URL.
+
+    Args:
+        raw: The URL as typed; surrounding whitespace is ignored.
+
+    Returns:
+        The cleaned URL, or None for an empty value (webhook off).
+
+    Raises:
+        InvalidWebhookUrl: When the URL is not an absolute http(s) URL.
+    """
+    url = (raw or "").strip()
+    if not url:
+        return None
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhookUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise InvalidWebhookUrl("the URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidWebhookUrl(f"the URL is malformed: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidWebhookUrl("only http:// and https:// URLs are allowed")
+    if not parts.hostname:
+        raise InvalidWebhookUrl("the URL has no host")
+    return url
+
+
 class EventSettings(Section):
     """How long events, history and audit entries are kept, and where events are sent."""
 
@@ -328,8 +367,6 @@ class EventSettings(Section):
     @field_validator("webhook_url")
     @classmethod
     def _webhook(cls, value: str | None) -> str | None:
-        from dgx_spark.events.config import InvalidWebhookUrl, validate_webhook_url
-
         try:
             return validate_webhook_url(value or "")
         except InvalidWebhookUrl as exc:

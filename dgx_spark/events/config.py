@@ -15,10 +15,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+# The webhook URL check lives with the settings, which check DGX_SPARK_WEBHOOK_URL at start; re-exported here.
+from dgx_spark.settings import InvalidWebhookUrl as InvalidWebhookUrl
+from dgx_spark.settings import validate_webhook_url as validate_webhook_url
+
 if TYPE_CHECKING:
     from dgx_spark.settings import EventSettings
 
-MAX_URL_LENGTH = 2000
 # Every kind of event, in the order the UI lists them (the store's EVENT_KINDS).
 NOTIFY_CHOICES: tuple[str, ...] = ("failed", "completed", "stalled", "stopped", "started", "ready", "idle_gpu")
 # What is worth a toast and a bell entry unless the user says otherwise.
@@ -62,41 +65,6 @@ def decode_notify_kinds(raw: str) -> frozenset[str]:
     if not isinstance(value, list):
         raise InvalidNotifyKinds("not a JSON list")
     return validate_notify_kinds(value)
-
-
-class InvalidWebhookUrl(ValueError):
-    """A webhook URL that is not an absolute http(s) URL."""
-
-
-def validate_webhook_url(raw: str) -> str | None:
-    """Check a webhook URL.
-
-    Args:
-        raw: The URL as typed; surrounding whitespace is ignored.
-
-    Returns:
-        The cleaned URL, or None for an empty value (webhook off).
-
-    Raises:
-        InvalidWebhookUrl: When the URL is not an absolute http(s) URL.
-    """
-    url = (raw or "").strip()
-    if not url:
-        return None
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidWebhookUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise InvalidWebhookUrl("the URL must not contain spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidWebhookUrl(f"the URL is malformed: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
-        raise InvalidWebhookUrl("only http:// and https:// URLs are allowed")
-    if not parts.hostname:
-        raise InvalidWebhookUrl("the URL has no host")
-    return url
 
 
 def mask_webhook_url(url: str | None) -> str:
