@@ -207,42 +207,47 @@ class OperationsState(FilterMixin, rx.State):
         if shown == self._shown and not self.loading:
             return
         if not self._shown or self._shown[0] != view.version or self.loading:
-            # Compare with what was assigned last (the cache keeps unchanged cards
-            # as the same objects, so this is mostly identity checks).
-            before = self._shown_sections
-            for index, name in enumerate(SECTIONS):
-                for var, cards, previous in (
-                    (name, view.live[index], before[0][index] if before else None),
-                    (name + "_ended", view.ended[index], before[1][index] if before else None),
-                ):
-                    if previous is None or previous != cards:
-                        setattr(self, var, list(cards))
-            self._shown_sections = (view.live, view.ended)
-            for name, value in (
-                ("server_count", view.counts[0]),
-                ("job_count", view.counts[1]),
-                ("program_count", view.counts[2]),
-                ("running_count", view.running_count),
-                ("ended_count", view.ended_count),
-                ("total_count", view.total),
-                ("visible_count", view.visible_count),
-                ("last_updated", view.changed_at),
-            ):
-                if getattr(self, name) != value:
-                    setattr(self, name, value)
-        if self.error != error:
-            self.error = error
-        if self.database_error != database:
-            self.database_error = database
-        if self.short_lived != short_lived:
-            self.short_lived = short_lived
-        if self.stale != stale:
-            self.stale = stale
-        if self.sampler_running != running:
-            self.sampler_running = running
-        if self.loading:
-            self.loading = False
+            self._show_view(view)
+        for name, value in (
+            ("error", error),
+            ("database_error", database),
+            ("short_lived", short_lived),
+            ("stale", stale),
+            ("sampler_running", running),
+            ("loading", False),
+        ):
+            self._assign(name, value)
         self._shown = shown
+
+    def _assign(self, name: str, value: Any) -> None:
+        """Set a var only when its value changes (an unchanged assignment would still be sent)."""
+        if getattr(self, name) != value:
+            setattr(self, name, value)
+
+    def _show_view(self, view: TabView) -> None:
+        """Assign the sections' cards and the counts of a new tab view."""
+        # Compare with what was assigned last (the cache keeps unchanged cards
+        # as the same objects, so this is mostly identity checks).
+        before = self._shown_sections
+        for index, name in enumerate(SECTIONS):
+            for var, cards, previous in (
+                (name, view.live[index], before[0][index] if before else None),
+                (name + "_ended", view.ended[index], before[1][index] if before else None),
+            ):
+                if previous is None or previous != cards:
+                    setattr(self, var, list(cards))
+        self._shown_sections = (view.live, view.ended)
+        for name, value in (
+            ("server_count", view.counts[0]),
+            ("job_count", view.counts[1]),
+            ("program_count", view.counts[2]),
+            ("running_count", view.running_count),
+            ("ended_count", view.ended_count),
+            ("total_count", view.total),
+            ("visible_count", view.visible_count),
+            ("last_updated", view.changed_at),
+        ):
+            self._assign(name, value)
 
     def _host_from_router(self) -> str:
         """The host name the browser used to reach the dashboard."""
