@@ -200,9 +200,6 @@ def migrate(engine: Engine | None = None) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    # The tables must be known before migrating (and for autogenerate users).
-    import dgx_spark.supervisor.models  # noqa: F401
-
     engine = engine or get_engine()
     config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()  # no alembic.ini when installed
     config.set_main_option("script_location", str(ALEMBIC_DIR))
