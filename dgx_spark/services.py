@@ -27,6 +27,7 @@ from dgx_spark.collector.outcome import OutcomeProbe
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.service_probes import ServiceProbe, ServiceWatcher, make_watcher
 from dgx_spark.collector.system import SystemProbe
+from dgx_spark.control.service import ControlService
 from dgx_spark.database import get_engine, migrate
 from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS
 from dgx_spark.events.config import events_config
@@ -66,6 +67,8 @@ class Services:
             interval=app_settings.refresh_seconds,
             ended_ttl=app_settings.ended_ttl_seconds,
         )
+        # Every control action, from the API and the UI alike (dgx_spark/control/service.py).
+        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, name_of=_operation_name)
 
     def _probes(self) -> list[Probe]:
         """The probes every snapshot runs through, in order, after discovery.
@@ -159,6 +162,18 @@ def get_events() -> EventsService:
 def short_lived_ended() -> tuple[int, float] | None:
     """How many short-lived commands ended recently, and over how many seconds (None: not started)."""
     return get_services().short_lived_ended()
+
+
+def get_control() -> ControlService:
+    """The control service: every control action of the API and the UI goes through it."""
+    return get_services().control
+
+
+def _operation_name(op_id: str) -> str | None:
+    """An operation's name for the audit log (snapshot, supervisor), or None."""
+    from dgx_spark.state.names import operation_name  # plain Python; imports this module
+
+    return operation_name(op_id)
 
 
 @contextlib.asynccontextmanager

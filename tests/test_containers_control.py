@@ -90,7 +90,7 @@ def test_no_access_says_why_and_asks_nothing(tmp_path: Path, engine: FakeEngine)
         count = len(engine.requests)
         with pytest.raises(ControlError) as refused:
             sup.stop("op-4242-170000000000")
-        assert refused.value.status == 403
+        assert refused.value.kind == "forbidden"
         assert refused.value.message == f"container web cannot be controlled here: {reason}"
         assert len(engine.requests) == count
         assert isinstance(sup.find_log("op-4242-170000000000"), output.ProcessOutput | type(None))
@@ -104,11 +104,11 @@ def test_stopped_or_gone_container(tmp_path: Path, engine: FakeEngine) -> None:
         engine.containers[ID].running = False
         with pytest.raises(ControlError) as stopped:
             sup.stop("op-4242-170000000000")
-        assert (stopped.value.status, stopped.value.message) == (409, "container web is not running")
+        assert (stopped.value.kind, stopped.value.message) == ("conflict", "container web is not running")
         del engine.containers[ID]
         with pytest.raises(ControlError) as gone:
             sup.stop("op-4242-170000000000")
-        assert (gone.value.status, gone.value.message) == (409, "container web no longer exists")
+        assert (gone.value.kind, gone.value.message) == ("conflict", "container web no longer exists")
     finally:
         sup.close()
 
@@ -122,7 +122,7 @@ def test_start_again_starts_the_stopped_container(tmp_path: Path, engine: FakeEn
         assert ("POST", f"/containers/{ID}/start") in engine.requests
         with pytest.raises(ControlError) as again:
             sup.start_again("op-4242-170000000000")
-        assert (again.value.status, again.value.message) == (409, "container web is already running")
+        assert (again.value.kind, again.value.message) == ("conflict", "container web is already running")
     finally:
         sup.close()
 

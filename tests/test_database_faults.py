@@ -180,7 +180,7 @@ def test_launch_while_locked_is_a_503_and_leaves_no_trace(db: tuple[sqlalchemy.e
         with exclusive_lock(path):
             with pytest.raises(ControlError) as caught:
                 supervisor.launch({"template": "custom", "name": "never", "type": "job", "command": SLEEPER})
-            assert caught.value.status == 503 and caught.value.code == "database_unavailable"
+            assert caught.value.kind == "unavailable" and caught.value.code == "database_unavailable"
             assert "nothing was done" in caught.value.message
             # Not shown, not started, and certainly not a failed "lost" operation.
             assert [op for op in sample(supervisor) if op.source == "launched"] == []
@@ -248,7 +248,7 @@ def test_stop_with_an_immutable_database_survives_a_restart(
             wait_until(lambda: supervisor._outbox.pending >= 2, 60)
             with pytest.raises(ControlError) as caught:  # nothing new can be recorded: 503, not started
                 supervisor.launch({"template": "custom", "name": "no", "type": "job", "command": SLEEPER})
-            assert caught.value.status == 503
+            assert caught.value.kind == "unavailable"
             supervisor.close()
             # The dashboard restarts with the database still read-only: the stop is still a stop.
             again = Supervisor(supervisor.config, engine)

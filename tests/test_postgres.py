@@ -126,7 +126,7 @@ def test_postgres_stopped_and_restarted(postgres_url: str, tmp_path: Path) -> No
         try:
             with pytest.raises(ControlError) as caught:
                 supervisor.launch({"template": "custom", "name": "pg-never", "type": "job", "command": SLEEPER})
-            assert caught.value.status == 503 and caught.value.code == "database_unavailable"
+            assert caught.value.kind == "unavailable" and caught.value.code == "database_unavailable"
             assert not [op for op in sample(supervisor) if op.name == "pg-never"]
             supervisor.stop(op_id)
             ended = wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live and o, 60)

@@ -11,13 +11,14 @@ import pytest
 from sqlmodel import SQLModel
 
 from dgx_spark import settings as settings_module
+from dgx_spark.api.actor import describe_control
+from dgx_spark.api.app import create_api
 from dgx_spark.database import make_engine
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.audit import AuditEntry, list_audit, record_audit
 from dgx_spark.security.middleware import (
     bearer_token,
-    control_action,
     host_name,
     is_cross_origin,
     is_loopback_client,
@@ -248,10 +249,19 @@ def test_policy_helpers() -> None:
     assert bearer_token(None) is None
     assert is_loopback_client("127.0.0.1") and is_loopback_client("::1") and is_loopback_client("::ffff:127.0.0.1")
     assert not is_loopback_client("10.0.0.5") and not is_loopback_client("unknown")
+    # A refused request is named by the route that would serve it (the routes' own table, no copy).
+    describe = describe_control(create_api().router.routes)
+
+    def control_action(method: str, path: str) -> tuple[str, str | None] | None:
+        return describe({"type": "http", "method": method, "path": path, "root_path": ""})
+
     assert control_action("POST", "/api/dgx/operations") == ("launch", None)
     assert control_action("POST", "/api/dgx/operations/op-1-2/stop") == ("stop", "op-1-2")
     assert control_action("DELETE", "/api/dgx/operations/op-1-2") == ("remove", "op-1-2")
+    assert control_action("POST", "/api/dgx/nodes/n1/operations/op-1-2/stop") == ("stop", "n1/op-1-2")
+    assert control_action("DELETE", "/api/dgx/nodes/n1") == ("node_remove", "node:n1")
     assert control_action("GET", "/api/dgx/operations") is None
+    assert control_action("PUT", "/api/dgx/no-such-route") is None
 
 
 def test_cross_origin_detection() -> None:

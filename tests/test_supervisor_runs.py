@@ -166,7 +166,7 @@ def test_stop_in_the_old_grace_window_stops_the_new_run(supervisor: Supervisor, 
     supervisor.stop(op_id)
     with pytest.raises(ControlError) as refused:
         supervisor.stop(op_id)  # the same run, already being stopped
-    assert refused.value.status == 409
+    assert refused.value.kind == "conflict"
     first = wait_op(supervisor, op_id, lambda op: not op.is_live, timeout=GRACE + 60)
     assert first.exit_code == -signal.SIGKILL
     assert first.exit_reason == "stopped by the user (SIGTERM, then SIGKILL)"
@@ -182,7 +182,7 @@ def test_interrupt_lets_the_script_checkpoint(supervisor: Supervisor, tmp_path: 
     wait_until(lambda: "ready" in log_text(supervisor, op_id), 60)
     with pytest.raises(ControlError) as bad:
         supervisor.stop(op_id, signal_name="hup")
-    assert bad.value.status == 422 and bad.value.field == "signal"
+    assert bad.value.kind == "invalid" and bad.value.field == "signal"
     supervisor.stop(op_id, signal_name="int")
     ended = wait_op(supervisor, op_id, lambda op: not op.is_live)
     assert "checkpoint saved" in log_text(supervisor, op_id)
@@ -240,7 +240,7 @@ def test_restart_action_starts_a_new_run(watched: Watched, tmp_path: Path) -> No
     supervisor.restart(op_id)
     with pytest.raises(ControlError) as twice:
         supervisor.restart(op_id)
-    assert twice.value.status == 409 or current(watched, op_id).run == 2
+    assert twice.value.kind == "conflict" or current(watched, op_id).run == 2
     second = wait_op(watched, op_id, lambda op: op.run == 2 and op.status == "active" and op.pid is not None)
     assert second.pid != first_pid and second.restarts == 0
     ends = watched.ends(op_id)
@@ -253,7 +253,7 @@ def test_restart_action_starts_a_new_run(watched: Watched, tmp_path: Path) -> No
     wait_op(watched, op_id, lambda op: not op.is_live)
     with pytest.raises(ControlError) as ended:
         supervisor.restart(op_id)
-    assert ended.value.status == 409
+    assert ended.value.kind == "conflict"
 
 
 def test_stop_during_a_pending_restart_wins(supervisor: Supervisor, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from dgx_spark.api import audit, control, events, metrics, nodes, operations, progress, system
+from dgx_spark.api.actor import describe_control
 from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
 from dgx_spark.api.guard import API_PREFIX, ApiGuard
 
@@ -108,6 +109,8 @@ def create_api(*, embedded: bool = False) -> FastAPI:
     _add_docs(api)
     if not embedded:
         _add_doc_redirects(api)
+    # How the security layer names a control request it refuses before routing (the routes' own actions).
+    api.state.describe_control = describe_control(api.router.routes)
     # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
     api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX)
     return api

@@ -1,7 +1,9 @@
 """Control routes: launch, stop, start again, restart, remove, templates and logs (tail, follow, download).
 
-Every mutating route depends on ``require_token``. Operations are named by id
-only; log files are found from the id, never from a path the client sends.
+Every mutating route is a control route: it declares its action (``ControlRoute``) and calls
+``ControlService`` with the caller, which checks the login, throttles, holds the operation and
+writes the audit row. Operations are named by id only; log files are found from the id, never
+from a path the client sends.
 """
 
 from __future__ import annotations
@@ -10,28 +12,28 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from dgx_spark.api.actor import Control, ControlRoute
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
+from dgx_spark.collector import logfile as oplogs
 from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
+from dgx_spark.control.service import Actor, check_operation_id
 from dgx_spark.security.auth import request_is_authorized, require_token
-from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS, note_audit_target
+from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
 from dgx_spark.services import get_supervisor
-from dgx_spark.supervisor import logs as oplogs
 from dgx_spark.supervisor import templates as tpl
-from dgx_spark.supervisor.supervisor import ControlError
 
 router = APIRouter()
 
 MAX_BODY_KEYS = 16
-MAX_ID = 64
 FOLLOW_POLL_SECONDS = 0.5
 FOLLOW_IDLE_LIMIT = LOG_STREAM_IDLE_SECONDS  # DGX_SPARK_LOG_STREAM_IDLE_SECONDS
 
@@ -51,15 +53,8 @@ class RestartRequest(BaseModel):
     signal: Literal["int", "term", "kill"] = "term"
 
 
-def _api_error(exc: ControlError) -> ApiError:
-    details: dict[str, Any] = {"field": exc.field} if exc.field else {}
-    return ApiError(exc.status, exc.message, code=exc.code, **details)
-
-
 def _check_id(op_id: str) -> str:
-    if len(op_id) > MAX_ID or not op_id.isascii() or not op_id.replace("-", "").isalnum():
-        raise ApiError(404, f"no operation with id {op_id[:MAX_ID]!r}", field="id")
-    return op_id
+    return check_operation_id(op_id)  # ControlError not_found: the API's one handler answers 404
 
 
 def _data(op: Any) -> dict[str, Any]:
@@ -79,100 +74,67 @@ def list_templates() -> dict[str, Any]:
     }
 
 
-@router.post(
-    "/api/dgx/operations",
-    summary="Launch an operation",
-    status_code=201,
-    dependencies=[Depends(require_token)],
-)
-def launch(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
+# Every route below that changes something declares its action and calls the control service
+# with the caller: login, throttle, one action per operation at a time and the audit are done there.
+
+
+@router.post("/api/dgx/operations", summary="Launch an operation", status_code=201)
+def launch(
+    actor: Annotated[Actor, Depends(ControlRoute("launch"))], control: Control,
+    body: Any = Body(...),  # noqa: B008 - FastAPI's idiom
+) -> dict[str, Any]:
     """Launch from a template (``template``, ``name``, ``params``) or a custom argv (``command``...)."""
-    if not isinstance(body, dict):
-        raise ApiError(422, "body: must be a JSON object", field="body")
-    allowed = {"template", "name", "params", "type", "command", "cwd", "env", "port", "gpus", "restart"}
-    unknown = [k for k in body if k not in allowed]
-    if unknown:
-        raise ApiError(422, f"{str(unknown[0])[:40]}: unknown field", field=str(unknown[0])[:40])
-    try:
-        op = get_supervisor().launch(body)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
-    note_audit_target(op.id)
+    op = control.launch(actor, body)
     return {"success": True, "data": _data(op)}
 
 
-@router.post(
-    "/api/dgx/operations/{op_id}/stop",
-    summary="Stop an operation",
-    dependencies=[Depends(require_token)],
-)
-def stop(op_id: str, body: StopRequest | None = None) -> dict[str, Any]:
+@router.post("/api/dgx/operations/{op_id}/stop", summary="Stop an operation")
+def stop(
+    op_id: str, actor: Annotated[Actor, Depends(ControlRoute("stop"))], control: Control,
+    body: StopRequest | None = None,
+) -> dict[str, Any]:
     """Signal the operation's process group (``signal``: int, term or kill); SIGKILL after the grace period.
 
     Stopping an ended launched operation whose restart policy scheduled a next run cancels that run.
     """
-    _check_id(op_id)
     body = body or StopRequest()
-    try:
-        op = get_supervisor().stop(op_id, force=body.force, signal_name=body.signal)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
+    op = control.stop(actor, op_id, force=body.force, signal_name=body.signal)
     return {"success": True, "data": _data(op)}
 
 
-@router.post(
-    "/api/dgx/operations/{op_id}/restart",
-    summary="Restart a running launched operation",
-    dependencies=[Depends(require_token)],
-)
-def restart(op_id: str, body: RestartRequest | None = None) -> dict[str, Any]:
+@router.post("/api/dgx/operations/{op_id}/restart", summary="Restart a running launched operation")
+def restart(
+    op_id: str, actor: Annotated[Actor, Depends(ControlRoute("restart"))], control: Control,
+    body: RestartRequest | None = None,
+) -> dict[str, Any]:
     """Stop the current run (``signal``, default term; SIGKILL after the grace period), then start a new run."""
-    _check_id(op_id)
     body = body or RestartRequest()
-    try:
-        op = get_supervisor().restart(op_id, signal_name=body.signal)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
+    op = control.restart(actor, op_id, signal_name=body.signal)
     return {"success": True, "data": _data(op)}
 
 
-@router.post(
-    "/api/dgx/operations/{op_id}/start",
-    summary="Start an ended launched operation again",
-    dependencies=[Depends(require_token)],
-)
-def start_again(op_id: str) -> dict[str, Any]:
+@router.post("/api/dgx/operations/{op_id}/start", summary="Start an ended launched operation again")
+def start_again(
+    op_id: str, actor: Annotated[Actor, Depends(ControlRoute("start"))], control: Control,
+) -> dict[str, Any]:
     """Start an ended launched operation again with its saved spec (same id)."""
-    _check_id(op_id)
-    try:
-        op = get_supervisor().start_again(op_id)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
+    op = control.start_again(actor, op_id)
     return {"success": True, "data": _data(op)}
 
 
-@router.delete(
-    "/api/dgx/operations/{op_id}",
-    summary="Remove an ended launched operation",
-    dependencies=[Depends(require_token)],
-)
-def forget(op_id: str) -> dict[str, Any]:
+@router.delete("/api/dgx/operations/{op_id}", summary="Remove an ended launched operation")
+def forget(
+    op_id: str, actor: Annotated[Actor, Depends(ControlRoute("remove"))], control: Control,
+) -> dict[str, Any]:
     """Forget an ended launched operation (its record, run files and logs)."""
-    _check_id(op_id)
-    try:
-        get_supervisor().forget(op_id)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
+    control.remove(actor, op_id)
     return {"success": True, "data": {"id": op_id, "removed": True}}
 
 
 def _log_file(op_id: str, request: Request) -> LogSource | None:
     """The log to read; another user's process shows its output only to a token holder."""
     _check_id(op_id)
-    try:
-        source = get_supervisor().find_log(op_id)
-    except ControlError as exc:
-        raise _api_error(exc) from exc
+    source = get_supervisor().find_log(op_id)
     if output.needs_token(source) and not request_is_authorized(request):
         raise ApiError(
             401,

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dgx_spark.control.service import STATUS_OF_KIND
+from dgx_spark.supervisor.supervisor import ControlError
+
 logger = logging.getLogger(__name__)
 
 _CODES = {
@@ -89,6 +92,16 @@ def error_response(status: int, message: str, code: str | None = None, **details
     return JSONResponse(error_body(status, message, code, **details), status_code=status)
 
 
+def control_error_response(exc: ControlError) -> JSONResponse:
+    """A control action's refusal or failure as the API answers it: its kind's status, in the envelope."""
+    status = STATUS_OF_KIND[exc.kind]
+    details: dict[str, Any] = {"field": exc.field} if exc.field else {}
+    response = error_response(status, exc.message, exc.code, **details)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dgx-spark"'
+    return response
+
+
 def _field(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -100,6 +113,10 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.code, **exc.details)
+
+    @api.exception_handler(ControlError)
+    async def _control_error(_: Request, exc: ControlError) -> JSONResponse:
+        return control_error_response(exc)
 
     @api.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception) -> Response:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
+from dgx_spark.api.actor import Control, ControlRoute
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
+from dgx_spark.control.service import Actor, ControlService
 from dgx_spark.nodes.hub import local_payload, node_payload, remote_items, tagged
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE, NODE_ID_PATTERN
-from dgx_spark.nodes.store import NodeError
 from dgx_spark.security import token as tokens
 from dgx_spark.security.auth import require_token
 from dgx_spark.services import get_hub, get_sampler
@@ -47,11 +48,6 @@ BAD_GATEWAY: dict[int | str, dict[str, Any]] = {
 NodeId = Path(..., pattern=NODE_ID_PATTERN, max_length=32, description="local, or a node's id")
 
 
-def _error(exc: NodeError) -> ApiError:
-    details = {"field": exc.field} if exc.field else {}
-    return ApiError(exc.status, exc.message, exc.code, **details)
-
-
 # ----------------------------------------------------------------------------- the nodes
 
 
@@ -70,8 +66,11 @@ def list_nodes() -> dict[str, Any]:
     return {"success": True, "data": nodes_payload(time.time())}
 
 
-@router.post("/api/dgx/nodes", summary="Add a node", status_code=201, dependencies=[Depends(require_token)])
-def add_node(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
+@router.post("/api/dgx/nodes", summary="Add a node", status_code=201)
+def add_node(
+    actor: Annotated[Actor, Depends(ControlRoute("node_add"))], control: Control,
+    body: Any = Body(...),  # noqa: B008 - FastAPI's idiom
+) -> dict[str, Any]:
     """Add a node: ``{"name", "url", "token"}`` (its API token, kept 0600 here, never shown).
 
     Answers once the node's first poll is done (or timed out), with what it found.
@@ -81,14 +80,8 @@ def add_node(body: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's
     unknown = [key for key in body if key not in ("name", "url", "token")]
     if unknown:
         raise ApiError(422, f"{str(unknown[0])[:40]}: unknown field", field=str(unknown[0])[:40])
-    hub = get_hub()
-    try:
-        node, state = hub.add(body.get("name"), body.get("url"), body.get("token"))
-    except NodeError as exc:
-        raise _error(exc) from exc
-    except OSError as exc:
-        raise ApiError(503, f"the nodes file cannot be written ({type(exc).__name__})", "storage_unavailable") from exc
-    return {"success": True, "data": node_payload(node, state, time.time(), hub.interval)}
+    node, state = control.add_node(actor, body.get("name"), body.get("url"), body.get("token"))
+    return {"success": True, "data": node_payload(node, state, time.time(), get_hub().interval)}
 
 
 @router.get("/api/dgx/nodes/{node}", summary="One node and its health")
@@ -100,15 +93,12 @@ def get_node(node: str = NodeId) -> dict[str, Any]:
     raise ApiError(404, f"no node with id {node!r}", field="node")
 
 
-@router.delete("/api/dgx/nodes/{node}", summary="Remove a node", dependencies=[Depends(require_token)])
-def remove_node(node: str = NodeId) -> dict[str, Any]:
+@router.delete("/api/dgx/nodes/{node}", summary="Remove a node")
+def remove_node(
+    actor: Annotated[Actor, Depends(ControlRoute("node_remove"))], control: Control, node: str = NodeId,
+) -> dict[str, Any]:
     """Forget a node and its token; its poller stops."""
-    try:
-        removed = get_hub().remove(node)
-    except NodeError as exc:
-        raise _error(exc) from exc
-    except OSError as exc:
-        raise ApiError(503, f"the nodes file cannot be written ({type(exc).__name__})", "storage_unavailable") from exc
+    removed = control.remove_node(actor, node)
     return {"success": True, "data": {"id": removed.id, "removed": True}}
 
 
@@ -244,12 +234,22 @@ async def node_operations(request: Request, node: str = NodeId) -> Response:
     return await forward(request, node)
 
 
+async def forward_control(request: Request, actor: Actor, control: ControlService, action: str, node: str,
+                          op_id: str | None, rest: str = "") -> Response:
+    """Forward a control request through the control service (login, throttle, one at a time, audit)."""
+    return await control.forward(actor, action, node, op_id, lambda: forward(request, node, rest),
+                                 answered=lambda response: response.status_code)
+
+
 @router.post(NODE_PREFIX, summary="Launch on a node (forwarded)", response_class=Response,
-             dependencies=[Depends(require_token)], responses=BAD_GATEWAY, status_code=201)
-async def node_launch(request: Request, node: str = NodeId, body: Any = Body(...)) -> Response:  # noqa: B008
+             responses=BAD_GATEWAY, status_code=201)
+async def node_launch(
+    request: Request, actor: Annotated[Actor, Depends(ControlRoute("launch"))], control: Control,
+    node: str = NodeId, body: Any = Body(...),  # noqa: B008
+) -> Response:
     """``POST /api/dgx/operations`` on the node (same body)."""
     del body  # declared for the OpenAPI; the raw body is forwarded
-    return await forward(request, node)
+    return await forward_control(request, actor, control, "launch", node, None)
 
 
 @router.get(NODE_PREFIX + "/{op_id}", summary="One operation of a node (forwarded)", response_class=Response,
@@ -260,20 +260,26 @@ async def node_operation(request: Request, op_id: str, node: str = NodeId) -> Re
 
 
 @router.delete(NODE_PREFIX + "/{op_id}", summary="Remove an operation of a node (forwarded)",
-               response_class=Response, dependencies=[Depends(require_token)], responses=BAD_GATEWAY)
-async def node_remove(request: Request, op_id: str, node: str = NodeId) -> Response:
+               response_class=Response, responses=BAD_GATEWAY)
+async def node_remove(
+    request: Request, op_id: str, actor: Annotated[Actor, Depends(ControlRoute("remove"))], control: Control,
+    node: str = NodeId,
+) -> Response:
     """``DELETE /api/dgx/operations/{op_id}`` on the node."""
-    return await forward(request, node, _op_path(op_id))
+    return await forward_control(request, actor, control, "remove", node, op_id, _op_path(op_id))
 
 
 def _post_route(action: str, summary: str) -> None:
-    async def handler(request: Request, op_id: str, node: str = NodeId) -> Response:
-        return await forward(request, node, _op_path(op_id, f"/{action}"))
+    as_actor = Depends(ControlRoute(action))  # a default, not an annotation: those are read from the module
+
+    async def handler(request: Request, op_id: str, control: Control, node: str = NodeId,
+                      actor: Actor = as_actor) -> Response:
+        return await forward_control(request, actor, control, action, node, op_id, _op_path(op_id, f"/{action}"))
 
     handler.__name__ = f"node_{action}"
     handler.__doc__ = f"``POST /api/dgx/operations/{{op_id}}/{action}`` on the node (same body). {_FORWARDED}"
     router.post(NODE_PREFIX + "/{op_id}/" + action, summary=summary, response_class=Response,
-                dependencies=[Depends(require_token)], responses=BAD_GATEWAY)(handler)
+                responses=BAD_GATEWAY)(handler)
 
 
 for _action, _summary in (

@@ -8,12 +8,14 @@ into the next snapshot, which is asked for at once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from dgx_spark.api.actor import Control, ControlRoute
 from dgx_spark.api.errors import ApiError
 from dgx_spark.collector.model import Operation
+from dgx_spark.control.service import Actor
 from dgx_spark.progress.parsers import ProgressUpdate
 from dgx_spark.progress.payload import (
     MAX_BODY_BYTES,
@@ -21,7 +23,6 @@ from dgx_spark.progress.payload import (
     load_body,
     parse_report,
 )
-from dgx_spark.security.auth import require_token
 from dgx_spark.services import get_sampler, get_tracker
 
 router = APIRouter()
@@ -113,39 +114,49 @@ def _find_by_pid(pid: int) -> Operation | None:
 @router.post(
     "/api/dgx/operations/{op_id}/progress",
     summary="Report a job's progress",
-    dependencies=[Depends(require_token)],
     openapi_extra=_body_doc(_REPORT_SCHEMA),
 )
-async def report_progress(op_id: str, request: Request) -> dict[str, Any]:
+async def report_progress(
+    op_id: str, request: Request, actor: Annotated[Actor, Depends(ControlRoute("progress"))], control: Control,
+) -> dict[str, Any]:
     """Store a progress report for one operation (token required).
 
     Every field is optional; ``progress`` is 0..1, epochs and steps are counts,
     ``metrics`` maps names to finite numbers (``train_loss``...).
     """
     data = await _read_body(request)
-    update, source = _check(data)
-    op = get_sampler().latest.find(op_id)
-    if op is None:
-        raise ApiError(404, f"no operation with id {op_id[:80]!r}", field="id")
-    return _store(op, update, source)
+
+    def store() -> dict[str, Any]:
+        update, source = _check(data)
+        op = get_sampler().latest.find(op_id)
+        if op is None:
+            raise ApiError(404, f"no operation with id {op_id[:80]!r}", field="id")
+        return _store(op, update, source)
+
+    return control.report_progress(actor, op_id, store)
 
 
 @router.post(
     "/api/dgx/progress",
     summary="Report progress by process id",
-    dependencies=[Depends(require_token)],
     openapi_extra=_body_doc(_BY_PID_SCHEMA),
 )
-async def report_progress_by_pid(request: Request) -> dict[str, Any]:
+async def report_progress_by_pid(
+    request: Request, actor: Annotated[Actor, Depends(ControlRoute("progress"))], control: Control,
+) -> dict[str, Any]:
     """Like the per-operation route, for a process that knows only its pid (token required)."""
     data = await _read_body(request)
-    if not isinstance(data, dict):
-        raise ApiError(422, "body: must be a JSON object", field="body")
-    pid = data.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
-        raise ApiError(422, "pid: must be a positive whole number", field="pid")
-    update, source = _check({k: v for k, v in data.items() if k != "pid"})
-    op = _find_by_pid(pid)
-    if op is None:
-        raise ApiError(404, f"no live operation holds pid {pid}", field="pid")
-    return _store(op, update, source)
+
+    def store() -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise ApiError(422, "body: must be a JSON object", field="body")
+        pid = data.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
+            raise ApiError(422, "pid: must be a positive whole number", field="pid")
+        update, source = _check({k: v for k, v in data.items() if k != "pid"})
+        op = _find_by_pid(pid)
+        if op is None:
+            raise ApiError(404, f"no live operation holds pid {pid}", field="pid")
+        return _store(op, update, source)
+
+    return control.report_progress(actor, None, store)

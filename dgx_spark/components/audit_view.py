@@ -45,10 +45,11 @@ class AuditState(rx.State):
             {key: "" if value is None else str(value) for key, value in entry.to_api().items()}
             for entry in entries
         ]
-        # Show each target by its name (the id on hover): from the snapshot, the supervisor or the events.
+        # Show each target by its name (the id on hover): from the snapshot, the supervisor or the events,
+        # else the name the row was written with (an operation removed since), else the id.
         names = await asyncio.to_thread(operation_names, [row["target"] for row in rows])
         for row in rows:
-            row["target_name"] = names.get(row["target"], row["target"])
+            row["target_name"] = names.get(row["target"]) or row["target_name"] or row["target"]
         self.audit_rows = rows
 
     @rx.event

@@ -33,7 +33,7 @@ FAILED = "failed"  # allowed, but it did not succeed (bad input, unknown id, OS 
 REFUSED = "refused"  # not allowed: no token, foreign origin, throttled, busy
 OUTCOMES = (ALLOWED, FAILED, REFUSED)
 
-_LIMITS = {"action": 32, "target": 200, "outcome": 16, "client": 64, "via": 16, "detail": 500}
+_LIMITS = {"action": 32, "target": 200, "target_name": 200, "outcome": 16, "client": 64, "via": 16, "detail": 500}
 
 
 class AuditEntry(SQLModel, table=True):
@@ -45,6 +45,7 @@ class AuditEntry(SQLModel, table=True):
     at: float = Field(index=True)
     action: str = Field(max_length=32, index=True)
     target: str | None = Field(default=None, max_length=200)
+    target_name: str | None = Field(default=None, max_length=200)  # the operation's (or node's) name then
     outcome: str = Field(max_length=16)
     status: int | None = None
     client: str | None = Field(default=None, max_length=64)
@@ -59,6 +60,7 @@ class AuditEntry(SQLModel, table=True):
             "timestamp": self.at,
             "action": self.action,
             "target": self.target,
+            "target_name": self.target_name,
             "outcome": self.outcome,
             "status": self.status,
             "client": self.client,
@@ -95,6 +97,7 @@ def record_audit(
     outcome: str,
     *,
     target: str | None = None,
+    target_name: str | None = None,
     client: str | None = None,
     status: int | None = None,
     via: str = "api",
@@ -107,6 +110,7 @@ def record_audit(
         action: What was asked: launch, stop, start, remove, progress, login, ...
         outcome: ``allowed``, ``failed`` or ``refused``.
         target: The operation id (or other object) acted on.
+        target_name: Its name at the time (an id says little once the operation is gone).
         client: The client's address (and session, for the UI).
         status: The HTTP status answered, when there was one.
         via: ``api`` or ``ui``.
@@ -120,6 +124,7 @@ def record_audit(
         at=time.time(),
         action=_clip("action", action) or "unknown",
         target=_clip("target", target),
+        target_name=_clip("target_name", target_name),
         outcome=_clip("outcome", outcome) or "unknown",
         status=status,
         client=_clip("client", client),

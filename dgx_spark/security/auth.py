@@ -1,7 +1,9 @@
 """Checks inside the handlers, behind the ASGI layer (defence in depth).
 
-* ``require_token``: FastAPI dependency for every mutating route (and the audit route).
-* ``event_is_authorized`` / ``authorize_event``: for privileged Reflex event handlers.
+* ``require_token``: FastAPI dependency for the routes that read what only a token holder may
+  (the audit log, raw logs). Control routes instead pass the caller to the control service
+  (``dgx_spark/control/service.py``), which checks ``request_is_authorized`` / ``event_is_authorized``.
+* ``event_is_authorized`` / ``event_client``: who is behind a Reflex event.
   Reflex keeps the websocket handshake's headers on the state
   (``state.router_data["headers"]``). The security layer takes the session cookie
   out of them (Reflex would keep it in every tab's state and write it to the log
@@ -20,13 +22,11 @@ from fastapi import Request
 from dgx_spark.api.errors import ApiError
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
-from dgx_spark.security.audit import REFUSED, record_audit_soon
 from dgx_spark.security.middleware import (
     bearer_token,
     is_cross_origin,
     operation_token_ok,
 )
-from dgx_spark.security.throttle import control_rate
 
 
 def request_is_authorized(request: Request) -> bool:
@@ -83,27 +83,3 @@ def event_client(state: Any) -> str:
         if isinstance(router_data, dict):
             address = str(router_data.get("ip", "") or "")
     return address or "unknown"
-
-
-def authorize_event(state: Any, action: str, target: str | None = None) -> str | None:
-    """The first check of every privileged event handler: login, then throttle.
-
-    Refusals are written to the audit log here; the handler audits what it then does
-    (``record_audit_soon(action, "allowed"|"failed", target=..., client=event_client(self), via="ui")``).
-
-    Args:
-        state: The Reflex state (``self`` in the handler).
-        action: What is asked (launch, stop, start, remove).
-        target: The operation id, when there is one.
-
-    Returns:
-        None when the action may go ahead, else a message to show the user.
-    """
-    client = event_client(state)
-    if not event_is_authorized(state):
-        record_audit_soon(action, REFUSED, target=target, client=client, status=401, via="ui", detail="not logged in")
-        return "Log in first: open the login link printed when the dashboard started, or go to /login."
-    if not control_rate.allow(client):
-        record_audit_soon(action, REFUSED, target=target, client=client, status=429, via="ui", detail="throttled")
-        return "Too many actions at once; wait a moment and try again."
-    return None

@@ -11,11 +11,11 @@ For every HTTP request and websocket handshake, in this order:
    string is never accepted. A launched job's operation token (``op1.`` + HMAC of
    the token and its id) is accepted for ``POST /api/dgx/operations/{its id}/progress``
    and nothing else. Without the bearer token, a request from another origin
-   (``Origin`` / ``Sec-Fetch-Site``) -> 403; otherwise no credentials -> 401.
-   Control actions are then throttled per client (429) and held one at a time per
-   operation (409), and every one is written to the audit log. The node routes
-   (``/api/dgx/nodes…``: adding, removing, and every control route forwarded to a
-   node) are control routes like the others.
+   (``Origin`` / ``Sec-Fetch-Site``) -> 403; otherwise no credentials -> 401. These
+   refusals are written to the audit log, named by the control route that would have
+   served the request (the API's ``describe_control``). What a control action then
+   needs (throttle, one at a time per operation, its audit row) is the control
+   service's job (``dgx_spark/control/service.py``), behind the routes.
 5. **Viewing** (GET, HEAD): free from loopback in the default ``local`` mode; with
    ``DGX_SPARK_AUTH=required`` or from another address it needs the cookie or the
    bearer token (API: 401; pages: redirect to /login). ``/api/dgx/audit`` and the raw
@@ -47,13 +47,7 @@ from typing import Any
 
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
-from dgx_spark.security.throttle import (
-    RateLimiter,
-    audit_note,
-    control_rate,
-    held_operations,
-    operations_in_flight,
-)
+from dgx_spark.security.throttle import RateLimiter
 from dgx_spark.settings import is_loopback_host, settings
 
 logger = logging.getLogger(__name__)
@@ -80,30 +74,10 @@ PRIVATE_PATHS = re.compile(
 METRICS_PATH = "/metrics"
 MAX_LOGIN_BODY = 4096
 
-# (method, path pattern, action) of the control routes: audited, throttled, one at a time.
-_CONTROL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("POST", re.compile(r"^/api/dgx/operations/?$"), "launch"),
-    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/stop/?$"), "stop"),
-    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/start/?$"), "start"),
-    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/restart/?$"), "restart"),
-    ("DELETE", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/?$"), "remove"),
-    ("POST", re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
-    ("POST", re.compile(r"^/api/dgx/progress/?$"), "progress"),
-    # The same routes forwarded to a node (dgx_spark/api/nodes.py); the target is "node/id".
-    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/?$"), "launch"),
-    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/stop/?$"), "stop"),
-    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/start/?$"), "start"),
-    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/restart/?$"), "restart"),
-    ("DELETE", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/?$"), "remove"),
-    ("POST", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/operations/(?P<id>[^/]+)/progress/?$"), "progress"),
-    # Adding and removing nodes.
-    ("POST", re.compile(r"^/api/dgx/nodes/?$"), "node_add"),
-    ("DELETE", re.compile(r"^/api/dgx/nodes/(?P<node>[^/]+)/?$"), "node_remove"),
-)
 # The one route an operation token (``DGX_SPARK_TOKEN`` inside a launched job) may use.
 _OPERATION_PROGRESS = re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$")
-# Progress reports come often from training jobs: not throttled, audited only when refused.
-_QUIET_ACTIONS = frozenset({"progress"})
+# Names a refused request by the control route that would serve it: (action, target), or None.
+Describe = Callable[[Scope], "tuple[str, str | None] | None"]
 
 # Failed logins per client: 10 at once, then 2 a second. A success takes nothing from it.
 login_failures = RateLimiter(rate=2.0, burst=10)
@@ -187,20 +161,6 @@ def is_cross_origin(scope: Scope) -> bool:
         return True
     fetch_site = (header(scope, b"sec-fetch-site") or "").strip().lower()
     return fetch_site in ("cross-site", "same-site")
-
-
-def control_action(method: str, path: str) -> tuple[str, str | None] | None:
-    """(action, operation id) when the request is a control route."""
-    for route_method, pattern, action in _CONTROL_ROUTES:
-        if method == route_method and (match := pattern.match(path)):
-            groups = match.groupdict()
-            op_id = urllib.parse.unquote(groups["id"]) if groups.get("id") else None
-            node = urllib.parse.unquote(groups["node"]) if groups.get("node") else None
-            if node is not None:
-                # A forwarded action is held per node and operation; a node's removal per node.
-                op_id = f"{node}/{op_id}" if op_id else (f"node:{node}" if action == "node_remove" else None)
-            return action, op_id
-    return None
 
 
 def operation_token_scope(method: str, path: str) -> str | None:
@@ -540,12 +500,19 @@ def announce_login() -> str:
     return url
 
 
-def security_layer(app: ASGIApp) -> ASGIApp:
-    """Wrap an ASGI app with the Host, Origin, token, throttle and audit checks."""
+def security_layer(app: ASGIApp, describe: Describe | None = None) -> ASGIApp:
+    """Wrap an ASGI app with the Host, Origin and token checks and the security headers.
+
+    Args:
+        app: The app to guard (the API app, with Reflex mounted beneath it).
+        describe: Names a mutation the layer refuses (action, target) for the audit log; by
+            default the API's own (``app.state.describe_control``, see ``dgx_spark/api/actor.py``).
+    """
     check_bind()
     hosts = allowed_hosts()
     origins = allowed_origins()
     announce_login()
+    describe = describe or getattr(getattr(app, "state", None), "describe_control", None)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -612,55 +579,32 @@ def security_layer(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
 
-        # A mutation.
-        control = control_action(method, path)
-        action, op_id = control if control else ("mutation", None)
-        target = op_id or (None if control else path[:200])
-        quiet = action in _QUIET_ACTIONS
-
-        def audit(outcome: str, status: int, detail: str | None = None) -> None:
-            _audit_later(action=action, outcome=outcome, target=target, client=client, status=status,
-                         via="api", detail=detail)
-
+        # A mutation: the bearer token, or the login cookie from our own origin. What the action
+        # then needs (throttle, one at a time, audit) is done by the control service behind the route.
         if not bearer_ok:
             if is_cross_origin(scope):
-                audit("refused", 403, "request from another origin")
+                _audit_refusal(scope, describe, client, 403, "request from another origin")
                 await _refuse(scope, send, 403, "forbidden_origin",
                               "state-changing requests from another origin need the bearer token")
                 return
             if not cookie_ok:
-                audit("refused", 401, "no valid token")
+                _audit_refusal(scope, describe, client, 401, "no valid token")
                 await _refuse(scope, send, 401, "unauthorized",
                               "this action needs the token: send Authorization: Bearer <token>")
                 return
-        if control and not quiet and not control_rate.allow(client):
-            audit("refused", 429, "throttled")
-            await _refuse(scope, send, 429, "too_many_requests", "too many control actions; slow down")
-            return
-        if op_id and not quiet and not operations_in_flight.try_acquire(op_id):
-            audit("refused", 409, "another action on this operation is in progress")
-            await _refuse(scope, send, 409, "conflict", f"another action on {op_id} is still in progress")
-            return
-        status_seen: list[int] = []
-
-        async def watched_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_seen.append(int(message["status"]))
-            await send(message)
-
-        held = held_operations.set(held_operations.get() | {op_id}) if op_id and not quiet else None
-        note: dict[str, str] = {}
-        noted = audit_note.set(note)
-        try:
-            await app(scope, receive, watched_send)
-        finally:
-            audit_note.reset(noted)
-            target = note.get("target", target)
-            if held is not None:
-                held_operations.reset(held)
-                operations_in_flight.release(op_id or "")
-            status = status_seen[0] if status_seen else 500
-            if not quiet or status >= 400:
-                audit("allowed" if status < 400 else "failed", status)
+        await app(scope, receive, send)
 
     return guarded
+
+
+def _audit_refusal(scope: Scope, describe: Describe | None, client: str, status: int, detail: str) -> None:
+    """Audit a mutation refused here, named by the control route that would have served it."""
+    named = None
+    if describe is not None:
+        try:
+            named = describe(scope)
+        except Exception:  # naming is for the audit row; the refusal stands
+            logger.debug("cannot name a refused request", exc_info=True)
+    action, target = named if named else ("mutation", str(scope.get("path", ""))[:200])
+    _audit_later(action=action, outcome="refused", target=target, client=client, status=status, via="api",
+                 detail=detail)

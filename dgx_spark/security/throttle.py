@@ -1,7 +1,7 @@
 """Throttle control actions: a few per second per client, one in flight per operation.
 
-Plain Python, thread-safe: the REST layer and Reflex event handlers (which may
-run in threads) share the same limits in one backend process.
+Plain Python, thread-safe: the control service (``dgx_spark/control/service.py``) applies
+them to every control action, from the REST API and the Reflex handlers alike.
 """
 
 from __future__ import annotations
@@ -21,17 +21,6 @@ DEFAULT_BURST = 10  # control actions a client may make at once
 held_operations: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "dgx_spark_held_operations", default=frozenset()
 )
-
-# What a control request acted on when its URL does not say (a launch: the new operation's id).
-# The security layer sets a fresh dict per request; a route fills it (threads share the dict).
-audit_note: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("dgx_spark_audit_note", default=None)
-
-
-def note_audit_target(target: str) -> None:
-    """Name the target of the current control request in its audit row."""
-    note = audit_note.get()
-    if note is not None:
-        note["target"] = target
 
 
 class Busy(RuntimeError):

@@ -1,15 +1,17 @@
 """Control from the UI: the launch dialog, Stop / Restart / Start again / Remove, and the logs view.
 
 Every handler validates its arguments first (any client can call any public
-handler by name). Privileged handlers (launch, stop, start, remove) then run the
-security layer's event check (login + throttle) and write the audit log; none
-of them is named ``set_*``.
+handler by name). Handlers that change something (launch, stop, restart, start,
+remove) call the control service with the client (``ui_actor``): it checks the
+login, throttles, holds the operation and writes the audit row; the handler turns
+a refusal into words (``state/actor.py``). None of them is named ``set_*``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 import reflex as rx
@@ -17,17 +19,17 @@ import reflex as rx
 from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import ProcessOutput
-from dgx_spark.security.audit import record_audit_soon
-from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
-from dgx_spark.security.throttle import Busy, in_flight
+from dgx_spark.control.service import Actor
+from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import (
     InvalidArgument,
     surrogate_path,
     validate_operation_id,
     validate_text,
 )
-from dgx_spark.services import get_supervisor
+from dgx_spark.services import get_control, get_supervisor
 from dgx_spark.state import log_search
+from dgx_spark.state.actor import failure_text, is_refusal, ui_actor
 from dgx_spark.state.names import operation_name
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.supervisor import templates as tpl
@@ -273,28 +275,23 @@ class ControlState(rx.State):
 
     @rx.event(background=True)
     async def launch_operation(self) -> Any:
-        """Launch what the dialog describes; the card appears at once."""
+        """Launch what the dialog describes (through the control service); the card appears at once."""
         async with self:
-            refused = authorize_event(self, "launch", self.template)
-            if refused:
-                return rx.toast.error(refused)
             if self.launching:
                 return None
             if not self._validate(check_port=True):
                 return rx.toast.error("Fix the highlighted field first.")
             body = request_body(self.template, self.op_name, self.values, self.restart_fields)
-            client = event_client(self)
+            actor = ui_actor(self)
             self.launching = True
         try:
-            op = await asyncio.to_thread(get_supervisor().launch, body)
+            op = await asyncio.to_thread(get_control().launch, actor, body)
         except ControlError as exc:
-            record_audit_soon("launch", "failed", target=str(body.get("template")), client=client, status=exc.status,
-                         via="ui", detail=exc.message)
             async with self:
                 self.launching = False
-                self.errors = {field_key(exc.field): exc.message}
-            return rx.toast.error(f"Launch failed: {exc.message}")
-        record_audit_soon("launch", "allowed", target=op.id, client=client, status=201, via="ui")
+                if not is_refusal(exc):
+                    self.errors = {field_key(exc.field): exc.message}
+            return rx.toast.error(failure_text(exc, "Launch"))
         async with self:
             self.launching = False
             self.dialog_open = False
@@ -345,48 +342,44 @@ class ControlState(rx.State):
             action = self.confirm_action
             name = "kill" if force is True else (self.stop_signal if self.stop_signal in STOP_CHOICES else "term")
             self.confirm_open = False
+        control = get_control()
         if action == "restart":
-            return await self._act("restart", op_id, lambda sup: sup.restart(op_id, signal_name=name), "Restarting")
-        return await self._act("stop", op_id, lambda sup: sup.stop(op_id, signal_name=name), "Stopping")
+            return await self._act(op_id, lambda actor, op: control.restart(actor, op, signal_name=name), "Restart",
+                                   "Restarting")
+        return await self._act(op_id, lambda actor, op: control.stop(actor, op, signal_name=name), "Stop", "Stopping")
 
     @rx.event(background=True)
     async def start_again(self, op_id: str) -> Any:
         """Start an ended launched operation again."""
-        return await self._act("start", op_id, lambda sup: sup.start_again(op_id), "Started again")
+        return await self._act(op_id, get_control().start_again, "Start", "Started again")
 
     @rx.event(background=True)
     async def remove_operation(self, op_id: str) -> Any:
         """Forget an ended launched operation and its logs."""
-        return await self._act("remove", op_id, lambda sup: sup.forget(op_id), "Removed")
+        return await self._act(op_id, get_control().remove, "Remove", "Removed")
 
-    async def _act(self, action: str, op_id: Any, call: Any, done: str) -> Any:
+    async def _act(self, op_id: Any, call: Callable[[Actor, str], Any], verb: str, done: str) -> Any:
+        """Run one card action through the control service; a toast names the operation."""
         try:
             op_id = validate_operation_id(op_id)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
         async with self:
-            refused = authorize_event(self, action, op_id)
-            if refused:
-                return rx.toast.error(refused)
             if op_id in self.busy_ids:
                 return None
             self.busy_ids = [*self.busy_ids, op_id]
-            client = event_client(self)
-        # Toasts name the operation; looked up before the action (Remove forgets it).
-        name = await asyncio.to_thread(operation_name, op_id)
+            actor = ui_actor(self)
         try:
-            with in_flight(op_id):
-                await asyncio.to_thread(call, get_supervisor())
-        except Busy:
-            outcome: Any = rx.toast.error("Another action on this operation is in progress.")
+            # Toasts name the operation; looked up before the action (Remove forgets it).
+            name = await asyncio.to_thread(operation_name, op_id) if actor.authorized else op_id
+            await asyncio.to_thread(call, actor, op_id)
         except ControlError as exc:
-            record_audit_soon(action, "failed", target=op_id, client=client, status=exc.status, via="ui", detail=exc.message)
-            outcome = rx.toast.error(f"{action.capitalize()} {name} failed: {exc.message}")
+            outcome: Any = rx.toast.error(failure_text(exc, f"{verb} {name}"))
         else:
-            record_audit_soon(action, "allowed", target=op_id, client=client, status=200, via="ui")
             outcome = rx.toast.success(f"{done}: {name}")
-        async with self:
-            self.busy_ids = [i for i in self.busy_ids if i != op_id]
+        finally:
+            async with self:
+                self.busy_ids = [i for i in self.busy_ids if i != op_id]
         return [OperationsState.refresh, outcome]
 
     # ---- logs ------------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from dgx_spark.events.config import (
     is_masked_webhook_url,
     mask_webhook_url,
 )
-from dgx_spark.security.audit import record_audit_soon
-from dgx_spark.security.auth import authorize_event, event_client, event_is_authorized
-from dgx_spark.services import get_events, short_lived_ended
+from dgx_spark.security.auth import event_is_authorized
+from dgx_spark.services import get_control, get_events, short_lived_ended
 from dgx_spark.state import loops
+from dgx_spark.state.actor import REFUSAL_TEXT, ui_actor
 from dgx_spark.state.operations import client_connected
+from dgx_spark.supervisor.supervisor import ControlError
 
 logger = logging.getLogger(__name__)
 
@@ -184,32 +185,35 @@ class EventsState(rx.State):
 
     @rx.event
     async def set_notify_kind(self, kind: Any, on: Any) -> None:
-        """Turn one kind's notifications on or off (a setting of the dashboard: needs the login)."""
+        """Turn one kind's notifications on or off (a setting of the dashboard: through the control service)."""
         if not isinstance(kind, str) or kind not in NOTIFY_CHOICES or not isinstance(on, bool):
             return
-        refused = authorize_event(self, "notifications")
-        if refused:
-            self.notify_error, self.notify_message = refused, ""
-            return
-        service = get_events()
-        chosen = set(service.notify_kinds())
-        if on:
-            chosen.add(kind)
-        else:
-            chosen.discard(kind)
+
+        def save() -> list[str]:
+            service = get_events()
+            chosen = set(service.notify_kinds())
+            if on:
+                chosen.add(kind)
+            else:
+                chosen.discard(kind)
+            try:
+                return [k for k in NOTIFY_CHOICES if k in service.set_notify_kinds(sorted(chosen))]
+            except InvalidNotifyKinds as err:
+                raise ControlError("invalid", str(err)) from err
+            except OSError as err:
+                raise ControlError("unavailable", str(err)) from err
+            except Exception as err:  # e.g. the database is busy: say so, keep the old choice
+                raise ControlError("unavailable", type(err).__name__) from err
+
         try:
-            kinds = await asyncio.to_thread(service.set_notify_kinds, sorted(chosen))
-        except (InvalidNotifyKinds, OSError) as err:
-            self.notify_error, self.notify_message = f"Not saved: {err}.", ""
+            kinds = await asyncio.to_thread(get_control().configure, ui_actor(self), "notifications", "notify_kinds",
+                                            save, lambda kinds: ",".join(kinds) or "none")
+        except ControlError as exc:
+            self.notify_error, self.notify_message = REFUSAL_TEXT.get(exc.kind) or f"Not saved: {exc.message}.", ""
             return
-        except Exception as err:  # noqa: BLE001 - e.g. the database is busy: say so, keep the old choice
-            self.notify_error, self.notify_message = f"Not saved: {type(err).__name__}.", ""
-            return
-        self.notify_kinds = [k for k in NOTIFY_CHOICES if k in kinds]
+        self.notify_kinds = kinds
         self.notify_error = ""
         self.notify_message = "Saved."
-        record_audit_soon("notifications", "allowed", target="notify_kinds", client=event_client(self), via="ui",
-                          detail=",".join(self.notify_kinds) or "none")
 
     @rx.event
     def show_logs(self, event_id: int) -> None:
@@ -276,26 +280,27 @@ class EventsState(rx.State):
 
     @rx.event
     async def save_webhook(self) -> None:
-        """Validate and store the webhook URL; an empty value turns it off."""
-        refused = authorize_event(self, "webhook")  # a change: the login cookie is required
-        if refused:
-            self.webhook_error, self.webhook_message = refused, ""
-            return
-        if is_masked_webhook_url(self.webhook_url):  # shown before logging in: never save the mask
-            self.webhook_error, self.webhook_message = "Not saved: type the whole URL (reopen to see it).", ""
-            return
+        """Validate and store the webhook URL (a change: through the control service); empty turns it off."""
+        value = self.webhook_url
+
+        def save() -> str | None:
+            if is_masked_webhook_url(value):  # shown before logging in: never save the mask
+                raise ControlError("invalid", "type the whole URL (reopen to see it)", "webhook")
+            try:
+                return get_events().set_webhook_url(value)
+            except InvalidWebhookUrl as err:
+                raise ControlError("invalid", str(err), "webhook") from err
+
         try:
-            url = await asyncio.to_thread(get_events().set_webhook_url, self.webhook_url)
-        except InvalidWebhookUrl as err:
-            self.webhook_error = f"Not saved: {err}."
-            self.webhook_message = ""
+            url = await asyncio.to_thread(get_control().configure, ui_actor(self), "webhook", "webhook", save,
+                                          lambda url: "set" if url else "turned off")
+        except ControlError as exc:
+            self.webhook_error, self.webhook_message = REFUSAL_TEXT.get(exc.kind) or f"Not saved: {exc.message}.", ""
             return
         self.webhook_url = url or ""
         self.webhook_source = "ui"
         self.webhook_error = ""
         self.webhook_message = "Saved: events are POSTed there." if url else "Saved: webhook off."
-        record_audit_soon("webhook", "allowed", target="webhook", client=event_client(self), via="ui",
-                     detail="set" if url else "turned off")
 
     @rx.event
     def stop_watch(self) -> None:

@@ -11,23 +11,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import urllib.parse
 from typing import Any
 
-import httpx
 import reflex as rx
 
-from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import LOCAL_NODE
-from dgx_spark.nodes.store import NodeError
-from dgx_spark.security.audit import record_audit_soon
-from dgx_spark.security.auth import authorize_event, event_client
-from dgx_spark.services import get_hub
+from dgx_spark.services import get_control, get_hub
 from dgx_spark.state import loops
+from dgx_spark.state.actor import REFUSAL_TEXT, ui_actor
 from dgx_spark.state.operations import OperationsState, register_feed, run_tab_loop
+from dgx_spark.supervisor.supervisor import ControlError
 
 FEED = "nodes"
-STOP_TIMEOUT_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,29 +117,23 @@ class NodesState(rx.State):
 
     @rx.event(background=True)
     async def add_node(self, form: dict[str, Any]) -> Any:
-        """Add a node from the dialog's form (``name``, ``url``, ``token``); login needed."""
+        """Add a node from the dialog's form (``name``, ``url``, ``token``), through the control service."""
         async with self:
-            refused = authorize_event(self, "node_add", None)
-            if refused:
-                self.form_error = refused
+            if self.adding:
                 return None
             self.adding = True
             self.form_error = ""
-            client = event_client(self)
+            actor = ui_actor(self)
         data = form if isinstance(form, dict) else {}
         try:
             node, state = await asyncio.to_thread(
-                get_hub().add, data.get("name"), data.get("url"), data.get("token")
+                get_control().add_node, actor, data.get("name"), data.get("url"), data.get("token")
             )
-        except (NodeError, OSError) as exc:
-            message = exc.message if isinstance(exc, NodeError) else f"the nodes file cannot be written ({exc})"
-            record_audit_soon("node_add", "failed", target=None, client=client, status=getattr(exc, "status", 503),
-                              via="ui", detail=message)
+        except ControlError as exc:
             async with self:
                 self.adding = False
-                self.form_error = message
+                self.form_error = REFUSAL_TEXT.get(exc.kind, exc.message)
             return None
-        record_audit_soon("node_add", "allowed", target=f"node:{node.id}", client=client, status=201, via="ui")
         async with self:
             self.adding = False
             self._refresh(time.time())
@@ -152,19 +141,11 @@ class NodesState(rx.State):
 
     @rx.event
     async def remove_node(self, node_id: str) -> Any:
-        """Forget a node (login needed); a tab showing it goes back to this machine."""
-        target = f"node:{str(node_id)[:40]}"
-        refused = authorize_event(self, "node_remove", target)
-        if refused:
-            return rx.toast.error(refused)
+        """Forget a node (through the control service); a tab showing it goes back to this machine."""
         try:
-            node = get_hub().remove(str(node_id))
-        except (NodeError, OSError) as exc:
-            message = exc.message if isinstance(exc, NodeError) else str(exc)
-            record_audit_soon("node_remove", "failed", target=target, client=event_client(self), via="ui",
-                              detail=message)
-            return rx.toast.error(f"Cannot remove: {message}")
-        record_audit_soon("node_remove", "allowed", target=target, client=event_client(self), via="ui")
+            node = await asyncio.to_thread(get_control().remove_node, ui_actor(self), str(node_id))
+        except ControlError as exc:
+            return rx.toast.error(REFUSAL_TEXT.get(exc.kind) or f"Cannot remove: {exc.message}")
         self._refresh(time.time())
         done = rx.toast.success(f"Removed node {node.name}")
         operations = await self.get_state(OperationsState)
@@ -173,39 +154,20 @@ class NodesState(rx.State):
     @rx.event(background=True)
     async def stop_remote(self, node_id: str, op_id: str) -> Any:
         """Stop an operation on a remote node (SIGTERM, the node's grace period), forwarded with its token."""
-        target = f"{str(node_id)[:40]}/{str(op_id)[:64]}"
         async with self:
-            refused = authorize_event(self, "stop", target)
-            client = event_client(self)
-        if refused:
-            return rx.toast.error(refused)
+            actor = ui_actor(self)
         hub = get_hub()
-        node = hub.node(str(node_id)) if isinstance(node_id, str) else None
-        if node is None or not isinstance(op_id, str) or not op_id or len(op_id) > 64:
-            return rx.toast.error("No such node or operation")
-        url = f"{node.url}/api/dgx/operations/{urllib.parse.quote(op_id, safe='')}/stop"
-
-        def call() -> tuple[int, str]:
-            with httpx.Client(timeout=STOP_TIMEOUT_SECONDS, headers={"User-Agent": USER_AGENT}) as http:
-                response = http.post(url, json={"signal": "term"}, headers={"Authorization": f"Bearer {node.token}"})
-            try:
-                message = response.json().get("error", {}).get("message", "")
-            except ValueError:
-                message = ""
-            return response.status_code, str(message)[:300]
-
+        found = hub.node(node_id) if isinstance(node_id, str) else None
+        shown = found.name if found is not None else str(node_id)[:40]
         try:
-            status, message = await asyncio.to_thread(call)
-        except httpx.HTTPError as exc:
-            record_audit_soon("stop", "failed", target=target, client=client, status=502, via="ui",
-                              detail=f"node unreachable: {type(exc).__name__}")
-            return rx.toast.error(f"Node {node.name} is unreachable; nothing was stopped")
-        record_audit_soon("stop", "allowed" if status < 400 else "failed", target=target, client=client,
-                          status=status, via="ui", detail=message or None)
-        hub.wake(node.id)
-        if status >= 400:
-            return rx.toast.error(f"Stop on {node.name} failed: {message or f'HTTP {status}'}")
-        return rx.toast.success(f"Stopping on {node.name}")
+            name = await asyncio.to_thread(get_control().stop_remote, actor, node_id, op_id)
+        except ControlError as exc:
+            if exc.code == "node_unreachable":
+                return rx.toast.error(f"Node {shown} is unreachable; nothing was stopped")
+            if exc.kind == "not_found" and exc.field in ("node", "id"):
+                return rx.toast.error("No such node or operation")
+            return rx.toast.error(REFUSAL_TEXT.get(exc.kind) or f"Stop on {shown} failed: {exc.message}")
+        return rx.toast.success(f"Stopping on {name}")
 
     @rx.event
     def stop_live(self) -> None:

@@ -55,6 +55,8 @@ class FakeEngine:
     requests: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     delay: float = 0.0
     """Seconds every answer waits (a slow engine)."""
+    gate: threading.Event | None = None
+    """When set to an event, every answer waits until the test sets it (an engine busy with a request)."""
     broken: bool = False
     """Answer every request with non-JSON garbage."""
     socket_path: str = ""
@@ -95,6 +97,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         engine.requests.append((method, self.path))
         if engine.delay:
             time.sleep(engine.delay)
+        if engine.gate is not None:
+            engine.gate.wait(120)
         if engine.broken:
             self._send(200, b"<html>not an engine</html>", "text/html")
             return
