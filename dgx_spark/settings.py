@@ -283,7 +283,7 @@ class SupervisorSettings(Section):
     """Stopping launched operations and rotating their logs."""
 
     stop_grace_seconds: Annotated[float, Bounds(0.0, 3600.0)] = variable("DGX_SPARK_STOP_GRACE_SECONDS", 10.0)
-    # The defaults are supervisor/logs.py's DEFAULT_MAX_BYTES and DEFAULT_BACKUPS.
+    # The defaults are collector/logfile.py's DEFAULT_MAX_BYTES and DEFAULT_BACKUPS.
     log_max_bytes: Annotated[int, Bounds(4096, 2**40, whole=True)] = variable(
         "DGX_SPARK_LOG_MAX_BYTES", 20 * 1024 * 1024
     )

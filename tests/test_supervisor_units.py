@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dgx_spark.supervisor import logs as oplogs
+from dgx_spark.collector import logfile as oplogs
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.runner import (
     EXIT_FILE,

@@ -1,4 +1,7 @@
-"""Per-operation log files: capped writes with rotation, tails, follow reads, ANSI stripping.
+"""Launched operations' log files: capped writes with rotation, tails, follow reads, ANSI stripping.
+
+The supervisor's runner writes them (``LogWriter``); ``collector/output.py`` reads them
+beside the other kinds of output.
 
 Lines read for showing (tails, follow reads) have secrets hidden
 (``redact_lines``: a Jupyter server prints its token); ``iter_whole`` gives the

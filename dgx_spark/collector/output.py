@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
+from dgx_spark.collector import logfile
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.model import Operation, operation_id
 from dgx_spark.redaction import redact_text
@@ -293,11 +294,9 @@ def _decode_texts(texts: list[str]) -> list[str]:
 
 def decode_lines(raw: bytes) -> list[str]:
     """Lines for showing: ANSI codes and control characters stripped, secrets hidden, cut long."""
-    from dgx_spark.supervisor.logs import strip_ansi
-
     text = raw.decode("utf-8", errors="replace")
     return [
-        redact_text(strip_ansi(line)[: 2 * MAX_LINE_CHARS])[:MAX_LINE_CHARS] for line in text.splitlines()
+        redact_text(logfile.strip_ansi(line)[: 2 * MAX_LINE_CHARS])[:MAX_LINE_CHARS] for line in text.splitlines()
     ]
 
 
@@ -307,7 +306,7 @@ def tail_lines(
     """The last ``lines`` lines of an open output.
 
     Returns:
-        (lines, size, truncated), as ``supervisor.logs.read_tail``.
+        (lines, size, truncated), as ``logfile.read_tail``.
     """
     size = opened.size()
     position, data = size, b""
@@ -338,9 +337,7 @@ def lines_after(opened: OpenedOutput, offset: int, limit: int = 1024 * 1024) -> 
 def read_tail(source: LogSource, lines: int = 1000) -> tuple[list[str], int, bool] | None:
     """The last lines of a launched log or a live process's output; None when not readable now."""
     if isinstance(source, Path):
-        from dgx_spark.supervisor import logs as oplogs
-
-        return oplogs.read_tail(source, lines)
+        return logfile.read_tail(source, lines)
     if isinstance(source, ContainerOutput):
         found = source.tail(lines)
         return None if found is None else (_decode_texts(found[0]), found[1], found[2])
@@ -354,9 +351,7 @@ def read_tail(source: LogSource, lines: int = 1000) -> tuple[list[str], int, boo
 def read_from(source: LogSource, offset: int) -> tuple[list[str], int]:
     """Complete lines after ``offset`` (nothing once a process's output cannot be opened)."""
     if isinstance(source, Path):
-        from dgx_spark.supervisor import logs as oplogs
-
-        return oplogs.read_from(source, offset)
+        return logfile.read_from(source, offset)
     if isinstance(source, ContainerOutput):
         texts, new_offset = source.after(offset)
         return _decode_texts(texts), new_offset

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from dgx_spark.supervisor.logs import LogWriter
+from dgx_spark.collector.logfile import LogWriter
 
 SPEC_FILE = "spec.json"
 RUNNER_FILE = "runner.json"
