@@ -23,7 +23,7 @@ from dgx_spark.api.actor import Control, ControlRoute
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.control.service import Actor, ControlService
-from dgx_spark.nodes.hub import local_payload, node_payload, remote_items, tagged
+from dgx_spark.nodes.hub import node_payload, nodes_payload, remote_items, tagged
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE, NODE_ID_PATTERN
 from dgx_spark.security import token as tokens
@@ -51,19 +51,10 @@ NodeId = Path(..., pattern=NODE_ID_PATTERN, max_length=32, description="local, o
 # ----------------------------------------------------------------------------- the nodes
 
 
-def nodes_payload(now: float) -> list[dict[str, Any]]:
-    """``local`` first, then every remote node with its health."""
-    hub = get_hub()
-    sampler = get_sampler()
-    return [local_payload(sampler.latest, sampler.running, now)] + [
-        node_payload(node, state, now, hub.interval) for node, state in hub.states()
-    ]
-
-
 @router.get("/api/dgx/nodes", summary="Nodes and their health")
 def list_nodes() -> dict[str, Any]:
     """This machine (``local``) and each remote node: status, latency, version, last seen, error."""
-    return {"success": True, "data": nodes_payload(time.time())}
+    return {"success": True, "data": nodes_payload(get_hub(), get_sampler(), time.time())}
 
 
 @router.post("/api/dgx/nodes", summary="Add a node", status_code=201)
@@ -87,7 +78,7 @@ def add_node(
 @router.get("/api/dgx/nodes/{node}", summary="One node and its health")
 def get_node(node: str = NodeId) -> dict[str, Any]:
     """One node (``local`` included); 404 when there is none with this id."""
-    for item in nodes_payload(time.time()):
+    for item in nodes_payload(get_hub(), get_sampler(), time.time()):
         if item["id"] == node:
             return {"success": True, "data": item}
     raise ApiError(404, f"no node with id {node!r}", field="node")

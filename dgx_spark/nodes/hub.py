@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from dgx_spark.collector.sampler import Sampler
 from dgx_spark.nodes.poller import NodePoller, NodeState, poll_timeout
 from dgx_spark.nodes.protocol import LOCAL_NODE, app_version
 from dgx_spark.nodes.store import Node, NodeError, NodeStore
@@ -169,6 +170,13 @@ def local_payload(snapshot: Any, sampler_running: bool, now: float) -> dict[str,
         "operation_count": len(snapshot.operations),
         "poll_timeout_seconds": None,
     }
+
+
+def nodes_payload(hub: NodeHub, sampler: Sampler, now: float) -> list[dict[str, Any]]:
+    """``local`` first, then every remote node with its health (``GET /api/dgx/nodes`` and the Nodes dialog)."""
+    return [local_payload(sampler.latest, sampler.running, now)] + [
+        node_payload(node, state, now, hub.interval) for node, state in hub.states()
+    ]
 
 
 def tagged(items: list[Mapping[str, Any]], node_id: str, stale: bool) -> list[dict[str, Any]]:

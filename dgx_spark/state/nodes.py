@@ -15,8 +15,9 @@ from typing import Any
 
 import reflex as rx
 
+from dgx_spark.nodes.hub import nodes_payload
 from dgx_spark.nodes.protocol import LOCAL_NODE
-from dgx_spark.services import get_control, get_hub
+from dgx_spark.services import get_control, get_hub, get_services
 from dgx_spark.state import loops
 from dgx_spark.state.actor import REFUSAL_TEXT, ui_actor
 from dgx_spark.state.operations import OperationsState, register_feed, run_tab_loop
@@ -56,10 +57,9 @@ def _ago(seconds: float | None) -> str:
 
 def node_rows(now: float) -> tuple[NodeRow, ...]:
     """Every node's row (``local`` first)."""
-    from dgx_spark.api.nodes import nodes_payload
-
+    services = get_services()
     rows = []
-    for item in nodes_payload(now):
+    for item in nodes_payload(services.hub, services.sampler, now):
         latency = item.get("latency_ms")
         rows.append(NodeRow(
             id=item["id"],
