@@ -11,7 +11,7 @@ import pytest
 
 from dgx_spark.nodes.poller import IncompatibleAnswer, NodeState, parse_list, poll_timeout
 from dgx_spark.nodes.store import NodeError, NodeStore, clean_url
-from dgx_spark.nodes.view import operation_from_api
+from dgx_spark.state.node_view import operation_from_api
 from dgx_spark.state.view import operation_view
 
 TOKEN = "a-token-of-node-b-0123456789"

@@ -27,10 +27,10 @@ from dgx_spark.collector.model import Snapshot
 from dgx_spark.events.churn import churn_note
 from dgx_spark.events.query import OperationQuery
 from dgx_spark.health import database_banner
-from dgx_spark.nodes.view import node_choice, node_url_script, tab_view_for
 from dgx_spark.services import get_sampler, short_lived_ended
 from dgx_spark.state import loops
 from dgx_spark.state.filters import FilterMixin
+from dgx_spark.state.node_view import node_choice, node_url_script, tab_view_for
 from dgx_spark.state.tab_view import TabView
 from dgx_spark.state.view import SECTIONS, OperationView, snapshot_errors
 

@@ -80,7 +80,7 @@ class OperationView:
     container_text: str = ""
     container_control: str = ""
     # Which node the card belongs to when the tab shows another node or All nodes
-    # (dgx_spark/nodes/view.py): its id and name ("" when the tab shows this machine only),
+    # (dgx_spark/state/node_view.py): its id and name ("" when the tab shows this machine only),
     # whether it is another machine, and whether that machine's list is stale.
     node: str = ""
     node_name: str = ""
