@@ -1,8 +1,9 @@
-"""What one tick sends, in-process: one changed program re-sends only the programs
-section, and a quiet tick does not touch the tab's state at all.
+"""What one tick sends, in-process: one changed operation re-sends its own card and
+none of the others' data, and a quiet tick does not touch the tab's state at all.
 
 A real Reflex state tree (no app server) fed real ``Snapshot`` values; the delta
-is what Reflex would send to the browser.
+is what Reflex would send to the browser. (Its size in bytes is measured by
+``make bench``'s ws row, not asserted here.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ NOW = time.time()
 TOKEN = "tab-delta-test"
 
 
-def _ops(program_cpu: float) -> tuple[Operation, ...]:
+def _ops(program_cpu: float, programs: int = 5, ended: int | None = None) -> tuple[Operation, ...]:
     servers = [
         Operation(id=f"srv-{i}", type="server", name=f"web{i}", status="running", port=8000 + i,
                   ports=(8000 + i,), pid=100 + i, pids=(100 + i,), started_at_ts=NOW - 60, cpu_percent=1.0)
@@ -35,16 +36,19 @@ def _ops(program_cpu: float) -> tuple[Operation, ...]:
                   pids=(200 + i,), started_at_ts=NOW - 50, cpu_percent=2.0)
         for i in range(5)
     ]
-    programs = [
+    listed = [
         Operation(id=f"prg-{i}", type="program", name=f"loop{i}.sh", status="running", pid=300 + i,
                   pids=(300 + i,), started_at_ts=NOW - 40, cpu_percent=program_cpu if i == 0 else 3.0)
-        for i in range(5)
+        for i in range(programs)
     ]
-    return (*servers, *jobs, *programs)
+    if ended is not None:
+        listed[ended] = listed[ended].replace(status="stopped", ended_at_ts=NOW, outcome="stopped",
+                                              exit_reason="stopped by SIGTERM", outcome_source="kernel")
+    return (*servers, *jobs, *listed)
 
 
-def _snap(sequence: int, program_cpu: float) -> Snapshot:
-    return Snapshot(sequence=sequence, taken_at=NOW + sequence, operations=_ops(program_cpu))
+def _snap(sequence: int, program_cpu: float, programs: int = 5, ended: int | None = None) -> Snapshot:
+    return Snapshot(sequence=sequence, taken_at=NOW + sequence, operations=_ops(program_cpu, programs, ended))
 
 
 def _tree() -> tuple[Any, OperationsState]:
@@ -65,22 +69,75 @@ def _ops_part(sent: dict[str, Any]) -> dict[str, Any]:
     return {key.removesuffix("_rx_state_"): value for key, value in part.items()}
 
 
-def test_one_changed_program_sends_only_the_programs_section() -> None:
-    root, state = _tree()
-    state._apply(_snap(1, 3.0), True, 1.0, NOW + 1)
-    first = _ops_part(_delta(root))
-    assert [len(first[name]) for name in ("servers", "jobs", "programs")] == [5, 5, 5]
-    assert first["server_count"] == 5 and first["running_count"] == 15
+def _cards(part: dict[str, Any], var: str) -> list[Any]:
+    """The cards a delta's list var names, looked up in the shards (of this delta or the state)."""
+    return [part[f"cards_{shard}"][key] for key, shard in part[var]]
 
-    state._apply(_snap(2, 55.0), True, 1.0, NOW + 2)
+
+def _card_vars(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {key: value for key, value in part.items() if key.startswith("cards_")}
+
+
+def test_one_changed_card_sends_only_that_card() -> None:
+    root, state = _tree()
+    state._apply(_snap(1, 3.0, programs=50), True, 1.0, NOW + 1)
+    first = _ops_part(_delta(root))
+    assert [len(first[name]) for name in ("servers", "jobs", "programs")] == [5, 5, 50]
+    assert [op.id for op in _cards(first, "programs")] == sorted(f"prg-{i}" for i in range(50))
+    assert first["server_count"] == 5 and first["running_count"] == 60
+
+    state._apply(_snap(2, 55.0, programs=50), True, 1.0, NOW + 2)
     sent = _delta(root)
     part = _ops_part(sent)
-    assert [op.cpu_text for op in part["programs"] if op.id == "prg-0"] == ["55 %"]
-    assert "servers" not in part and "jobs" not in part and "operations" not in part
-    # Nothing else of the tree carries a card list: the programs section goes once.
+    # No list is re-sent (the order did not change), only the shard that holds prg-0.
+    assert not [name for name in operations.LIST_VARS if name in part]
+    shards = _card_vars(part)
+    assert len(shards) == 1
+    (cards,) = shards.values()
+    assert [card.cpu_text for card in cards.values()] == ["55 %"]
+    # With fewer cards than shards, each has its own: no other operation's data goes.
+    assert list(cards) == ["prg-0"]
     assert [key.rsplit(".", 1)[-1] for key in sent] == ["dgx_spark___state___operations____operations_state"]
-    assert str(sent).count("'prg-0'") == 1
     loops.stop(TOKEN)
+
+
+def test_an_ended_card_sends_its_card_and_the_references_only() -> None:
+    root, state = _tree()
+    state._apply(_snap(1, 3.0, programs=50), True, 1.0, NOW + 1)
+    _delta(root)
+    state._apply(_snap(2, 3.0, programs=50, ended=7), True, 1.0, NOW + 2)
+    part = _ops_part(_delta(root))
+    # The programs section's references change (prg-7 moves to the ended strip)...
+    assert [key for key, _ in part["programs"]] == sorted(f"prg-{i}" for i in range(50) if i != 7)
+    assert [key for key, _ in part["programs_ended"]] == ["prg-7"]
+    assert "servers" not in part and "jobs" not in part and "jobs_ended" not in part
+    # ... and the one shard that holds prg-7's card: no other card's data is sent.
+    shards = _card_vars(part)
+    assert [list(cards) for cards in shards.values()] == [["prg-7"]]
+    (card,) = next(iter(shards.values())).values()
+    assert card.status == "stopped" and card.outcome_text
+    sent_text = repr(part)
+    assert "loop8.sh" not in sent_text and "train1" not in sent_text
+    # The other cards are still found in the shards they were sent in before.
+    assert [op.name for op in operations.section_cards(state, "programs")][:2] == ["loop0.sh", "loop1.sh"]
+    loops.stop(TOKEN)
+
+
+def test_cards_keep_their_shard_and_shards_stay_small() -> None:
+    _root, state = _tree()
+    state._apply(_snap(1, 3.0, programs=500), True, 1.0, NOW + 1)
+    before = dict(state.programs)
+    sizes = [len(getattr(state, name)) for name in operations.SHARD_VARS]
+    # 510 cards over the shards: each holds 7 or 8.
+    assert sum(sizes) == 510 and max(sizes) - min(sizes) <= 1
+    state._apply(_snap(2, 3.0, programs=500, ended=3), True, 1.0, NOW + 2)
+    after = dict(state.programs) | dict(state.programs_ended)
+    assert all(after[key] == shard for key, shard in before.items())
+    loops.stop(TOKEN)
+
+
+def _state_vars(state: OperationsState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in (*operations.LIST_VARS, *operations.SHARD_VARS)}
 
 
 def test_a_quiet_tick_does_not_touch_the_state() -> None:
@@ -91,11 +148,11 @@ def test_a_quiet_tick_does_not_touch_the_state() -> None:
     # A newer snapshot with the same contents: the loop finds nothing due, so it
     # neither locks nor loads the tab's state.
     assert operations.due_feeds(TOKEN, {operations.FEED}, _snap(2, 3.0), NOW + 2) == []
-    # A change is due (and applying it sends only the programs section).
+    # A change is due (and applying it sends only the changed card's shard).
     due = operations.due_feeds(TOKEN, {operations.FEED}, _snap(3, 9.0), NOW + 3)
     assert [name for name, _ in due] == [operations.FEED]
     state._apply(_snap(3, 9.0), sampler.running, sampler.interval, NOW + 3)
-    assert "programs" in _ops_part(_delta(root))
+    assert [list(cards) for cards in _card_vars(_ops_part(_delta(root))).values()] == [["prg-0"]]
     assert operations.due_feeds(TOKEN, {operations.FEED}, _snap(4, 9.0), NOW + 4) == []
     loops.stop(TOKEN)
 
@@ -109,7 +166,7 @@ def test_a_filter_change_refilters_the_newest_snapshot() -> None:
     state.q = "loop3"
     state._filters_changed()
     part = _ops_part(_delta(root))
-    assert [op.id for op in part["programs"]] == ["prg-3"]
+    assert [op.id for op in _cards(_state_vars(state), "programs")] == ["prg-3"]
     assert part["servers"] == [] and part["jobs"] == [] and part["visible_count"] == 1
     state.q = "no-such-thing"
     state._filters_changed()

@@ -14,7 +14,7 @@ import reflex as rx
 
 import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
 from dgx_spark.collector.model import Operation, ProbeError, Snapshot
-from dgx_spark.state.operations import OperationsState
+from dgx_spark.state.operations import OperationsState, section_cards
 from tests.support.aio import run_coroutine
 
 NOW = time.time()
@@ -45,6 +45,11 @@ def ops_delta(root: Any) -> dict[str, Any]:
     return delta(root).get("dgx_spark___state___operations____operations_state", {})
 
 
+def sent_cards(sent: dict[str, Any], var: str) -> list[Any]:
+    """The cards a delta's list var names, looked up in the card shards the same delta carries."""
+    return [sent[f"cards_{shard}_rx_state_"][key] for key, shard in sent[var + "_rx_state_"]]
+
+
 def snap(sequence: int, *operations: Operation, errors: tuple[ProbeError, ...] = ()) -> Snapshot:
     return Snapshot(sequence=sequence, taken_at=NOW + sequence, operations=operations, errors=errors)
 
@@ -54,8 +59,8 @@ def test_first_snapshot_fills_sections_and_ends_loading(tree: tuple[Any, Operati
     state._apply(snap(1, SERVER, SCRIPT), True, 1.0, NOW + 1)
     sent = ops_delta(root)
     assert sent["loading_rx_state_"] is False
-    assert [op.id for op in sent["servers_rx_state_"]] == ["op-1"]
-    assert [op.id for op in sent["programs_rx_state_"]] == ["op-2"]
+    assert [op.id for op in sent_cards(sent, "servers")] == ["op-1"]
+    assert [op.id for op in sent_cards(sent, "programs")] == ["op-2"]
     assert sent["jobs_rx_state_"] == []
     assert sent["last_updated_rx_state_"]
 
@@ -72,7 +77,7 @@ def test_an_idle_tick_sends_nothing(tree: tuple[Any, OperationsState]) -> None:
     sent = ops_delta(root)
     # It leaves the live cards for the section's "Recently ended" strip; the counts follow.
     assert sent["programs_rx_state_"] == []
-    assert [op.status for op in sent["programs_ended_rx_state_"]] == ["stopped"]
+    assert [op.status for op in sent_cards(sent, "programs_ended")] == ["stopped"]
     assert sent["program_count_rx_state_"] == 0 and sent["ended_count_rx_state_"] == 1
     assert "servers_ended_rx_state_" not in sent  # the other sections' lists are not re-sent
 
@@ -87,8 +92,9 @@ def test_probe_errors_and_a_stalled_sampler_are_flagged(tree: tuple[Any, Operati
     # The sampler stopped: the same data is now stale, and still there.
     state._apply(snap(1, SERVER, errors=failing), False, 1.0, NOW + 60)
     sent = ops_delta(root)
-    assert sent["stale_rx_state_"] is True and "operations_rx_state_" not in sent
-    assert [op.id for op in state.servers] == ["op-1"]
+    assert sent["stale_rx_state_"] is True
+    assert not [key for key in sent if key.startswith(("cards_", "servers", "jobs", "programs"))]
+    assert [op.id for op in section_cards(state, "servers")] == ["op-1"]
 
 
 def test_toggle_section_accepts_only_known_sections(tree: tuple[Any, OperationsState]) -> None:

@@ -1,7 +1,8 @@
 """The table view of the Operations tab: one dense row per operation, sortable columns.
 
 It renders the same per-section lists as the cards (``OperationsState.servers`` /
-``jobs`` / ``programs`` and their ended lists), so it adds no work per tab: the
+``jobs`` / ``programs`` and their ended lists: references resolved with
+``card_of``), so it adds no work per tab: the
 layout toggle (``layout_toggle``, state in ``state/layout.py``) only swaps which
 component draws them. Columns: type, name (with the outcome of an ended one),
 status, port / progress / PID, CPU, RAM, GPU memory, uptime, and the same action
@@ -31,7 +32,7 @@ from dgx_spark.components.operation_actions import operation_actions
 from dgx_spark.components.operation_card import TICK_MS, card_badges
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.layout import LayoutState
-from dgx_spark.state.operations import OperationsState
+from dgx_spark.state.operations import OperationsState, card_of
 from dgx_spark.state.view import OperationView
 
 
@@ -270,15 +271,15 @@ def operations_table(key: str, title: str, items: rx.Var, ended: rx.Var | None =
     Args:
         key: The section's key (``servers`` / ``jobs`` / ``programs``), for ids.
         title: The section's title (the table's accessible name).
-        items: The section's list var of live ``OperationView`` rows.
-        ended: The section's list var of ended rows, if the state keeps them apart.
+        items: The section's list var of references to its live cards (``CardRef``).
+        ended: The section's list var of references to its ended ones, if the state keeps them apart.
 
     Returns:
         The table, scrolling sideways on narrow screens.
     """
-    bodies: list[Any] = [rx.foreach(items, table_row)]
+    bodies: list[Any] = [rx.foreach(items, lambda ref: table_row(card_of(ref)))]
     if ended is not None:
-        bodies.append(rx.foreach(ended, table_row))
+        bodies.append(rx.foreach(ended, lambda ref: table_row(card_of(ref))))
     return rx.box(
         rx.el.table(
             rx.el.caption(

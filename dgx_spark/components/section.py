@@ -2,7 +2,8 @@
 
 Each section reads its own list vars (``OperationsState.servers`` / ``jobs`` /
 ``programs``: the live cards that pass the filters, and ``servers_ended``...: the
-ended ones), so a change in one section re-sends only that section's lists.
+ended ones). They hold references; each card's data is looked up in the state's
+card shards (``card_of``), so a change to one card re-sends its shard, not the list.
 Live operations are cards; ended ones are one line each in the section's
 "Recently ended" strip (``ended_strip``). A type filter hides the other sections.
 """
@@ -17,7 +18,7 @@ from dgx_spark import styles
 from dgx_spark.components.operation_card import ended_row, operation_card
 from dgx_spark.components.operations_table import operations_table
 from dgx_spark.state.layout import LayoutState
-from dgx_spark.state.operations import OperationsState
+from dgx_spark.state.operations import OperationsState, card_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +29,9 @@ class SectionSpec:
     type: str
     title: str
     icon: str
-    items: rx.Var  # live cards that pass the filters
+    items: rx.Var  # references to the live cards that pass the filters
     count: rx.Var
-    ended: rx.Var  # ended operations that pass the filters
+    ended: rx.Var  # references to the ended operations that pass the filters
     ended_count: rx.Var
     empty_title: str
     empty_hint: str
@@ -178,7 +179,7 @@ def ended_strip(spec: SectionSpec) -> rx.Component:
         spec.ended_count > 0,
         rx.box(
             rx.text("Recently ended", as_="div", style=styles.ended_strip_title),
-            rx.box(rx.foreach(spec.ended, ended_row), role="list", style=styles.ended_list),
+            rx.box(rx.foreach(spec.ended, lambda ref: ended_row(card_of(ref))), role="list", style=styles.ended_list),
             id=f"section-{spec.key}-ended",
             style=styles.ended_strip,
             custom_attrs={"aria-label": f"{spec.title}: recently ended"},
@@ -191,7 +192,7 @@ def section_body(spec: SectionSpec) -> rx.Component:
     return rx.fragment(
         rx.cond(
             spec.count > 0,
-            rx.box(rx.foreach(spec.items, operation_card), id=f"section-{spec.key}-grid", style=styles.grid),
+            rx.box(rx.foreach(spec.items, lambda ref: operation_card(card_of(ref))), id=f"section-{spec.key}-grid", style=styles.grid),
             rx.cond(
                 spec.ended_count > 0,
                 nothing_running(spec),

@@ -6,8 +6,11 @@ shows is computed once per snapshot for all tabs (``state.tab_view``, keyed by
 the tab's host and filters); each tick the loop compares that view's small
 fingerprint with the one the tab last showed (kept in ``state.loops``) and, when
 equal, does not touch the tab's state at all: no lock, no load, no delta. When it
-differs, only the vars that changed are assigned, each section's card list on
-its own, so one changed program re-sends just the programs list. One loop per
+differs, only the vars that changed are assigned. Cards are sent as each
+section's list of references plus ``CARD_SHARDS`` small dicts of card data
+(``tab_view.card_layout``, computed once per view for every tab with the same
+settings), so one changed card re-sends its shard, and its section's reference
+list only when the section's order or membership changed. One loop per
 browser tab, shared by the tab's live views (the system header rides on it as
 the ``"system"`` feed): see ``run_tab_loop`` and ``dgx_spark.state.loops``.
 """
@@ -17,11 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import reflex as rx
+from reflex.state import FIELD_MARKER
+from reflex.utils.format import format_state_name
+from reflex.vars.base import VarData
 
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.events.churn import churn_note
@@ -31,7 +39,7 @@ from dgx_spark.services import get_sampler, short_lived_ended
 from dgx_spark.state import loops
 from dgx_spark.state.filters import FilterMixin
 from dgx_spark.state.node_view import node_choice, node_url_script, tab_view_for
-from dgx_spark.state.tab_view import TabView
+from dgx_spark.state.tab_view import CARD_SHARDS, CardLayout, CardRef, TabView, card_layout
 from dgx_spark.state.view import SECTIONS, OperationView, snapshot_errors
 
 logger = logging.getLogger(__name__)
@@ -76,6 +84,31 @@ def client_connected(token: str) -> bool:
 # The newest snapshot any tab showed (a filter change refilters it without a new sample).
 _newest_applied = Snapshot(sequence=0, taken_at=0.0, operations=())
 
+# The state vars of each section's references: SECTIONS' live lists, then their ended lists.
+LIST_VARS: tuple[str, ...] = (*SECTIONS, *(name + "_ended" for name in SECTIONS))
+# The state vars of the card shards (``cards_0`` ... ``cards_63``), added to the state below.
+SHARD_VARS: tuple[str, ...] = tuple(f"cards_{index}" for index in range(CARD_SHARDS))
+# The latest card layout per (host, filters, node): tabs with the same settings share it.
+MAX_LAYOUTS = 256
+_layouts: OrderedDict[tuple[Any, ...], CardLayout] = OrderedDict()
+_layouts_lock = threading.Lock()
+
+
+def shared_layout(settings: tuple[Any, ...], view: TabView) -> CardLayout:
+    """``view``'s card layout, made once for every tab with ``settings`` (shards stay put)."""
+    with _layouts_lock:
+        previous = _layouts.get(settings)
+        if previous is not None and previous.version == view.version:
+            _layouts.move_to_end(settings)
+            return previous
+    layout = card_layout(view, previous)
+    with _layouts_lock:
+        _layouts[settings] = layout
+        _layouts.move_to_end(settings)
+        while len(_layouts) > MAX_LAYOUTS:
+            _layouts.popitem(last=False)
+    return layout
+
 
 def fingerprint(
     view: TabView, error: str, stale: bool, running: bool, short_lived: str = "", database: str = ""
@@ -105,14 +138,16 @@ class OperationsState(FilterMixin, rx.State):
     nothing else. The whole list lives in the shared ``tab_view`` cache, not here.
     """
 
-    # Each section's live cards that pass the search and filters, in display order.
-    servers: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
-    jobs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
-    programs: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    # Each section's live cards that pass the search and filters, in display order, as
+    # (card key, shard) references: the card's data is ``cards_<shard>[key]`` (see ``card_of``).
+    servers: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
+    jobs: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
+    programs: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
     # Each section's ended operations that pass them (the "Recently ended" strip), newest end first.
-    servers_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
-    jobs_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
-    programs_ended: list[OperationView] = []  # noqa: RUF012 - a Reflex state var
+    servers_ended: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
+    jobs_ended: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
+    programs_ended: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
+    # cards_0 ... cards_63 (dict[str, OperationView]) are added after the class (``SHARD_VARS``).
     # Every server / job / program / operation not ended, filters aside; and every ended one.
     server_count: int = 0
     job_count: int = 0
@@ -137,9 +172,9 @@ class OperationsState(FilterMixin, rx.State):
     # Sections the user collapsed, comma-separated; kept in the browser.
     collapsed: str = rx.LocalStorage("", name="dgx_spark_collapsed", sync=True)
 
-    # The fingerprint of what the browser shows now, and its sections (backend only).
+    # The fingerprint of what the browser shows now, and its card layout (backend only).
     _shown: tuple = ()
-    _shown_sections: tuple = ()
+    _layout: CardLayout | None = None
     _host: str = "127.0.0.1"
     # Which machine the tab shows: "local", a node's id, or "all" (dgx_spark/nodes; ?node= in the URL).
     node: str = "local"
@@ -225,18 +260,19 @@ class OperationsState(FilterMixin, rx.State):
             setattr(self, name, value)
 
     def _show_view(self, view: TabView) -> None:
-        """Assign the sections' cards and the counts of a new tab view."""
-        # Compare with what was assigned last (the cache keeps unchanged cards
-        # as the same objects, so this is mostly identity checks).
-        before = self._shown_sections
-        for index, name in enumerate(SECTIONS):
-            for var, cards, previous in (
-                (name, view.live[index], before[0][index] if before else None),
-                (name + "_ended", view.ended[index], before[1][index] if before else None),
-            ):
-                if previous is None or previous != cards:
-                    setattr(self, var, list(cards))
-        self._shown_sections = (view.live, view.ended)
+        """Assign the sections' card references, the changed card shards and the counts of a new tab view."""
+        # Unchanged lists and shards are the same objects as in the layout shown
+        # last: only the changed ones are assigned (and sent).
+        layout = shared_layout(self._settings(), view)
+        before = self._layout
+        for index, var in enumerate(LIST_VARS):
+            if before is None or layout.lists[index] is not before.lists[index]:
+                setattr(self, var, list(layout.lists[index]))
+        for index, var in enumerate(SHARD_VARS):
+            shard = layout.shards[index]
+            if (before is None or shard is not before.shards[index]) and (shard or getattr(self, var)):
+                setattr(self, var, shard)
+        self._layout = layout
         for name, value in (
             ("server_count", view.counts[0]),
             ("job_count", view.counts[1]),
@@ -299,6 +335,36 @@ class OperationsState(FilterMixin, rx.State):
             self.live = True
             self._apply(sampler.latest, sampler.running, sampler.interval, time.time())
         await run_tab_loop(self, token, FEED)
+
+
+for _var in SHARD_VARS:
+    OperationsState.add_var(_var, dict[str, OperationView], {})
+
+
+def card_of(ref: rx.Var) -> rx.Var:
+    """The card a section's reference points at: ``cards_<shard>[key]`` of ``OperationsState``.
+
+    Args:
+        ref: A ``CardRef`` var (an item of ``OperationsState.servers`` and the other lists).
+
+    Returns:
+        An ``OperationView`` var (``undefined`` in the browser if the key is not in its shard).
+    """
+    holder = format_state_name(OperationsState.get_full_name())
+    key, shard = ref[0], ref[1]
+    return rx.Var(
+        _js_expr=f"{holder}[`cards_${{{shard!s}}}{FIELD_MARKER}`]?.[{key!s}]",
+        _var_type=OperationView,
+        _var_data=VarData.merge(
+            getattr(OperationsState, SHARD_VARS[0])._get_all_var_data(),
+            ref._get_all_var_data(),
+        ),
+    ).to(OperationView)
+
+
+def section_cards(state: OperationsState, var: str) -> list[OperationView]:
+    """The cards a section's list var shows, resolved through the shards (tests, debugging)."""
+    return [getattr(state, f"cards_{shard}")[key] for key, shard in getattr(state, var)]
 
 
 async def _apply_operations(state: Any, snapshot: Snapshot, now: float) -> None:

@@ -7,6 +7,12 @@ however many tabs show them. A result whose content equals the previous one for
 the same host and filters keeps its ``version`` (and its objects), so a loop
 tells "nothing changed for this tab" by comparing one small fingerprint, without
 touching the tab's state (see ``operations.run_tab_loop``).
+
+A tab's cards go to the browser split in two (``card_layout``): each section's
+lists of card references (key, shard) in display order, and ``CARD_SHARDS``
+small dicts of card data keyed by card key. A card keeps its shard while it is
+listed, so one changed card re-sends its shard (one or two cards with 50 listed)
+and, only when the order or membership changed, the section's list of references.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from dgx_spark.state.view import (
     query_row,
 )
 
+# How many dicts the cards are spread over (``card_layout``); each is one state var.
+CARD_SHARDS = 64
 # How many (host, filters) results are kept; the oldest unused go first.
 MAX_TAB_VIEWS = 256
 MAX_HOSTS = 16
@@ -201,3 +209,63 @@ def tab_view(snapshot: Snapshot, host: str, query: OperationQuery) -> TabView:
         while len(_tabs) > MAX_TAB_VIEWS:
             _tabs.popitem(last=False)
     return result
+
+
+CardRef = tuple[str, int]
+"""A card in a section's list: its key (``card_key``) and the shard that holds its data."""
+
+
+def card_key(view: OperationView) -> str:
+    """The card's key in its shard: the operation id, with the node when the tab shows other nodes."""
+    return f"{view.id}@{view.node}" if view.node else view.id
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CardLayout:
+    """A ``TabView``'s cards as the browser gets them: reference lists plus sharded card data.
+
+    Unchanged lists and shards are the previous layout's own objects, so a tab
+    tells what to re-send by identity.
+    """
+
+    version: int  # the TabView's version it was made from
+    # Each section's live then ended references, in display order: SECTIONS live, then SECTIONS ended.
+    lists: tuple[tuple[CardRef, ...], ...]
+    shards: tuple[dict[str, OperationView], ...]  # CARD_SHARDS dicts: card key -> card
+    shard_of: dict[str, int]
+
+
+def card_layout(view: TabView, previous: CardLayout | None = None) -> CardLayout:
+    """Lay ``view``'s cards out into reference lists and shards.
+
+    A card listed in ``previous`` keeps its shard; a new one goes to the least
+    filled shard, so shards stay small and one card's change re-sends few others.
+    """
+    old_of = previous.shard_of if previous is not None else {}
+    listed = [*view.live, *view.ended]
+    keys = [[card_key(card) for card in cards] for cards in listed]
+    shard_of: dict[str, int] = {}
+    loads = [0] * CARD_SHARDS
+    for part in keys:
+        for key in part:
+            shard = old_of.get(key)
+            if shard is not None and key not in shard_of:
+                shard_of[key] = shard
+                loads[shard] += 1
+    for part in keys:
+        for key in part:
+            if key not in shard_of:
+                shard = loads.index(min(loads))
+                shard_of[key] = shard
+                loads[shard] += 1
+    contents: list[dict[str, OperationView]] = [{} for _ in range(CARD_SHARDS)]
+    for cards, part in zip(listed, keys, strict=True):
+        for card, key in zip(cards, part, strict=True):
+            contents[shard_of[key]][key] = card
+    lists = tuple(tuple((key, shard_of[key]) for key in part) for part in keys)
+    if previous is not None:
+        lists = tuple(old if old == new else new for old, new in zip(previous.lists, lists, strict=True))
+        shards = tuple(old if old == new else new for old, new in zip(previous.shards, contents, strict=True))
+    else:
+        shards = tuple(contents)
+    return CardLayout(version=view.version, lists=lists, shards=shards, shard_of=shard_of)
