@@ -27,6 +27,7 @@ from dgx_spark.collector.outcome import OutcomeProbe
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.service_probes import ServiceProbe, ServiceWatcher, make_watcher
 from dgx_spark.collector.system import SystemProbe
+from dgx_spark.control.names import OperationNames
 from dgx_spark.control.service import ControlService
 from dgx_spark.database import get_engine, migrate
 from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS
@@ -67,8 +68,10 @@ class Services:
             interval=app_settings.refresh_seconds,
             ended_ttl=app_settings.ended_ttl_seconds,
         )
+        # Operation names for ids (toasts, the audit log).
+        self.names = OperationNames(lambda: self.sampler, lambda: self.supervisor, engine)
         # Every control action, from the API and the UI alike (dgx_spark/control/service.py).
-        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, name_of=_operation_name)
+        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, name_of=self.names.name)
 
     def _probes(self) -> list[Probe]:
         """The probes every snapshot runs through, in order, after discovery.
@@ -167,13 +170,6 @@ def short_lived_ended() -> tuple[int, float] | None:
 def get_control() -> ControlService:
     """The control service: every control action of the API and the UI goes through it."""
     return get_services().control
-
-
-def _operation_name(op_id: str) -> str | None:
-    """An operation's name for the audit log (snapshot, supervisor), or None."""
-    from dgx_spark.state.names import operation_name  # plain Python; imports this module
-
-    return operation_name(op_id)
 
 
 @contextlib.asynccontextmanager

@@ -282,7 +282,7 @@ def cookie_opens_audit(dashboard: Dashboard, value: str) -> int:
 
 def socket_logged_in(dashboard: Dashboard, value: str | None) -> bool:
     """What the page's login chip would say: LoginState.check_login over the websocket."""
-    from dgx_spark.components.login_status import LoginState
+    from dgx_spark.state.login import LoginState
 
     with ReflexSocket(dashboard.port, cookie=f"dgx_spark_session={value}" if value else None) as sock:
         sock.emit(f"{LoginState.get_full_name()}.check_login", {})
@@ -426,7 +426,7 @@ def test_sessions_survive_a_restart_and_end_with_a_new_token(tmp_path: Path) -> 
         value = log_in(dashboard)
         assert cookie_opens_audit(dashboard, value) == 200
         # A failing event makes Reflex log its request headers: the cookie is not among them.
-        from dgx_spark.components.login_status import LoginState
+        from dgx_spark.state.login import LoginState
 
         with ReflexSocket(dashboard.port, cookie=f"dgx_spark_session={value}; other=1") as sock:
             sock.emit(f"{LoginState.get_full_name()}.no_such_handler", {})

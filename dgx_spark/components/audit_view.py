@@ -6,62 +6,11 @@ header. Only a logged-in browser (session cookie) sees the entries.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import reflex as rx
 
-from dgx_spark.security.audit import list_audit
-from dgx_spark.security.auth import event_is_authorized
-from dgx_spark.security.validation import InvalidArgument, validate_bool
-from dgx_spark.state.names import operation_names
+from dgx_spark.state.audit import AuditState
 
 OUTCOME_COLORS: dict[str, str] = {"allowed": "green", "failed": "amber", "refused": "red"}
-AUDIT_ROWS = 200
-
-
-class AuditState(rx.State):
-    """What the audit dialog shows."""
-
-    audit_open: bool = False
-    audit_rows: list[dict[str, str]] = []  # noqa: RUF012 - a Reflex state var
-    audit_error: str = ""
-
-    @rx.event
-    async def load_audit(self) -> None:
-        """Read the newest entries (only for a logged-in browser)."""
-        if not event_is_authorized(self):
-            self.audit_rows = []
-            self.audit_error = "Log in to see the audit log (open /login)."
-            return
-        try:
-            entries = await asyncio.to_thread(list_audit, limit=AUDIT_ROWS)
-        except Exception as exc:  # noqa: BLE001 - shown, not raised
-            self.audit_rows = []
-            self.audit_error = f"The audit log cannot be read ({type(exc).__name__})."
-            return
-        self.audit_error = ""
-        rows = [
-            {key: "" if value is None else str(value) for key, value in entry.to_api().items()}
-            for entry in entries
-        ]
-        # Show each target by its name (the id on hover): from the snapshot, the supervisor or the events,
-        # else the name the row was written with (an operation removed since), else the id.
-        names = await asyncio.to_thread(operation_names, [row["target"] for row in rows])
-        for row in rows:
-            row["target_name"] = names.get(row["target"]) or row["target_name"] or row["target"]
-        self.audit_rows = rows
-
-    @rx.event
-    async def audit_open_change(self, value: Any) -> None:
-        """The dialog opened or closed; load the entries when it opens."""
-        try:
-            self.audit_open = validate_bool(value, "open")
-        except InvalidArgument:
-            self.audit_open = False
-            return
-        if self.audit_open:
-            await self.load_audit()
 
 
 def _row(entry: rx.Var[dict[str, str]]) -> rx.Component:

@@ -1,7 +1,7 @@
 """Whether this browser is logged in: a "Log in" link, or a "Logged in" chip with "Log out".
 
 The session cookie is HttpOnly, so the page cannot read it; the backend tells the
-page instead (``LoginState.logged_in``), from the cookie the websocket carried.
+page instead (``dgx_spark/state/login.py``), from the cookie the websocket carried.
 Controls can use ``LoginState.logged_in`` to explain why an action needs a login.
 """
 
@@ -9,18 +9,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from dgx_spark.security.auth import event_is_authorized
-
-
-class LoginState(rx.State):
-    """The login status of this browser tab."""
-
-    logged_in: bool = False
-
-    @rx.event
-    def check_login(self) -> None:
-        """Read the login from the websocket's cookie."""
-        self.logged_in = event_is_authorized(self)
+from dgx_spark.state.login import LoginState
 
 
 def login_status() -> rx.Component:

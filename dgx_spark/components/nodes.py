@@ -13,8 +13,8 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
-from dgx_spark.components.login_status import LoginState
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
+from dgx_spark.state.login import LoginState
 from dgx_spark.state.nodes import NodeRow, NodesState
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.state.view import OperationView

@@ -5,8 +5,8 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
-from dgx_spark.components.login_status import LoginState
 from dgx_spark.state.control import ControlState
+from dgx_spark.state.login import LoginState
 from dgx_spark.state.view import OperationView
 
 

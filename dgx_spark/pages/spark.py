@@ -6,7 +6,6 @@ To add a tab: append a ``SparkTab`` to ``TABS`` (value, label, lucide icon, rend
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Callable
 
 import reflex as rx
@@ -21,20 +20,7 @@ from dgx_spark.components.status import connection_lost
 from dgx_spark.components.system_header import system_header
 from dgx_spark.components.theme_menu import theme_menu
 from dgx_spark.state.operations import OperationsState
-
-
-class SparkPageState(rx.State):
-    """The page's connection: this machine, connected while its sampler runs."""
-
-    connection_id: str = socket.gethostname()
-    # On a phone the system header is folded away until asked for, so the cards start on the first screen.
-    system_open: bool = False
-
-    @rx.event
-    def toggle_system(self) -> None:
-        """Show or fold the system header (the button shows on phones only)."""
-        self.system_open = not self.system_open
-
+from dgx_spark.state.page import SparkPageState
 
 # Connected while the sampler runs (and before the first snapshot says otherwise).
 IS_CONNECTED = OperationsState.loading | OperationsState.sampler_running

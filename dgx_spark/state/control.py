@@ -27,10 +27,9 @@ from dgx_spark.security.validation import (
     validate_operation_id,
     validate_text,
 )
-from dgx_spark.services import get_control, get_supervisor
+from dgx_spark.services import get_control, get_services, get_supervisor
 from dgx_spark.state import log_search
 from dgx_spark.state.actor import failure_text, is_refusal, ui_actor
-from dgx_spark.state.names import operation_name
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.supervisor import ControlError
@@ -371,7 +370,7 @@ class ControlState(rx.State):
             actor = ui_actor(self)
         try:
             # Toasts name the operation; looked up before the action (Remove forgets it).
-            name = await asyncio.to_thread(operation_name, op_id) if actor.authorized else op_id
+            name = await asyncio.to_thread(get_services().names.name, op_id) if actor.authorized else op_id
             await asyncio.to_thread(call, actor, op_id)
         except ControlError as exc:
             outcome: Any = rx.toast.error(failure_text(exc, f"{verb} {name}"))
