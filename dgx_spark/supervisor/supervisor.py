@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import psutil
 from sqlalchemy.engine import Engine
@@ -44,6 +44,7 @@ from dgx_spark.collector.containers import (
     EngineError,
     get_watcher,
 )
+from dgx_spark.collector.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.collector.model import (
     ENDED_STATUSES,
     Operation,
@@ -59,7 +60,6 @@ from dgx_spark.redaction import redact_command
 from dgx_spark.settings import PROJECT_ROOT, Settings
 from dgx_spark.startup import user_umask
 from dgx_spark.supervisor import templates as tpl
-from dgx_spark.supervisor.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.supervisor.models import LaunchedOperation
 from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, delete_entry, upsert_entry
 from dgx_spark.supervisor.restart import HEALTHY_SECONDS, PolicyError, RestartPolicy, parse_policy
@@ -97,13 +97,26 @@ def _operation_token(op_id: str) -> str:
     return operation_token(op_id)
 
 
-class ControlError(Exception):
-    """A control action that cannot be done: an HTTP-like status, a message, the field at fault."""
+# What went wrong with a control action, in the product's words (the API maps each kind to an HTTP
+# status in one place, the UI to a message): bad input, no such operation, not in a state for it,
+# another action on it under way, not permitted, not logged in, too many actions, a component away,
+# a container engine or node that answered with an error, a fault of ours.
+ErrorKind = Literal[
+    "invalid", "not_found", "conflict", "busy", "forbidden", "unauthorized", "throttled", "unavailable",
+    "upstream", "internal",
+]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
-    def __init__(self, status: int, message: str, field: str | None = None, code: str | None = None) -> None:
-        """Create the error; ``code`` overrides the API's error code for the status."""
+
+class ControlError(Exception):
+    """A control action that cannot be done: its kind, a message, the field at fault."""
+
+    def __init__(self, kind: ErrorKind, message: str, field: str | None = None, code: str | None = None) -> None:
+        """Create the error; ``code`` names it more precisely than its kind (e.g. ``database_unavailable``)."""
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown control error kind {kind!r}")
         super().__init__(message)
-        self.status = status
+        self.kind: ErrorKind = kind
         self.message = message
         self.field = field
         self.code = code
@@ -249,11 +262,11 @@ class Supervisor:
         """Validate a launch request (the API's JSON body) into a spec.
 
         Raises:
-            ControlError: 422 naming the field, or 404-ish for an unknown template.
+            ControlError: invalid, naming the field (an unknown template too).
         """
         template_name = body.get("template")
         if not isinstance(template_name, str) or not template_name:
-            raise ControlError(422, "template: must be a template name", "template")
+            raise ControlError("invalid", "template: must be a template name", "template")
         try:
             if template_name == tpl.CUSTOM:
                 spec = tpl.build_custom_spec(
@@ -263,19 +276,19 @@ class Supervisor:
             else:
                 template = self.templates().get(template_name)
                 if template is None:
-                    raise ControlError(422, f"template: unknown template {template_name[:64]!r}", "template")
+                    raise ControlError("invalid", f"template: unknown template {template_name[:64]!r}", "template")
                 extra = [k for k in ("command", "cwd", "env", "type") if body.get(k) is not None]
                 if extra:
-                    raise ControlError(422, f"{extra[0]}: only for the custom template", extra[0])
+                    raise ControlError("invalid", f"{extra[0]}: only for the custom template", extra[0])
                 spec = tpl.build_spec(template, body.get("name"), body.get("params"), check_port=check_port)
         except tpl.SpecError as exc:
-            raise ControlError(422, str(exc), exc.field) from exc
+            raise ControlError("invalid", str(exc), exc.field) from exc
         if check_port and spec.port is not None:
             with self._lock:
                 clash = any(r.is_live and r.port == spec.port for r in self._ops.values())
             if clash:
                 field = "port" if spec.template == tpl.CUSTOM else "params.port"
-                raise ControlError(422, f"{field}: port {spec.port} is taken by a launched operation", field)
+                raise ControlError("invalid", f"{field}: port {spec.port} is taken by a launched operation", field)
         self.restart_policy(body)
         return spec
 
@@ -284,23 +297,23 @@ class Supervisor:
         """The launch body's ``restart`` policy (none: never restart).
 
         Raises:
-            ControlError: 422 naming the bad field (``restart.policy``...).
+            ControlError: invalid, naming the bad field (``restart.policy``...).
         """
         try:
             return parse_policy(body.get("restart"))
         except PolicyError as exc:
-            raise ControlError(422, str(exc), exc.field) from exc
+            raise ControlError("invalid", str(exc), exc.field) from exc
 
     @staticmethod
     def stop_signal(name: Any) -> signal.Signals:
         """The signal a stop's ``signal`` choice names.
 
         Raises:
-            ControlError: 422 when it is not int, term or kill.
+            ControlError: invalid when it is not int, term or kill.
         """
         sig = STOP_SIGNALS.get(name) if isinstance(name, str) else None
         if sig is None:
-            raise ControlError(422, f"signal: must be one of {', '.join(STOP_SIGNALS)}", "signal")
+            raise ControlError("invalid", f"signal: must be one of {', '.join(STOP_SIGNALS)}", "signal")
         return sig
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -369,7 +382,7 @@ class Supervisor:
         A restart the policy scheduled is superseded; the restart streak starts again.
 
         Raises:
-            ControlError: 404 unknown, 409 not ended, 422 port taken or program gone, 503 database.
+            ControlError: not_found, conflict (not ended), invalid (port taken, program gone), unavailable (database).
         """
         container_op = self._container_op(op_id)
         if container_op is not None:
@@ -382,10 +395,10 @@ class Supervisor:
             if rec.is_live:
                 self._reconcile(rec)
             if rec.is_live:
-                raise ControlError(409, f"operation {op_id} is {rec.status}, not ended")
+                raise ControlError("conflict", f"operation {op_id} is {rec.status}, not ended")
             self._await_shown_end(rec)
             if rec.is_live or self._ops.get(op_id) is not rec:  # started or removed meanwhile
-                raise ControlError(409, f"operation {op_id} changed meanwhile ({rec.status}); try again")
+                raise ControlError("conflict", f"operation {op_id} changed meanwhile ({rec.status}); try again")
             self._check_startable(rec)
             rec.restart_streak = 0
             self._begin_run(rec, "started again")
@@ -398,7 +411,7 @@ class Supervisor:
         The new run starts as soon as the current one has ended (SIGKILL after the grace period).
 
         Raises:
-            ControlError: 404 unknown, 409 not running or already restarting, 403 not permitted, 503 database.
+            ControlError: not_found, conflict (not running, already restarting), forbidden, unavailable (database).
         """
         sig = self.stop_signal(signal_name)
         self._require_database()
@@ -409,7 +422,7 @@ class Supervisor:
             if rec.is_live:
                 self._reconcile(rec)
             if not rec.is_live:
-                raise ControlError(409, f"operation {op_id} is {rec.status}, not running; start it again instead")
+                raise ControlError("conflict", f"operation {op_id} is {rec.status}, not running; start it again instead")
             plan = self._begin_stop(rec, signal_name, sig, restart=True)
         if plan is not None:
             self._send_stop(rec, *plan)
@@ -423,11 +436,11 @@ class Supervisor:
             tpl.port_in_use(rec.port)
             or any(r.is_live and r.port == rec.port for r in self._ops.values())
         ):
-            raise ControlError(422, f"{field}: port {rec.port} is already in use", field)
+            raise ControlError("invalid", f"{field}: port {rec.port} is already in use", field)
         try:
             tpl.resolve_executable(list(rec.argv), rec.cwd, "command")
         except tpl.SpecError as exc:
-            raise ControlError(422, str(exc), exc.field) from exc
+            raise ControlError("invalid", str(exc), exc.field) from exc
 
     def _begin_run(self, rec: LaunchedOperation, why: str) -> None:
         """Start the next run of an ended operation (lock held): a new run number, fresh run state."""
@@ -463,7 +476,7 @@ class Supervisor:
         next run is scheduled (restart policy) cancels that run. A pending Restart becomes a stop.
 
         Raises:
-            ControlError: 404 unknown, 409 already ended or being stopped, 403 not permitted, 422 bad signal.
+            ControlError: not_found, conflict (ended, being stopped), forbidden, invalid (bad signal).
         """
         name = "kill" if force else signal_name
         sig = self.stop_signal(name)
@@ -477,7 +490,7 @@ class Supervisor:
                     if rec.restart_due_at is not None:
                         self._cancel_next_run(rec)
                         return self._as_operation(rec, None)
-                    raise ControlError(409, f"operation {op_id} has already ended ({rec.status})")
+                    raise ControlError("conflict", f"operation {op_id} has already ended ({rec.status})")
                 plan = self._begin_stop(rec, name, sig, restart=False)
         if rec is None:
             container_op = self._container_op(op_id)
@@ -495,24 +508,24 @@ class Supervisor:
         """Mark a stop (or Restart) of the current run (lock held); what to signal, or None for nothing.
 
         Raises:
-            ControlError: 409 when this run is already being stopped (a SIGKILL is always allowed).
+            ControlError: conflict when this run is already being stopped (a SIGKILL is always allowed).
         """
         run = rec.run
         target, group = self._stop_target(rec)
         if rec._stopping_run == run:
             if restart:
                 if rec._restart_run == run:
-                    raise ControlError(409, f"operation {rec.id} is already being restarted")
+                    raise ControlError("conflict", f"operation {rec.id} is already being restarted")
                 rec._restart_run = run  # the stop under way ends the run; then the new run starts
                 return None
             if rec._restart_run == run:
                 rec._restart_run = None  # a Stop wins over the pending Restart
                 return (run, target, group, sig) if sig == signal.SIGKILL and target is not None else None
             if sig != signal.SIGKILL:
-                raise ControlError(409, f"operation {rec.id} is already being stopped")
+                raise ControlError("conflict", f"operation {rec.id} is already being stopped")
             return (run, target, group, sig) if target is not None else None
         if target is None:
-            raise ControlError(409, f"operation {rec.id} has no process to signal yet; try again")
+            raise ControlError("conflict", f"operation {rec.id} has no process to signal yet; try again")
         rec.stop_requested = True
         rec.stop_signal = name
         rec._stopping_run = run
@@ -556,15 +569,15 @@ class Supervisor:
                 return (self._containers or get_watcher()).client()
             except EngineError as exc:
                 reason = exc.message
-        status = 403 if "no access" in reason or "another user" in reason else 503
-        raise ControlError(status, f"container {label} cannot be controlled here: {reason}", code="container_engine")
+        kind: ErrorKind = "forbidden" if "no access" in reason or "another user" in reason else "unavailable"
+        raise ControlError(kind, f"container {label} cannot be controlled here: {reason}", code="container_engine")
 
     def _engine_error(self, op: Operation, exc: EngineError) -> ControlError:
         assert op.container is not None
         label = op.container.name or op.container.id[:12]
         if exc.status == 404:
-            return ControlError(409, f"container {label} no longer exists")
-        return ControlError(502 if exc.status else 503, f"container {label}: the engine said: {exc.message}",
+            return ControlError("conflict", f"container {label} no longer exists")
+        return ControlError("upstream" if exc.status else "unavailable", f"container {label}: the engine said: {exc.message}",
                             code="container_engine")
 
     def _stop_container(self, op: Operation, name: str) -> Operation:
@@ -576,14 +589,14 @@ class Supervisor:
         assert op.container is not None
         client = self._engine_for(op)
         if not op.is_live:
-            raise ControlError(409, f"operation {op.id} has already ended ({op.status})")
+            raise ControlError("conflict", f"operation {op.id} has already ended ({op.status})")
         try:
             running = (client.inspect(op.container.id).get("State") or {}).get("Running")
         except EngineError as exc:
             raise self._engine_error(op, exc) from exc
         label = op.container.name or op.container.id[:12]
         if running is False:
-            raise ControlError(409, f"container {label} is not running")
+            raise ControlError("conflict", f"container {label} is not running")
         grace = 0 if name == "kill" else max(1, round(self.config.stop_grace))
         record_stop_request(op.id)  # its outcome is then "stopped by the user"
 
@@ -604,13 +617,13 @@ class Supervisor:
         client = self._engine_for(op)
         label = op.container.name or op.container.id[:12]
         if op.is_live:
-            raise ControlError(409, f"container {label} is running; stop it first")
+            raise ControlError("conflict", f"container {label} is running; stop it first")
         try:
             started = client.start(op.container.id)
         except EngineError as exc:
             raise self._engine_error(op, exc) from exc
         if not started:
-            raise ControlError(409, f"container {label} is already running")
+            raise ControlError("conflict", f"container {label} is already running")
         self._changed()
         return op
 
@@ -619,16 +632,16 @@ class Supervisor:
         op = snapshot.find(op_id) if snapshot else None
         match = _DISCOVERED_ID.match(op_id)
         if op is None or match is None or op.pid is None:
-            raise ControlError(404, f"no operation with id {op_id!r}", "id")
+            raise ControlError("not_found", f"no operation with id {op_id!r}", "id")
         if not op.is_live:
-            raise ControlError(409, f"operation {op_id} has already ended ({op.status})")
+            raise ControlError("conflict", f"operation {op_id} has already ended ({op.status})")
         pid = int(match.group(1))
         try:
             create_time = psutil.Process(pid).create_time()
         except Exception as exc:
-            raise ControlError(409, f"operation {op_id} is no longer running") from exc
+            raise ControlError("conflict", f"operation {op_id} is no longer running") from exc
         if operation_id(pid, create_time) != op_id:
-            raise ControlError(409, f"pid {pid} now belongs to another process")
+            raise ControlError("conflict", f"pid {pid} now belongs to another process")
         target = ProcessIdentity(pid, create_time)
         try:
             group = os.getpgid(pid) == pid and os.getpgid(pid) != os.getpgrp()
@@ -645,9 +658,9 @@ class Supervisor:
         try:
             send_signal(target, sig, group=group)
         except SignalRefused as exc:
-            raise ControlError(403, f"refused: {exc}") from exc
+            raise ControlError("forbidden", f"refused: {exc}") from exc
         except SignalDenied as exc:
-            raise ControlError(403, f"not permitted: {exc}") from exc
+            raise ControlError("forbidden", f"not permitted: {exc}") from exc
 
     def _stop_target(self, rec: LaunchedOperation) -> tuple[ProcessIdentity | None, bool]:
         """The command's process group once known; before that the runner (it forwards SIGTERM)."""
@@ -700,7 +713,7 @@ class Supervisor:
             if rec.is_live:
                 self._reconcile(rec)  # it may have ended since the last sample
             if rec.is_live:
-                raise ControlError(409, f"operation {op_id} is {rec.status}; stop it first")
+                raise ControlError("conflict", f"operation {op_id} is {rec.status}; stop it first")
             del self._ops[op_id]
         # Durable either way (database or outbox); wait a little so a reload rarely shows it.
         with contextlib.suppress(concurrent.futures.TimeoutError):
@@ -715,8 +728,8 @@ class Supervisor:
     def _not_launched(self, op_id: str, verb: str) -> ControlError:
         snapshot = self._snapshot() if self._snapshot else None
         if snapshot is not None and snapshot.find(op_id) is not None:
-            return ControlError(409, f"operation {op_id} was not launched here; it cannot be {verb}")
-        return ControlError(404, f"no operation with id {op_id!r}", "id")
+            return ControlError("conflict", f"operation {op_id} was not launched here; it cannot be {verb}")
+        return ControlError("not_found", f"no operation with id {op_id!r}", "id")
 
     # ---- queries ---------------------------------------------------------------------------
     def log_path(self, op_id: str) -> Path:
@@ -732,7 +745,7 @@ class Supervisor:
         never by a path; ended ones have none.
 
         Raises:
-            ControlError: 404 when no such operation is known.
+            ControlError: not_found when no such operation is known.
         """
         with self._lock:
             if op_id in self._ops:
@@ -740,7 +753,7 @@ class Supervisor:
         snapshot = self._snapshot() if self._snapshot else None
         op = snapshot.find(op_id) if snapshot else None
         if op is None:
-            raise ControlError(404, f"no operation with id {op_id!r}", "id")
+            raise ControlError("not_found", f"no operation with id {op_id!r}", "id")
         if op.source == "launched":
             return Path(op.log_path) if op.log_path else None
         if op.container is not None and op.container.control is None:
@@ -889,7 +902,7 @@ class Supervisor:
         except OSError as exc:
             rec.ended_at = time.time()
             self._record(rec, "failed", f"could not start the runner: {exc}", wait=True)
-            raise ControlError(500, f"could not start the runner: {exc}") from exc
+            raise ControlError("internal", f"could not start the runner: {exc}") from exc
         finally:
             runner_log.close()
         rec._runner_proc = proc
@@ -1236,7 +1249,7 @@ class Supervisor:
         except (DatabaseUnavailable, concurrent.futures.TimeoutError) as exc:
             message = getattr(exc, "message", None) or "the database did not answer in time"
             raise ControlError(
-                503, f"{message}; nothing was done, try again in a moment", code="database_unavailable"
+                "unavailable", f"{message}; nothing was done, try again in a moment", code="database_unavailable"
             ) from exc
 
     def _changed(self) -> None:
