@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 
+from dgx_spark.api.errors import ApiError
 from dgx_spark.control.service import Actor, ControlService, node_target
 from dgx_spark.security.auth import request_client, request_is_authorized
 from dgx_spark.services import get_control
@@ -28,6 +29,16 @@ Control = Annotated[ControlService, Depends(get_control)]
 def request_actor(request: Request) -> Actor:
     """The caller of an API request: its address, and whether it holds the token (or a login)."""
     return Actor(client=request_client(request), via="api", authorized=request_is_authorized(request))
+
+
+def require_token(request: Request) -> None:
+    """FastAPI dependency of the routes only a token holder may read (audit log, raw logs).
+
+    Raises:
+        ApiError: 401 in the envelope when it does not.
+    """
+    if not request_is_authorized(request):
+        raise ApiError(401, "this action needs the token: send Authorization: Bearer <token>", code="unauthorized")
 
 
 class ControlRoute:

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from dgx_spark.api.actor import require_token
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import MAX_INT64
 from dgx_spark.security.audit import list_audit
-from dgx_spark.security.auth import require_token
 
 router = APIRouter()
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from dgx_spark.api.actor import Control, ControlRoute
+from dgx_spark.api.actor import Control, ControlRoute, require_token
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.collector import logfile as oplogs
@@ -26,7 +26,7 @@ from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.control.service import Actor, check_operation_id
-from dgx_spark.security.auth import request_is_authorized, require_token
+from dgx_spark.security.auth import request_is_authorized
 from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
 from dgx_spark.services import get_supervisor
 from dgx_spark.supervisor import templates as tpl

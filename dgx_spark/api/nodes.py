@@ -19,7 +19,7 @@ import httpx
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from dgx_spark.api.actor import Control, ControlRoute
+from dgx_spark.api.actor import Control, ControlRoute, require_token
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.control.service import Actor, ControlService
@@ -27,7 +27,6 @@ from dgx_spark.nodes.hub import node_payload, nodes_payload, remote_items, tagge
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE, NODE_ID_PATTERN
 from dgx_spark.security import token as tokens
-from dgx_spark.security.auth import require_token
 from dgx_spark.services import get_hub, get_sampler
 from dgx_spark.settings import settings
 

@@ -1,8 +1,9 @@
 """Checks inside the handlers, behind the ASGI layer (defence in depth).
 
-* ``require_token``: FastAPI dependency for the routes that read what only a token holder may
-  (the audit log, raw logs). Control routes instead pass the caller to the control service
-  (``dgx_spark/control/service.py``), which checks ``request_is_authorized`` / ``event_is_authorized``.
+* ``request_is_authorized``: behind ``require_token`` (``dgx_spark/api/actor.py``), the FastAPI
+  dependency of the routes that read what only a token holder may (the audit log, raw logs).
+  Control routes instead pass the caller to the control service (``dgx_spark/control/service.py``),
+  which checks ``request_is_authorized`` / ``event_is_authorized``.
 * ``event_is_authorized`` / ``event_client``: who is behind a Reflex event.
   Reflex keeps the websocket handshake's headers on the state
   (``state.router_data["headers"]``). The security layer takes the session cookie
@@ -19,7 +20,6 @@ from typing import Any
 
 from fastapi import Request
 
-from dgx_spark.api.errors import ApiError
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.middleware import (
@@ -39,16 +39,6 @@ def request_is_authorized(request: Request) -> bool:
     if tokens.token_matches(offered) or operation_token_ok(offered, request.method, request.scope.get("path", "")):
         return True
     return sessions.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
-
-
-def require_token(request: Request) -> None:
-    """FastAPI dependency for every mutating route: the caller must hold the token.
-
-    Raises:
-        ApiError: 401 in the envelope when it does not.
-    """
-    if not request_is_authorized(request):
-        raise ApiError(401, "this action needs the token: send Authorization: Bearer <token>", code="unauthorized")
 
 
 def request_client(request: Request) -> str:
