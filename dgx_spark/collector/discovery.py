@@ -268,6 +268,7 @@ class Discovery:
         """``stat`` files read by the last refresh (how much of the table it looked at)."""
         self._users: dict[int, str] = {}
         self._classified: dict[tuple[object, ...], tuple[CommandShape, Verdict | None]] = {}
+        self._cgroups: dict[bytes, CgroupContainer | None] = {}
         self._seq = 0
         self._prev_ops: set[str] = set()
         self._prev_mono: float | None = None
@@ -348,7 +349,14 @@ class Discovery:
         shape, verdict = cached
         known = _Known(facts, shape, verdict, start / CLOCK_TICKS + self.boot_time)
         cgroup = _read(f"{base}/cgroup", 16384)
-        container = container_from_cgroup(cgroup.decode("utf-8", "replace")) if cgroup else None
+        container: CgroupContainer | None = None
+        if cgroup and cgroup in self._cgroups:  # processes share cgroups: work each one out once
+            container = self._cgroups[cgroup]
+        elif cgroup:
+            container = container_from_cgroup(cgroup.decode("utf-8", "replace"))
+            if len(self._cgroups) >= CLASSIFIED_MAX:
+                self._cgroups.clear()
+            self._cgroups[cgroup] = container
         if container is not None and container.id != self._own_container:
             known.container = container
         netns = _readlink(f"{base}/ns/net")
