@@ -87,6 +87,8 @@ def main() -> None:
         shell, pids = spawn_idle(count, args.orphan)
         try:
             time.sleep(1.5 + count / 1000)
+            # young_seconds=0: the sleeps just started would be re-checked every refresh for 10 s;
+            # this measures the steady state (make bench lets them age instead).
             discovery = Discovery(build_table(), exclude_self=True, events=not args.scan, young_seconds=0.0)
             for _ in range(3):  # warm-up: learn every process once
                 discovery(time.time())
