@@ -434,6 +434,26 @@ def build_spec(
     Raises:
         SpecError: Naming the bad field; nothing is started.
     """
+    values = _param_values(template, params)
+    if template.engine:
+        values.update(container_flags(template.engine, values, name or template.title))
+    argv = _expand_argv(template, values)
+    cwd = None
+    if template.cwd:
+        expanded = _expand(template.cwd, values, template)
+        cwd = expanded[0] if expanded else None
+    resolve_executable(argv, cwd, "template" if template.name != CUSTOM else "command")
+    env = _template_env(template, values)
+    port = values.get("port")
+    if check_port and port is not None and port_in_use(port):
+        raise SpecError("params.port", f"port {port} is already in use")
+    display_name = _check_name(name, template.title)
+    kept = {k: v for k, v in values.items() if not _is_empty(v) and k not in _DERIVED}
+    return LaunchSpec(template.name, display_name, template.type, tuple(argv), cwd, env, port, kept)
+
+
+def _param_values(template: Template, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every parameter's checked value (its default when not given; empty when optional)."""
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
@@ -457,14 +477,11 @@ def build_spec(
         values[param.name] = _check_param(param, raw, base)
         if param.kind == "dir" and base is None:
             base = values[param.name]
-    if template.engine:
-        values.update(container_flags(template.engine, values, name or template.title))
-    argv = _expand_argv(template, values)
-    cwd = None
-    if template.cwd:
-        expanded = _expand(template.cwd, values, template)
-        cwd = expanded[0] if expanded else None
-    resolve_executable(argv, cwd, "template" if template.name != CUSTOM else "command")
+    return values
+
+
+def _template_env(template: Template, values: Mapping[str, Any]) -> dict[str, str]:
+    """The template's fixed variables, the user's, and the chosen GPUs (not for a container)."""
     env: dict[str, str] = {}
     for key, pattern in template.env.items():
         expanded = _expand(pattern, values, template)
@@ -473,12 +490,7 @@ def build_spec(
     env.update(values.get("env") or {})
     if values.get("gpus") and not template.engine:  # a container gets its GPUs through its flags
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in values["gpus"])
-    port = values.get("port")
-    if check_port and port is not None and port_in_use(port):
-        raise SpecError("params.port", f"port {port} is already in use")
-    display_name = _check_name(name, template.title)
-    kept = {k: v for k, v in values.items() if not _is_empty(v) and k not in _DERIVED}
-    return LaunchSpec(template.name, display_name, template.type, tuple(argv), cwd, env, port, kept)
+    return env
 
 
 _DERIVED = frozenset({"gpu_flags", "volume_flags", "env_flags"})
