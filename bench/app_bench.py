@@ -195,10 +195,8 @@ class AppBench:
             ops = dashboard.operations()
             return sum(1 for op in ops if op.get("status") in ("running", "active") and _named(op, names))
 
-        try:
+        with contextlib.suppress(AssertionError):
             wait_until(lambda: listed() >= len(names), timeout=60, interval=0.5)
-        except AssertionError:
-            pass
         self.results["app"]["operations_spawned"] = len(names)
         self.results["app"]["operations_listed"] = listed()
         self.results["app"]["operations_total"] = len(dashboard.operations())

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import contextlib
+
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.rules import build_table
 
@@ -61,14 +63,10 @@ def spawn_idle(count: int, orphan: bool) -> tuple[subprocess.Popen[bytes], list[
 def kill_all(shell: subprocess.Popen[bytes], pids: list[int]) -> None:
     """Kill the sleeps we started, by pid, and the shell's group."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(shell.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     shell.wait()
 
 

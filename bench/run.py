@@ -363,12 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         results["errors"] = errors
     results["meta"]["seconds"] = round(time.time() - started, 1)
     rows = table_rows(results)
-    results["table"] = [dict(zip(["measurement", "ours", "reference", "target", "result"], r)) for r in rows]
+    results["table"] = [dict(zip(["measurement", "ours", "reference", "target", "result"], r, strict=True)) for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"bench-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(render(rows))
-    print(f"\n{len(rows)} rows in {results['meta']['seconds']:.0f} s; JSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"\n{len(rows)} rows in {results['meta']['seconds']:.0f} s; JSON: {shown}")
     return 1 if errors else 0
 
 

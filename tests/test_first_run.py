@@ -86,7 +86,7 @@ def test_dev_host_plugin_patches_reflex_vite_config_once() -> None:
     patched = add_dev_host_plugin(original)
     assert f"{MARKER}()," in patched and "process.env.DGX_SPARK_HOST" in patched
     assert add_dev_host_plugin(patched) == patched
-    with pytest.raises(RuntimeError, match="vite.config.js"):
+    with pytest.raises(RuntimeError, match=r"vite\.config\.js"):
         add_dev_host_plugin("module.exports = {}")
 
 

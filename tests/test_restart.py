@@ -109,7 +109,7 @@ def test_sigkilled_dashboard_readopts_and_keeps_exit_codes(tmp_path: Path) -> No
         assert gone["exit_code"] is None and "restarted" in (gone["description"] or "")
         # The re-adopted operation can still be stopped, with its exit recorded by its runner.
         assert second.authed("POST", f"/api/dgx/operations/{ticker}/stop", {})[0] == 200
-        stopped = wait_until(lambda: (op := _op(second, ticker)) and not op["pid"] is None
+        stopped = wait_until(lambda: (op := _op(second, ticker)) and op["pid"] is not None
                              and op["status"] in ("stopped", "failed") and op, 60)
         assert stopped["status"] == "stopped" and stopped["exit_code"] == -signal.SIGTERM
     finally:

@@ -147,7 +147,7 @@ def test_validate_pid_accepts_a_real_child() -> None:
 
 @pytest.mark.parametrize("bad", ["", " ", "a\nb", "a\rb", "a\x00b", "x" * 257, 5, None, ["a"], "tab\there"])
 def test_validate_text_rejects(bad: object) -> None:
-    with pytest.raises(InvalidArgument, match="^name: "):
+    with pytest.raises(InvalidArgument, match=r"^name: "):
         validate_text(bad, "name")
 
 
@@ -159,7 +159,7 @@ def test_validate_text_accepts_and_multiline() -> None:
 
 @pytest.mark.parametrize("bad", ["", "../etc/passwd", "op 1", "a" * 65, 7, None, ["op-1"], "op-1\n", "-op"])
 def test_validate_operation_id_rejects(bad: object) -> None:
-    with pytest.raises(InvalidArgument, match="^operation_id: "):
+    with pytest.raises(InvalidArgument, match=r"^operation_id: "):
         validate_operation_id(bad)
 
 
@@ -171,19 +171,19 @@ def test_validate_operation_id_accepts() -> None:
 def test_other_validators() -> None:
     assert validate_bool(True, "force") is True
     for bad in (1, 0, "true", None):
-        with pytest.raises(InvalidArgument, match="^force: "):
+        with pytest.raises(InvalidArgument, match=r"^force: "):
             validate_bool(bad, "force")
     assert validate_port(8080) == 8080
     for bad in (0, 65536, "80", True):
-        with pytest.raises(InvalidArgument, match="^port: "):
+        with pytest.raises(InvalidArgument, match=r"^port: "):
             validate_port(bad)
     assert validate_choice("job", "type", ("server", "job")) == "job"
-    with pytest.raises(InvalidArgument, match="^type: "):
+    with pytest.raises(InvalidArgument, match=r"^type: "):
         validate_choice("daemon", "type", ("server", "job"))
     assert validate_str_list(["python", ";id", "$(id)"], "command") == ["python", ";id", "$(id)"]
     with pytest.raises(InvalidArgument, match=r"^command\[1\]: "):
         validate_str_list(["python", "a\x00"], "command")
-    with pytest.raises(InvalidArgument, match="^command: "):
+    with pytest.raises(InvalidArgument, match=r"^command: "):
         validate_str_list("python x.py", "command")
     assert validate_env({"CUDA_VISIBLE_DEVICES": "0"}, allowed={"CUDA_VISIBLE_DEVICES"}) == {"CUDA_VISIBLE_DEVICES": "0"}
     with pytest.raises(InvalidArgument, match=r"^env\.LD_PRELOAD: "):

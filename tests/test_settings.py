@@ -35,7 +35,7 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, raw: str)
     with pytest.raises(ValueError, match="DGX_SPARK_X"):
         parse_number("DGX_SPARK_X", raw, Bounds(0, 20))
     monkeypatch.setenv("DGX_SPARK_LOG_BACKUPS", raw)
-    with pytest.raises(ValueError, match="^DGX_SPARK_LOG_BACKUPS must be"):
+    with pytest.raises(ValueError, match=r"^DGX_SPARK_LOG_BACKUPS must be"):
         load_settings()
 
 

@@ -155,7 +155,8 @@ def test_runner_records_exit_code_and_output(tmp_path: Path) -> None:
 
 def test_runner_reports_signal_and_missing_program(tmp_path: Path) -> None:
     runner = _run_runner(tmp_path / "a", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "a.log")
-    info = wait_until(lambda: (tmp_path / "a" / RUNNER_FILE).exists() and json.loads((tmp_path / "a" / RUNNER_FILE).read_text()), 30)
+    runner_file = tmp_path / "a" / RUNNER_FILE
+    info = wait_until(lambda: runner_file.exists() and json.loads(runner_file.read_text()), 30)
     os.killpg(info["pid"], signal.SIGTERM)
     assert runner.wait(60) == 0
     assert json.loads((tmp_path / "a" / EXIT_FILE).read_text())["exit_code"] == -signal.SIGTERM

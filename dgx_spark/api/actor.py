@@ -1,9 +1,10 @@
 """The control routes' side of ``ControlService``: who asks (an ``Actor``), and which action a route is.
 
 Every state-changing route declares ``actor: Annotated[Actor, Depends(ControlRoute("stop"))]`` (the
-action's name) and ``control: Control`` (the service), and calls ``control.stop(actor, ...)``. The security layer names a request it refuses before
-routing (no token, another origin) with :func:`describe_control`, which asks these same routes: a
-route renamed or mounted elsewhere keeps its action and its audit rows.
+action's name) and ``control: Control`` (the service), and calls ``control.stop(actor, ...)``.
+The security layer names a request it refuses before routing (no token, another origin) with
+:func:`describe_control`, which asks these same routes: a route renamed or mounted elsewhere keeps
+its action and its audit rows.
 """
 
 from __future__ import annotations

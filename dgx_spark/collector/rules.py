@@ -55,7 +55,9 @@ INTERPRETERS = (
 # Options that take a value, per interpreter family (the value is not the script).
 _PY_VALUE_OPTS = frozenset({"-W", "-X", "-Q", "--check-hash-based-pycs"})
 _SH_VALUE_OPTS = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
-_NODE_VALUE_OPTS = frozenset({"-r", "--require", "--import", "--loader", "--experimental-loader", "--env-file", "-C", "--conditions", "--title"})
+_NODE_VALUE_OPTS = frozenset(
+    {"-r", "--require", "--import", "--loader", "--experimental-loader", "--env-file", "-C", "--conditions", "--title"}
+)
 _GENERIC_VALUE_OPTS = frozenset({"-I", "-r", "-C", "-x"})
 _CODE_OPTS = frozenset({"-c", "-e", "--eval", "-p", "--print", "-E"})
 _MODEL_OPTS = (
@@ -570,7 +572,7 @@ def rule_from_toml(entry: Any, index: int) -> Rule:
     """One user rule from a TOML table; raises ``ValueError`` naming the bad field."""
     where = f"rule #{index + 1}"
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: must be a table")  # noqa: TRY004 - one error type for callers
+        raise ValueError(f"{where}: must be a table")  # one error type for callers
     unknown = set(entry) - _RULE_KEYS
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")

@@ -609,7 +609,7 @@ class Reading:
     checked_at: float
 
 
-def target_of(op: Operation, kind: str | None | bool = False) -> Target | None:
+def target_of(op: Operation, kind: str | bool | None = False) -> Target | None:
     """The probe target of a live known server, or None (``kind``: already worked out, if not False)."""
     if kind is False:
         kind = service_kind(op)

@@ -192,7 +192,11 @@ def section_body(spec: SectionSpec) -> rx.Component:
     return rx.fragment(
         rx.cond(
             spec.count > 0,
-            rx.box(rx.foreach(spec.items, lambda ref: operation_card(card_of(ref))), id=f"section-{spec.key}-grid", style=styles.grid),
+            rx.box(
+                rx.foreach(spec.items, lambda ref: operation_card(card_of(ref))),
+                id=f"section-{spec.key}-grid",
+                style=styles.grid,
+            ),
             rx.cond(
                 spec.ended_count > 0,
                 nothing_running(spec),

@@ -76,14 +76,14 @@ class OperationNames:
             return {}
         try:
             names = self._from_memory(wanted)
-        except Exception:  # noqa: BLE001 - a name is a nicety: never fail the caller over it
+        except Exception:  # a name is a nicety: never fail the caller over it
             logger.debug("operation names from memory failed", exc_info=True)
             names = {}
         missing = sorted(wanted - names.keys())
         if events and missing:
             try:
                 names.update({k: v for k, v in self._from_events(missing).items() if k not in names})
-            except Exception:  # noqa: BLE001 - the database may be busy or away; ids are shown then
+            except Exception:  # the database may be busy or away; ids are shown then
                 logger.debug("operation names from events failed", exc_info=True)
         return names
 

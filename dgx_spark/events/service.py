@@ -20,7 +20,6 @@ from dgx_spark.events.config import (
     InvalidNotifyKinds,
     decode_notify_kinds,
     encode_notify_kinds,
-    events_config,
     validate_notify_kinds,
     validate_webhook_url,
 )

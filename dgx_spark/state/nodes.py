@@ -188,9 +188,10 @@ class NodesState(rx.State):
 def _fingerprint_of(now: float) -> tuple[Any, ...]:
     """What the rows show, coarsely: statuses and (for nodes that dropped out) their age in 5 s steps."""
     hub = get_hub()
-    return (hub.version,) + tuple(
-        (node.id, state.status, state.stale(now, hub.interval), int((state.age(now) or 0) // 5))
-        for node, state in hub.states()
+    return (
+        hub.version,
+        *((node.id, state.status, state.stale(now, hub.interval), int((state.age(now) or 0) // 5))
+          for node, state in hub.states()),
     )
 
 

@@ -14,6 +14,7 @@ process group: SIGINT as SIGINT, SIGTERM and SIGHUP as SIGTERM, SIGUSR1 as SIGKI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -102,10 +103,8 @@ class Runner:
         forwarded = FORWARDED.get(signal.Signals(signum), signal.SIGTERM)
         self.stop_signal = int(forwarded)
         if self.child is not None and self.child.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.child.pid, forwarded)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def run(self) -> int:
         """Start the command, pump its output, record its exit; return the runner's exit code."""

@@ -203,7 +203,7 @@ class Dashboard:
             self._lock_file.close()
             self._lock_file = None
 
-    def __enter__(self) -> Dashboard:  # noqa: PYI034 - start() returns this instance
+    def __enter__(self) -> Dashboard:  # start() returns this instance
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

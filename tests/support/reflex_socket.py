@@ -139,7 +139,7 @@ class ReflexSocket:
             self.sock.sendall(self.ws.send(CloseConnection(code=1000)))
         self.sock.close()
 
-    def __enter__(self) -> ReflexSocket:  # noqa: PYI034
+    def __enter__(self) -> ReflexSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:
