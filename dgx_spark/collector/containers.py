@@ -644,6 +644,8 @@ class ContainerOutput:
 
     op_id: str
     container_id: str
+    # The watcher whose engine to ask (None: the process-wide one); not part of the source's identity.
+    watcher: ContainerWatcher | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -660,7 +662,7 @@ class ContainerOutput:
 
     def _client(self) -> EngineClient | None:
         try:
-            return get_watcher().client()
+            return (self.watcher or get_watcher()).client()
         except EngineError:
             return None
 

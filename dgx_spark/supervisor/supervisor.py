@@ -757,7 +757,8 @@ class Supervisor:
         if op.source == "launched":
             return Path(op.log_path) if op.log_path else None
         if op.container is not None and op.container.control is None:
-            return ContainerOutput(op.id, op.container.id)  # the engine keeps it, even after the end
+            # The engine keeps it, even after the end.
+            return ContainerOutput(op.id, op.container.id, self._containers)
         return ProcessOutput.of(op)
 
     def is_launched(self, op_id: str) -> bool:
