@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import time
@@ -11,6 +12,7 @@ import reflex as rx
 
 import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
 from dgx_spark.collector.model import Snapshot
+from dgx_spark.services import get_sampler
 from dgx_spark.state import events, loops, operations, system
 from dgx_spark.state.system import SystemState
 from tests.support.aio import run_coroutine
@@ -85,3 +87,20 @@ def test_the_bell_loop_is_a_side_loop_of_the_same_registry() -> None:
     loops.release(token, newer, events.LOOP_KIND)
     loops.release(token, feed)
     assert loops.count() == tabs
+
+
+def test_loops_wake_on_a_new_snapshot_not_on_a_timer() -> None:
+    """A waiting loop returns when the sampler publishes, long before its idle timeout."""
+    sampler = get_sampler()
+
+    async def scenario() -> tuple[bool, int]:
+        after = sampler.latest.sequence
+        waiter = asyncio.create_task(operations.next_snapshot(after, timeout=3600))
+        await asyncio.sleep(0)  # the waiter is waiting now
+        early = waiter.done()
+        await asyncio.to_thread(sampler.sample_once)
+        await asyncio.wait_for(waiter, 120)  # a hang guard, far below the 3600 s timeout
+        return early, sampler.latest.sequence - after
+
+    early, published = run_coroutine(scenario())
+    assert not early and published >= 1

@@ -44,8 +44,9 @@ from dgx_spark.state.view import SECTIONS, OperationView, snapshot_errors
 
 logger = logging.getLogger(__name__)
 
-# How often the loop looks at the sampler (cheap: a sequence number compare).
-POLL_SECONDS = 0.5
+# A loop wakes when a new snapshot is published (``next_snapshot``), and at least this
+# often without one, to notice a closed tab or a stalled sampler.
+POLL_SECONDS = 1.0
 # A manual refresh does not sample again when the latest snapshot is this fresh.
 REFRESH_MIN_AGE_SECONDS = 0.5
 # A tab whose websocket is gone for this long has closed: its loop ends.
@@ -53,6 +54,52 @@ DISCONNECT_GRACE_SECONDS = 3.0
 
 
 _namespace: Any = None
+
+# Per event loop: the task that waits on the sampler for every tab loop, and the event
+# it sets when a new snapshot is published (replaced by a fresh one each time).
+_signals: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[None], asyncio.Event]] = {}
+# How long the waiting thread blocks at a time (bounds how long shutdown waits for it).
+SIGNAL_WAIT_SECONDS = 1.0
+# The watcher ends when no loop has waited for this long (no tab open); the next wait restarts it.
+SIGNAL_IDLE_SECONDS = 10.0
+_last_wait: dict[asyncio.AbstractEventLoop, float] = {}
+
+
+async def _watch_snapshots(loop: asyncio.AbstractEventLoop) -> None:
+    """Wake every tab loop of ``loop`` once per new snapshot: one thread waits on the sampler for all."""
+    sampler = get_sampler()
+    sequence = sampler.latest.sequence
+    while time.monotonic() - _last_wait.get(loop, 0.0) < SIGNAL_IDLE_SECONDS:
+        snapshot = await asyncio.to_thread(sampler.wait_for, sequence, SIGNAL_WAIT_SECONDS)
+        if snapshot.sequence != sequence:
+            sequence = snapshot.sequence
+            task, arrived = _signals[loop]
+            _signals[loop] = (task, asyncio.Event())
+            arrived.set()
+
+
+def _arrival() -> asyncio.Event:
+    """The event the next snapshot sets (starting this event loop's watcher if needed)."""
+    loop = asyncio.get_running_loop()
+    _last_wait[loop] = time.monotonic()
+    known = _signals.get(loop)
+    if known is None or known[0].done():
+        for other in [other for other in _signals if other.is_closed()]:
+            del _signals[other]
+            _last_wait.pop(other, None)
+        event = asyncio.Event()
+        _signals[loop] = (loop.create_task(_watch_snapshots(loop)), event)
+        return event
+    return known[1]
+
+
+async def next_snapshot(after: int, timeout: float) -> None:
+    """Return when the sampler has a snapshot newer than ``after``, or after ``timeout`` seconds."""
+    arrived = _arrival()
+    if get_sampler().latest.sequence > after:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(arrived.wait(), timeout)
 
 
 def _token_to_sid() -> Mapping[str, str] | None:
@@ -466,7 +513,7 @@ async def run_tab_loop(state: Any, token: str, feed: str) -> None:
                 for name, shown in due:
                     if shown is not None:
                         loops.mark_shown(token, name, shown)
-            await asyncio.sleep(POLL_SECONDS)
+            await next_snapshot(snapshot.sequence, POLL_SECONDS)
     finally:
         loops.release(token, generation)
         logger.debug("live loop %s for %s ended", generation, token[:8])
