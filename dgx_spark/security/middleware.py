@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import html
 import ipaddress
 import json
@@ -525,76 +526,117 @@ def security_layer(app: ASGIApp, describe: Describe | None = None) -> ASGIApp:
         if host is None or host_name(host) not in hosts:
             await _refuse(scope, send, 400, "bad_host", f"host {host!r} is not served here")
             return
-        path: str = scope.get("path", "")
         client = client_address(scope)
-        session = sessions.cookie_session(cookie_header(scope))
-        cookie_ok = session is not None
-        must_log_in = settings.auth_required or not is_loopback_client(client)
-
+        call = _Call(
+            scope=scope,
+            receive=receive,
+            send=send,
+            client=client,
+            session=sessions.cookie_session(cookie_header(scope)),
+            must_log_in=settings.auth_required or not is_loopback_client(client),
+        )
         if kind == "websocket":
-            origin = header(scope, b"origin")
-            if origin is not None and origin.strip().rstrip("/").lower() not in origins:
-                _audit_later(action="connect", outcome="refused", target=path, client=client, via="ui",
-                             detail=f"websocket from foreign origin {origin[:100]}")
-                await _refuse(scope, send, 403, "forbidden_origin", "origin not allowed")
-                return
-            if must_log_in and not cookie_ok:
-                await _refuse(scope, send, 401, "unauthorized", "log in first")
-                return
-            await app(event_scope(scope, session), receive, send)
-            return
-
-        method: str = scope.get("method", "GET").upper()
-        if path == LOGIN_PATH:
-            await _handle_login(scope, receive, send)
-            return
-        if path == LOGOUT_PATH:
-            await _handle_logout(scope, send)
-            return
-
-        authorization = header(scope, b"authorization")
-        offered = bearer_token(authorization)
-        # An operation token counts as the bearer token for its own progress route only.
-        bearer_ok = tokens.token_matches(offered) or operation_token_ok(offered, method, path)
-        if authorization is not None and not bearer_ok:
-            await _refuse(scope, send, 401, "unauthorized", "the bearer token is not valid")
-            return
-        if path.startswith(EVENT_PATH):
-            scope = event_scope(scope, session)
-
-        if method in SAFE_METHODS:
-            if path.rstrip("/") == METRICS_PATH and (must_log_in and not bearer_ok):
-                await _refuse(scope, send, 401, "unauthorized",
-                              "metrics need Authorization: Bearer <token> (or a scrape from this machine "
-                              "with DGX_SPARK_AUTH=local)")
-                return
-            private = path.startswith(PRIVATE_PREFIXES) or bool(PRIVATE_PATHS.match(path))
-            if (must_log_in or private) and not (bearer_ok or cookie_ok):
-                if path.startswith("/api/") or private or method == "OPTIONS":
-                    await _refuse(scope, send, 401, "unauthorized", "a valid token is required")
-                else:
-                    target = LOGIN_PATH + "?" + urllib.parse.urlencode({"next": path})
-                    await _send_response(send, 303, [(b"location", target.encode())])
-                return
-            await app(scope, receive, send)
-            return
-
-        # A mutation: the bearer token, or the login cookie from our own origin. What the action
-        # then needs (throttle, one at a time, audit) is done by the control service behind the route.
-        if not bearer_ok:
-            if is_cross_origin(scope):
-                _audit_refusal(scope, describe, client, 403, "request from another origin")
-                await _refuse(scope, send, 403, "forbidden_origin",
-                              "state-changing requests from another origin need the bearer token")
-                return
-            if not cookie_ok:
-                _audit_refusal(scope, describe, client, 401, "no valid token")
-                await _refuse(scope, send, 401, "unauthorized",
-                              "this action needs the token: send Authorization: Bearer <token>")
-                return
-        await app(scope, receive, send)
+            await _guard_websocket(app, call, origins)
+        else:
+            await _guard_http(app, call, describe)
 
     return guarded
+
+
+@dataclasses.dataclass
+class _Call:
+    """One request or websocket as the security layer sees it."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    client: str
+    session: sessions.Session | None
+    must_log_in: bool
+
+    @property
+    def path(self) -> str:
+        """The path asked for."""
+        return str(self.scope.get("path", ""))
+
+
+async def _guard_websocket(app: ASGIApp, call: _Call, origins: frozenset[str]) -> None:
+    """A websocket (Reflex's events): from our own origin, and logged in where login is needed."""
+    origin = header(call.scope, b"origin")
+    if origin is not None and origin.strip().rstrip("/").lower() not in origins:
+        _audit_later(action="connect", outcome="refused", target=call.path, client=call.client, via="ui",
+                     detail=f"websocket from foreign origin {origin[:100]}")
+        await _refuse(call.scope, call.send, 403, "forbidden_origin", "origin not allowed")
+        return
+    if call.must_log_in and call.session is None:
+        await _refuse(call.scope, call.send, 401, "unauthorized", "log in first")
+        return
+    await app(event_scope(call.scope, call.session), call.receive, call.send)
+
+
+async def _guard_http(app: ASGIApp, call: _Call, describe: Describe | None) -> None:
+    """An HTTP request: login and logout here; a valid bearer token when one is offered; then by method."""
+    scope, path = call.scope, call.path
+    method: str = scope.get("method", "GET").upper()
+    if path == LOGIN_PATH:
+        await _handle_login(scope, call.receive, call.send)
+        return
+    if path == LOGOUT_PATH:
+        await _handle_logout(scope, call.send)
+        return
+    authorization = header(scope, b"authorization")
+    offered = bearer_token(authorization)
+    # An operation token counts as the bearer token for its own progress route only.
+    bearer_ok = tokens.token_matches(offered) or operation_token_ok(offered, method, path)
+    if authorization is not None and not bearer_ok:
+        await _refuse(scope, call.send, 401, "unauthorized", "the bearer token is not valid")
+        return
+    if path.startswith(EVENT_PATH):
+        call.scope = event_scope(scope, call.session)
+    if method in SAFE_METHODS:
+        await _guard_read(app, call, method, bearer_ok)
+    else:
+        await _guard_mutation(app, call, bearer_ok, describe)
+
+
+async def _guard_read(app: ASGIApp, call: _Call, method: str, bearer_ok: bool) -> None:
+    """A safe method: open on this machine unless private; else the token or the login cookie."""
+    scope, path, cookie_ok = call.scope, call.path, call.session is not None
+    if path.rstrip("/") == METRICS_PATH and (call.must_log_in and not bearer_ok):
+        await _refuse(scope, call.send, 401, "unauthorized",
+                      "metrics need Authorization: Bearer <token> (or a scrape from this machine "
+                      "with DGX_SPARK_AUTH=local)")
+        return
+    private = path.startswith(PRIVATE_PREFIXES) or bool(PRIVATE_PATHS.match(path))
+    if (call.must_log_in or private) and not (bearer_ok or cookie_ok):
+        if path.startswith("/api/") or private or method == "OPTIONS":
+            await _refuse(scope, call.send, 401, "unauthorized", "a valid token is required")
+        else:
+            target = LOGIN_PATH + "?" + urllib.parse.urlencode({"next": path})
+            await _send_response(call.send, 303, [(b"location", target.encode())])
+        return
+    await app(scope, call.receive, call.send)
+
+
+async def _guard_mutation(app: ASGIApp, call: _Call, bearer_ok: bool, describe: Describe | None) -> None:
+    """A mutation: the bearer token, or the login cookie from our own origin.
+
+    What the action then needs (throttle, one at a time, audit) is done by the
+    control service behind the route.
+    """
+    scope = call.scope
+    if not bearer_ok:
+        if is_cross_origin(scope):
+            _audit_refusal(scope, describe, call.client, 403, "request from another origin")
+            await _refuse(scope, call.send, 403, "forbidden_origin",
+                          "state-changing requests from another origin need the bearer token")
+            return
+        if call.session is None:
+            _audit_refusal(scope, describe, call.client, 401, "no valid token")
+            await _refuse(scope, call.send, 401, "unauthorized",
+                          "this action needs the token: send Authorization: Bearer <token>")
+            return
+    await app(scope, call.receive, call.send)
 
 
 def _audit_refusal(scope: Scope, describe: Describe | None, client: str, status: int, detail: str) -> None:
