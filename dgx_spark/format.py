@@ -123,18 +123,22 @@ def format_epoch(epoch: float | None, total: int | None = None) -> str:
     number = float(epoch)  # type: ignore[arg-type]
     text = str(int(number)) if number.is_integer() else f"{number:.2f}".rstrip("0")
     if _finite(total) and total:
-        return f"{text}/{int(total)}"  # type: ignore[arg-type]
+        return f"{text}/{int(total)}"
     return text
 
 
-def iso_timestamp(timestamp: float | None) -> str:
-    """A POSIX timestamp as ISO-8601 UTC (``2025-12-31T12:00:00Z``), ``""`` when unknown.
+def iso_utc(timestamp: float | None) -> str | None:
+    """A POSIX timestamp as ISO-8601 UTC in whole seconds (``2025-12-31T12:00:00Z``); None when unknown.
 
-    The browser turns this into local time (rx.moment), so it must be unambiguous.
+    The one ISO formatter: the API's timestamps, and the page's, which the browser
+    turns into local time (rx.moment), so it must be unambiguous.
     """
     if not _finite(timestamp):
-        return ""
-    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC)  # type: ignore[arg-type]
+        return None
+    try:
+        moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC)  # type: ignore[arg-type]
+    except (OverflowError, OSError, ValueError):
+        return None  # beyond the platform's dates
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

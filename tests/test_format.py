@@ -45,7 +45,7 @@ def test_unknown_values_are_a_placeholder_not_zero(bad: object) -> None:
     assert fmt.format_metric(bad) == fmt.PLACEHOLDER  # type: ignore[arg-type]
     assert fmt.format_timestamp(bad) == fmt.PLACEHOLDER  # type: ignore[arg-type]
     assert fmt.format_ago(bad) == fmt.PLACEHOLDER  # type: ignore[arg-type]
-    assert fmt.iso_timestamp(bad) == ""  # type: ignore[arg-type]
+    assert fmt.iso_utc(bad) is None  # type: ignore[arg-type]
     assert fmt.progress_percent(bad) is None  # type: ignore[arg-type]
 
 
@@ -91,7 +91,7 @@ def test_metrics_and_epochs() -> None:
 
 def test_timestamps() -> None:
     ts = dt.datetime(2025, 12, 31, 12, 0, 0, tzinfo=dt.UTC).timestamp()
-    assert fmt.iso_timestamp(ts) == "2025-12-31T12:00:00Z"
+    assert fmt.iso_utc(ts) == "2025-12-31T12:00:00Z"
     assert fmt.format_timestamp(ts, dt.UTC) == "2025-12-31 12:00:00 UTC"
     cet = dt.timezone(dt.timedelta(hours=1), "CET")
     assert fmt.format_timestamp(ts, cet) == "2025-12-31 13:00:00 CET"

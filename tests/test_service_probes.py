@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from dgx_spark import format as fmt
 from dgx_spark.collector import service_probes as sp
 from dgx_spark.collector.model import Container, Operation, Snapshot
 from dgx_spark.collector.sampler import Sampler
@@ -104,7 +105,7 @@ def test_ollama_ps_in_its_documented_shape() -> None:
     assert service["summary"] == "llama3.1:70b +1 more · 50 GiB (92% GPU) · unloads in 4m"
     first, second = service["models"]
     assert first == {"name": "llama3.1:70b", "size_bytes": 42 * GIB, "vram_bytes": 42 * GIB,
-                     "expires_at": sp.fmt_iso(expires.timestamp()), "context_length": 4096}
+                     "expires_at": fmt.iso_utc(expires.timestamp()), "context_length": 4096}
     assert second["expires_at"] == "2318-01-01T00:00:00Z" and second["context_length"] is None
     assert sp.read_ollama({"models": []}, now)["summary"] == "no model loaded"
     assert sp.read_ollama({"models": [{"name": "m", "size": 5 * GIB, "size_vram": 5 * GIB}]}, now)["summary"] == (

@@ -6,10 +6,11 @@ A field that cannot be read is ``None``, never a crash and never a fake 0.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
+
+from dgx_spark.format import iso_utc
 
 OperationType = Literal["server", "job", "program"]
 OperationStatus = Literal["running", "active", "starting", "pending", "stopped", "failed"]
@@ -78,14 +79,6 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "service_checked_at",
 )
 API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
-
-
-def iso_utc(timestamp: float | None) -> str | None:
-    """Format a POSIX timestamp as ISO-8601 UTC ending in ``Z`` (whole seconds)."""
-    if timestamp is None:
-        return None
-    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def operation_id(pid: int, create_time: float) -> str:

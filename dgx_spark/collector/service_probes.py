@@ -478,7 +478,7 @@ def read_ollama(data: Any, now: float) -> dict[str, Any]:
                 "name": name,
                 "size_bytes": _count(entry.get("size")),
                 "vram_bytes": _count(entry.get("size_vram")),
-                "expires_at": fmt_iso(expires),
+                "expires_at": fmt.iso_utc(expires),
                 "context_length": _count(entry.get("context_length"), 1e9),
             }
         )
@@ -567,16 +567,6 @@ def read_jupyter(answer: Answer) -> dict[str, Any]:
     else:
         summary = f"{len(kernels)} kernel{'s' if len(kernels) != 1 else ''} · {busy} busy"
     return {"kind": "jupyter", "summary": summary, "kernels": len(kernels), "kernels_busy": busy, "needs_token": False}
-
-
-def fmt_iso(timestamp: float | None) -> str | None:
-    """ISO UTC (``...Z``) or None."""
-    if timestamp is None:
-        return None
-    try:
-        return dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def format_rate(tokens_per_second: float) -> str:

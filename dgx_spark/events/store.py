@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from dgx_spark.collector.model import iso_utc
+from dgx_spark.format import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class EventStore:
                 select(EventRow.id).where(EventRow.at < cutoff).order_by(col(EventRow.id)).limit(batch)
             ).all()
             if ids:
-                session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))  # type: ignore[call-overload]
+                session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))
                 deleted += len(ids)
             keys = session.exec(
                 select(HistoryRow.operation_id, HistoryRow.run).where(HistoryRow.ended_at < cutoff).limit(batch)
@@ -273,7 +273,7 @@ class EventStore:
                 ids = session.exec(
                     select(EventRow.id).where(col(EventRow.id) <= edge).order_by(col(EventRow.id)).limit(batch)
                 ).all()
-                session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))  # type: ignore[call-overload]
+                session.exec(sa.delete(EventRow).where(col(EventRow.id).in_(ids)))
                 deleted += len(ids)
             total = session.exec(select(sa.func.count()).select_from(HistoryRow)).one()
             extra = min(batch, int(total) - max_history)
@@ -312,7 +312,7 @@ def _delete_history(session: Session, keys: Sequence[Any]) -> int:
     """Delete the history rows with these (operation id, run) keys; how many."""
     for op_id, run in keys:
         session.exec(
-            sa.delete(HistoryRow).where(HistoryRow.operation_id == op_id).where(HistoryRow.run == run)  # type: ignore[call-overload,arg-type]
+            sa.delete(HistoryRow).where(HistoryRow.operation_id == op_id).where(HistoryRow.run == run)
         )
     return len(keys)
 

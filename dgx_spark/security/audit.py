@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from dgx_spark.collector.model import iso_utc
+from dgx_spark.format import iso_utc
 from dgx_spark.redaction import redact_text
 from dgx_spark.security.throttle import RateLimiter
 from dgx_spark.settings import settings
@@ -286,7 +286,7 @@ def prune_audit(cutoff: float, *, engine: Engine | None = None, batch: int = 100
             ).all()
             if not ids:
                 return deleted
-            session.exec(sa.delete(AuditEntry).where(col(AuditEntry.id).in_(ids)))  # type: ignore[call-overload]
+            session.exec(sa.delete(AuditEntry).where(col(AuditEntry.id).in_(ids)))
             session.commit()
             deleted += len(ids)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from dgx_spark.collector.model import Operation, Snapshot
 from dgx_spark.events.query import OperationQuery, apply_query
-from dgx_spark.format import iso_timestamp
+from dgx_spark.format import iso_utc
 from dgx_spark.nodes.hub import NodeHub
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
 from dgx_spark.services import get_hub
@@ -178,7 +178,7 @@ def _merged(snapshot: Snapshot, host: str, query: OperationQuery, node: str, now
         running_count=sum(1 for view in views if view.live),
         total=len(views),
         visible_count=len(visible),
-        changed_at=iso_timestamp(now),
+        changed_at=iso_utc(now) or "",
     )
 
 

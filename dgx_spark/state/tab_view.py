@@ -25,7 +25,7 @@ from typing import Any
 
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.events.query import OperationQuery, apply_query
-from dgx_spark.format import iso_timestamp
+from dgx_spark.format import iso_utc
 from dgx_spark.state.view import (
     SECTION_OF_TYPE,
     SECTIONS,
@@ -119,7 +119,7 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
         counts=(counts[0], counts[1], counts[2]),
         ended_count=sum(1 for view in views if not view.live),
         running_count=sum(1 for view in views if view.live),
-        changed_at=iso_timestamp(snapshot.taken_at),
+        changed_at=iso_utc(snapshot.taken_at) or "",
     )
 
 

@@ -146,8 +146,8 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         live=op.status in LIVE_STATUSES,
         source=op.source,
         command=op.command or "",
-        started_at=fmt.iso_timestamp(op.started_at_ts),
-        ended_at=fmt.iso_timestamp(op.ended_at_ts) if ended else "",
+        started_at=fmt.iso_utc(op.started_at_ts) or "",
+        ended_at=(fmt.iso_utc(op.ended_at_ts) or "") if ended else "",
         uptime_text=_text(fmt.format_uptime(op.uptime(now))) if op.status in ENDED_STATUSES else "",
         uptime_format=fmt.uptime_template(op.uptime(now)),
         port=port,
@@ -200,7 +200,7 @@ def service_title(op: Operation) -> str:
     """Where and when the service line was read, for its tooltip."""
     if not service_text(op):
         return ""
-    checked = fmt.iso_timestamp(op.service_checked_at_ts)
+    checked = fmt.iso_utc(op.service_checked_at_ts) or ""
     return f"Read from {op.service_source or 'the server'}" + (f" at {checked}" if checked else "")
 
 
@@ -225,7 +225,7 @@ def query_row(op: Operation, view: OperationView) -> dict[str, Any]:
         "port": view.port,
         "ports": list(op.ports) or ([view.port] if view.port is not None else []),
         "started_at": view.started_at,
-        "ended_at": fmt.iso_timestamp(op.ended_at_ts),
+        "ended_at": fmt.iso_utc(op.ended_at_ts) or "",
         "cpu_percent": op.cpu_percent,
         "memory_bytes": op.memory_bytes,
         "gpu_memory_bytes": op.gpu_memory_bytes,
