@@ -1,4 +1,5 @@
-"""Measurements 2-6 against the real app: tabs, API latency, websocket bytes, start → visible, memory.
+"""Measurements 2-7 against the real app: tabs, API latency, websocket bytes, start → visible, memory,
+and a page with 500 operations listed (change → card updated in the browser, API latency).
 
 One full dashboard (UI built, one port, ``tests/support/dashboard.py``) runs with
 the product's refresh period and 50 operation-like processes (bash loop scripts).
@@ -29,8 +30,8 @@ from tests.support.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.dashboard import Dashboard, wait_until
 
 HEARTBEATS = {"2", "3"}  # Engine.IO ping/pong: keep-alive, not a tick's data
-BROWSER_PARTS = {"tabs", "ws", "visible", "rss"}
-FLEET_MARKER = "bench_(op|vis)_"
+BROWSER_PARTS = {"tabs", "ws", "visible", "rss", "big"}
+FLEET_MARKER = "bench_(op|vis|big)_"
 """What the names of the benchmark's operation-like scripts contain."""
 Log = Callable[[str], None]
 
@@ -136,6 +137,9 @@ class AppBench:
         starts: int = 20,
         api_clients: int = 50,
         api_requests: int = 40,
+        more_tabs: int = 50,
+        big_operations: int = 500,
+        changes: int = 20,
         isolate: bool = True,
         log: Log = print,
     ) -> None:
@@ -149,6 +153,9 @@ class AppBench:
         self.starts = starts
         self.api_clients = api_clients
         self.api_requests = api_requests
+        self.more_tabs = more_tabs
+        self.big_operations = big_operations
+        self.changes = changes
         self.isolate = isolate
         self.log = log
         self.frames: list[tuple[float, int, str]] = []  # (wall time, bytes, payload head)
@@ -232,16 +239,34 @@ class AppBench:
                     first.wait_for_timeout(3 * self.refresh * 1000)
                     self.log(f"tabs: backend CPU per refresh, {self.tabs} tabs, {self.window:.0f}s ...")
                     many = self._cpu_window(dashboard, first)
-                    ratio = many["cpu_ms_per_refresh"] / one["cpu_ms_per_refresh"] if one["cpu_ms_per_refresh"] else None
-                    sampler_one, sampler_many = one["sampler_cpu_ms_per_refresh"], many["sampler_cpu_ms_per_refresh"]
-                    sampler_ratio = sampler_many / sampler_one if sampler_one else None
+                    ratio = _ratio(many["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"])
+                    sampler_ratio = _ratio(many["sampler_cpu_ms_per_refresh"], one["sampler_cpu_ms_per_refresh"])
                     self.results["tabs"] = {
                         "one": one,
                         "many": many,
                         "tabs": self.tabs,
-                        "ratio": None if ratio is None else round(ratio, 3),
-                        "sampler_ratio": None if sampler_ratio is None else round(sampler_ratio, 3),
+                        "ratio": ratio,
+                        f"backend_ratio_{self.tabs}_vs_1": ratio,
+                        "sampler_ratio": sampler_ratio,
                     }
+                    if self.more_tabs > self.tabs:
+                        extra = []
+                        for _ in range(self.more_tabs - self.tabs):
+                            page = context.new_page()
+                            page.goto(dashboard.url, wait_until="load", timeout=120_000)
+                            extra.append(page)
+                        first.wait_for_timeout(3 * self.refresh * 1000)
+                        self.log(f"tabs: backend CPU per refresh, {self.more_tabs} tabs, {self.window:.0f}s ...")
+                        more = self._cpu_window(dashboard, first)
+                        self.results["tabs"].update(
+                            more=more,
+                            more_tabs=self.more_tabs,
+                            more_ratio=_ratio(more["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"]),
+                            **{f"backend_ratio_{self.more_tabs}_vs_1": _ratio(
+                                more["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"])},
+                        )
+                        for page in extra:
+                            page.close()
                 if "rss" in self.parts or "ws" in self.parts:
                     while len(pages) < self.tabs and "rss" in self.parts:
                         page = context.new_page()
@@ -254,10 +279,14 @@ class AppBench:
                     page.close()
                 if "ws" in self.parts:
                     self.log("ws: one operation changes ...")
-                    self.results.setdefault("ws", {})["one_changed"] = self._one_change(dashboard, fleet, first)
+                    one_changed = self._one_change(dashboard, fleet, first)
+                    self.results.setdefault("ws", {})["one_changed"] = one_changed
+                    self.results["ws"]["one_changed_bytes"] = one_changed.get("change_bytes")
                 if "visible" in self.parts:
                     self.log(f"visible: {self.starts} starts ...")
                     self.results["visible"] = self._start_to_visible(fleet, first)
+                if "big" in self.parts:
+                    self.results["big"] = self._big(dashboard, fleet, first)
             finally:
                 browser.close()
 
@@ -287,11 +316,13 @@ class AppBench:
 
     def _cpu_window(self, dashboard: Dashboard, pump: Any) -> dict[str, Any]:
         pid = dashboard.process.pid if dashboard.process else 0
+        load = os.getloadavg()
         (seq0, sampler0), cpu0 = sampler_state(dashboard), tree_cpu_seconds(pid)
         pump.wait_for_timeout(self.window * 1000)
         (seq1, sampler1), cpu1 = sampler_state(dashboard), tree_cpu_seconds(pid)
         refreshes = max(1, seq1 - seq0)
         return {
+            "loadavg_before": [round(value, 2) for value in load],
             "seconds": self.window,
             "refreshes": seq1 - seq0,
             "cpu_seconds": round(cpu1 - cpu0, 3),
@@ -407,15 +438,109 @@ class AppBench:
         pump.wait_for_timeout(500)
         end, seq1 = time.time(), sequence(dashboard)
         frames = self._frames_between(start, end)
+        # The change's own frames (operations, the bell's event) apart from the system header's
+        # meters, which are sent every tick whatever happens.
+        header = [
+            size for t, sizes, size, heartbeat in self.frame_vars
+            if start <= t < end and not heartbeat and sizes and all(var.startswith("system") for var in sizes)
+        ]
         return {
             "change": f"killed {victim} (running → stopped)",
             "seen_in_api": changed,
             "ticks": seq1 - seq0,
             "frames": len(frames),
             "bytes": sum(f[1] for f in frames),
+            "change_bytes": sum(f[1] for f in frames) - sum(header),
+            "header_bytes": sum(header),
             "bytes_largest_tick": max(_bin_bytes(frames, start, end, self.refresh), default=0),
             "bytes_by_var": self._bytes_by_var(start, end),
         }
+
+    def _big(self, dashboard: Dashboard, fleet: Fleet, page: Any) -> dict[str, Any]:
+        """With ``big_operations`` listed: change → card updated in the browser, and the API's latency.
+
+        Each change kills one listed script. The browser records (MutationObserver) when
+        its card shows it ended; the snapshot that first carried the change is found by
+        polling ``/api/health`` and the operation itself, and the time between is the figure.
+        """
+        have = [name for name in fleet.processes if name.startswith(("bench_op_", "bench_big_"))]
+        names = [f"bench_big_{i:03d}" for i in range(max(0, self.big_operations - len(have)))]
+        self.log(f"big: {len(names)} more operations ({self.big_operations} listed) ...")
+        for name in names:
+            fleet.start(name)
+        everyone = have + names
+
+        def listed() -> list[dict[str, Any]]:
+            return [op for op in dashboard.operations() if op.get("status") in ("running", "active")
+                    and _named(op, everyone)]
+
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: len(listed()) >= len(everyone), timeout=120, interval=1.0)
+        ops = listed()
+        result: dict[str, Any] = {"operations_listed": len(ops), "operations_total": len(dashboard.operations())}
+        page.wait_for_timeout(3 * self.refresh * 1000)
+        by_pid = {op.get("pid"): op["id"] for op in ops}
+        samples: list[float] = []
+        lower: list[float] = []
+        misses = 0
+        self.log(f"big: {self.changes} changes, change → card updated ...")
+        for name in names[: self.changes]:
+            proc = fleet.processes.get(name)
+            op_id = by_pid.get(proc.pid) if proc is not None else None
+            if op_id is None:
+                misses += 1
+                continue
+            page.evaluate(_WATCH_CARD_JS, op_id)
+            fleet.kill(name)  # returns once the script has exited
+            killed = time.time()
+            seen = self._first_snapshot_with_end(dashboard, op_id, killed)
+            deadline = time.time() + 30
+            shown = None
+            while shown is None and time.time() < deadline:
+                shown = page.evaluate("window.__dgxBenchChanged")
+                if shown is None:
+                    page.wait_for_timeout(50)
+            if seen is None or shown is None:
+                misses += 1
+                continue
+            samples.append(shown / 1000.0 - seen[0])
+            lower.append(shown / 1000.0 - seen[1])
+        result.update(changes=len(samples), misses=misses)
+        if samples:
+            result.update(
+                p50_ms=round(statistics.median(samples) * 1000, 1),
+                p95_ms=round(percentile(samples, 95) * 1000, 1),
+                max_ms=round(max(samples) * 1000, 1),
+                samples_ms=[round(value * 1000, 1) for value in samples],
+                # From the newest snapshot before the card changed (a lower bound, for reference).
+                lower_bound_samples_ms=[round(value * 1000, 1) for value in lower],
+            )
+        self.log(f"big: API, {self.api_clients} clients with {len(ops)} listed ...")
+        result["api"] = measure_api(dashboard.port, clients=self.api_clients, requests_per_client=self.api_requests)
+        return result
+
+    def _first_snapshot_with_end(self, dashboard: Dashboard, op_id: str, after: float) -> tuple[float, float] | None:
+        """(taken_at of the first snapshot after ``after`` that shows ``op_id`` ended, of the one before it shows).
+
+        Polls every 50 ms; a snapshot counts only when the health's sequence is the same
+        before and after reading the operation (so the status is that snapshot's).
+        """
+        deadline = time.time() + 30
+        first_after: float | None = None
+        while time.time() < deadline:
+            before = dashboard.get_json("/api/health")["data"]
+            taken = float(before.get("taken_at") or 0.0)
+            if taken > after and first_after is None:
+                first_after = taken
+            try:
+                status = dashboard.get_json(f"/api/dgx/operations/{op_id}")["data"].get("status")
+            except Exception:  # noqa: BLE001 - gone from the list: it ended
+                status = "gone"
+            again = dashboard.get_json("/api/health")["data"]
+            if again["sequence"] == before["sequence"] and status not in ("running", "active", "starting"):
+                return (first_after if first_after is not None else taken, taken)
+            time.sleep(0.05)
+        return None
 
     def _start_to_visible(self, fleet: Fleet, page: Any) -> dict[str, Any]:
         seconds: list[float] = []
@@ -441,6 +566,29 @@ class AppBench:
                 samples_s=[round(s, 3) for s in seconds],
             )
         return result
+
+
+# Records (window.__dgxBenchChanged, ms since the epoch) when the card of operation ``id``
+# first shows it ended: the card leaves the grid for the "Recently ended" strip.
+_WATCH_CARD_JS = """(id) => {
+  window.__dgxBenchChanged = null;
+  if (window.__dgxBenchObserver) window.__dgxBenchObserver.disconnect();
+  const check = () => {
+    const card = document.getElementById('op-' + id);
+    if (card && !['running', 'active', 'starting'].includes(card.dataset.status)) {
+      window.__dgxBenchChanged = Date.now();
+      observer.disconnect();
+    }
+  };
+  const observer = new MutationObserver(check);
+  observer.observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-status']});
+  window.__dgxBenchObserver = observer;
+}"""
+
+
+def _ratio(value: float, base: float) -> float | None:
+    """``value / base`` to 3 places (None without a base)."""
+    return round(value / base, 3) if base else None
 
 
 def _delta_sizes(data: bytes) -> dict[str, int]:
