@@ -51,8 +51,10 @@ bench: setup-dev
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
 
-lint: setup-dev
-	$(BIN)/ruff check dgx_spark tests
+## Ruff (rules in pyproject.toml) over all the Python here, then mypy over dgx_spark/ (strict for collector/ and supervisor/).
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check dgx_spark tests bench scripts examples rxconfig.py setup.py
+	$(BIN)/mypy
 
 ## Print what NVML sees (devices, unified memory, GPU processes), for checking by hand on a GPU machine.
 gpu-check: setup

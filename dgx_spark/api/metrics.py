@@ -178,7 +178,7 @@ class SnapshotCollector:
 def render_metrics(include_remote: bool) -> bytes:
     """The exposition text of one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(include_remote))  # type: ignore[arg-type]
+    registry.register(SnapshotCollector(include_remote))
     return generate_latest(registry)
 
 

@@ -453,7 +453,7 @@ class Discovery:
         self._buckets[entry.slot % _BUCKETS].add(name)
         self._kids.setdefault(entry.fields[1], set()).add(name)
         if entry.known.__class__ is _Known:
-            self._entries[name] = (entry.known, entry.fields)  # type: ignore[assignment]
+            self._entries[name] = (entry.known, entry.fields)
         self._sort(name, entry.known)
 
     def _sort(self, name: bytes, known: _Known | object) -> None:
@@ -463,10 +463,10 @@ class Discovery:
         not launched by the dashboard. Alone (no children, no port) it is no operation.
         """
         if known.__class__ is _Known and (
-            known.verdict is not None  # type: ignore[attr-defined]
-            or known.container is not None  # type: ignore[attr-defined]
-            or known.netns is not None  # type: ignore[attr-defined]
-            or known.launched is not False  # type: ignore[attr-defined]
+            known.verdict is not None
+            or known.container is not None
+            or known.netns is not None
+            or known.launched is not False
         ):
             self._loud.add(name)
         else:
@@ -542,19 +542,19 @@ class Discovery:
                 execed = cmdline is not None and cmdline != entry.cmdline
             if not execed:
                 if known.__class__ is _Known:
-                    self._entries[name] = (known, fields)  # type: ignore[assignment]
+                    self._entries[name] = (known, fields)
                 return True
         # It exec'd: another program in the same process (same pid, same start time).
         entry.signature = signature
         entry.known = self._learn_stat(name, data, close, fields)
         if known.__class__ is _Known and entry.known.__class__ is _Known:
-            entry.known.cpu_ticks = known.cpu_ticks  # type: ignore[union-attr]
-            entry.known.cpu_seq = known.cpu_seq  # type: ignore[union-attr]
+            entry.known.cpu_ticks = known.cpu_ticks
+            entry.known.cpu_seq = known.cpu_seq
         entry.cmdline = None
         if entry.known.__class__ is _Known:
             if fields[25] == b"0" or not self._aslr:
                 entry.cmdline = self._cmdline(name)
-            self._entries[name] = (entry.known, fields)  # type: ignore[assignment]
+            self._entries[name] = (entry.known, fields)
         else:
             self._entries.pop(name, None)
         self._sort(name, entry.known)

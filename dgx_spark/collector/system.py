@@ -70,7 +70,7 @@ class CpuMeter:
         idle = (times.idle + getattr(times, "iowait", 0.0)) - (last.idle + getattr(last, "iowait", 0.0))
         if total <= 0:
             return None
-        return round(max(0.0, min(100.0, 100.0 * (total - idle) / total)), 1)
+        return round(max(0.0, min(100.0, 100.0 * float(total - idle) / float(total))), 1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def gpu_by_operation(
         utilizations = [p.utilization for p in found]
         result[op.id] = OperationGpu(
             memory_bytes=sum(memories) if memories else None,
-            utilization=None if any(u is None for u in utilizations) else float(sum(utilizations)),  # type: ignore[arg-type]
+            utilization=None if any(u is None for u in utilizations) else float(sum(utilizations)),
             indices=tuple(sorted({p.device_index for p in found})),
         )
     return result

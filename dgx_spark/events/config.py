@@ -90,7 +90,7 @@ def mask_webhook_url(url: str | None) -> str:
 
 def is_masked_webhook_url(value: str | None) -> bool:
     """Whether ``value`` is a masked URL as ``mask_webhook_url`` shows it (never saved back)."""
-    return bool(value) and (value == "***" or value.endswith("/…/***"))
+    return value is not None and (value == "***" or value.endswith("/…/***"))
 
 
 @dataclasses.dataclass(frozen=True)

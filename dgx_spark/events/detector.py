@@ -47,7 +47,7 @@ def terminal_kind(operation: Operation) -> str:
     the outcome probe's); otherwise its status and exit code.
     """
     if operation.outcome in TERMINAL_OUTCOMES:
-        return operation.outcome  # type: ignore[return-value]
+        return operation.outcome
     if operation.status == "failed":
         return "failed"
     if operation.stop_requested:

@@ -13,7 +13,7 @@ import itertools
 import logging
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dgx_spark.collector.sampler import Sampler
@@ -179,7 +179,7 @@ def nodes_payload(hub: NodeHub, sampler: Sampler, now: float) -> list[dict[str, 
     ]
 
 
-def tagged(items: list[Mapping[str, Any]], node_id: str, stale: bool) -> list[dict[str, Any]]:
+def tagged(items: Sequence[Mapping[str, Any]], node_id: str, stale: bool) -> list[dict[str, Any]]:
     """Operation dicts with their ``node`` and ``stale`` fields."""
     return [{**item, "node": node_id, "stale": stale} for item in items]
 

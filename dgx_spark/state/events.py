@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import reflex as rx
+from reflex.event import EventSpec
 from reflex_components_sonner.toast import ToastAction
 
 from dgx_spark.events.churn import churn_note
@@ -243,12 +244,12 @@ class EventsState(rx.State):
         self.logs_open = bool(value) and self.logs_open
 
     @rx.event
-    def enable_notifications(self) -> rx.event.EventSpec:
+    def enable_notifications(self) -> EventSpec:
         """Ask the browser for permission to show notifications (opt-in)."""
         return rx.call_script(ENABLE_NOTIFICATIONS_JS, callback=EventsState.notifications_answer)
 
     @rx.event
-    def notifications_answer(self, permission: Any) -> rx.event.EventSpec | None:
+    def notifications_answer(self, permission: Any) -> EventSpec | None:
         """The browser's answer to the permission request."""
         granted = permission == "granted"
         self.notify = "on" if granted else "off"
@@ -356,7 +357,7 @@ def _title(view: dict[str, str]) -> str:
     return f"{view['name']} {view['kind'].replace('_', ' ')}"
 
 
-def _toast(view: dict[str, str]) -> rx.event.EventSpec:
+def _toast(view: dict[str, str]) -> EventSpec:
     """The toast for an event, with a "View logs" action."""
     level = {"failed": "error", "completed": "success", "stalled": "warning"}.get(view["kind"], "info")
     action = ToastAction(label="View logs", on_click=EventsState.show_logs(int(view["id"])))

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 import reflex as rx
+from reflex.event import EventSpec
 
 from dgx_spark.collector.model import OPERATION_STATUSES, OPERATION_TYPES
 from dgx_spark.events.query import (
@@ -64,7 +65,7 @@ class FilterMixin(rx.State, mixin=True):
     def _filters_changed(self) -> None:
         """Called after the filters changed (a view that filters on the backend refilters here)."""
 
-    def _sync_url(self) -> rx.event.EventSpec:
+    def _sync_url(self) -> EventSpec:
         self._filters_changed()
         return rx.call_script(url_script(self._query().to_params()))
 
@@ -99,14 +100,14 @@ class FilterMixin(rx.State, mixin=True):
         self.order = query.order
 
     @rx.event
-    def set_search(self, value: Any) -> rx.event.EventSpec:
+    def set_search(self, value: Any) -> EventSpec:
         """The search box changed."""
         text = value if isinstance(value, str) else ""
         self.q = "".join(ch for ch in text if ord(ch) >= 32)[:MAX_QUERY_LENGTH]
         return self._sync_url()
 
     @rx.event
-    def toggle_type(self, value: Any) -> rx.event.EventSpec | None:
+    def toggle_type(self, value: Any) -> EventSpec | None:
         """Turn one type chip on or off."""
         if value not in OPERATION_TYPES:
             return None
@@ -115,7 +116,7 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
     @rx.event
-    def toggle_status(self, value: Any) -> rx.event.EventSpec | None:
+    def toggle_status(self, value: Any) -> EventSpec | None:
         """Turn one status chip on or off."""
         if value not in OPERATION_STATUSES:
             return None
@@ -124,7 +125,7 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
     @rx.event
-    def choose_sort(self, value: Any) -> rx.event.EventSpec | None:
+    def choose_sort(self, value: Any) -> EventSpec | None:
         """Pick the sort key ("none": the view's own order)."""
         if value == "none":
             self.sort = ""
@@ -135,7 +136,7 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
     @rx.event
-    def choose_order(self, value: Any) -> rx.event.EventSpec | None:
+    def choose_order(self, value: Any) -> EventSpec | None:
         """Pick ascending or descending."""
         if value not in ORDERS:
             return None
@@ -143,7 +144,7 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
     @rx.event
-    def sort_column(self, value: Any) -> rx.event.EventSpec | None:
+    def sort_column(self, value: Any) -> EventSpec | None:
         """A table header was clicked: sort by it, or flip the order when it already sorts.
 
         Figures (CPU, memory, GPU memory) start biggest first; the others ascending.
@@ -158,13 +159,13 @@ class FilterMixin(rx.State, mixin=True):
         return self._sync_url()
 
     @rx.event
-    def flip_order(self) -> rx.event.EventSpec:
+    def flip_order(self) -> EventSpec:
         """Swap ascending and descending."""
         self.order = "desc" if self.order == "asc" else "asc"
         return self._sync_url()
 
     @rx.event
-    def clear_filters(self) -> rx.event.EventSpec:
+    def clear_filters(self) -> EventSpec:
         """Show everything again (the sort is kept)."""
         self.q = ""
         self.types = ""

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import reflex as rx
+from reflex.event import EventSpec
 
 LAYOUTS: tuple[str, ...] = ("cards", "table")
 DEFAULT_LAYOUT = "cards"
@@ -48,7 +49,7 @@ class LayoutState(rx.State):
         return self.layout == "table"
 
     @rx.event
-    def load_layout(self) -> rx.event.EventSpec:
+    def load_layout(self) -> EventSpec:
         """Take the layout from the URL, else from localStorage; then keep the URL in step."""
         params = dict(self.router.url.query_parameters)
         chosen = parse_layout(params.get(URL_KEY)) or parse_layout(self.layout) or DEFAULT_LAYOUT
@@ -57,7 +58,7 @@ class LayoutState(rx.State):
         return rx.call_script(layout_url_script(chosen))
 
     @rx.event
-    def set_layout(self, value: Any) -> rx.event.EventSpec | None:
+    def set_layout(self, value: Any) -> EventSpec | None:
         """Switch to ``value`` ("cards" or "table"); anything else is ignored."""
         chosen = parse_layout(value)
         if chosen is None:

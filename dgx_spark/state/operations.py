@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import reflex as rx
+from reflex.event import EventSpec
 from reflex.state import FIELD_MARKER
 from reflex.utils.format import format_state_name
 from reflex.vars.base import VarData
@@ -253,7 +254,7 @@ class OperationsState(FilterMixin, rx.State):
         self.node = node_choice(self.router.url.query_parameters.get("node", ""))
 
     @rx.event
-    def choose_node(self, value: Any) -> rx.event.EventSpec | None:
+    def choose_node(self, value: Any) -> EventSpec | None:
         """The node switcher: this machine (``local``), a node's id, or ``all``; kept in the URL."""
         if not isinstance(value, str) or node_choice(value) != value:
             return None

@@ -63,7 +63,7 @@ class RestartPolicy:
         if self.backoff_seconds <= 0:
             return 0.0
         exponent = min(max(streak, 0), 32)  # 2**32 * anything positive is far past the cap
-        return min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**exponent)
+        return float(min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**exponent))
 
     def to_api(self) -> dict[str, Any]:
         """The JSON shape a launch takes."""

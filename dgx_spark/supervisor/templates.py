@@ -375,7 +375,7 @@ def _check_param(param: Param, value: Any, base: str | None) -> Any:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
+    return value is None or value in ("", [], {})
 
 
 def _expand(item: Any, values: Mapping[str, Any], template: Template) -> list[str] | None:
