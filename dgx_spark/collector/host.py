@@ -147,6 +147,19 @@ def temperature_level(current: float, high: float | None, critical: float | None
     return "ok"
 
 
+# GPU temperatures (°C) at warning / critical level. NVML's own slowdown threshold is not read;
+# these are typical: most NVIDIA GPUs start slowing down around 85-90 °C.
+GPU_TEMP_WARNING_C = 83.0
+GPU_TEMP_CRITICAL_C = 90.0
+
+
+def gpu_temperature_level(temperature: float | None) -> str:
+    """``ok``, ``warning`` (near the usual slowdown point) or ``critical`` for a GPU temperature."""
+    if temperature is None or temperature < GPU_TEMP_WARNING_C:
+        return "ok"
+    return "critical" if temperature >= GPU_TEMP_CRITICAL_C else "warning"
+
+
 def _limit(value: Any) -> float | None:
     """A sensor's high/critical point, None when absent or nonsense (0, negative, absurd)."""
     if value is None:

@@ -5,7 +5,8 @@ Plain Python. Each tick it fills ``ctx.system`` (the header and
 ``gpu_indices`` and ``idle_gpu`` on every live operation, summed over the
 operation's folded process tree (``op.pids``). Per-operation ``cpu_percent`` and
 ``memory_bytes`` come from discovery; this probe only reads them (for the
-memory-pressure warning).
+memory-pressure warning). Its warnings (memory pressure, idle GPU holders, nearly
+full disks, temperatures near their limits) are worked out here, once per snapshot.
 
 It also reads per-core CPU, network throughput and temperatures each tick, and
 copies the latest free space and model-cache sizes that ``host.DiskWatcher``
@@ -33,6 +34,7 @@ from dgx_spark.collector.host import (
     NetworkMeter,
     PerCoreMeter,
     default_places,
+    gpu_temperature_level,
     read_temperatures,
 )
 from dgx_spark.collector.model import Operation
@@ -281,7 +283,11 @@ class SystemProbe:
         ctx.system["model_caches_read_at"] = disks["model_caches_read_at"]
         ctx.system["gpu"] = gpu_summary(reading, now, self.reader.hung_since)
         ctx.system["history"] = history_summary(history, len(reading.devices))
-        ctx.system["warnings"] = self._warnings(ctx.operations, memory, reading)
+        ctx.system["warnings"] = [
+            *self._warnings(ctx.operations, memory, reading),
+            *disk_warnings(disks["filesystems"]),
+            *temperature_warnings(temperatures, reading),
+        ]
 
     def _warnings(
         self, operations: list[Operation], memory: Mapping[str, Any], reading: GpuReading
@@ -387,6 +393,91 @@ def pressure_warning(
         "threshold_bytes": threshold,
         "top_holders": holders,
     }
+
+
+def disk_warnings(filesystems: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """A ``disk_full`` warning for each listed filesystem more than ``host.DISK_WARNING_PERCENT`` used.
+
+    Args:
+        filesystems: ``host.read_filesystems`` entries (their ``warning`` flag says "nearly full").
+
+    Returns:
+        One warning per such filesystem: ``{kind, level, message, mount, labels, percent, free_bytes,
+        total_bytes}``.
+    """
+    warnings: list[dict[str, Any]] = []
+    for disk in filesystems or ():
+        if not disk.get("warning"):
+            continue
+        labels = ", ".join(str(label) for label in disk.get("labels") or ())
+        where = f"{disk.get('mount')}" + (f" ({labels})" if labels else "")
+        warnings.append(
+            {
+                "kind": "disk_full",
+                "level": "warning",
+                "message": (
+                    f"Disk nearly full: {where} is {format_percent(disk.get('percent'))} used,"
+                    f" {format_bytes(disk.get('free_bytes'))} free of {format_bytes(disk.get('total_bytes'))}"
+                ),
+                "mount": disk.get("mount"),
+                "labels": list(disk.get("labels") or ()),
+                "percent": disk.get("percent"),
+                "free_bytes": disk.get("free_bytes"),
+                "total_bytes": disk.get("total_bytes"),
+            }
+        )
+    return warnings
+
+
+def _hot_sensor(name: str, current: float, level: str, high: float | None, critical: float | None) -> dict[str, Any]:
+    limits = ", ".join(f"{word} {value:.0f} °C" for word, value in (("high", high), ("critical", critical)) if value)
+    return {
+        "name": name,
+        "current_c": current,
+        "level": level,
+        "high_c": high,
+        "critical_c": critical,
+        "text": f"{name} {current:.0f} °C" + (f" ({limits})" if limits else ""),
+    }
+
+
+def temperature_warnings(
+    temperatures: Iterable[Mapping[str, Any]] | None, reading: GpuReading | None = None
+) -> list[dict[str, Any]]:
+    """One ``temperature`` warning naming every sensor (and GPU) at warning or critical level, hottest first.
+
+    Sensor levels come from the sensor's own high/critical points (``host.temperature_level``); a GPU's
+    from typical slowdown temperatures (``host.gpu_temperature_level``: NVML's own point is not read).
+
+    Returns:
+        ``[]`` when nothing is hot; else one warning ``{kind, level, message, sensors}`` whose level is
+        the worst of its sensors'.
+    """
+    hot: list[dict[str, Any]] = []
+    for entry in temperatures or ():
+        level = str(entry.get("level") or "ok")
+        current = entry.get("current_c")
+        if level in ("warning", "critical") and current is not None:
+            label, sensor = str(entry.get("label") or ""), str(entry.get("sensor") or "")
+            name = label if not sensor or label == sensor else f"{sensor} {label}"
+            hot.append(_hot_sensor(name, float(current), level, entry.get("high_c"), entry.get("critical_c")))
+    if reading is not None and reading.available:
+        for device in reading.devices:
+            level = gpu_temperature_level(device.temperature_c)
+            if level != "ok" and device.temperature_c is not None:
+                hot.append(_hot_sensor(f"GPU {device.index}", float(device.temperature_c), level, None, None))
+    if not hot:
+        return []
+    hot.sort(key=lambda item: -item["current_c"])
+    critical = any(item["level"] == "critical" for item in hot)
+    return [
+        {
+            "kind": "temperature",
+            "level": "critical" if critical else "warning",
+            "message": ("Too hot: " if critical else "Running hot: ") + "; ".join(item["text"] for item in hot),
+            "sensors": hot,
+        }
+    ]
 
 
 def gpu_summary(reading: GpuReading, now: float, hung_since: float | None) -> dict[str, Any]:

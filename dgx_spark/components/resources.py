@@ -1,4 +1,4 @@
-"""Resource figures of one operation (chips, the idle-GPU badge) and the memory-pressure banner.
+"""Resource figures of one operation (chips, the idle-GPU badge) and the header's warning banners.
 
 ``op`` is a Var of ``dgx_spark.state.view.OperationView``; its ``*_text`` fields
 are formatted for people (``12.4 GiB``, ``87 %``) and ``""`` while unknown, and
@@ -6,7 +6,8 @@ a chip with an unknown value is not rendered at all.
 
 Stable hooks for tests: chips have ``data-field`` ``cpu``, ``memory``,
 ``gpu-memory``, ``gpu-utilization``; the badge ``idle-gpu``; banners
-``data-testid="memory-pressure"`` with ``data-kind``.
+``data-testid="memory-pressure"`` (low memory) or ``"system-warning"`` (``disk_full``,
+``temperature``) with ``data-kind`` and ``data-level``.
 """
 
 from __future__ import annotations
@@ -93,17 +94,30 @@ def idle_gpu_badge(op: rx.Var[OperationView]) -> rx.Component:
 
 
 def _banner(warning: rx.Var[WarningView]) -> rx.Component:
+    memory = (warning.kind != "disk_full") & (warning.kind != "temperature")
     return rx.callout.root(
-        rx.callout.icon(rx.icon("triangle_alert", size=styles.ICON_MD)),
+        rx.callout.icon(
+            rx.match(
+                warning.kind,
+                ("disk_full", rx.icon("hard_drive", size=styles.ICON_MD)),
+                ("temperature", rx.icon("thermometer", size=styles.ICON_MD)),
+                rx.icon("triangle_alert", size=styles.ICON_MD),
+            )
+        ),
         rx.callout.text(warning.message),
-        color_scheme="red",
+        color_scheme=rx.cond(warning.level == "warning", "amber", "red"),
         variant="surface",
         size="1",
         style=styles.banner,
-        custom_attrs={"data-testid": "memory-pressure", "data-kind": warning.kind, "role": "alert"},
+        custom_attrs={
+            "data-testid": rx.cond(memory, "memory-pressure", "system-warning"),
+            "data-kind": warning.kind,
+            "data-level": warning.level,
+            "role": "alert",
+        },
     )
 
 
 def memory_pressure_banner() -> rx.Component:
-    """Low-memory banners: how much is left and which operations hold the most."""
+    """The header's warning banners: low memory (what is left, the biggest holders), nearly full disks, heat."""
     return rx.foreach(SystemState.warnings, _banner)

@@ -26,6 +26,7 @@ import reflex as rx
 from dgx_spark import format as fmt
 from dgx_spark.collector.containers import header_line as containers_header_line
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE
+from dgx_spark.collector.host import gpu_temperature_level
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.collector.system import system_payload
 from dgx_spark.services import get_sampler
@@ -127,10 +128,11 @@ class TempView:
 
 @dataclasses.dataclass(frozen=True)
 class WarningView:
-    """One warning banner."""
+    """One warning banner (``level``: ``warning`` amber, ``critical`` red)."""
 
     kind: str
     message: str
+    level: str = "critical"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,17 +170,8 @@ def _power(device: Mapping[str, Any]) -> str:
     return f"{power:.0f} W" + (f" / {limit:.0f} W" if limit else "")
 
 
-# GPU temperatures (°C) shown in the warning / critical colour. NVML's own slowdown threshold is
-# not read; these are typical: most NVIDIA GPUs start slowing down around 85-90 °C.
-GPU_TEMP_WARNING_C = 83.0
-GPU_TEMP_CRITICAL_C = 90.0
-
-
-def gpu_temperature_level(temperature: float | None) -> str:
-    """``ok``, ``warning`` (near the usual slowdown point) or ``critical`` for a GPU temperature."""
-    if temperature is None or temperature < GPU_TEMP_WARNING_C:
-        return "ok"
-    return "critical" if temperature >= GPU_TEMP_CRITICAL_C else "warning"
+# The warnings shown as banners under the header (idle GPU holders show on their cards instead).
+BANNER_KINDS = ("memory_pressure", "gpu_memory_pressure", "disk_full", "temperature")
 
 
 def _rate(value: float | None) -> str:
@@ -259,9 +252,11 @@ def system_view(payload: Mapping[str, Any]) -> SystemView:
             )
         )
     warnings = tuple(
-        WarningView(kind=str(w.get("kind", "")), message=str(w.get("message", "")))
+        WarningView(
+            kind=str(w.get("kind", "")), message=str(w.get("message", "")), level=str(w.get("level") or "critical")
+        )
         for w in payload.get("warnings") or []
-        if w.get("kind") in ("memory_pressure", "gpu_memory_pressure")
+        if w.get("kind") in BANNER_KINDS
     )
     network = payload.get("network") or {}
     temperatures = payload.get("temperatures")
