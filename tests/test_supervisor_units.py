@@ -128,6 +128,30 @@ def test_custom_spec_validation(tmp_path: Path) -> None:
         assert caught.value.field == field, args
 
 
+def test_launch_checks_are_the_validation_library(tmp_path: Path) -> None:
+    from dgx_spark.security.validation import InvalidArgument
+
+    assert tpl.SpecError is InvalidArgument  # one error type, one set of checks
+    # An argument may hold a tab (exec carries it); NUL never; a name is one line of text.
+    spec = tpl.build_custom_spec("c", "job", [sys.executable, "-c", "pass\t"], None, None)
+    assert spec.argv[2] == "pass\t"
+    refusals = [
+        (("c", "job", [sys.executable, "-c", "a\x00b"], None, None), "command[2]", "must not contain NUL bytes"),
+        (("a\x1bb", "job", ["true"], None, None), "name", "must not contain newlines or control characters"),
+        (("\ud800", "job", ["true"], None, None), "name", "must be valid UTF-8 text (no lone surrogates)"),
+        (("x" * 200, "job", ["true"], None, None), "name", "must be at most 128 characters, got 200"),
+        (("c", "job", ["true"], None, None, "80"), None, None),
+        (("c", "job", ["true"], None, None, "0"), "port", "must be between 1 and 65535, got 0"),
+    ]
+    for args, field, message in refusals:
+        if field is None:
+            assert tpl.build_custom_spec(*args, check_port=False).port == 80  # the dialog's digits
+            continue
+        with pytest.raises(InvalidArgument) as caught:
+            tpl.build_custom_spec(*args, check_port=False)
+        assert (caught.value.field, caught.value.message) == (field, message), args
+
+
 def _run_runner(run_dir: Path, argv: list[str], log: Path, max_bytes: int = 1 << 20) -> subprocess.Popen[bytes]:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(

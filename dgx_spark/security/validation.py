@@ -1,9 +1,10 @@
-"""Strict argument checks for event handlers (and anything else a client can call).
+"""The one library of argument checks: event handlers, launch requests, anything a client can send.
 
 Every public Reflex event handler can be called by any client, by name, with
-arguments of any JSON type. Privileged handlers call these before acting; each
-check raises :class:`InvalidArgument` (a ``ValueError``) whose message names
-the field, and returns the value with its proper type.
+arguments of any JSON type. Privileged handlers call these before acting, and
+launch templates check their parameters with them; each check raises
+:class:`InvalidArgument` (a ``ValueError``) whose message names the field, and
+returns the value with its proper type.
 
 Plain Python (no Reflex, no FastAPI).
 """
@@ -32,6 +33,11 @@ class InvalidArgument(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+
+    @property
+    def message(self) -> str:
+        """Why, without the field's name."""
+        return self.reason
 
 
 def _type_name(value: Any) -> str:
@@ -141,8 +147,13 @@ def validate_text(
     max_length: int = MAX_TEXT,
     allow_empty: bool = False,
     multiline: bool = False,
+    allow_control: bool = False,
 ) -> str:
-    """A string without NUL or control characters (newlines only if ``multiline``), within a length cap."""
+    """A string without NUL or control characters (newlines only if ``multiline``), within a length cap.
+
+    ``allow_control`` lets every control character but NUL through (an argument for ``exec``
+    may hold a tab or an escape; NUL cannot be passed at all).
+    """
     if not isinstance(value, str):
         raise InvalidArgument(field, f"must be a string, got {_type_name(value)}")
     if len(value) > max_length:
@@ -153,6 +164,8 @@ def validate_text(
         raise InvalidArgument(field, "must not contain NUL bytes")
     if has_surrogate(value):
         raise InvalidArgument(field, "must be valid UTF-8 text (no lone surrogates)")
+    if allow_control:
+        return value
     bad = _CONTROL.findall(value.replace("\n", "").replace("\t", "") if multiline else value)
     if bad:
         raise InvalidArgument(field, "must not contain newlines or control characters")

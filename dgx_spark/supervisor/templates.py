@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dgx_spark.security.validation import InvalidArgument, validate_int, validate_text
+
 PARAM_KINDS = ("port", "int", "string", "model", "file", "dir", "args", "gpus", "choice")
 OPERATION_TYPES = ("server", "job", "program")
 MAX_STRING = 4096
@@ -68,14 +70,8 @@ class TemplateFileError(Exception):
     """A template in the user's file that cannot be used."""
 
 
-class SpecError(ValueError):
-    """A launch request that cannot be accepted; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        """Create the error for ``field``."""
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+SpecError = InvalidArgument
+"""A launch request that cannot be accepted; ``field`` names the culprit (the one validation error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,28 +246,19 @@ CUSTOM = "custom"
 def _check_text(
     field: str, value: Any, *, limit: int = MAX_STRING, allow_empty: bool = False, single_line: bool = False,
 ) -> str:
-    """A string within ``limit``; NUL is refused (exec cannot carry it), newlines only if ``single_line``."""
-    if not isinstance(value, str):
-        raise SpecError(field, f"must be a string, got {type(value).__name__}")
-    if len(value) > limit:
-        raise SpecError(field, f"is too long ({len(value)} characters, at most {limit})")
-    if "\x00" in value:
-        raise SpecError(field, "must not contain NUL bytes")
-    if single_line and ("\n" in value or "\r" in value):
-        raise SpecError(field, "must not contain newlines")
-    if not allow_empty and not value.strip():
-        raise SpecError(field, "must not be empty")
-    return value
+    """A string within ``limit`` (``validate_text``): NUL is refused (exec cannot carry it).
+
+    Other control characters pass (an argument may hold a tab) unless ``single_line``
+    (a name, a choice), where none does.
+    """
+    return validate_text(value, field, max_length=limit, allow_empty=allow_empty, allow_control=not single_line)
 
 
 def _check_int(field: str, value: Any, lo: int, hi: int) -> int:
+    """An integer in ``lo..hi`` (``validate_int``); the dialog's digits (``"8000"``) count as one."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 12:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(field, f"must be an integer, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise SpecError(field, f"must be between {lo} and {hi}, got {value}")
-    return value
+    return validate_int(value, field, lo, hi)
 
 
 def port_in_use(port: int) -> bool:
