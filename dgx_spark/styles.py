@@ -521,6 +521,16 @@ ended_actions: Style = {
 # A control this browser may not use until it logs in: greyed, its link takes the pointer.
 gated_button: Style = {"pointer_events": "none"}
 gated_link: Style = {"display": "inline-flex", "text_decoration": "none", "cursor": "pointer"}
+# "Log in to ..." above settings a viewer may not change (the bell's settings).
+login_note: Style = {
+    "display": "inline-flex",
+    "align_items": "center",
+    "gap": "4px",
+    "font_size": "12px",
+    "color": "var(--accent-11)",
+    "text_decoration": "underline",
+    "width": "fit-content",
+}
 # Read by screen readers, not shown.
 visually_hidden: Style = {
     "position": "absolute",

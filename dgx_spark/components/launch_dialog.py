@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import reflex as rx
 
+from dgx_spark.components.operation_actions import login_gate
 from dgx_spark.state.control import ControlState
+from dgx_spark.state.login import LoginState
 
 
 def _field(param: rx.Var[dict[str, str]]) -> rx.Component:
@@ -113,12 +115,18 @@ def launch_dialog() -> rx.Component:
             ),
             rx.hstack(
                 rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                rx.button(
-                    rx.cond(ControlState.launching, rx.spinner(size="1"), rx.icon("rocket", size=14)),
-                    "Launch",
-                    on_click=ControlState.launch_operation,
-                    disabled=ControlState.launching | (ControlState.preview == ""),
-                    id="launch-submit",
+                # Not logged in (e.g. the session ended while the dialog was open): say so before Launch.
+                rx.cond(
+                    LoginState.logged_in,
+                    rx.button(
+                        rx.cond(ControlState.launching, rx.spinner(size="1"), rx.icon("rocket", size=14)),
+                        "Launch",
+                        on_click=ControlState.launch_operation,
+                        disabled=ControlState.launching | (ControlState.preview == ""),
+                        id="launch-submit",
+                    ),
+                    login_gate("launch-submit", "launch", "Launch", "rocket", "solid", size="2",
+                               button_id="launch-submit"),
                 ),
                 justify="end",
                 spacing="3",

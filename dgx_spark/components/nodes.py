@@ -13,6 +13,7 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.operation_actions import login_gate
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
 from dgx_spark.state.login import LoginState
 from dgx_spark.state.nodes import NodeRow, NodesState
@@ -76,9 +77,12 @@ def _row(row: rx.Var[NodeRow]) -> rx.Component:
             rx.cond(
                 row.local,
                 rx.text("this machine", size="1", color=styles.MUTED),
-                rx.button(rx.icon("trash_2", size=14), "Remove", size="1", variant="soft", color_scheme="red",
-                          on_click=NodesState.remove_node(row.id), disabled=~LoginState.logged_in,
-                          data_action="remove-node"),
+                rx.cond(
+                    LoginState.logged_in,
+                    rx.button(rx.icon("trash_2", size=14), "Remove", size="1", variant="soft", color_scheme="red",
+                              on_click=NodesState.remove_node(row.id), data_action="remove-node"),
+                    login_gate("remove-node", "remove a node", "Remove", "trash_2"),
+                ),
             )
         ),
         id="node-row-" + row.id,
@@ -90,13 +94,16 @@ def _add_form() -> rx.Component:
     return rx.form(
         rx.hstack(
             rx.input(name="name", placeholder="Name (e.g. spark-b)", required=True, max_length=64, size="2",
-                     id="node-add-name", aria_label="Node name"),
+                     id="node-add-name", disabled=~LoginState.logged_in, aria_label="Node name"),
             rx.input(name="url", placeholder="http://spark-b:3000", required=True, max_length=300, size="2",
-                     id="node-add-url", aria_label="Node URL"),
+                     id="node-add-url", disabled=~LoginState.logged_in, aria_label="Node URL"),
             rx.input(name="token", placeholder="Its API token", type="password", required=True, size="2",
-                     auto_complete="off", id="node-add-token", aria_label="Node API token"),
-            rx.button("Add node", type="submit", loading=NodesState.adding, disabled=~LoginState.logged_in,
-                      id="node-add-submit"),
+                     auto_complete="off", id="node-add-token", disabled=~LoginState.logged_in, aria_label="Node API token"),
+            rx.cond(
+                LoginState.logged_in,
+                rx.button("Add node", type="submit", loading=NodesState.adding, id="node-add-submit"),
+                login_gate("add-node", "add a node", "Add node", "plus", "solid", size="2", button_id="node-add-submit"),
+            ),
             spacing="2",
             wrap="wrap",
         ),

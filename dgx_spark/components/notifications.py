@@ -11,8 +11,10 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark import styles
+from dgx_spark.components.operation_actions import login_gate
 from dgx_spark.events.config import NOTIFY_CHOICES
 from dgx_spark.state.events import EventsState
+from dgx_spark.state.login import LoginState
 
 KIND_COLORS: dict[str, str] = {
     "failed": "red",
@@ -89,6 +91,25 @@ def event_row(event: rx.Var[dict[str, str]]) -> rx.Component:
     )
 
 
+def login_note(key: str, action: str) -> rx.Component:
+    """For a browser that is not logged in: "Log in to <action>" as a link to /login (with a tooltip)."""
+    hint = f"Log in to {action}"
+    return rx.cond(
+        ~LoginState.logged_in,
+        rx.tooltip(
+            rx.el.a(
+                rx.icon("lock", size=12, aria_hidden="true"),
+                hint,
+                href="/login",
+                id=f"login-note-{key}",
+                style=styles.login_note,
+                custom_attrs={"data-login-gate": key},
+            ),
+            content=hint,
+        ),
+    )
+
+
 def _kind_choice(kind: str) -> rx.Component:
     return rx.el.label(
         rx.checkbox(
@@ -96,6 +117,7 @@ def _kind_choice(kind: str) -> rx.Component:
             on_change=lambda on: EventsState.set_notify_kind(kind, on),
             id=f"notify-kind-{kind}",
             size="1",
+            disabled=~LoginState.logged_in,
         ),
         rx.text(kind.replace("_", " "), size="1"),
         style={"display": "inline-flex", "align_items": "center", "gap": "4px", "cursor": "pointer"},
@@ -103,9 +125,10 @@ def _kind_choice(kind: str) -> rx.Component:
 
 
 def notify_kind_settings() -> rx.Component:
-    """Which kinds of events raise a toast and a bell entry (a dashboard setting)."""
+    """Which kinds of events raise a toast and a bell entry (a dashboard setting: needs a login to change)."""
     return rx.vstack(
         rx.text("Notify about", weight="medium", size="2"),
+        login_note("notify-kinds", "choose what notifies"),
         rx.flex(*[_kind_choice(kind) for kind in NOTIFY_CHOICES], wrap="wrap", spacing="3",
                 id="notify-kinds", role="group", aria_label="Event kinds that notify"),
         rx.cond(
@@ -143,6 +166,7 @@ def notification_settings() -> rx.Component:
             ),
         ),
         rx.text("Webhook", weight="medium", size="2", margin_top="8px"),
+        login_note("webhook", "set the webhook"),
         rx.text(
             "Each event is POSTed as JSON ({\"text\", \"content\", \"event\"}): Slack, Mattermost, Discord.",
             size="1",
@@ -158,8 +182,13 @@ def notification_settings() -> rx.Component:
                 id="webhook-url",
                 aria_label="Webhook URL",
                 max_length=2000,
+                disabled=~LoginState.logged_in,
             ),
-            rx.button("Save", size="1", on_click=EventsState.save_webhook, id="webhook-save"),
+            rx.cond(
+                LoginState.logged_in,
+                rx.button("Save", size="1", on_click=EventsState.save_webhook, id="webhook-save"),
+                login_gate("webhook-save", "set the webhook", "Save", None, "solid", button_id="webhook-save"),
+            ),
             width="100%",
         ),
         rx.cond(

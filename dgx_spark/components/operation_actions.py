@@ -10,18 +10,30 @@ from dgx_spark.state.login import LoginState
 from dgx_spark.state.view import OperationView
 
 
-def login_gate(key: str, action: str, label: str, icon: str, variant: str = "soft") -> rx.Component:
+def login_gate(
+    key: str,
+    action: str,
+    label: str,
+    icon: str | None,
+    variant: str = "soft",
+    *,
+    size: str = "1",
+    button_id: str | None = None,
+) -> rx.Component:
     """A control this browser may not use yet: shown disabled, "Log in to <action>" on hover, a link to /login.
 
-    ``key`` is the button's ``data-action``. The disabled button lets pointer events through to the link, so a click
-    (or Enter on the focused link) opens the login page; the action is never half-done.
+    ``key`` is the button's ``data-action`` (and the link's ``data-login-gate``); ``button_id`` gives the disabled
+    button the id the live one has. The disabled button lets pointer events through to the link, so a click (or
+    Enter on the focused link) opens the login page; the action is never half-done.
     """
     hint = f"Log in to {action}"
+    icon_size = 14 if size == "1" else styles.ICON_MD
+    extra = {"id": button_id} if button_id else {}
     return rx.tooltip(
         rx.el.a(
-            rx.button(rx.icon(icon, size=14), label, size="1", variant=variant, color_scheme="gray", disabled=True,
-                      style=styles.gated_button, data_action=key,
-                      custom_attrs={"tabindex": "-1", "aria-hidden": "true"}),
+            rx.button(*([rx.icon(icon, size=icon_size)] if icon else []), label, size=size, variant=variant,
+                      color_scheme="gray", disabled=True, style=styles.gated_button, data_action=key,
+                      custom_attrs={"tabindex": "-1", "aria-hidden": "true"}, **extra),
             href="/login",
             aria_label=hint,
             title=hint,

@@ -189,15 +189,26 @@ def validate_choice(value: Any, field: str, choices: Collection[str]) -> str:
 
 
 def validate_str_list(
-    value: Any, field: str, *, max_items: int = 256, max_length: int = 4096, allow_empty_items: bool = True
+    value: Any,
+    field: str,
+    *,
+    max_items: int = 256,
+    max_length: int = 4096,
+    allow_empty_items: bool = True,
+    allow_control: bool = False,
 ) -> list[str]:
-    """A list of strings (an argv, say): no NUL or newlines in any item, bounded sizes."""
+    """A list of strings (an argv, say): no NUL or newlines in any item, bounded sizes.
+
+    ``allow_control`` as for ``validate_text``: every control character but NUL.
+    """
     if not isinstance(value, list | tuple):
         raise InvalidArgument(field, f"must be a list of strings, got {_type_name(value)}")
     if len(value) > max_items:
         raise InvalidArgument(field, f"must have at most {max_items} items, got {len(value)}")
     return [
-        validate_text(item, f"{field}[{i}]", max_length=max_length, allow_empty=allow_empty_items)
+        validate_text(
+            item, f"{field}[{i}]", max_length=max_length, allow_empty=allow_empty_items, allow_control=allow_control
+        )
         for i, item in enumerate(value)
     ]
 

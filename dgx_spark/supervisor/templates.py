@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dgx_spark.security.validation import InvalidArgument, validate_int, validate_text
+from dgx_spark.security.validation import InvalidArgument, validate_int, validate_str_list, validate_text
 
 PARAM_KINDS = ("port", "int", "string", "model", "file", "dir", "args", "gpus", "choice")
 OPERATION_TYPES = ("server", "job", "program")
@@ -317,9 +317,7 @@ def check_args(field: str, value: Any) -> list[str]:
             raise SpecError(field, f"cannot be split into arguments: {exc}") from exc
     if not isinstance(value, list):
         raise SpecError(field, f"must be a list of strings, got {type(value).__name__}")
-    if len(value) > MAX_ARGS:
-        raise SpecError(field, f"at most {MAX_ARGS} arguments")
-    return [_check_text(f"{field}[{i}]", item, allow_empty=True) for i, item in enumerate(value)]
+    return validate_str_list(value, field, max_items=MAX_ARGS, max_length=MAX_STRING, allow_control=True)
 
 
 def check_gpus(field: str, value: Any) -> list[int]:
