@@ -119,7 +119,12 @@ def test_axe_finds_no_serious_violations(
         wait_theme(page, theme)
         problems += check(page, artifacts_dir, "cards", theme, width)
 
-        # The launch dialog.
+        # The launch dialog (logged in: a viewer gets a disabled "Log in to launch" link instead).
+        page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
+        page.wait_for_url(f"{full_dashboard.url}/**", timeout=60_000)
+        page.goto(full_dashboard.url + "/?q=a11y")
+        expect(program.locator("button[data-action=stop]")).to_be_enabled(timeout=60_000)
+        wait_theme(page, theme)
         page.locator("#new-operation").click()
         wait_dialog_settled(page, "[role=dialog]")
         problems += check(page, artifacts_dir, "launch-dialog", theme, width)

@@ -90,6 +90,11 @@ def test_changing_which_kinds_notify_needs_the_login(full_dashboard: Dashboard, 
     page.locator("#notifications-bell").click()
     choice = page.locator("#notify-kind-stopped")
     expect(choice).to_have_attribute("data-state", "unchecked", timeout=30_000)
-    choice.click()
-    expect(page.locator("#notify-kinds-error")).to_contain_text("Log in", timeout=30_000)
+    # It fails early: the choices are disabled, and a link says what to do (the backend refuses anyway).
+    expect(choice).to_be_disabled()
+    note = page.locator("[data-login-gate=notify-kinds]")
+    expect(note).to_have_text("Log in to choose what notifies")
+    expect(note).to_have_attribute("href", "/login")
+    expect(page.locator("#webhook-url")).to_be_disabled()
+    expect(page.locator("[data-login-gate=webhook-save]")).to_have_attribute("aria-label", "Log in to set the webhook")
     expect(choice).to_have_attribute("data-state", "unchecked")

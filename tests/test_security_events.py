@@ -164,3 +164,21 @@ def test_webhook_change_needs_login(backend: Dashboard) -> None:
         return body["data"]
 
     assert wait_until(refused, timeout=30)[0]["via"] == "ui"
+
+
+def test_notify_kinds_change_needs_login(backend: Dashboard) -> None:
+    """The bell's "Notify about" choices are disabled for a viewer; the handler itself refuses too."""
+    events_state = pytest.importorskip("dgx_spark.state.events").EventsState
+    name = events_state.get_full_name()
+    with ReflexSocket(backend.port) as sock:
+        sock.emit(f"{name}.set_notify_kind", {"kind": "started", "on": True})
+        wait_until(
+            lambda: "Log in first" in json.dumps(sock.next_update(60)), timeout=90, interval=0,
+            message="choosing what notifies without login was not refused",
+        )
+
+    def refused() -> list[dict[str, Any]]:
+        _, body = backend.authed("GET", "/api/dgx/audit?action=notifications&outcome=refused")
+        return body["data"]
+
+    assert wait_until(refused, timeout=30)[0]["via"] == "ui"
