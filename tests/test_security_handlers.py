@@ -81,7 +81,7 @@ def test_the_scan_sees_the_handlers() -> None:
     names = {name for _, name, privileged, _ in handlers if privileged}
     # The known control handlers are seen as privileged (the pattern still matches what they do).
     assert {"launch_operation", "confirm_stop", "start_again", "remove_operation", "add_node", "remove_node",
-            "stop_remote", "save_webhook", "set_notify_kind"} <= names, names
+            "save_webhook", "set_notify_kind"} <= names, names
 
 
 def test_privileged_handlers_go_through_the_control_service() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import reflex as rx
 
 from dgx_spark.components.operation_actions import login_gate
+from dgx_spark.nodes.protocol import LOCAL_NODE
 from dgx_spark.state.control import ControlState
 from dgx_spark.state.login import LoginState
+
+REMOTE = ControlState.launch_node != LOCAL_NODE
 
 
 def _field(param: rx.Var[dict[str, str]]) -> rx.Component:
@@ -72,6 +75,37 @@ def _restart_fields() -> rx.Component:
     )
 
 
+def _node_choice() -> rx.Component:
+    """Where to launch, once there are remote nodes: this machine or one of them."""
+    return rx.cond(
+        ControlState.launch_nodes.length() > 0,
+        rx.vstack(
+            rx.text("Run on", size="2", weight="medium"),
+            rx.select.root(
+                rx.select.trigger(width="100%", id="launch-node", aria_label="Run on"),
+                rx.select.content(
+                    rx.select.item("This machine", value=LOCAL_NODE, id="launch-node-local"),
+                    rx.foreach(
+                        ControlState.launch_nodes,
+                        lambda row: rx.select.item(row["name"] + " (" + row["status"] + ")", value=row["id"],
+                                                   id="launch-node-" + row["id"].to(str)),
+                    ),
+                ),
+                value=ControlState.launch_node,
+                on_change=ControlState.choose_launch_node,
+            ),
+            rx.cond(
+                REMOTE,
+                rx.text("This backend sends the launch to that node with its token; the node checks the fields "
+                        "against its own files, ports and templates.", size="1", color="var(--gray-11)"),
+            ),
+            spacing="1",
+            width="100%",
+            align="stretch",
+        ),
+    )
+
+
 def launch_dialog() -> rx.Component:
     """The dialog itself (controlled by ``ControlState.dialog_open``)."""
     return rx.dialog.root(
@@ -80,6 +114,7 @@ def launch_dialog() -> rx.Component:
             rx.dialog.description("Start a server, job or program from a template. No shell is involved.",
                                   size="2", margin_bottom="8px"),
             rx.vstack(
+                _node_choice(),
                 rx.text("Template", size="2", weight="medium"),
                 rx.select.root(
                     rx.select.trigger(width="100%", id="launch-template", aria_label="Template"),
@@ -102,7 +137,8 @@ def launch_dialog() -> rx.Component:
                 rx.cond(ControlState.errors["template"],
                         rx.text(ControlState.errors["template"], color="var(--red-11)", size="1", id="launch-error-template")),
                 rx.text("Command that will run", size="2", weight="medium"),
-                rx.code_block(rx.cond(ControlState.preview != "", ControlState.preview, "(fix the fields above)"),
+                rx.code_block(rx.cond(ControlState.preview != "", ControlState.preview,
+                                      rx.cond(REMOTE, "(built by the node when you launch)", "(fix the fields above)")),
                               language="bash", wrap_long_lines=True, width="100%", id="launch-preview",
                               # Long paths break anywhere; focusable, so the keyboard can scroll it when it overflows.
                               code_tag_props={"style": {"whiteSpace": "pre-wrap", "wordBreak": "break-all"}},
@@ -122,7 +158,7 @@ def launch_dialog() -> rx.Component:
                         rx.cond(ControlState.launching, rx.spinner(size="1"), rx.icon("rocket", size=14)),
                         "Launch",
                         on_click=ControlState.launch_operation,
-                        disabled=ControlState.launching | (ControlState.preview == ""),
+                        disabled=ControlState.launching | ((ControlState.preview == "") & ~REMOTE),
                         id="launch-submit",
                     ),
                     login_gate("launch-submit", "launch", "Launch", "rocket", "solid", size="2",

@@ -167,6 +167,9 @@ def logs_dialog() -> rx.Component:
         rx.dialog.content(
             rx.hstack(
                 rx.dialog.title("Logs: " + ControlState.logs_name, margin="0"),
+                rx.cond(ControlState.logs_node != "",
+                        rx.badge(rx.icon("server", size=11), ControlState.logs_node_name, variant="outline",
+                                 color_scheme="iris", size="1", id="logs-node")),
                 rx.spacer(),
                 rx.button(
                     rx.cond(ControlState.following, rx.icon("pause", size=14), rx.icon("play", size=14)),
@@ -179,7 +182,10 @@ def logs_dialog() -> rx.Component:
                 ),
                 rx.link(
                     rx.button(rx.icon("download", size=14), "Download", variant="soft", size="1"),
-                    href="/api/dgx/operations/" + ControlState.logs_id + "/logs/download",
+                    # A remote node's log comes through this backend's forwarding route (login needed).
+                    href=rx.cond(ControlState.logs_node != "",
+                                 "/api/dgx/nodes/" + ControlState.logs_node + "/operations/", "/api/dgx/operations/")
+                    + ControlState.logs_id + "/logs/download",
                     is_external=True,
                     id="logs-download",
                 ),

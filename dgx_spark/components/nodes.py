@@ -5,7 +5,9 @@
 - ``nodes_dialog()``: each node's health (status, latency, version, last seen, error); add and remove.
 - ``node_chip(op)``: on each card when the tab shows another node or All nodes.
 - ``node_banners()``: a banner per node whose cards show an old list.
-- ``remote_actions(op)``: a remote card's Stop (forwarded to its node by the backend).
+
+A remote card's buttons are a local card's (``components/operation_actions.py``): each handler gets
+the card's node, and the backend sends the action on to that node with its token.
 """
 
 from __future__ import annotations
@@ -186,15 +188,19 @@ def node_banners() -> rx.Component:
     )
 
 
-def remote_actions(op: rx.Var[OperationView]) -> rx.Component:
-    """A remote card's actions: Stop while it runs (sent on to its node by this backend)."""
-    return rx.hstack(
-        rx.cond(
-            op.live & ~op.node_stale,
-            rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
-                      on_click=NodesState.stop_remote(op.node, op.id), disabled=~LoginState.logged_in,
-                      data_action="stop", title=rx.cond(LoginState.logged_in, "Stop (SIGTERM)", "Log in to stop")),
+def unknown_connection(connection_id: rx.Var[str] | str) -> rx.Component:
+    """The tab's empty state when the embedding app's ``connection_id`` names no node."""
+    return rx.vstack(
+        rx.box(rx.icon("unplug", size=22), style=styles.empty_icon),
+        rx.heading("Not connected", size="4"),
+        rx.text(
+            "No node is named ", rx.code(connection_id), ". Add it under Nodes (its URL and API token), "
+            "and its operations appear here; \"local\" or \"\" is this machine.",
+            size="2",
+            color=styles.MUTED,
+            max_width="460px",
         ),
-        style=styles.card_footer,
-        data_field="actions",
+        id="operations-not-connected",
+        style=styles.not_connected,
+        custom_attrs={"data-reason": "unknown-connection"},
     )

@@ -60,17 +60,30 @@ def engine_gate(op: rx.Var[OperationView], key: str, label: str, icon: str) -> r
     )
 
 
+def _busy(op: rx.Var[OperationView]) -> tuple[rx.Var[bool], rx.Var[bool]]:
+    """(an action on it is in flight, its controls are off: that, or its remote node stopped answering)."""
+    key = rx.cond(op.remote, op.node + "/" + op.id, op.id)
+    acting = ControlState.busy_ids.contains(key)
+    return acting, acting | op.node_stale
+
+
+def logs_button(op: rx.Var[OperationView]) -> rx.Component:
+    """Logs: this machine's read here; a remote node's read by this backend from that node."""
+    return rx.button(rx.icon("scroll_text", size=14), "Logs", size="1", variant="soft", color_scheme="gray",
+                     on_click=ControlState.open_logs(op.id, op.name, op.node), data_action="logs")
+
+
 def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
     """The buttons that fit the operation's state; disabled while an action on it is in flight.
 
     Controls that need a login are shown disabled, with "Log in to stop" and a link, to a
-    browser that is not logged in.
+    browser that is not logged in. A remote node's card (``op.remote``) gets the same buttons:
+    each handler is given ``op.node`` and the backend sends the action on to that node.
     """
-    busy = ControlState.busy_ids.contains(op.id)
+    acting, busy = _busy(op)
     launched = op.source == "launched"
     return [
-        rx.button(rx.icon("scroll_text", size=14), "Logs", size="1", variant="soft", color_scheme="gray",
-                  on_click=ControlState.open_logs(op.id, op.name), data_action="logs"),
+        logs_button(op),
         rx.cond(
             op.live,
             rx.cond(
@@ -78,8 +91,9 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
                 engine_gate(op, "stop", "Stop", "square"),
                 _allowed(
                     rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
-                              disabled=busy, loading=busy,
-                              on_click=ControlState.ask_stop(op.id, op.name, op.source), data_action="stop"),
+                              disabled=busy, loading=acting,
+                              on_click=ControlState.ask_stop(op.id, op.name, op.source, op.node),
+                              data_action="stop"),
                     "stop", "stop", "Stop", "square",
                 ),
             ),
@@ -88,7 +102,8 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
             op.live & launched,
             _allowed(
                 rx.button(rx.icon("refresh_cw", size=14), "Restart", size="1", variant="soft", color_scheme="gray",
-                          disabled=busy, on_click=ControlState.ask_restart(op.id, op.name), data_action="restart"),
+                          disabled=busy, on_click=ControlState.ask_restart(op.id, op.name, op.node),
+                          data_action="restart"),
                 "restart", "restart", "Restart", "refresh_cw",
             ),
         ),
@@ -98,7 +113,7 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
 
 def ended_actions(op: rx.Var[OperationView], logs: bool = True) -> list[rx.Component]:
     """An ended operation's buttons: Logs, and Start again (launched ones and containers) and Remove (launched)."""
-    busy = ControlState.busy_ids.contains(op.id)
+    acting, busy = _busy(op)
     launched = op.source == "launched"
     startable = launched | ((op.container_text != "") & (op.container_control == ""))
     buttons = [
@@ -106,7 +121,8 @@ def ended_actions(op: rx.Var[OperationView], logs: bool = True) -> list[rx.Compo
             ~op.live & startable,
             _allowed(
                 rx.button(rx.icon("rotate_ccw", size=14), "Start again", size="1", variant="soft",
-                          disabled=busy, loading=busy, on_click=ControlState.start_again(op.id), data_action="start"),
+                          disabled=busy, loading=acting, on_click=ControlState.start_again(op.id, op.node),
+                          data_action="start"),
                 "start", "start it again", "Start again", "rotate_ccw",
             ),
         ),
@@ -114,15 +130,14 @@ def ended_actions(op: rx.Var[OperationView], logs: bool = True) -> list[rx.Compo
             ~op.live & launched,
             _allowed(
                 rx.button(rx.icon("trash_2", size=14), "Remove", size="1", variant="ghost", color_scheme="gray",
-                          disabled=busy, on_click=ControlState.remove_operation(op.id), data_action="remove"),
+                          disabled=busy, on_click=ControlState.remove_operation(op.id, op.node),
+                          data_action="remove"),
                 "remove", "remove", "Remove", "trash_2", "ghost",
             ),
         ),
     ]
     if logs:
-        buttons.insert(0, rx.button(rx.icon("scroll_text", size=14), "Logs", size="1", variant="soft",
-                                    color_scheme="gray", on_click=ControlState.open_logs(op.id, op.name),
-                                    data_action="logs"))
+        buttons.insert(0, logs_button(op))
     return buttons
 
 
@@ -162,6 +177,12 @@ def stop_confirm_dialog() -> rx.Component:
                     ),
                 ),
                 size="2",
+            ),
+            rx.cond(
+                ControlState.confirm_node != "",
+                rx.text("It runs on node ", rx.text(ControlState.confirm_node_name, as_="span", weight="bold"),
+                        ": this backend sends the request on to it, with that node's token.", size="2",
+                        margin_top="8px", id="stop-node"),
             ),
             _signal_choice(),
             rx.hstack(

@@ -18,7 +18,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.job_progress import job_progress_block
-from dgx_spark.components.nodes import node_chip, remote_actions
+from dgx_spark.components.nodes import node_chip
 from dgx_spark.components.operation_actions import ended_actions, operation_actions
 from dgx_spark.components.resources import idle_gpu_badge, resource_chips
 from dgx_spark.components.status import status_indicator
@@ -288,8 +288,8 @@ def card_actions(op: rx.Var[OperationView]) -> rx.Component:
 
     Return the buttons wrapped in ``card_footer(...)``; nothing renders while empty.
     """
-    # A remote node's card: its actions are sent on to that node (components/nodes.py).
-    return rx.cond(op.remote, remote_actions(op), card_footer(*operation_actions(op)))
+    # A remote node's card has the same buttons: the backend sends each action on to its node.
+    return card_footer(*operation_actions(op))
 
 
 def card_footer(*buttons: rx.Component) -> rx.Component:
@@ -367,9 +367,8 @@ def ended_row(op: rx.Var[OperationView]) -> rx.Component:
             style=styles.ended_time,
             data_field="ended",
         ),
-        # A remote node's ended operation: its Start again / Remove are not offered here.
-        rx.cond(op.remote, rx.fragment(),
-                rx.hstack(*ended_actions(op), style=styles.ended_actions, data_field="actions")),
+        # A remote node's ended operation too: its node does what these buttons ask.
+        rx.hstack(*ended_actions(op), style=styles.ended_actions, data_field="actions"),
         id="op-" + op.id,
         role="listitem",
         style=styles.ended_row,

@@ -3,7 +3,12 @@
 Embed it in any Reflex app::
 
     from dgx_spark.components.operations_tab import operations_tab
-    operations_tab(is_connected=True, connection_id="spark-01")
+    operations_tab(is_connected=True, connection_id="spark-b")
+
+``connection_id`` names the node the tab shows (``state/node_view.py:connection_node``): "",
+``local`` or this machine's host name: this machine (the URL's ``?node=`` and the switcher still
+choose); a node's id or name (as added under Nodes): that node; ``all``: every node; anything
+else: "Not connected", until a node of that name is added.
 
 It starts its live loop when it mounts (and after a reconnect) and stops it
 when it unmounts, and it ships its own keyframes, so the host needs no on_load and no stylesheet.
@@ -16,7 +21,7 @@ import reflex as rx
 from dgx_spark import styles
 from dgx_spark.components.filters import filter_bar, no_matches
 from dgx_spark.components.new_operation import new_operation_button
-from dgx_spark.components.nodes import node_banners
+from dgx_spark.components.nodes import node_banners, unknown_connection
 from dgx_spark.components.operations_table import layout_toggle
 from dgx_spark.components.section import operation_section, sections
 from dgx_spark.components.status import (
@@ -25,6 +30,7 @@ from dgx_spark.components.status import (
     stale_banner,
     while_connected,
 )
+from dgx_spark.state.nodes import NodesState
 from dgx_spark.state.operations import OperationsState
 
 
@@ -163,6 +169,15 @@ def live_starter() -> rx.Component:
     return while_connected(OperationsState.start_live, "operations-live-starter")
 
 
+def connection_starter(connection_id: rx.Var[str] | str) -> rx.Component:
+    """Maps ``connection_id`` to a node when the tab mounts, after a reconnect, and when it changes."""
+    return rx.cond(
+        ~connection_lost,
+        rx.box(on_mount=NodesState.connect(connection_id), on_unmount=NodesState.disconnect, key=connection_id,
+               display="none", id="operations-connection"),
+    )
+
+
 def operations_tab(
     is_connected: rx.Var[bool] | bool = True,
     connection_id: rx.Var[str] | str = "",
@@ -172,7 +187,9 @@ def operations_tab(
     Args:
         is_connected: Whether the DGX is connected; when not, a clear
             "not connected" state replaces the cards.
-        connection_id: Which connection (shown in the not-connected state).
+        connection_id: Which DGX the tab shows: this machine ("", ``local`` or its host name), a
+            node's id or name (as added under Nodes), or ``all``. One that names no node shows
+            "not connected" (and the name).
 
     Returns:
         The tab's component.
@@ -182,7 +199,12 @@ def operations_tab(
         live_starter(),
         tab_header(),
         filters_row(),
-        rx.cond(is_connected, operations_body(), not_connected(connection_id)),
+        connection_starter(connection_id),  # after filters_row: it wins over the URL's ?node=
+        rx.cond(
+            is_connected,
+            rx.cond(NodesState.connection_missing != "", unknown_connection(connection_id), operations_body()),
+            not_connected(connection_id),
+        ),
         id="operations-tab",
         style=styles.tab,
         on_unmount=OperationsState.stop_live,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -32,6 +31,7 @@ from dgx_spark.supervisor.supervisor import ControlError, ErrorKind
 
 if TYPE_CHECKING:
     from dgx_spark.collector.model import Operation
+    from dgx_spark.nodes.client import NodeAnswer
     from dgx_spark.nodes.hub import NodeHub
     from dgx_spark.nodes.poller import NodeState
     from dgx_spark.nodes.store import Node
@@ -62,6 +62,14 @@ LAUNCH_FIELDS = frozenset({"template", "name", "params", "type", "command", "cwd
 MAX_ID = 64
 # A forwarded stop may take a while on the node (it answers once the signal is sent).
 REMOTE_TIMEOUT_SECONDS = 30.0
+RemoteAction = Literal["stop", "restart", "start", "remove"]
+# Each remote action's request on the node: (method, path after /api/dgx/operations/<id>).
+REMOTE_ROUTES: dict[str, tuple[str, str]] = {
+    "stop": ("POST", "/stop"),
+    "restart": ("POST", "/restart"),
+    "start": ("POST", "/start"),
+    "remove": ("DELETE", ""),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +83,17 @@ class Actor:
     client: str
     via: Via
     authorized: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteDone:
+    """What a node did: its id and name, the operation's id and name, and the node's ``data``."""
+
+    node: str
+    node_name: str
+    id: str
+    name: str | None
+    data: Mapping[str, Any]
 
 
 class AuditWriter(Protocol):
@@ -431,50 +450,111 @@ class ControlService:
         return await self.perform_async(actor, action, target, call, key=target if op_id else None,
                                         quiet=action == "progress", answered=answered)
 
-    def stop_remote(self, actor: Actor, node_id: Any, op_id: Any, *, signal_name: str = "term") -> str:
-        """Stop an operation on a remote node, with that node's token; the node's name.
+    def _remote_node(self, node_id: Any) -> tuple[NodeHub, Node]:
+        hub = self._nodes()
+        node = hub.node(node_id) if isinstance(node_id, str) else None
+        if node is None:
+            raise ControlError("not_found", f"no node with id {str(node_id)[:40]!r}", "node")
+        return hub, node
+
+    def _remote_call(self, hub: NodeHub, node: Node, method: str, path: str, body: Any = None) -> NodeAnswer:
+        """One request to a node; its refusal raised as a ControlError; its list polled at once after a change.
 
         Raises:
-            ControlError: Refused; not_found (no such node); upstream with ``code`` node_unreachable
-                when it does not answer; the node's refusal (its message) otherwise.
+            ControlError: upstream ``node_unreachable`` (no answer) or ``node_unauthorized`` (it refused
+                this machine's token); the node's own kind, message and field otherwise.
         """
-        target = node_target(str(node_id)[:40], str(op_id)[:MAX_ID])
+        from dgx_spark.nodes.client import NodeUnreachable, call
 
-        def stop() -> str:
-            hub = self._nodes()
-            node = hub.node(node_id) if isinstance(node_id, str) else None
-            if node is None:
-                raise ControlError("not_found", f"no node with id {str(node_id)[:40]!r}", "node")
-            remote_id = check_operation_id(op_id)
-            status, message = _post_stop(node.url, node.token, remote_id, signal_name)
+        try:
+            answer = call(node, method, path, body, timeout=REMOTE_TIMEOUT_SECONDS)
+        except NodeUnreachable as exc:
+            raise ControlError("upstream", f"node {node.name} is unreachable: {exc}", code="node_unreachable") from exc
+        if answer.ok:
             hub.wake(node.id)
-            if status >= 400:
-                raise ControlError(kind_of_status(status), message or f"HTTP {status}")
-            return node.name
+        elif answer.status in (401, 403):
+            raise ControlError("upstream", f"node {node.name} refused this machine's token for it (HTTP "
+                                           f"{answer.status}): {answer.message}", code="node_unauthorized")
+        else:
+            raise ControlError(kind_of_status(answer.status), answer.message or f"HTTP {answer.status}",
+                               answer.field, answer.code)
+        return answer
 
-        return self.perform(actor, "stop", target, stop, key=target)
+    def act_remote(self, actor: Actor, action: RemoteAction, node_id: Any, op_id: Any, *,
+                   signal_name: str = "term") -> RemoteDone:
+        """Stop, restart, start again or remove an operation on a remote node, with that node's token.
+
+        ``signal_name`` (int, term or kill) is the stop's or restart's signal. Audited here with the
+        target ``<node>/<op id>`` and the node's answer; held like a local action on that target.
+
+        Raises:
+            ControlError: Refused; not_found (no such node, or the node has no such operation);
+                upstream (``node_unreachable``, ``node_unauthorized``); the node's refusal otherwise.
+        """
+        if action not in REMOTE_ROUTES:
+            raise ControlError("invalid", f"action: {str(action)[:20]!r} is not a remote action", "action")
+        target = node_target(str(node_id)[:40], str(op_id)[:MAX_ID])
+        method, tail = REMOTE_ROUTES[action]
+        body = {"signal": signal_name} if action in ("stop", "restart") else None
+        name: str | None = None
+
+        def act() -> RemoteDone:
+            nonlocal name
+            hub, node = self._remote_node(node_id)
+            remote_id = check_operation_id(op_id)
+            name = remote_name(hub, node.id, remote_id)  # before: Remove forgets it
+            from dgx_spark.nodes.client import operation_path
+
+            answer = self._remote_call(hub, node, method, operation_path(remote_id, tail), body)
+            data = answer.data if isinstance(answer.data, dict) else {}
+            found = data.get("name")
+            return RemoteDone(node.id, node.name, remote_id, found if isinstance(found, str) and found else name,
+                              data)
+
+        return self.perform(actor, action, target, act, key=target,
+                            described=lambda done: (target, done.name))
+
+    def stop_remote(self, actor: Actor, node_id: Any, op_id: Any, *, signal_name: str = "term") -> RemoteDone:
+        """Stop an operation on a remote node (``signal_name``: int, term or kill); see :meth:`act_remote`.
+
+        Raises:
+            ControlError: As :meth:`act_remote`.
+        """
+        return self.act_remote(actor, "stop", node_id, op_id, signal_name=signal_name)
+
+    def launch_remote(self, actor: Actor, node_id: Any, body: Any) -> RemoteDone:
+        """Launch on a remote node (the REST API's launch body, checked by the node), with its token.
+
+        Raises:
+            ControlError: Refused; not_found (no such node); invalid naming the field (the node's check);
+                upstream (``node_unreachable``, ``node_unauthorized``).
+        """
+        template = body.get("template") if isinstance(body, Mapping) else None
+        target = node_target(str(node_id)[:40])
+
+        def launch() -> RemoteDone:
+            if not isinstance(body, Mapping):
+                raise ControlError("invalid", "body: must be a JSON object", "body")
+            unknown = [str(key)[:40] for key in body if key not in LAUNCH_FIELDS]
+            if unknown:
+                raise ControlError("invalid", f"{unknown[0]}: unknown field", unknown[0])
+            hub, node = self._remote_node(node_id)
+            from dgx_spark.nodes.client import OPERATIONS_PATH
+
+            answer = self._remote_call(hub, node, "POST", OPERATIONS_PATH, dict(body))
+            data = answer.data if isinstance(answer.data, dict) else {}
+            op_id, name = data.get("id"), data.get("name")
+            return RemoteDone(node.id, node.name, str(op_id or ""), str(name or op_id or template or ""), data)
+
+        return self.perform(actor, "launch", target, launch, created=True,
+                            described=lambda done: (node_target(done.node, done.id or None), done.name or None))
 
 
-def _post_stop(base_url: str, token: str, op_id: str, signal_name: str) -> tuple[int, str]:
-    """POST a stop to a node's API: (its status, its error message).
-
-    Raises:
-        ControlError: upstream (``node_unreachable``) when it does not answer.
-    """
-    import httpx
-
-    from dgx_spark.nodes.poller import USER_AGENT
-
-    url = f"{base_url}/api/dgx/operations/{urllib.parse.quote(op_id, safe='')}/stop"
-    try:
-        with httpx.Client(timeout=REMOTE_TIMEOUT_SECONDS, headers={"User-Agent": USER_AGENT}) as http:
-            response = http.post(url, json={"signal": signal_name}, headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise ControlError("upstream", f"the node is unreachable: {type(exc).__name__}",
-                           code="node_unreachable") from exc
-    try:
-        error = response.json().get("error", {}) if response.status_code >= 400 else {}
-        message = error.get("message", "") if isinstance(error, dict) else ""
-    except (ValueError, AttributeError):
-        message = ""
-    return response.status_code, str(message)[:300]
+def remote_name(hub: NodeHub, node_id: str, op_id: str) -> str | None:
+    """An operation's name in a node's last list (None when it is not there)."""
+    poller = hub.poller(node_id)
+    for item in poller.state.operations if poller is not None else ():
+        if item.get("id") == op_id:
+            name = item.get("name")
+            return name if isinstance(name, str) and name else None
+    return None

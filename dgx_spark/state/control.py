@@ -10,6 +10,8 @@ a refusal into words (``state/actor.py``). None of them is named ``set_*``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,10 @@ import reflex as rx
 from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import ProcessOutput
-from dgx_spark.control.service import Actor
+from dgx_spark.control.service import Actor, remote_name
+from dgx_spark.nodes import client as node_client
+from dgx_spark.nodes.protocol import LOCAL_NODE, NODE_ID_PATTERN
+from dgx_spark.nodes.store import Node
 from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import (
     InvalidArgument,
@@ -27,7 +32,7 @@ from dgx_spark.security.validation import (
     validate_operation_id,
     validate_text,
 )
-from dgx_spark.services import get_control, get_services, get_supervisor
+from dgx_spark.services import get_control, get_hub, get_services, get_supervisor
 from dgx_spark.state import log_search
 from dgx_spark.state.actor import failure_text, is_refusal, ui_actor
 from dgx_spark.state.operations import OperationsState
@@ -37,6 +42,31 @@ from dgx_spark.supervisor.supervisor import ControlError
 LOG_LINES = 1000
 FOLLOW_SECONDS = 1.0
 MAX_INPUT = 4096
+# A remote node's log stream that broke is opened again after this (doubling up to the max).
+REMOTE_RETRY_SECONDS = 2.0
+REMOTE_RETRY_MAX_SECONDS = 30.0
+_NODE_ID = re.compile(NODE_ID_PATTERN)
+
+
+def remote_node(node: Any) -> Node | None:
+    """The remote node a handler's ``node`` argument names; None for this machine ("" or ``local``).
+
+    Raises:
+        InvalidArgument: Not a node id, or no node has it (removed meanwhile).
+    """
+    if node in ("", None, LOCAL_NODE):
+        return None
+    if not isinstance(node, str) or not _NODE_ID.match(node):
+        raise InvalidArgument("node", "not a node id")
+    found = get_hub().node(node)
+    if found is None:
+        raise InvalidArgument("node", f"no node {node!r} (removed meanwhile?)")
+    return found
+
+
+def busy_key(node: str, op_id: str) -> str:
+    """How ``busy_ids`` names an operation: its id here, ``<node>/<id>`` on a remote node."""
+    return f"{node}/{op_id}" if node not in ("", LOCAL_NODE) else op_id
 
 # The custom command as dialog fields (its API body has no "params").
 CUSTOM_PARAMS: list[dict[str, str]] = [
@@ -166,6 +196,9 @@ class ControlState(rx.State):
     preview: str = ""
     launching: bool = False
     restart_fields: dict[str, str] = dict(RESTART_DEFAULTS)  # noqa: RUF012 - policy, max_restarts, backoff_seconds
+    # Where to launch: "local" or a remote node's id; the remote nodes offered ({"id", "name", "status"}).
+    launch_node: str = LOCAL_NODE
+    launch_nodes: list[dict[str, str]] = []  # noqa: RUF012
     # Card actions.
     busy_ids: list[str] = []  # noqa: RUF012
     confirm_open: bool = False
@@ -173,11 +206,15 @@ class ControlState(rx.State):
     confirm_name: str = ""
     confirm_source: str = ""
     confirm_action: str = "stop"  # or "restart"
+    confirm_node: str = ""  # the operation's remote node ("": this machine)
+    confirm_node_name: str = ""
     stop_signal: str = "term"  # the confirmation's choice: int or term ("Kill now" is its own button)
     # Logs view.
     logs_open: bool = False
     logs_id: str = ""
     logs_name: str = ""
+    logs_node: str = ""  # the operation's remote node ("": this machine); its log is read by this backend
+    logs_node_name: str = ""
     log_lines: list[str] = []  # noqa: RUF012
     logs_available: bool = True
     logs_truncated: bool = False
@@ -189,14 +226,28 @@ class ControlState(rx.State):
 
     # ---- launch dialog -------------------------------------------------------------------
     @rx.event
-    def open_launch_dialog(self) -> None:
-        """Open the "New Operation" dialog with the first template chosen."""
+    async def open_launch_dialog(self) -> None:
+        """Open the "New Operation" dialog with the first template chosen.
+
+        When there are remote nodes it offers them too, starting with the node the tab shows.
+        """
         templates = get_supervisor().templates()
         self.templates = [{"name": t.name, "title": t.title, "type": t.type} for t in templates.values()] + [
             {"name": tpl.CUSTOM, "title": "Custom command", "type": "program"}
         ]
+        self.launch_nodes = [{"id": node.id, "name": node.name, "status": state.status}
+                             for node, state in get_hub().states()]
+        shown = (await self.get_state(OperationsState)).node
+        self.launch_node = shown if any(row["id"] == shown for row in self.launch_nodes) else LOCAL_NODE
         self.dialog_open = True
         self._choose(self.template or "training")
+
+    @rx.event
+    def choose_launch_node(self, value: str) -> None:
+        """Where to launch: this machine (``local``) or one of the remote nodes offered."""
+        if value == LOCAL_NODE or (isinstance(value, str) and any(row["id"] == value for row in self.launch_nodes)):
+            self.launch_node = value
+            self._validate(check_port=False)
 
     @rx.event
     def close_launch_dialog(self, open_: bool = False) -> None:
@@ -253,18 +304,26 @@ class ControlState(rx.State):
         self._validate(check_port=True)
 
     def _validate(self, *, check_port: bool) -> bool:
-        """Check the form like the API will; fill ``errors`` and the argv ``preview``."""
+        """Check the form like the API will; fill ``errors`` and the argv ``preview``.
+
+        For a remote node the node checks it when launching (its files, ports and templates are
+        its own): here the argv is previewed when this machine can build it, and nothing is refused.
+        """
         body = request_body(self.template, self.op_name, self.values, self.restart_fields)
         bad = surrogate_path(body)
         if bad is not None:  # the API's guard refuses the same before any route runs
             self.errors, self.preview = {field_key(bad): "must be valid UTF-8 text"}, ""
             return False
+        remote = self.launch_node != LOCAL_NODE
         try:
-            spec = get_supervisor().build_spec(body, check_port=check_port)
-        except tpl.SpecError as exc:
-            self.errors, self.preview = {field_key(exc.field): exc.message}, ""
-            return False
-        except ControlError as exc:
+            spec = get_supervisor().build_spec(body, check_port=check_port and not remote)
+        except (tpl.SpecError, ControlError) as exc:
+            if remote:
+                self.errors, self.preview = {}, ""
+                return True
+            if isinstance(exc, tpl.SpecError):
+                self.errors, self.preview = {field_key(exc.field): exc.message}, ""
+                return False
             message = exc.message.split(": ", 1)[-1] if exc.field else exc.message
             self.errors, self.preview = {field_key(exc.field): message}, ""
             return False
@@ -282,8 +341,11 @@ class ControlState(rx.State):
                 return rx.toast.error("Fix the highlighted field first.")
             body = request_body(self.template, self.op_name, self.values, self.restart_fields)
             actor = ui_actor(self)
+            node = self.launch_node
             self.launching = True
         try:
+            if node != LOCAL_NODE:
+                return await self._launch_remote(actor, node, body)
             op = await asyncio.to_thread(get_control().launch, actor, body)
         except ControlError as exc:
             async with self:
@@ -296,28 +358,49 @@ class ControlState(rx.State):
             self.dialog_open = False
         return [OperationsState.refresh, rx.toast.success(f"Launched {op.name} ({op.status})")]
 
+    async def _launch_remote(self, actor: Actor, node: str, body: dict[str, Any]) -> Any:
+        """Launch on a remote node (it checks the body); the tab then shows that node if it showed this machine.
+
+        Raises:
+            ControlError: Refused, or the node's refusal (its field and message).
+        """
+        control = get_control()
+        done = await asyncio.to_thread(control.launch_remote, actor, node, body)
+        async with self:
+            self.launching = False
+            self.dialog_open = False
+            shown = (await self.get_state(OperationsState)).node
+        toast = rx.toast.success(f"Launched {done.name} on {done.node_name} ({done.data.get('status', 'sent')})")
+        if shown == LOCAL_NODE:
+            return [OperationsState.choose_node(done.node), toast]
+        return [OperationsState.refresh, toast]
+
     # ---- card actions ----------------------------------------------------------------------
     @rx.event
-    def ask_stop(self, op_id: str, name: str, source: str) -> Any:
-        """Open the confirmation for stopping an operation."""
+    def ask_stop(self, op_id: str, name: str, source: str, node: str = "") -> Any:
+        """Open the confirmation for stopping an operation (``node``: its remote node, "" for this machine)."""
         try:
             self.confirm_id = validate_operation_id(op_id)
             self.confirm_name = validate_text(name, "name", max_length=256, allow_empty=True)
             self.confirm_source = validate_text(source, "source", max_length=16, allow_empty=True)
+            found = remote_node(node)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
+        self.confirm_node, self.confirm_node_name = (found.id, found.name) if found is not None else ("", "")
         self.confirm_action, self.stop_signal = "stop", "term"
         self.confirm_open = True
         return None
 
     @rx.event
-    def ask_restart(self, op_id: str, name: str) -> Any:
+    def ask_restart(self, op_id: str, name: str, node: str = "") -> Any:
         """Open the confirmation for restarting a launched operation (stop, then a new run)."""
         try:
             self.confirm_id = validate_operation_id(op_id)
             self.confirm_name = validate_text(name, "name", max_length=256, allow_empty=True)
+            found = remote_node(node)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
+        self.confirm_node, self.confirm_node_name = (found.id, found.name) if found is not None else ("", "")
         self.confirm_source, self.confirm_action, self.stop_signal = "launched", "restart", "term"
         self.confirm_open = True
         return None
@@ -339,57 +422,75 @@ class ControlState(rx.State):
         async with self:
             op_id = self.confirm_id
             action = self.confirm_action
+            node = self.confirm_node
             name = "kill" if force is True else (self.stop_signal if self.stop_signal in STOP_CHOICES else "term")
             self.confirm_open = False
         control = get_control()
         if action == "restart":
             return await self._act(op_id, lambda actor, op: control.restart(actor, op, signal_name=name), "Restart",
-                                   "Restarting")
-        return await self._act(op_id, lambda actor, op: control.stop(actor, op, signal_name=name), "Stop", "Stopping")
+                                   "Restarting", node, "restart", name)
+        return await self._act(op_id, lambda actor, op: control.stop(actor, op, signal_name=name), "Stop", "Stopping",
+                               node, "stop", name)
 
     @rx.event(background=True)
-    async def start_again(self, op_id: str) -> Any:
-        """Start an ended launched operation again."""
-        return await self._act(op_id, get_control().start_again, "Start", "Started again")
+    async def start_again(self, op_id: str, node: str = "") -> Any:
+        """Start an ended launched operation again (on its remote node when ``node`` names one)."""
+        return await self._act(op_id, get_control().start_again, "Start", "Started again", node, "start")
 
     @rx.event(background=True)
-    async def remove_operation(self, op_id: str) -> Any:
-        """Forget an ended launched operation and its logs."""
-        return await self._act(op_id, get_control().remove, "Remove", "Removed")
+    async def remove_operation(self, op_id: str, node: str = "") -> Any:
+        """Forget an ended launched operation and its logs (on its remote node when ``node`` names one)."""
+        return await self._act(op_id, get_control().remove, "Remove", "Removed", node, "remove")
 
-    async def _act(self, op_id: Any, call: Callable[[Actor, str], Any], verb: str, done: str) -> Any:
-        """Run one card action through the control service; a toast names the operation."""
+    async def _act(self, op_id: Any, call: Callable[[Actor, str], Any], verb: str, done: str, node: Any = "",
+                   remote: str = "", signal_name: str = "term") -> Any:
+        """Run one card action through the control service; a toast names the operation.
+
+        ``call`` acts on this machine; on a remote node (``node``) the service sends the ``remote``
+        action to it instead, with its token.
+        """
         try:
             op_id = validate_operation_id(op_id)
+            target = remote_node(node)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
+        key = busy_key(target.id if target is not None else "", op_id)
         async with self:
-            if op_id in self.busy_ids:
+            if key in self.busy_ids:
                 return None
-            self.busy_ids = [*self.busy_ids, op_id]
+            self.busy_ids = [*self.busy_ids, key]
             actor = ui_actor(self)
         try:
-            # Toasts name the operation; looked up before the action (Remove forgets it).
-            name = await asyncio.to_thread(get_services().names.name, op_id) if actor.authorized else op_id
-            await asyncio.to_thread(call, actor, op_id)
+            if target is None:
+                # Toasts name the operation; looked up before the action (Remove forgets it).
+                name = await asyncio.to_thread(get_services().names.name, op_id) if actor.authorized else op_id
+                await asyncio.to_thread(call, actor, op_id)
+            else:
+                name = f"{remote_name(get_hub(), target.id, op_id) or op_id} on {target.name}"
+                await asyncio.to_thread(get_control().act_remote, actor, remote, target.id, op_id,
+                                        signal_name=signal_name)
         except ControlError as exc:
             outcome: Any = rx.toast.error(failure_text(exc, f"{verb} {name}"))
         else:
             outcome = rx.toast.success(f"{done}: {name}")
         finally:
             async with self:
-                self.busy_ids = [i for i in self.busy_ids if i != op_id]
+                self.busy_ids = [i for i in self.busy_ids if i != key]
         return [OperationsState.refresh, outcome]
 
     # ---- logs ------------------------------------------------------------------------------
     @rx.event
-    def open_logs(self, op_id: str, name: str) -> Any:
-        """Show the last lines of an operation's log and follow it."""
+    def open_logs(self, op_id: str, name: str, node: str = "") -> Any:
+        """Show the last lines of an operation's log and follow it (``node``: its remote node, "" here)."""
         try:
             op_id = validate_operation_id(op_id)
             name = validate_text(name, "name", max_length=256, allow_empty=True)
+            target = remote_node(node)
         except InvalidArgument as exc:
             return rx.toast.error(str(exc))
+        if target is not None:
+            return self._open_remote_logs(target, op_id, name)
+        self.logs_node, self.logs_node_name = "", ""
         try:
             path = get_supervisor().find_log(op_id)
         except ControlError as exc:
@@ -411,6 +512,76 @@ class ControlState(rx.State):
         lines, offset, truncated = read
         self.log_lines, self.logs_available, self.logs_truncated, self._log_offset = lines, True, truncated, offset
         return ControlState.follow_logs
+
+    def _open_remote_logs(self, node: Node, op_id: str, name: str) -> Any:
+        """Open the logs view of a remote node's operation; this backend reads it with the node's token."""
+        if not event_is_authorized(self):
+            return rx.toast.error("Log in to see the logs of another node's operations (read with its token).")
+        self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
+        self.logs_node, self.logs_node_name = node.id, node.name
+        self.log_filter, self.logs_reason, self._log_path, self._log_offset = "", "", "", 0
+        self.log_lines, self.logs_available, self.logs_truncated = [], True, False
+        return ControlState.follow_remote_logs
+
+    def _showing_remote(self, node_id: str, op_id: str) -> bool:
+        return self.logs_open and self.logs_id == op_id and self.logs_node == node_id
+
+    @rx.event(background=True)
+    async def follow_remote_logs(self) -> None:
+        """A remote operation's log: its last lines, then the node's log stream while the view is open.
+
+        This backend asks the node (its ``/logs`` and ``/logs/stream``) with the node's token; the
+        browser only sees the lines.
+        """
+        async with self:
+            op_id, node_id = self.logs_id, self.logs_node
+        node = get_hub().node(node_id) if node_id else None
+        if node is None:
+            return
+        try:
+            answer = await asyncio.to_thread(node_client.call, node, "GET", node_client.operation_path(op_id, "/logs"),
+                                             params={"tail": LOG_LINES}, timeout=10.0)
+        except node_client.NodeUnreachable as exc:
+            answer = node_client.NodeAnswer(502, message=f"node {node.name} is unreachable ({exc})")
+        data = answer.data if answer.ok and isinstance(answer.data, dict) else {}
+        lines = data.get("lines") if isinstance(data.get("lines"), list) else []
+        offset = data.get("offset") if isinstance(data.get("offset"), int) else 0
+        available = data.get("available") is True
+        async with self:
+            if not self._showing_remote(node_id, op_id):
+                return
+            self.log_lines = [str(line) for line in lines][-LOG_LINES:]
+            self.logs_truncated = data.get("truncated") is True
+            self.logs_available = available
+            if not available:
+                self.logs_reason = (f"{node.name}: {answer.message}" if not answer.ok else
+                                    f"{node.name} keeps no readable log for this operation (its output goes "
+                                    "elsewhere).")
+        if available:
+            await self._follow_remote(node, op_id, offset)
+
+    async def _follow_remote(self, node: Node, op_id: str, offset: int) -> None:
+        """Append what the node's log stream sends while the view shows this log (paused: kept for later)."""
+        queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        reader = asyncio.create_task(_read_remote_log(node, op_id, offset, queue))
+        pending: list[str] = []
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    pending += await asyncio.wait_for(queue.get(), FOLLOW_SECONDS)
+                async with self:
+                    if not self._showing_remote(node.id, op_id):
+                        return
+                    if self.following and pending:
+                        merged = self.log_lines + pending
+                        self.logs_truncated = self.logs_truncated or len(merged) > LOG_LINES
+                        self.log_lines = merged[-LOG_LINES:]
+                        pending = []
+                pending = pending[-LOG_LINES:]
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
     @rx.event
     def close_logs(self, open_: bool = False) -> None:
@@ -461,3 +632,28 @@ class ControlState(rx.State):
                     merged = self.log_lines + lines
                     self.logs_truncated = self.logs_truncated or len(merged) > LOG_LINES
                     self.log_lines = merged[-LOG_LINES:]
+
+
+async def _read_remote_log(node: Node, op_id: str, offset: int, queue: asyncio.Queue[list[str]]) -> None:
+    """Follow a node's log stream into ``queue`` until cancelled.
+
+    A stream the node ended (its log was quiet) is opened again from the last offset; one that
+    broke, or that the node refused for now (429, 5xx), after a wait doubling up to 30 s. Any
+    other refusal (the operation is gone) ends the reading.
+    """
+    wait = REMOTE_RETRY_SECONDS
+    while True:
+        try:
+            async for item in node_client.follow_log(node, op_id, offset):
+                if isinstance(item, node_client.NodeAnswer):
+                    if item.status != 429 and item.status < 500:
+                        return
+                    raise node_client.NodeUnreachable(item.message)
+                lines, offset = item
+                wait = REMOTE_RETRY_SECONDS
+                if lines:
+                    await queue.put(lines)
+            await asyncio.sleep(FOLLOW_SECONDS)
+        except node_client.NodeUnreachable:
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, REMOTE_RETRY_MAX_SECONDS)

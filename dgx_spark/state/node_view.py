@@ -229,3 +229,27 @@ def node_url_script(node: str) -> str:
         f"if (n === {json.dumps(LOCAL_NODE)}) u.searchParams.delete('node'); else u.searchParams.set('node', n); "
         "if (u.href !== window.location.href) window.history.replaceState(window.history.state, '', u.href); })()"
     )
+
+
+def connection_node(connection_id: Any) -> str | None:
+    """The node an embedding app's connection (``operations_tab``'s ``connection_id``) names.
+
+    - ``""``, ``local``, or this machine's host name: ``local`` (this machine);
+    - ``all``: ``all`` (every node);
+    - a remote node's id, or its name (letter case aside): that node's id;
+    - anything else: None (no such node: the tab says "not connected").
+    """
+    if not isinstance(connection_id, str):
+        return None
+    wanted = connection_id.strip()
+    if wanted in ("", LOCAL_NODE) or wanted.casefold() == socket.gethostname().casefold():
+        return LOCAL_NODE
+    if wanted == ALL_NODES:
+        return ALL_NODES
+    hub = get_hub()
+    if hub.node(wanted) is not None:
+        return wanted
+    for node, _ in hub.states():
+        if node.name.casefold() == wanted.casefold():
+            return node.id
+    return None

@@ -1,4 +1,4 @@
-"""The Nodes dialog's and the node switcher's state: each node's health, add, remove, remote stop.
+"""The Nodes dialog's and the node switcher's state: each node's health, add, remove.
 
 The rows come from the backend's ``NodeHub`` (its pollers), refreshed by the tab's
 one live loop (the ``"nodes"`` feed) only when a node's status or list changed.
@@ -20,6 +20,7 @@ from dgx_spark.nodes.protocol import LOCAL_NODE
 from dgx_spark.services import get_control, get_hub, get_services
 from dgx_spark.state import loops
 from dgx_spark.state.actor import REFUSAL_TEXT, ui_actor
+from dgx_spark.state.node_view import connection_node
 from dgx_spark.state.operations import OperationsState, register_feed, run_tab_loop
 from dgx_spark.supervisor.supervisor import ControlError
 
@@ -84,6 +85,10 @@ class NodesState(rx.State):
     dialog_open: bool = False
     form_error: str = ""
     adding: bool = False
+    # The embedding app's connection that names no node ("" while it names one, or none is given).
+    connection_missing: str = ""
+    _connection: str = ""
+    _pinned: str = ""  # the node the connection last chose (not this machine)
 
     @rx.var
     def remote_nodes(self) -> list[NodeRow]:
@@ -151,23 +156,44 @@ class NodesState(rx.State):
         operations = await self.get_state(OperationsState)
         return [done, OperationsState.choose_node(LOCAL_NODE)] if operations.node == node.id else done
 
+    async def _apply_connection(self) -> bool:
+        """Show the node the embedding app's connection names; whether it pins one (not this machine).
+
+        A connection naming this machine leaves the choice to the URL (``?node=``) and the switcher.
+        """
+        node = connection_node(self._connection)
+        missing = "" if node is not None else self._connection
+        if missing != self.connection_missing:
+            self.connection_missing = missing
+        if node is None or (node == LOCAL_NODE and not self._pinned):
+            return node is None
+        operations = await self.get_state(OperationsState)
+        if operations.node != node and (node != LOCAL_NODE or operations.node == self._pinned):
+            operations.node = node
+            operations._filters_changed()
+        self._pinned = "" if node == LOCAL_NODE else node
+        return node != LOCAL_NODE
+
     @rx.event(background=True)
-    async def stop_remote(self, node_id: str, op_id: str) -> Any:
-        """Stop an operation on a remote node (SIGTERM, the node's grace period), forwarded with its token."""
+    async def connect(self, connection_id: str) -> None:
+        """``operations_tab``'s ``connection_id`` picks the node the tab shows (see ``connection_node``).
+
+        One that names another node (or none yet) keeps being checked as nodes come and go, on the
+        tab's live loop.
+        """
+        token = self._token()
         async with self:
-            actor = ui_actor(self)
-        hub = get_hub()
-        found = hub.node(node_id) if isinstance(node_id, str) else None
-        shown = found.name if found is not None else str(node_id)[:40]
-        try:
-            name = await asyncio.to_thread(get_control().stop_remote, actor, node_id, op_id)
-        except ControlError as exc:
-            if exc.code == "node_unreachable":
-                return rx.toast.error(f"Node {shown} is unreachable; nothing was stopped")
-            if exc.kind == "not_found" and exc.field in ("node", "id"):
-                return rx.toast.error("No such node or operation")
-            return rx.toast.error(REFUSAL_TEXT.get(exc.kind) or f"Stop on {shown} failed: {exc.message}")
-        return rx.toast.success(f"Stopping on {name}")
+            self._connection = connection_id.strip()[:200] if isinstance(connection_id, str) else ""
+            pinned = await self._apply_connection()
+        if pinned and token:
+            await run_tab_loop(self, token, FEED)
+
+    @rx.event
+    def disconnect(self) -> None:
+        """The tab (or its connection) went away."""
+        if connection_node(self._connection) != LOCAL_NODE:
+            loops.leave(self._token(), FEED)
+        self._connection = ""
 
     @rx.event
     def stop_live(self) -> None:
@@ -198,6 +224,8 @@ def _fingerprint_of(now: float) -> tuple[Any, ...]:
 async def _apply_nodes(state: Any, snapshot: Any, now: float) -> None:
     nodes = await state.get_state(NodesState)
     nodes._refresh(now)
+    if nodes._connection:
+        await nodes._apply_connection()
 
 
 def _nodes_fingerprint(token: str, snapshot: Any, now: float) -> Any:
