@@ -13,12 +13,14 @@ def hello() -> dict[str, str]:
 
 class HostState(rx.State):
     connected: bool = True
+    # Which DGX the tab shows: "local" (this machine), or a node's id or name as added under Nodes.
+    connection_id: str = "local"
 
 
 def index() -> rx.Component:
     return rx.container(
         rx.heading("My DGX Spark app", id="host-heading"),
-        dgx_spark.operations_tab(is_connected=HostState.connected, connection_id="spark-01"),
+        dgx_spark.operations_tab(is_connected=HostState.connected, connection_id=HostState.connection_id),
     )
 
 
