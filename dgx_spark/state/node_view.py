@@ -231,13 +231,15 @@ def node_url_script(node: str) -> str:
     )
 
 
-def connection_node(connection_id: Any) -> str | None:
+def connection_node(connection_id: Any, hub: NodeHub | None = None) -> str | None:
     """The node an embedding app's connection (``operations_tab``'s ``connection_id``) names.
 
     - ``""``, ``local``, or this machine's host name: ``local`` (this machine);
     - ``all``: ``all`` (every node);
     - a remote node's id, or its name (letter case aside): that node's id;
     - anything else: None (no such node: the tab says "not connected").
+
+    ``hub``: the node hub to look in (the backend's by default).
     """
     if not isinstance(connection_id, str):
         return None
@@ -246,7 +248,7 @@ def connection_node(connection_id: Any) -> str | None:
         return LOCAL_NODE
     if wanted == ALL_NODES:
         return ALL_NODES
-    hub = get_hub()
+    hub = hub or get_hub()
     if hub.node(wanted) is not None:
         return wanted
     for node, _ in hub.states():
