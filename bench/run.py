@@ -30,7 +30,7 @@ os.environ["DGX_SPARK_DATA_DIR"] = BENCH_DATA
 os.environ.pop("DGX_SPARK_DB_URL", None)
 atexit.register(shutil.rmtree, BENCH_DATA, ignore_errors=True)
 
-PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss", "big")
+PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss", "big", "nodes")
 RESULTS = ROOT / "bench" / "results"
 
 # Targets from issues 9 and 19 (ratios from the same run), by extra idle processes:
@@ -328,6 +328,10 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 verdict(rss["worker_max_mb"] < RSS_MAX_MB and rss["flat"]),
             ]
         )
+    if results.get("nodes"):
+        from bench.nodes_bench import table_row as nodes_row
+
+        rows.append(nodes_row(results["nodes"]))
     for part, error in results.get("errors", {}).items():
         rows.append([f"{part}: not measured", error[:80], "", "", "MISS"])
     return rows
@@ -389,7 +393,18 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - report and go on with the other parts
             errors["sampler"] = f"{type(exc).__name__}: {exc}"
             log(f"sampler failed: {errors['sampler']}")
-    app_parts = set(args.parts) - {"sampler"}
+    if "nodes" in args.parts:
+        from bench.nodes_bench import NodesBench
+
+        nodes_bench = NodesBench(refresh_seconds=args.refresh_seconds, window_seconds=args.window,
+                                 changes=args.changes, log=log)
+        try:
+            nodes_bench.run()
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other parts
+            errors["nodes"] = f"{type(exc).__name__}: {exc}"
+            log(f"nodes failed: {errors['nodes']}")
+        results.update(nodes_bench.results)
+    app_parts = set(args.parts) - {"sampler", "nodes"}
     if app_parts:
         from bench.app_bench import AppBench
 

@@ -227,3 +227,25 @@ def test_connection_id_names_a_node(tmp_path: Path) -> None:
             assert connection_node(unknown, hub) is None, unknown
     finally:
         hub.stop()
+
+
+def test_the_bench_fake_node_is_a_node_the_poller_reads(tmp_path: Path) -> None:
+    """``make bench``'s All-nodes row: its fake nodes answer the list as this app does."""
+    from bench.nodes_bench import fake_nodes, table_row
+
+    hub = NodeHub(NodeStore(tmp_path), interval=1.0, backoff_limit=2.0)
+    hub.start()
+    try:
+        with fake_nodes(2, 100) as fakes:
+            node, state = hub.add("Fake 0", fakes[0].url, B_TOKEN)
+            assert state.status == "online" and len(state.operations) == 100, state
+            op_id = fakes[0].rename(5, "renamed")
+            hub.wake(node.id)
+            wait_until(lambda: any(item["id"] == op_id and item["name"] == "renamed"
+                                   for _, s in hub.states() for item in s.operations), timeout=10)
+            assert fakes[0].requests >= 2 and fakes[1].requests == 0
+    finally:
+        hub.stop()
+    row = table_row({"nodes": 8, "operations_per_node": 100, "refresh_seconds": 2.0,
+                     "all_nodes_tab": {"cpu_ms_per_refresh": 12.5}, "p50_ms": 900.0, "p95_ms": 1900.0})
+    assert row[0] == "All nodes with 8 nodes × 100 operations" and "12.5 ms" in row[1] and "p95 1900 ms" in row[1]
