@@ -1,4 +1,4 @@
-"""The error envelope: ``{"success": false, "error": {"code": ..., "message": ...}}``."""
+"""API errors in the one envelope (``security/envelope.py``): exceptions, handlers, OpenAPI models."""
 
 from __future__ import annotations
 
@@ -13,26 +13,10 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dgx_spark.control.service import STATUS_OF_KIND
+from dgx_spark.security.envelope import error_body, error_code
 from dgx_spark.supervisor.supervisor import ControlError
 
 logger = logging.getLogger(__name__)
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "too_many_requests",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "unavailable",
-}
-
 
 class ErrorDetail(BaseModel):
     """What went wrong: a stable ``code``, a message for people, and details such as ``field``."""
@@ -76,15 +60,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.code = code or _CODES.get(status, "error")
+        self.code = error_code(status, code)
         self.details = details
-
-
-def error_body(status: int, message: str, code: str | None = None, **details: Any) -> dict[str, Any]:
-    """The JSON body of an error response."""
-    error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
-    error.update(details)
-    return {"success": False, "error": error}
 
 
 def error_response(status: int, message: str, code: str | None = None, **details: Any) -> JSONResponse:

@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Match, Mount
 
-from dgx_spark.api.errors import error_body
+from dgx_spark.security.envelope import error_body
 from dgx_spark.security.middleware import with_security_headers
 from dgx_spark.security.validation import surrogate_path
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
+from dgx_spark.security.envelope import error_body
 from dgx_spark.security.throttle import RateLimiter
 from dgx_spark.settings import is_loopback_host, settings
 
@@ -183,7 +184,7 @@ def operation_token_ok(offered: str | None, method: str, path: str) -> bool:
 
 
 def _json_response(status: int, code: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(status, message, code)).encode()
     headers = [(b"content-type", b"application/json")]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="dgx-spark"'))
