@@ -8,6 +8,7 @@ Headless Chromium opens the tabs. Every process started here is killed at the en
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -516,7 +517,11 @@ class AppBench:
                 lower_bound_samples_ms=[round(value * 1000, 1) for value in lower],
             )
         self.log(f"big: API, {self.api_clients} clients with {len(ops)} listed ...")
-        result["api"] = measure_api(dashboard.port, clients=self.api_clients, requests_per_client=self.api_requests)
+        # Playwright's sync API keeps an event loop running in this thread: asyncio.run goes in another.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            result["api"] = pool.submit(
+                measure_api, dashboard.port, clients=self.api_clients, requests_per_client=self.api_requests
+            ).result()
         return result
 
     def _first_snapshot_with_end(self, dashboard: Dashboard, op_id: str, after: float) -> tuple[float, float] | None:
