@@ -1,4 +1,4 @@
-"""Formatting for people: uptime, bytes, percent, timestamps, metrics.
+"""Formatting for people: uptime, bytes, percent, timestamps, metrics, sparklines.
 
 Plain Python (no Reflex), so the UI state, the API and tests can all use it.
 Every helper accepts ``None`` (a field that could not be read) and returns
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 
 PLACEHOLDER = "—"
 
@@ -173,3 +174,42 @@ def format_ago(seconds: float | None) -> str:
     if value < 86400:
         return f"{int(value // 3600)} h ago"
     return f"{int(value // 86400)} d ago"
+
+
+def sparkline_points(
+    values: Sequence[float | None] | None,
+    width: float,
+    height: float,
+    *,
+    top: float | None = None,
+    fit: bool = False,
+    pad: float = 0.0,
+) -> str:
+    """SVG ``polyline`` points of a series, oldest left; unknown values leave a gap.
+
+    Args:
+        values: The series (None, NaN: unknown).
+        width: The drawing's width.
+        height: The drawing's height.
+        top: The value drawn at the top, from 0 at the bottom (100 for percentages);
+            the series' maximum when None.
+        fit: Scale the series' own minimum..maximum to the height instead (a loss curve).
+        pad: Room kept above and below the line (the stroke stays inside the box).
+
+    Returns:
+        ``"x,y x,y ..."``, or ``""`` with fewer than two known values.
+    """
+    series = list(values or ())
+    known = [(i, float(v)) for i, v in enumerate(series) if _finite(v)]  # type: ignore[arg-type]
+    if len(known) < 2:
+        return ""
+    if fit:
+        low, high = min(v for _, v in known), max(v for _, v in known)
+    else:
+        low, high = 0.0, top or max(v for _, v in known) or 1.0
+    span = high - low or 1.0
+    step = width / max(1, len(series) - 1)
+    inner = height - 2 * pad
+    return " ".join(
+        f"{i * step:.1f},{pad + inner * (1 - (max(low, min(v, high)) - low) / span):.1f}" for i, v in known
+    )

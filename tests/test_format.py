@@ -141,3 +141,13 @@ def test_loop_registry_one_loop_per_tab() -> None:
     assert not loops.is_current("tab-a", second)
     loops.release("tab-a", second)
     assert loops.count() == before
+
+
+def test_one_sparkline_builder_for_header_and_loss() -> None:
+    # The header: 0 at the bottom, ``top`` at the top, clamped; an unknown value leaves a gap.
+    assert fmt.sparkline_points([0, None, 50, 100, 200], 100, 24, top=100.0) == "0.0,24.0 50.0,12.0 75.0,0.0 100.0,0.0"
+    assert fmt.sparkline_points([None, 5], 100, 24) == ""  # fewer than two known values
+    assert fmt.sparkline_points([float("nan"), 1, 2], 100, 24) == "50.0,12.0 100.0,0.0"
+    # A loss curve: its own minimum..maximum, with room for the stroke.
+    assert fmt.sparkline_points([1.0, 0.5, 0.0], 80, 20, fit=True, pad=1.0) == "0.0,1.0 40.0,10.0 80.0,19.0"
+    assert fmt.sparkline_points([0.3, 0.3], 80, 20, fit=True, pad=1.0) == "0.0,19.0 80.0,19.0"

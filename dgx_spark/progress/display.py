@@ -1,9 +1,8 @@
-"""How progress reads on a job card: ETA, throughput, source label, loss sparkline (plain Python)."""
+"""How progress reads on a job card: ETA, throughput, source label, loss sparkline size (plain Python)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 SOURCE_LABELS: dict[str, str] = {
     "api": "reported via API",
@@ -46,19 +45,3 @@ def source_label(source: str | None) -> str:
     if not source:
         return ""
     return SOURCE_LABELS.get(source, source)
-
-
-def sparkline_points(
-    values: Sequence[float] | None, width: int = SPARKLINE_WIDTH, height: int = SPARKLINE_HEIGHT
-) -> str:
-    """SVG ``polyline`` points for ``values`` scaled into ``width`` x ``height``; ``""`` under 2 values."""
-    clean = [float(v) for v in values or () if isinstance(v, int | float) and math.isfinite(v)]
-    if len(clean) < 2:
-        return ""
-    low, high = min(clean), max(clean)
-    span = high - low or 1.0
-    step = width / (len(clean) - 1)
-    pad = 1.0  # keep the stroke inside the box
-    return " ".join(
-        f"{i * step:.1f},{pad + (height - 2 * pad) * (1 - (v - low) / span):.1f}" for i, v in enumerate(clean)
-    )

@@ -43,26 +43,8 @@ SPARK_EVERY_TICKS = 5
 
 
 def sparkline(values: Sequence[float | int | None], top: float | None = None) -> str:
-    """SVG polyline points for a series, oldest left; unknown values are skipped.
-
-    Args:
-        values: The series.
-        top: The value drawn at the top (100 for percentages); the series' maximum when None.
-
-    Returns:
-        ``"x,y x,y ..."``, or ``""`` with fewer than two known values.
-    """
-    known = [(i, float(v)) for i, v in enumerate(values) if v is not None]
-    if len(known) < 2:
-        return ""
-    high = top if top else max(v for _, v in known) or 1.0
-    span = max(1, len(values) - 1)
-    points = []
-    for i, value in known:
-        x = SPARK_WIDTH * i / span
-        y = SPARK_HEIGHT - SPARK_HEIGHT * max(0.0, min(value, high)) / high
-        points.append(f"{x:.1f},{y:.1f}")
-    return " ".join(points)
+    """The header's sparkline points (``format.sparkline_points`` in its viewBox, 0 at the bottom)."""
+    return fmt.sparkline_points(values, SPARK_WIDTH, SPARK_HEIGHT, top=top)
 
 
 def _text(value: str) -> str:

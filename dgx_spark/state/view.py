@@ -169,7 +169,9 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
         eta_text=progress_display.format_eta(op.eta_seconds) if op.status in LIVE_STATUSES else "",
         throughput_text=progress_display.format_throughput(op.throughput) if op.status in LIVE_STATUSES else "",
         progress_source_text=progress_display.source_label(op.progress_source),
-        loss_sparkline=progress_display.sparkline_points(op.loss_history),
+        loss_sparkline=fmt.sparkline_points(
+            op.loss_history, progress_display.SPARKLINE_WIDTH, progress_display.SPARKLINE_HEIGHT, fit=True, pad=1.0
+        ),
         cpu_text=_text(fmt.format_percent(op.cpu_percent)),
         memory_text=_text(fmt.format_bytes(op.memory_bytes)),
         gpu_memory_text=_text(fmt.format_bytes(op.gpu_memory_bytes)),
