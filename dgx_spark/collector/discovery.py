@@ -14,7 +14,7 @@ once and kept until it exits or ``exec``s. A refresh reads ``/proc/<pid>/stat``
 - processes whose parent went away (they were re-parented).
 
 Two modes (``Discovery.mode``): *scan* lists ``/proc`` every refresh (a pid whose
-directory inode changed is a new process, so pid reuse is seen at once); *events*
+directory inode changed is read again at once, so pid reuse is seen at once); *events*
 follows the kernel's process events (``proc_events``: fork, exec, exit), exact
 and without listing ``/proc`` except every ``EVENTS_VERIFY_EVERY`` refreshes and
 after events were lost. Events are used where the kernel lets the dashboard
@@ -609,9 +609,9 @@ class Discovery:
             self._drop(name)
         for name, ino in changed:
             entry = table.get(name)
-            if entry is None or (ino and entry.ino and entry.ino != ino):
-                self._add(name, ino, seq)  # a new process (another directory: another process)
-            else:
+            if entry is None:
+                self._add(name, ino, seq)
+            else:  # another /proc/<pid> directory: most likely another process (the start time tells)
                 self._verify(name, entry, ino, seq, name in dirty)
         phase = seq % every
         for bucket in range(phase, _BUCKETS, every):
