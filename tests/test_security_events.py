@@ -93,6 +93,11 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("ask_stop", {"op_id": ["OPID"], "name": "x", "source": "launched"}, "operation_id:"),
     ("ask_stop", {"op_id": 1, "name": "x", "source": "launched"}, "operation_id:"),
     ("confirm_stop", {"force": "yes"}, "operation_id:"),  # nothing confirmed: nothing to stop
+    # A remote node's action names a node: a bad or unknown one is refused, nothing is sent anywhere.
+    ("start_again", {"op_id": "OPID", "node": "../x"}, "node:"),
+    ("remove_operation", {"op_id": "OPID", "node": ["local"]}, "node:"),
+    ("ask_stop", {"op_id": "OPID", "name": "x", "source": "launched", "node": "no-such-node"}, "node:"),
+    ("open_logs", {"op_id": "OPID", "name": "x", "node": "http://evil"}, "node:"),
 ]
 
 
