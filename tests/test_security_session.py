@@ -23,6 +23,7 @@ from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.middleware import _safe_next, event_scope, private_reflex_states
 from dgx_spark.security.throttle import RateLimiter
+from tests.support.aio import run_coroutine
 from tests.support.dashboard import BIN, ROOT, TEST_TOKEN, Dashboard, wait_until
 from tests.support.reflex_socket import ReflexSocket
 
@@ -387,8 +388,6 @@ def test_only_failed_logins_are_throttled(backend: Dashboard) -> None:
 
 def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
     """Run the login handler in this process; (status, headers)."""
-    import asyncio
-
     from dgx_spark.security.middleware import _handle_login
 
     scope = {"type": "http", "method": "POST", "path": "/login", "query_string": b"", "client": ("127.0.0.1", 5),
@@ -401,7 +400,7 @@ def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(_handle_login(scope, receive, send))
+    run_coroutine(_handle_login(scope, receive, send))
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
