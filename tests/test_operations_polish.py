@@ -14,8 +14,8 @@ from pathlib import Path
 
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.model import Operation, Snapshot
+from dgx_spark.collector.query import OperationQuery
 from dgx_spark.collector.rules import build_table
-from dgx_spark.events.query import OperationQuery
 from dgx_spark.state.tab_view import tab_view
 from dgx_spark.state.view import SECTIONS
 from tests.support import workloads

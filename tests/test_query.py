@@ -1,10 +1,10 @@
-"""Search, filter and sort (dgx_spark.events.query) as pure functions."""
+"""Search, filter and sort (dgx_spark.collector.query) as pure functions."""
 
 from __future__ import annotations
 
 import pytest
 
-from dgx_spark.events.query import (
+from dgx_spark.collector.query import (
     OperationQuery,
     QueryError,
     apply_query,
@@ -122,3 +122,14 @@ def test_params_round_trip() -> None:
 def test_lenient_params_drop_only_bad_values() -> None:
     query = query_from_params({"q": "x", "type": "daemon", "sort": "cpu", "order": "up"}, lenient=True)
     assert query == OperationQuery(q="x", sort="cpu", order="asc")
+
+
+def test_apply_query_returns_the_items_it_reads_records_from() -> None:
+    # The UI filters its cards through each card's record: the cards come back, no lookup by id.
+    cards = [(f"card-{op['id']}", op) for op in OPS]
+    query = parse_query(q="python", sort="name", order="desc")
+    assert [card for card, _ in apply_query(cards, query, record=lambda pair: pair[1])] == [
+        f"card-{op['id']}" for op in apply_query(OPS, query)
+    ]
+    assert all(query.matches(op) for op in apply_query(OPS, query))
+    assert [op["id"] for op in apply_query(OPS, query)] == ["b", "a"]  # train-llama, ComfyUI

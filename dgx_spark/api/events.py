@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey, csv_pattern
-from dgx_spark.events.query import QueryError, apply_query, parse_query
+from dgx_spark.collector.query import QueryError, apply_query, parse_query
 from dgx_spark.events.store import EVENT_KINDS
 from dgx_spark.services import ServicesDep
 

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
 from dgx_spark.collector.model import OPERATION_STATUSES, Operation
-from dgx_spark.events.query import QueryError, apply_query, parse_query
+from dgx_spark.collector.query import QueryError, apply_query, parse_query
 from dgx_spark.health import components_payload
 from dgx_spark.health import health as app_health
 from dgx_spark.nodes.protocol import NODE_ID_PATTERN, node_headers

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from dgx_spark.collector.model import OPERATION_STATUSES, OPERATION_TYPES
-from dgx_spark.events.query import ORDERS, SORT_KEYS
+from dgx_spark.collector.query import ORDERS, SORT_KEYS
 
 # The largest integer the databases store (SQLite and PostgreSQL BIGINT): larger ids are 422.
 MAX_INT64 = 2**63 - 1

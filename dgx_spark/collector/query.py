@@ -1,7 +1,9 @@
-"""Search, filter and sort over operations: pure functions for the API and the UI.
+"""Search, filter and sort over operations: one ``OperationQuery`` for the API and the UI.
 
-They work on the JSON dicts of ``Operation.to_api`` (and of history rows), so
-the REST API, the live view and the History view filter the same way.
+The predicate reads an operation's record: the JSON dict of ``Operation.to_api``,
+a history row, or a card's ``query_row``. ``apply_query`` filters and sorts any
+items through their records and returns the items themselves, so the REST API,
+the live view and the History view filter the same way.
 
 - ``q``: whitespace-separated words; every word must match. A word matches when it
   is a case-insensitive substring of the name, description or command, or equals
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from dgx_spark.collector.model import OPERATION_STATUSES, OPERATION_TYPES
+
+T = TypeVar("T")
 
 SORT_KEYS: tuple[str, ...] = (
     "status",
@@ -59,6 +63,14 @@ class OperationQuery:
     statuses: tuple[str, ...] = ()
     sort: str | None = None
     order: str = "asc"
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether the operation passes the search and the filters."""
+        if self.types and record.get("type") not in self.types:
+            return False
+        if self.statuses and record.get("status") not in self.statuses:
+            return False
+        return matches_search(record, self.q)
 
     @property
     def is_filtering(self) -> bool:
@@ -173,15 +185,6 @@ def matches_search(op: Mapping[str, Any], q: str) -> bool:
     return True
 
 
-def matches(op: Mapping[str, Any], query: OperationQuery) -> bool:
-    """Whether the operation passes the search and the filters."""
-    if query.types and op.get("type") not in query.types:
-        return False
-    if query.statuses and op.get("status") not in query.statuses:
-        return False
-    return matches_search(op, query.q)
-
-
 def _memory(op: Mapping[str, Any]) -> Any:
     value = op.get("memory_bytes")
     return op.get("peak_memory_bytes") if value is None else value
@@ -198,22 +201,38 @@ SORT_VALUE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 }
 
 
-def sort_operations(ops: Iterable[Mapping[str, Any]], sort: str, order: str = "asc") -> list[Any]:
+def sort_operations(
+    items: Iterable[T], sort: str, order: str = "asc", record: Callable[[T], Mapping[str, Any]] | None = None
+) -> list[T]:
     """Sort by ``sort``; ties by name then id; missing values last in both orders."""
-    items = list(ops)
+    of = record or _itself
     value_of = SORT_VALUE[sort]
+    keyed = [(of(item), item) for item in items]
     # Stable sorts, least significant key first.
-    items.sort(key=lambda op: str(op.get("id") or ""))
-    items.sort(key=lambda op: str(op.get("name") or "").lower())
-    present = [op for op in items if value_of(op) is not None]
-    missing = [op for op in items if value_of(op) is None]
-    present.sort(key=value_of, reverse=order == "desc")
-    return present + missing
+    keyed.sort(key=lambda pair: str(pair[0].get("id") or ""))
+    keyed.sort(key=lambda pair: str(pair[0].get("name") or "").lower())
+    present = [pair for pair in keyed if value_of(pair[0]) is not None]
+    missing = [pair for pair in keyed if value_of(pair[0]) is None]
+    present.sort(key=lambda pair: value_of(pair[0]), reverse=order == "desc")
+    return [item for _, item in present + missing]
 
 
-def apply_query(ops: Iterable[Mapping[str, Any]], query: OperationQuery) -> list[Any]:
-    """Filter then sort (no sort: the input order is kept)."""
-    kept = [op for op in ops if matches(op, query)]
+def apply_query(
+    items: Iterable[T], query: OperationQuery, record: Callable[[T], Mapping[str, Any]] | None = None
+) -> list[T]:
+    """The items whose record passes ``query``, sorted by it (no sort: the input order is kept).
+
+    Args:
+        items: Operations as records (dicts), or anything ``record`` reads a record from.
+        query: The search, filters and sort.
+        record: An item's record; the item itself when None.
+    """
+    of = record or _itself
+    kept = [item for item in items if query.matches(of(item))]
     if query.sort:
-        kept = sort_operations(kept, query.sort, query.order)
+        kept = sort_operations(kept, query.sort, query.order, of)
     return kept
+
+
+def _itself(item: Any) -> Mapping[str, Any]:
+    return item  # type: ignore[no-any-return]

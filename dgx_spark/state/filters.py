@@ -3,7 +3,7 @@
 ``FilterMixin`` holds ``q``, ``types``, ``statuses``, ``sort`` and ``order``; it
 reads them from the URL when the view mounts (``load_filters``) and writes them
 back with ``history.replaceState`` on every change, so a view is bookmarkable and
-survives the refresh loop and a reload. The matching is ``dgx_spark.events.query``,
+survives the refresh loop and a reload. The matching is ``dgx_spark.collector.query``,
 the same functions the REST API uses.
 
 - ``OperationsState`` (``state/operations.py``) filters the Operations tab's cards:
@@ -20,7 +20,7 @@ import reflex as rx
 from reflex.event import EventSpec
 
 from dgx_spark.collector.model import OPERATION_STATUSES, OPERATION_TYPES
-from dgx_spark.events.query import (
+from dgx_spark.collector.query import (
     MAX_QUERY_LENGTH,
     ORDERS,
     SORT_KEYS,

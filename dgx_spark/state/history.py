@@ -12,7 +12,7 @@ import reflex as rx
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import INFERRED_SOURCES, OUTCOMES
-from dgx_spark.events.query import apply_query
+from dgx_spark.collector.query import apply_query
 from dgx_spark.services import get_events
 from dgx_spark.state.events import short_lived_note
 from dgx_spark.state.filters import FilterMixin

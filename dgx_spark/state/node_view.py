@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dgx_spark.collector.model import Operation, Snapshot
-from dgx_spark.events.query import OperationQuery, apply_query
+from dgx_spark.collector.query import OperationQuery, apply_query
 from dgx_spark.format import iso_utc
 from dgx_spark.nodes.hub import NodeHub
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
@@ -157,8 +157,7 @@ def _merged(snapshot: Snapshot, host: str, query: OperationQuery, node: str, now
     pairs.sort(key=lambda pair: (display_order(pair[0]), pair[0].node))
     views = [view for view, _ in pairs]
     if query.is_filtering or query.sort:
-        by_row = {id(row): view for view, row in pairs}
-        visible = [by_row[id(row)] for row in apply_query([row for _, row in pairs], query)]
+        visible = [view for view, _ in apply_query(pairs, query, record=lambda pair: pair[1])]
     else:
         visible = views
     counts = [0, 0, 0]

@@ -33,8 +33,8 @@ from reflex.utils.format import format_state_name
 from reflex.vars.base import VarData
 
 from dgx_spark.collector.model import Snapshot
+from dgx_spark.collector.query import OperationQuery
 from dgx_spark.events.churn import churn_note
-from dgx_spark.events.query import OperationQuery
 from dgx_spark.health import database_banner
 from dgx_spark.services import get_sampler, short_lived_ended
 from dgx_spark.state import loops

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 from dgx_spark.collector.model import Snapshot
-from dgx_spark.events.query import OperationQuery, apply_query
+from dgx_spark.collector.query import OperationQuery, apply_query
 from dgx_spark.format import iso_utc
 from dgx_spark.state.view import (
     SECTION_OF_TYPE,
@@ -140,8 +140,8 @@ def base_view(snapshot: Snapshot, host: str) -> BaseView:
 
 def _filter(base: BaseView, query: OperationQuery) -> tuple[tuple[OperationView, ...], ...]:
     if query.is_filtering or query.sort:
-        by_id = {view.id: view for view in base.views}
-        visible = [by_id[row["id"]] for row in apply_query(list(base.rows), query)]
+        pairs = apply_query(zip(base.views, base.rows, strict=True), query, record=lambda pair: pair[1])
+        visible = [view for view, _ in pairs]
     else:
         visible = list(base.views)
     return tuple(

@@ -215,7 +215,7 @@ def runs_text(op: Operation) -> str:
 
 
 def query_row(op: Operation, view: OperationView) -> dict[str, Any]:
-    """The fields search, filters and sort (``dgx_spark.events.query``) read, for one card."""
+    """The fields search, filters and sort (``dgx_spark.collector.query``) read, for one card."""
     return {
         "id": view.id,
         "type": view.type,
