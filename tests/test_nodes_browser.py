@@ -71,8 +71,10 @@ def test_switch_nodes_and_see_chips(full_dashboard: Dashboard, node_b: Dashboard
         expect(row).to_have_attribute("data-status", "online", timeout=APPEAR)
         page.keyboard.press("Escape")
 
-        # Stop on B from the card (the backend sends it on with B's token).
+        # Stop on B from the card, confirmed like a local one (the backend sends it on with B's token).
         remote.locator('[data-action="stop"]').click()
+        expect(page.locator("#stop-node")).to_contain_text("Browser B")
+        page.locator("#stop-confirm").click()
         expect(remote).to_have_attribute("data-status", re.compile("stopped|failed"), timeout=APPEAR)
 
         # B drops out: a banner for B, its cards marked stale.
