@@ -21,7 +21,7 @@ import reflex as rx
 from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import ProcessOutput
-from dgx_spark.control.service import Actor, remote_name
+from dgx_spark.control.service import Actor, RemoteAction, remote_name
 from dgx_spark.nodes import client as node_client
 from dgx_spark.nodes.protocol import LOCAL_NODE, NODE_ID_PATTERN
 from dgx_spark.nodes.store import Node
@@ -372,7 +372,7 @@ class ControlState(rx.State):
             shown = (await self.get_state(OperationsState)).node
         toast = rx.toast.success(f"Launched {done.name} on {done.node_name} ({done.data.get('status', 'sent')})")
         if shown == LOCAL_NODE:
-            return [OperationsState.choose_node(done.node), toast]
+            return [OperationsState.choose_node(done.node), toast]  # type: ignore[operator] # rx.event: a namespace to mypy
         return [OperationsState.refresh, toast]
 
     # ---- card actions ----------------------------------------------------------------------
@@ -443,7 +443,7 @@ class ControlState(rx.State):
         return await self._act(op_id, get_control().remove, "Remove", "Removed", node, "remove")
 
     async def _act(self, op_id: Any, call: Callable[[Actor, str], Any], verb: str, done: str, node: Any = "",
-                   remote: str = "", signal_name: str = "term") -> Any:
+                   remote: RemoteAction = "stop", signal_name: str = "term") -> Any:
         """Run one card action through the control service; a toast names the operation.
 
         ``call`` acts on this machine; on a remote node (``node``) the service sends the ``remote``
@@ -544,8 +544,9 @@ class ControlState(rx.State):
         except node_client.NodeUnreachable as exc:
             answer = node_client.NodeAnswer(502, message=f"node {node.name} is unreachable ({exc})")
         data = answer.data if answer.ok and isinstance(answer.data, dict) else {}
-        lines = data.get("lines") if isinstance(data.get("lines"), list) else []
-        offset = data.get("offset") if isinstance(data.get("offset"), int) else 0
+        found_lines, found_offset = data.get("lines"), data.get("offset")
+        lines = found_lines if isinstance(found_lines, list) else []
+        offset = found_offset if isinstance(found_offset, int) else 0
         available = data.get("available") is True
         async with self:
             if not self._showing_remote(node_id, op_id):
