@@ -142,13 +142,13 @@ def parse_query(
 def query_from_params(params: Mapping[str, str], *, lenient: bool = False) -> OperationQuery:
     """Parse URL query parameters; ``lenient`` drops bad values instead of raising."""
     keys = ("q", "type", "status", "sort", "order")
-    values = {k: params.get(k) for k in keys}
-    if not lenient:
-        return parse_query(**values)
+    values: dict[str, str | None] = {k: params.get(k) for k in keys}
     while True:
         try:
-            return parse_query(**values)
+            return parse_query(*(values[k] for k in keys))
         except QueryError as err:
+            if not lenient:
+                raise
             values[err.field] = None
 
 
