@@ -582,4 +582,11 @@ PHONE_COMPACT_CSS = f"""
   #system-wrap[data-open="false"] #system-body {{ display: none; }}
   .dgx-brand-sub {{ display: none; }}
 }}
+/* Read out but not shown on a phone (the top bar's connection chip says "connected" by colour there). */
+@media (max-width: 29.99em) {{
+  .dgx-phone-sr-only {{
+    position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
+    overflow: hidden; clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0;
+  }}
+}}
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from dgx_spark.components.tips import tip
 from dgx_spark.state.audit import AuditState
 
 OUTCOME_COLORS: dict[str, str] = {"allowed": "green", "failed": "amber", "refused": "red"}
@@ -41,14 +42,16 @@ def _row(entry: rx.Var[dict[str, str]]) -> rx.Component:
 def audit_view() -> rx.Component:
     """The "Audit log" button and its dialog (newest first)."""
     return rx.dialog.root(
-        rx.dialog.trigger(
-            rx.button(
-                rx.icon("shield_check", size=14),
-                # Icon only on a phone (below 30em), so the top bar fits; the name stays for screen readers.
-                rx.el.span("Audit log", display=["none", "inline"]),
-                variant="soft", size="1", id="audit-open", aria_label="Audit log", title="Audit log",
-                flex_shrink="0",
+        tip(
+            rx.dialog.trigger(
+                rx.button(
+                    rx.icon("shield_check", size=14, aria_hidden="true"),
+                    # Icon only on a phone (below 30em), so the top bar fits; the name stays for screen readers.
+                    rx.el.span("Audit log", display=["none", "inline"]),
+                    variant="soft", size="1", id="audit-open", aria_label="Audit log", flex_shrink="0",
+                ),
             ),
+            "Audit log: every control action, allowed or refused",
         ),
         rx.dialog.content(
             rx.hstack(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from dgx_spark.components.tips import tip
 from dgx_spark.state.login import LoginState
 
 
@@ -18,9 +19,13 @@ def login_status() -> rx.Component:
         rx.cond(
             LoginState.logged_in,
             rx.hstack(
-                rx.badge(rx.icon("lock_open", size=12), rx.el.span("Logged in", display=["none", "inline"]),
-                         color_scheme="green", variant="soft", id="login-status", title="Logged in",
-                         aria_label="Logged in", custom_attrs={"data-logged-in": "true"}),
+                tip(
+                    rx.badge(rx.icon("lock_open", size=12, aria_hidden="true"),
+                             rx.el.span("Logged in", display=["none", "inline"]),
+                             color_scheme="green", variant="soft", id="login-status", role="status",
+                             aria_label="Logged in", custom_attrs={"data-logged-in": "true"}),
+                    "Logged in: this browser may launch, stop and start operations",
+                ),
                 # /login and /logout are served by the backend: a document navigation, not the app's router
                 # (which would show its own "404: Page not found" and never reach the server).
                 rx.el.a("Log out", href="/logout", id="logout-link", reload_document=True,
@@ -28,15 +33,17 @@ def login_status() -> rx.Component:
                 align="center",
                 spacing="2",
             ),
-            rx.el.a(
-                # Icon only on a phone (below 30em), so the top bar fits.
-                rx.button(rx.icon("log_in", size=14), rx.el.span("Log in", display=["none", "inline"]),
-                          size="1", variant="soft", aria_label="Log in", white_space="nowrap"),
-                href="/login",
-                reload_document=True,
-                id="login-link",
-                title="Log in to launch, stop and start operations",
-                custom_attrs={"data-logged-in": "false"},
+            tip(
+                rx.el.a(
+                    # Labelled on a phone too: it is what turns the disabled controls on.
+                    rx.button(rx.icon("log_in", size=14, aria_hidden="true"), "Log in",
+                              size="1", variant="soft", white_space="nowrap"),
+                    href="/login",
+                    reload_document=True,
+                    id="login-link",
+                    custom_attrs={"data-logged-in": "false"},
+                ),
+                "Log in to launch, stop and start operations",
             ),
         ),
         on_mount=LoginState.check_login,

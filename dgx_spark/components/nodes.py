@@ -16,6 +16,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.operation_actions import login_gate
+from dgx_spark.components.tips import tip
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE
 from dgx_spark.state.login import LoginState
 from dgx_spark.state.nodes import NodeRow, NodesState
@@ -121,11 +122,14 @@ def _add_form() -> rx.Component:
 def nodes_dialog() -> rx.Component:
     """The "Nodes" button and dialog: health of each node; add and remove."""
     return rx.dialog.root(
-        rx.dialog.trigger(
-            # Icon only on a phone, so the top bar fits; the name stays for screen readers.
-            rx.button(rx.icon("network", size=styles.ICON_MD), rx.el.span("Nodes", display=["none", "inline"]),
-                      size="1", variant="soft", color_scheme="gray", id="nodes-button", aria_label="Nodes",
-                      title="Nodes: other DGX machines"),
+        tip(
+            rx.dialog.trigger(
+                # Icon only on a phone, so the top bar fits; the name stays for screen readers.
+                rx.button(rx.icon("network", size=styles.ICON_MD, aria_hidden="true"),
+                          rx.el.span("Nodes", display=["none", "inline"]),
+                          size="1", variant="soft", color_scheme="gray", id="nodes-button", aria_label="Nodes"),
+            ),
+            "Nodes: other DGX machines in this view",
         ),
         rx.dialog.content(
             rx.dialog.title("Nodes"),

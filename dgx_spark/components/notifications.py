@@ -12,6 +12,7 @@ import reflex as rx
 
 from dgx_spark import styles
 from dgx_spark.components.operation_actions import login_gate
+from dgx_spark.components.tips import tip
 from dgx_spark.events.config import NOTIFY_CHOICES
 from dgx_spark.state.events import EventsState
 from dgx_spark.state.login import LoginState
@@ -209,14 +210,17 @@ def bell() -> rx.Component:
     return rx.popover.root(
         # The trigger is the button itself: a trigger on the wrapping box put aria-expanded on a div.
         rx.box(
-            rx.popover.trigger(
-                rx.icon_button(
-                    rx.icon("bell", size=styles.ICON_MD),
-                    variant="ghost",
-                    size="2",
-                    aria_label="Notifications",
-                    id="notifications-bell",
+            tip(
+                rx.popover.trigger(
+                    rx.icon_button(
+                        rx.icon("bell", size=styles.ICON_MD, aria_hidden="true"),
+                        variant="ghost",
+                        size="2",
+                        aria_label="Notifications",
+                        id="notifications-bell",
+                    ),
                 ),
+                "Notifications: recent failures, completions and stalls; settings",
             ),
             rx.cond(
                 EventsState.unread_count > 0,

@@ -19,6 +19,7 @@ from dgx_spark.components.operations_tab import operations_tab
 from dgx_spark.components.status import connection_lost
 from dgx_spark.components.system_header import system_header
 from dgx_spark.components.theme_menu import theme_menu
+from dgx_spark.components.tips import tip
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.state.page import SparkPageState
 
@@ -47,17 +48,26 @@ TABS: list[SparkTab] = [
 
 
 def connection_chip() -> rx.Component:
-    """Which machine the page shows, and whether it is reachable."""
+    """Which machine the page shows, and whether it is reachable.
+
+    On a phone "connected" is read out but not shown (the chip's colour, its tooltip and, once the
+    connection drops, the banner say it), so the top bar keeps room for the "Log in" label.
+    """
     ok = IS_CONNECTED & ~connection_lost
-    return rx.badge(
-        rx.icon("monitor_cog", size=12),
-        SparkPageState.connection_id,
-        rx.text(rx.cond(ok, "connected", "disconnected"), as_="span", color=styles.MUTED),
-        color_scheme=rx.cond(ok, "green", "red"),
-        variant="surface",
-        size="2",
-        id="connection-status",
-        custom_attrs={"data-connected": rx.cond(ok, "true", "false")},
+    return tip(
+        rx.badge(
+            rx.icon("monitor_cog", size=12, aria_hidden="true"),
+            SparkPageState.connection_id,
+            rx.text(rx.cond(ok, " connected", " disconnected"), as_="span", color=styles.MUTED,
+                    class_name="dgx-phone-sr-only"),
+            color_scheme=rx.cond(ok, "green", "red"),
+            variant="surface",
+            size="2",
+            id="connection-status",
+            custom_attrs={"data-connected": rx.cond(ok, "true", "false")},
+        ),
+        rx.cond(ok, "Connected to this dashboard's machine: live data",
+                "Disconnected: showing the last data, reconnecting"),
     )
 
 
@@ -75,8 +85,14 @@ def top_bar() -> rx.Component:
             spacing="3",
         ),
         rx.hstack(
-            rx.link(rx.icon("history", size=styles.ICON_MD), href="/history", aria_label="History",
-                    title="History of ended operations", id="history-link", color=styles.MUTED),
+            tip(
+                rx.link(rx.icon("history", size=styles.ICON_MD, aria_hidden="true"),
+                        # A short label where there is room; icon only on a phone (the name stays for screen readers).
+                        rx.el.span("History", display=["none", "inline"], class_name="dgx-topbar-label"),
+                        href="/history", aria_label="History", id="history-link", color=styles.MUTED,
+                        display="inline-flex", align_items="center", gap="4px", size="2"),
+                "History of ended operations",
+            ),
             notifications(),
             audit_view(),
             theme_menu(),
