@@ -19,6 +19,7 @@ from dgx_spark.collector.model import Operation, Snapshot
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops, operations
 from dgx_spark.state.operations import OperationsState
+from dgx_spark.state.tab_view import CARD_SHARDS
 from tests.support.aio import run_coroutine
 
 NOW = time.time()
@@ -71,7 +72,7 @@ def _ops_part(sent: dict[str, Any]) -> dict[str, Any]:
 
 def _cards(part: dict[str, Any], var: str) -> list[Any]:
     """The cards a delta's list var names, looked up in the shards (of this delta or the state)."""
-    return [part[f"cards_{shard}"][key] for key, shard in part[var]]
+    return [part[f"cards_{handle % CARD_SHARDS}"][str(handle)] for handle in part[var]]
 
 
 def _card_vars(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -96,7 +97,7 @@ def test_one_changed_card_sends_only_that_card() -> None:
     (cards,) = shards.values()
     assert [card.cpu_text for card in cards.values()] == ["55 %"]
     # With fewer cards than shards, each has its own: no other operation's data goes.
-    assert list(cards) == ["prg-0"]
+    assert [card.id for card in cards.values()] == ["prg-0"]
     assert [key.rsplit(".", 1)[-1] for key in sent] == ["dgx_spark___state___operations____operations_state"]
     loops.stop(TOKEN)
 
@@ -104,16 +105,17 @@ def test_one_changed_card_sends_only_that_card() -> None:
 def test_an_ended_card_sends_its_card_and_the_references_only() -> None:
     root, state = _tree()
     state._apply(_snap(1, 3.0, programs=50), True, 1.0, NOW + 1)
-    _delta(root)
+    before = _ops_part(_delta(root))
     state._apply(_snap(2, 3.0, programs=50, ended=7), True, 1.0, NOW + 2)
     part = _ops_part(_delta(root))
     # The programs section's references change (prg-7 moves to the ended strip)...
-    assert [key for key, _ in part["programs"]] == sorted(f"prg-{i}" for i in range(50) if i != 7)
-    assert [key for key, _ in part["programs_ended"]] == ["prg-7"]
+    handles = {op.id: handle for op, handle in zip(_cards(before, "programs"), before["programs"], strict=True)}
+    assert part["programs"] == [handles[f"prg-{i}"] for i in sorted(range(50), key=str) if i != 7]
+    assert part["programs_ended"] == [handles["prg-7"]]  # each card keeps its handle
     assert "servers" not in part and "jobs" not in part and "jobs_ended" not in part
     # ... and the one shard that holds prg-7's card: no other card's data is sent.
     shards = _card_vars(part)
-    assert [list(cards) for cards in shards.values()] == [["prg-7"]]
+    assert [[card.id for card in cards.values()] for cards in shards.values()] == [["prg-7"]]
     (card,) = next(iter(shards.values())).values()
     assert card.status == "stopped" and card.outcome_text
     sent_text = repr(part)
@@ -126,13 +128,16 @@ def test_an_ended_card_sends_its_card_and_the_references_only() -> None:
 def test_cards_keep_their_shard_and_shards_stay_small() -> None:
     _root, state = _tree()
     state._apply(_snap(1, 3.0, programs=500), True, 1.0, NOW + 1)
-    before = dict(state.programs)
+    before = {op.id: handle for op, handle in zip(operations.section_cards(state, "programs"), state.programs,
+                                                  strict=True)}
     sizes = [len(getattr(state, name)) for name in operations.SHARD_VARS]
     # 510 cards over the shards: each holds 7 or 8.
     assert sum(sizes) == 510 and max(sizes) - min(sizes) <= 1
     state._apply(_snap(2, 3.0, programs=500, ended=3), True, 1.0, NOW + 2)
-    after = dict(state.programs) | dict(state.programs_ended)
-    assert all(after[key] == shard for key, shard in before.items())
+    after = {op.id: handle for var in ("programs", "programs_ended")
+             for op, handle in zip(operations.section_cards(state, var), getattr(state, var), strict=True)}
+    assert after == before  # every card keeps its handle (and so its shard)
+    assert max(before.values()) < 8 * CARD_SHARDS  # handles stay small
     loops.stop(TOKEN)
 
 
@@ -152,7 +157,9 @@ def test_a_quiet_tick_does_not_touch_the_state() -> None:
     due = operations.due_feeds(TOKEN, {operations.FEED}, _snap(3, 9.0), NOW + 3)
     assert [name for name, _ in due] == [operations.FEED]
     state._apply(_snap(3, 9.0), sampler.running, sampler.interval, NOW + 3)
-    assert [list(cards) for cards in _card_vars(_ops_part(_delta(root))).values()] == [["prg-0"]]
+    assert [[card.id for card in cards.values()] for cards in _card_vars(_ops_part(_delta(root))).values()] == [
+        ["prg-0"]
+    ]
     assert operations.due_feeds(TOKEN, {operations.FEED}, _snap(4, 9.0), NOW + 4) == []
     loops.stop(TOKEN)
 

@@ -15,6 +15,7 @@ import reflex as rx
 import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
 from dgx_spark.collector.model import Operation, ProbeError, Snapshot
 from dgx_spark.state.operations import OperationsState, section_cards
+from dgx_spark.state.tab_view import CARD_SHARDS
 from tests.support.aio import run_coroutine
 
 NOW = time.time()
@@ -47,7 +48,7 @@ def ops_delta(root: Any) -> dict[str, Any]:
 
 def sent_cards(sent: dict[str, Any], var: str) -> list[Any]:
     """The cards a delta's list var names, looked up in the card shards the same delta carries."""
-    return [sent[f"cards_{shard}_rx_state_"][key] for key, shard in sent[var + "_rx_state_"]]
+    return [sent[f"cards_{handle % CARD_SHARDS}_rx_state_"][str(handle)] for handle in sent[var + "_rx_state_"]]
 
 
 def snap(sequence: int, *operations: Operation, errors: tuple[ProbeError, ...] = ()) -> Snapshot:

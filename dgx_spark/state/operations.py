@@ -186,8 +186,8 @@ class OperationsState(FilterMixin, rx.State):
     nothing else. The whole list lives in the shared ``tab_view`` cache, not here.
     """
 
-    # Each section's live cards that pass the search and filters, in display order, as
-    # (card key, shard) references: the card's data is ``cards_<shard>[key]`` (see ``card_of``).
+    # Each section's live cards that pass the search and filters, in display order, as handles:
+    # the card's data is ``cards_<handle % 64>[str(handle)]`` (see ``card_of``).
     servers: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
     jobs: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
     programs: list[CardRef] = []  # noqa: RUF012 - a Reflex state var
@@ -390,18 +390,17 @@ for _var in SHARD_VARS:
 
 
 def card_of(ref: rx.Var) -> rx.Var:
-    """The card a section's reference points at: ``cards_<shard>[key]`` of ``OperationsState``.
+    """The card a section's handle points at: ``cards_<handle % 64>[handle]`` of ``OperationsState``.
 
     Args:
         ref: A ``CardRef`` var (an item of ``OperationsState.servers`` and the other lists).
 
     Returns:
-        An ``OperationView`` var (``undefined`` in the browser if the key is not in its shard).
+        An ``OperationView`` var (``undefined`` in the browser if the handle is not in its shard).
     """
     holder = format_state_name(OperationsState.get_full_name())
-    key, shard = ref[0], ref[1]
     return rx.Var(
-        _js_expr=f"{holder}[`cards_${{{shard!s}}}{FIELD_MARKER}`]?.[{key!s}]",
+        _js_expr=f"{holder}[`cards_${{({ref!s}) % {CARD_SHARDS}}}{FIELD_MARKER}`]?.[{ref!s}]",
         _var_type=OperationView,
         _var_data=VarData.merge(
             getattr(OperationsState, SHARD_VARS[0])._get_all_var_data(),
@@ -412,7 +411,7 @@ def card_of(ref: rx.Var) -> rx.Var:
 
 def section_cards(state: OperationsState, var: str) -> list[OperationView]:
     """The cards a section's list var shows, resolved through the shards (tests, debugging)."""
-    return [getattr(state, f"cards_{shard}")[key] for key, shard in getattr(state, var)]
+    return [getattr(state, f"cards_{handle % CARD_SHARDS}")[str(handle)] for handle in getattr(state, var)]
 
 
 async def _apply_operations(state: Any, snapshot: Snapshot, now: float) -> None:

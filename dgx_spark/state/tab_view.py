@@ -9,10 +9,10 @@ tells "nothing changed for this tab" by comparing one small fingerprint, without
 touching the tab's state (see ``operations.run_tab_loop``).
 
 A tab's cards go to the browser split in two (``card_layout``): each section's
-lists of card references (key, shard) in display order, and ``CARD_SHARDS``
-small dicts of card data keyed by card key. A card keeps its shard while it is
-listed, so one changed card re-sends its shard (one or two cards with 50 listed)
-and, only when the order or membership changed, the section's list of references.
+lists of card handles (small integers) in display order, and ``CARD_SHARDS``
+small dicts of card data keyed by handle. A card keeps its handle while it is
+listed, so one changed card re-sends its shard (one card with 50 listed) and,
+only when the order or membership changed, the section's short list of handles.
 """
 
 from __future__ import annotations
@@ -211,61 +211,64 @@ def tab_view(snapshot: Snapshot, host: str, query: OperationQuery) -> TabView:
     return result
 
 
-CardRef = tuple[str, int]
-"""A card in a section's list: its key (``card_key``) and the shard that holds its data."""
+CardRef = int
+"""A card in a section's list: its handle. The card is ``cards_<handle % CARD_SHARDS>[str(handle)]``."""
 
 
 def card_key(view: OperationView) -> str:
-    """The card's key in its shard: the operation id, with the node when the tab shows other nodes."""
+    """What tells cards apart: the operation id, with the node when the tab shows other nodes."""
     return f"{view.id}@{view.node}" if view.node else view.id
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CardLayout:
-    """A ``TabView``'s cards as the browser gets them: reference lists plus sharded card data.
+    """A ``TabView``'s cards as the browser gets them: lists of handles plus sharded card data.
 
     Unchanged lists and shards are the previous layout's own objects, so a tab
     tells what to re-send by identity.
     """
 
     version: int  # the TabView's version it was made from
-    # Each section's live then ended references, in display order: SECTIONS live, then SECTIONS ended.
+    # Each section's live then ended handles, in display order: SECTIONS live, then SECTIONS ended.
     lists: tuple[tuple[CardRef, ...], ...]
-    shards: tuple[dict[str, OperationView], ...]  # CARD_SHARDS dicts: card key -> card
-    shard_of: dict[str, int]
+    shards: tuple[dict[str, OperationView], ...]  # CARD_SHARDS dicts: str(handle) -> card
+    handle_of: dict[str, int]  # card key -> handle
 
 
 def card_layout(view: TabView, previous: CardLayout | None = None) -> CardLayout:
-    """Lay ``view``'s cards out into reference lists and shards.
+    """Lay ``view``'s cards out into lists of small integer handles and shards of card data.
 
-    A card listed in ``previous`` keeps its shard; a new one goes to the least
-    filled shard, so shards stay small and one card's change re-sends few others.
+    A card listed in ``previous`` keeps its handle (so its shard); a new one goes to
+    the least filled shard, in its lowest free slot: shards stay small, so one card's
+    change re-sends few others, and handles stay short in the lists.
     """
-    old_of = previous.shard_of if previous is not None else {}
+    old_of = previous.handle_of if previous is not None else {}
     listed = [*view.live, *view.ended]
     keys = [[card_key(card) for card in cards] for cards in listed]
-    shard_of: dict[str, int] = {}
-    loads = [0] * CARD_SHARDS
+    handle_of: dict[str, int] = {}
+    slots: list[set[int]] = [set() for _ in range(CARD_SHARDS)]
     for part in keys:
         for key in part:
-            shard = old_of.get(key)
-            if shard is not None and key not in shard_of:
-                shard_of[key] = shard
-                loads[shard] += 1
+            handle = old_of.get(key)
+            if handle is not None and key not in handle_of:
+                handle_of[key] = handle
+                slots[handle % CARD_SHARDS].add(handle // CARD_SHARDS)
     for part in keys:
         for key in part:
-            if key not in shard_of:
-                shard = loads.index(min(loads))
-                shard_of[key] = shard
-                loads[shard] += 1
+            if key not in handle_of:
+                shard = min(range(CARD_SHARDS), key=lambda index: len(slots[index]))
+                slot = next(slot for slot in itertools.count() if slot not in slots[shard])
+                slots[shard].add(slot)
+                handle_of[key] = slot * CARD_SHARDS + shard
     contents: list[dict[str, OperationView]] = [{} for _ in range(CARD_SHARDS)]
     for cards, part in zip(listed, keys, strict=True):
         for card, key in zip(cards, part, strict=True):
-            contents[shard_of[key]][key] = card
-    lists = tuple(tuple((key, shard_of[key]) for key in part) for part in keys)
+            handle = handle_of[key]
+            contents[handle % CARD_SHARDS][str(handle)] = card
+    lists = tuple(tuple(handle_of[key] for key in part) for part in keys)
     if previous is not None:
         lists = tuple(old if old == new else new for old, new in zip(previous.lists, lists, strict=True))
         shards = tuple(old if old == new else new for old, new in zip(previous.shards, contents, strict=True))
     else:
         shards = tuple(contents)
-    return CardLayout(version=view.version, lists=lists, shards=shards, shard_of=shard_of)
+    return CardLayout(version=view.version, lists=lists, shards=shards, handle_of=handle_of)
