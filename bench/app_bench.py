@@ -494,7 +494,8 @@ class AppBench:
 
         Each change kills one listed script. The browser records (MutationObserver) when
         its card shows it ended; the snapshot that first carried the change is found by
-        polling ``/api/health`` and the operation itself, and the time between is the figure.
+        polling ``/api/health`` and the operation itself, and the time from its publication
+        (the end of its sample) to the card changing is the figure.
         """
         have = [name for name in fleet.processes if name.startswith(("bench_op_", "bench_big_"))]
         names = [f"bench_big_{i:03d}" for i in range(max(0, self.big_operations - len(have)))]
@@ -551,7 +552,7 @@ class AppBench:
                 p95_ms=round(percentile(samples, 95) * 1000, 1),
                 max_ms=round(max(samples) * 1000, 1),
                 samples_ms=[round(value * 1000, 1) for value in samples],
-                # From the newest snapshot before the card changed (a lower bound, for reference).
+                # From the snapshot that showed it in the API (a lower bound, for reference).
                 lower_bound_samples_ms=[round(value * 1000, 1) for value in lower],
                 # Of which: from the snapshot to the frame reaching the page (the rest is the page's render).
                 frame_samples_ms=[round(value * 1000, 1) for value in frame_delays],
@@ -565,8 +566,9 @@ class AppBench:
         return result
 
     def _first_snapshot_with_end(self, dashboard: Dashboard, op_id: str, after: float) -> tuple[float, float] | None:
-        """(taken_at of the first snapshot after ``after`` that shows ``op_id`` ended, of the one before it shows).
+        """When the first snapshot begun after ``after`` was published, and when the one that shows ``op_id`` ended was.
 
+        A snapshot is published when its sample ends (``taken_at`` + ``duration_ms``).
         Polls every 50 ms; a snapshot counts only when the health's sequence is the same
         before and after reading the operation (so the status is that snapshot's).
         """
@@ -574,8 +576,9 @@ class AppBench:
         first_after: float | None = None
         while time.time() < deadline:
             before = dashboard.get_json("/api/health")["data"]
-            taken = float(before.get("taken_at") or 0.0)
-            if taken > after and first_after is None:
+            began = float(before.get("taken_at") or 0.0)
+            taken = began + float(before.get("duration_ms") or 0.0) / 1000.0
+            if began > after and first_after is None:
                 first_after = taken
             try:
                 status = dashboard.get_json(f"/api/dgx/operations/{op_id}")["data"].get("status")
