@@ -8,6 +8,7 @@ list (the audit database is tested in ``tests/test_control_service.py``).
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dgx_spark.state.node_view import connection_node
 from dgx_spark.supervisor.supervisor import ControlError
 from tests.support.aio import run_coroutine
 from tests.support.dashboard import UNTHROTTLED, Dashboard, free_port, reap_launched, wait_until
+from tests.support.reflex_socket import ReflexSocket
 
 B_TOKEN = "remote-node-b-token-0123456789abcdef0123"
 COUNTER = "import time\ni = 0\nwhile True:\n    print(f'tick {i}', flush=True)\n    i += 1\n    time.sleep(0.3)\n"
@@ -249,3 +251,25 @@ def test_the_bench_fake_node_is_a_node_the_poller_reads(tmp_path: Path) -> None:
     row = table_row({"nodes": 8, "operations_per_node": 100, "refresh_seconds": 2.0,
                      "all_nodes_tab": {"cpu_ms_per_refresh": 12.5}, "p50_ms": 900.0, "p95_ms": 1900.0})
     assert row[0] == "All nodes with 8 nodes × 100 operations" and "12.5 ms" in row[1] and "p95 1900 ms" in row[1]
+
+
+def _update_with(sock: ReflexSocket, needle: str) -> str:
+    """Wait for a state update whose JSON holds ``needle``."""
+    return wait_until(lambda: next((t for t in [json.dumps(sock.next_update(60))] if needle in t), None),
+                      timeout=90, interval=0, message=f"no update with {needle!r}")
+
+
+def test_an_embedding_apps_connection_id_picks_its_node(tmp_path: Path, node_b: Dashboard) -> None:
+    """``operations_tab(connection_id=...)`` over a real websocket: unknown, then added, then back to local."""
+    from dgx_spark.state.nodes import NodesState
+
+    connect = f"{NodesState.get_full_name()}.connect"
+    with Dashboard(tmp_path / "a-data", env=UNTHROTTLED) as a, ReflexSocket(a.port) as sock:
+        sock.emit(connect, {"connection_id": "Spark C"})
+        _update_with(sock, '"connection_missing_rx_state_": "Spark C"')  # "Not connected": no such node yet
+        status, added = a.authed("POST", "/api/dgx/nodes", {"name": "Spark C", "url": node_b.url, "token": B_TOKEN})
+        assert status == 201, added
+        # Checked again as nodes come and go (the tab's live loop): now it shows that node.
+        _update_with(sock, '"node_rx_state_": "spark-c"')
+        sock.emit(connect, {"connection_id": "local"})
+        _update_with(sock, '"node_rx_state_": "local"')
