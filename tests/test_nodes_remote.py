@@ -261,7 +261,11 @@ def _update_with(sock: ReflexSocket, needle: str) -> str:
 
 
 def test_an_embedding_apps_connection_id_picks_its_node(tmp_path: Path, node_b: Dashboard) -> None:
-    """``operations_tab(connection_id=...)`` over a real websocket: unknown, then added, then back to local."""
+    """``operations_tab(connection_id=...)`` over a real websocket: unknown, then added, then back to local.
+
+    The same socket (not logged in) cannot read that node's logs.
+    """
+    from dgx_spark.state.control import ControlState
     from dgx_spark.state.nodes import NodesState
 
     connect = f"{NodesState.get_full_name()}.connect"
@@ -272,5 +276,8 @@ def test_an_embedding_apps_connection_id_picks_its_node(tmp_path: Path, node_b: 
         assert status == 201, added
         # Checked again as nodes come and go (the tab's live loop): now it shows that node.
         _update_with(sock, '"node_rx_state_": "spark-c"')
+        # A remote log is read with the node's token: not without the login here.
+        sock.emit(f"{ControlState.get_full_name()}.open_logs", {"op_id": "op-1-2", "name": "x", "node": "spark-c"})
+        _update_with(sock, "Log in to see the logs of another node")
         sock.emit(connect, {"connection_id": "local"})
         _update_with(sock, '"node_rx_state_": "local"')
