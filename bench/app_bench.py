@@ -485,6 +485,14 @@ class AppBench:
             "bytes": sum(f[1] for f in frames),
             "change_bytes": sum(f[1] for f in frames) - sum(header),
             "header_bytes": sum(header),
+            # Of the change's bytes, the values of the operations' state vars (cards, lists, counts)
+            # and of the bell's (its list of recent events).
+            "operations_value_bytes": sum(
+                size for var, size in self._bytes_by_var(start, end, top=1000).items() if var.startswith("operations")
+            ),
+            "bell_value_bytes": sum(
+                size for var, size in self._bytes_by_var(start, end, top=1000).items() if var.startswith("events")
+            ),
             "bytes_largest_tick": max(_bin_bytes(frames, start, end, self.refresh), default=0),
             "bytes_by_var": self._bytes_by_var(start, end),
         }

@@ -269,8 +269,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"Websocket bytes per tab, one operation changed, {ops} listed",
                 f"{change} B" if change is not None else f"{one['bytes']} B (all frames)",
                 (
-                    f"the change's frames (cards, bell); plus {one.get('header_bytes', 0)} B of system-header "
-                    f"ticks; {one['frames']} frames over {one['ticks']} ticks ({one['change']})"
+                    f"the change's frames: of which {one.get('operations_value_bytes', '?')} B cards and lists, "
+                    f"{one.get('bell_value_bytes', '?')} B the bell's events; plus {one.get('header_bytes', 0)} B "
+                    f"of system-header ticks; {one['frames']} frames over {one['ticks']} ticks ({one['change']})"
                 ),
                 f"≤ {ONE_CHANGED_MAX_BYTES} B",
                 verdict(None if change is None else change <= ONE_CHANGED_MAX_BYTES),
