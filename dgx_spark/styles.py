@@ -64,6 +64,7 @@ html.light, .radix-themes.light {
   --amber-11: #925500; --amber-a11: #925500;
   --blue-11: #0b6bbf; --blue-a11: #0b6bbf;
   --cyan-11: #0f7390; --cyan-a11: #0f7390;
+  --red-11: #b9212a; --red-a11: #b9212a;
 }
 html [data-sonner-toaster][data-sonner-theme="light"] {
   --success-text: hsl(140, 100%, 22%); --info-text: hsl(210, 92%, 38%);
