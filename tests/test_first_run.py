@@ -196,15 +196,25 @@ def test_corrupt_database_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert "Move it away" in lines[0]
 
 
-def test_backend_makes_existing_data_private_and_jobs_keep_the_user_umask(tmp_path: Path) -> None:
+def test_backend_makes_existing_data_private_and_jobs_keep_the_user_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)
     (data / "notes.txt").write_text("left readable by an older version")
     (data / "notes.txt").chmod(0o644)
-    user_umask = os.umask(0o022)
-    os.umask(user_umask)
-    with Dashboard(data) as dash:
+    # The user starts the app with umask 027 (an earlier test may have imported the app's startup
+    # into this process, which sets 077 and remembers the umask before it in the environment).
+    monkeypatch.delenv("DGX_SPARK_USER_UMASK", raising=False)
+    user_umask = 0o027
+    previous = os.umask(user_umask)
+    try:
+        dash = Dashboard(data).start()
+    finally:
+        os.umask(previous)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(dash.stop)
         assert mode(data) == 0o700 and mode(data / "notes.txt") == 0o600
         assert "took group/other permissions off 2 path(s)" in dash.log_tail()
         status, body = dash.authed("POST", "/api/dgx/operations", {
