@@ -90,8 +90,9 @@ def operation_actions(op: rx.Var[OperationView]) -> list[rx.Component]:
                 op.container_control != "",
                 engine_gate(op, "stop", "Stop", "square"),
                 _allowed(
+                    # High contrast: soft red text is 4.4:1 in the light theme (WCAG AA needs 4.5).
                     rx.button(rx.icon("square", size=14), "Stop", size="1", variant="soft", color_scheme="red",
-                              disabled=busy, loading=acting,
+                              high_contrast=True, disabled=busy, loading=acting,
                               on_click=ControlState.ask_stop(op.id, op.name, op.source, op.node),
                               data_action="stop"),
                     "stop", "stop", "Stop", "square",
