@@ -47,12 +47,16 @@ def test_a_filtered_out_section_says_nothing_matches(full_dashboard: Dashboard, 
     assert status == 201, body
     job: dict[str, Any] = body["data"]
     try:
-        page.goto(full_dashboard.url + "/?type=job")
+        # A search that matches only the job: the other sections say so (a type filter hides them instead).
+        page.goto(full_dashboard.url + "/?q=tabloop-job")
         expect(page.locator(f"#op-{job['id']}")).to_be_visible(timeout=APPEAR)
         servers_empty = page.locator("#section-servers-empty")
         expect(servers_empty).to_contain_text("No servers match the filters", timeout=APPEAR)
         expect(servers_empty).not_to_contain_text("No servers running")
         expect(page.locator("#section-programs-empty")).to_contain_text("No programs or scripts match the filters")
+        page.goto(full_dashboard.url + "/?type=job")
+        expect(page.locator(f"#op-{job['id']}")).to_be_visible(timeout=APPEAR)
+        expect(page.locator("#section-servers-empty")).to_have_count(0)
         # Clearing the filters brings the plain empty state back (if the section is empty at all).
         page.goto(full_dashboard.url + "/")
         expect(page.locator(f"#op-{job['id']}")).to_be_visible(timeout=APPEAR)
