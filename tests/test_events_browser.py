@@ -48,7 +48,8 @@ def test_toasts_bell_and_webhook_set_in_the_ui(
         page.screenshot(path=str(artifacts_dir / "event-toast-failed.png"))
         toast.get_by_role("button", name="View logs").click()
         expect(page.locator("#event-logs")).to_contain_text("boom: the toast test", timeout=30_000)
-        page.keyboard.press("Escape")
+        page.get_by_role("dialog").get_by_role("button", name="Close").click()
+        expect(page.locator("#event-logs")).to_have_count(0, timeout=30_000)
         wait_until(lambda: [e for e in receiver.events("failed") if e["operation_id"] == failed["id"]], 60)
 
         ok = tmp_path / "ok.py"
