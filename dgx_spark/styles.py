@@ -561,10 +561,12 @@ HISTORY_PHONE_CSS = f"""
   }}
   #history-table tr.dgx-history-row {{
     border: 1px solid var(--gray-a5); border-radius: var(--radius-3); margin-bottom: 10px; padding: 8px 12px;
+    box-sizing: border-box; max-width: 100%;
   }}
   #history-table td {{
     display: flex; justify-content: space-between; align-items: center; gap: 12px;
     padding: 3px 0 !important; box-shadow: none !important; min-height: 0; text-align: right;
+    box-sizing: border-box; overflow-wrap: anywhere; word-break: break-word;
   }}
   #history-table td::before {{
     content: attr(data-label); color: var(--gray-11); font-size: 12px; flex-shrink: 0; text-align: left;
