@@ -135,6 +135,14 @@ def test_an_empty_section_shows_its_empty_state(
     full_dashboard: Dashboard, page: Page, console_errors: list[str]
 ) -> None:
     open_dashboard(page, full_dashboard)
+    # Earlier tests share this dashboard: what they launched and left listed goes first.
+    for op in full_dashboard.operations():
+        if op.get("source") == "launched":
+            full_dashboard.authed("POST", f"/api/dgx/operations/{op['id']}/stop", {"signal": "kill"})
+    for op in full_dashboard.operations():
+        if op.get("source") == "launched":
+            wait_until(lambda op=op: full_dashboard.authed("DELETE", f"/api/dgx/operations/{op['id']}")[0]
+                       in (200, 204, 404), 60, 1)
 
     def empty_sections() -> list[str]:
         counts = dict.fromkeys(SECTION_OF_TYPE.values(), 0)
