@@ -23,7 +23,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Match, Mount
 
 from dgx_spark.security.envelope import error_body
-from dgx_spark.security.middleware import with_security_headers
+from dgx_spark.security.middleware import read_body, with_security_headers
 from dgx_spark.security.validation import surrogate_path
 
 Scope = MutableMapping[str, Any]
@@ -80,23 +80,6 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> tuple[bool, se
     if "GET" in methods:
         methods.add("HEAD")
     return False, methods
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it is larger than ``limit``."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _drain(receive: Receive, limit: int) -> None:
@@ -168,7 +151,7 @@ class ApiGuard:
         if method in _BODY_METHODS:
             declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
             too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_body)
-            body = None if too_large else await _read_body(receive, self.max_body)
+            body = None if too_large else await read_body(receive, self.max_body)
             if body is None:
                 # Read (and drop) what the client is still sending, up to a point, so that it
                 # gets the answer rather than a broken pipe.

@@ -327,7 +327,7 @@ def _login_from_elsewhere(scope: Scope) -> bool:
     return is_cross_origin(scope)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit``."""
     chunks: list[bytes] = []
     size = 0
@@ -363,7 +363,7 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
         if _login_from_elsewhere(scope):
             await _refuse(scope, send, 403, "forbidden_origin", "login from another origin is refused")
             return
-        body = await _read_body(receive, MAX_LOGIN_BODY)
+        body = await read_body(receive, MAX_LOGIN_BODY)
         if body is None:
             await _refuse(scope, send, 413, "payload_too_large", "login form too large")
             return
