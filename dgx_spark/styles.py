@@ -574,6 +574,9 @@ HISTORY_PHONE_CSS = f"""
   #history-table td[data-label="Operation"] {{ display: block; text-align: left; padding-bottom: 6px !important; }}
   #history-table td[data-label="Operation"]::before {{ content: none; }}
   #history-table td > * {{ min-width: 0; }}
+  /* Radix sizes the scroll area's content to fit-content: a long command (max-width 360px) widened the page. */
+  #history-table .rt-ScrollAreaViewport > div {{ width: 100% !important; }}
+  #history-table td * {{ max-width: 100% !important; }}
 }}
 """
 

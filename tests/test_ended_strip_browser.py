@@ -41,7 +41,8 @@ def overflowing(page: Page, width: int) -> list[str]:
     """The outermost visible elements that reach past the window's right edge (for the failure message)."""
     return page.evaluate(
         """(width) => [...document.querySelectorAll('body *')]
-            .filter((e) => e.getBoundingClientRect().right > width + 1 && e.getClientRects().length)
+            .filter((e) => (e.getBoundingClientRect().right > width + 1 && e.getClientRects().length)
+                           || (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible'))
             .filter((e) => !(e.parentElement && e.parentElement.getBoundingClientRect().right > width + 1))
             .slice(0, 8)
             .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${[...e.classList].join('.')}`
@@ -194,7 +195,8 @@ def test_phone_first_card_visible_and_history_stacked(
     full_dashboard: Dashboard, page: Page, artifacts_dir: Path
 ) -> None:
     live = launch(full_dashboard, "phone-live")
-    done = launch(full_dashboard, "phone-done", "print('bye')")
+    # A command longer than the row is wide (it once made the page 399 px wide at 390).
+    done = launch(full_dashboard, "phone-done", "print('bye')  # " + "long-command-" * 12)
     try:
         wait_until(lambda: any(r["id"] == done["id"] for r in
                                full_dashboard.get_json("/api/dgx/history")["data"]), 60,
