@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from tests.support.dashboard import Dashboard, wait_until
 
 
@@ -46,15 +49,28 @@ def test_health_reports_sampler(backend: Dashboard) -> None:
 
 def test_list_follows_new_snapshots(backend: Dashboard) -> None:
     """Encoded lists are reused within a snapshot only: a new snapshot gives a new body."""
-    first = backend.request("GET", "/api/dgx/operations")[1]
-    again = backend.request("GET", "/api/dgx/operations")[1]
-    assert [op["id"] for op in first["data"]] == [op["id"] for op in again["data"]]
-    sequence = backend.get_json("/api/health")["data"]["sequence"]
-    wait_until(lambda: backend.get_json("/api/health")["data"]["sequence"] > sequence + 1, 30)
-    later = backend.request("GET", "/api/dgx/operations")[1]
-    uptimes = {op["id"]: op["uptime"] for op in first["data"] if op["status"] in ("running", "active")}
-    moved = [op for op in later["data"] if op["id"] in uptimes and op["uptime"] > uptimes[op["id"]]]
-    assert moved or not uptimes
+    # An operation of its own, so the uptime below is never vacuous.
+    status, body = backend.authed("POST", "/api/dgx/operations", {
+        "template": "custom", "name": "uptime-ticks", "type": "program",
+        "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+    })
+    assert status == 201, body
+    op_id = body["data"]["id"]
+    try:
+        def listed_running() -> dict[str, Any] | None:
+            listed = backend.request("GET", "/api/dgx/operations")[1]
+            mine = [op for op in listed["data"] if op["id"] == op_id and op["status"] == "running"]
+            return listed if mine and mine[0]["uptime"] is not None else None
+
+        first = wait_until(listed_running, 30, message="the launched operation was not listed running")
+        again = backend.request("GET", "/api/dgx/operations")[1]
+        assert [op["id"] for op in first["data"]] == [op["id"] for op in again["data"]]
+        before = next(op["uptime"] for op in first["data"] if op["id"] == op_id)
+        # Uptime is whole seconds: wait for snapshots until more than a second has passed.
+        wait_until(lambda: next(op["uptime"] for op in backend.operations() if op["id"] == op_id) > before, 30,
+                   message="the list did not follow new snapshots (uptime stood still)")
+    finally:
+        backend.authed("POST", f"/api/dgx/operations/{op_id}/stop", {"force": True})
 
 
 def test_openapi_is_served(backend: Dashboard) -> None:

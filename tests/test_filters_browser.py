@@ -54,7 +54,7 @@ def test_filters_live_in_the_url(full_dashboard: Dashboard, page: Page, two_ops:
     page.wait_for_function("() => new URL(location.href).searchParams.get('type') === 'job'", timeout=30_000)
 
     # It survives the refresh loop and a reload.
-    page.wait_for_timeout(2500)
+    full_dashboard.wait_for_refreshes(2)
     expect(page.locator("#no-matches")).to_be_visible()
     page.reload()
     expect(page.locator("#filter-search")).to_have_value("fltr-alpha", timeout=60_000)

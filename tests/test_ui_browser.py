@@ -116,7 +116,7 @@ def test_sections_collapse_and_expand_and_survive_a_reload(
     # The other sections stay open.
     expect(page.locator("#section-servers-toggle")).to_have_attribute("aria-expanded", "true")
 
-    page.wait_for_timeout(2500)  # a couple of live refreshes: still collapsed
+    full_dashboard.wait_for_refreshes(2)  # a couple of live refreshes: still collapsed
     expect(toggle).to_have_attribute("aria-expanded", "false")
     page.reload()
     expect(page.locator("#operations-sections")).to_be_visible(timeout=APPEAR)

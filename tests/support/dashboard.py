@@ -180,6 +180,12 @@ class Dashboard:
         assert status == 200, body
         return body["data"]
 
+    def wait_for_refreshes(self, count: int = 2, timeout: float = 60.0) -> None:
+        """Wait until the sampler has taken ``count`` more snapshots (each one is pushed to open tabs)."""
+        start = self.get_json("/api/health")["data"]["sequence"]
+        wait_until(lambda: self.get_json("/api/health")["data"]["sequence"] >= start + count, timeout, 0.2,
+                   f"the sampler did not take {count} snapshots after #{start}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         """Stop the dashboard (its whole process group)."""
         proc = self.process
