@@ -38,6 +38,7 @@ from dgx_spark.nodes.hub import NodeHub
 from dgx_spark.nodes.store import NodeStore
 from dgx_spark.progress.probe import ProgressProbe
 from dgx_spark.progress.tracker import ProgressTracker
+from dgx_spark.security.audit import AuditLog
 from dgx_spark.settings import Settings, settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
 
@@ -51,6 +52,8 @@ class Services:
         """Build the services; ``lifespan`` starts them."""
         self.settings = app_settings
         self.engine = engine
+        # The audit log and its one writer thread (closed by ``stop``).
+        self.audit = AuditLog(engine, retention_seconds=app_settings.events.retention_seconds)
         self.tracker = ProgressTracker(stall_seconds=app_settings.progress.stall_seconds)
         # None while DGX_SPARK_SERVICE_PROBE_SECONDS=0 turns service probes off.
         self.service_watcher: ServiceWatcher | None = make_watcher(app_settings.sampler.service_probe_seconds)
@@ -71,7 +74,8 @@ class Services:
         # Operation names for ids (toasts, the audit log).
         self.names = OperationNames(lambda: self.sampler, lambda: self.supervisor, engine)
         # Every control action, from the API and the UI alike (dgx_spark/control/service.py).
-        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, name_of=self.names.name)
+        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, audit=self.audit.record_soon,
+                                      name_of=self.names.name)
 
     def _probes(self) -> list[Probe]:
         """The probes every snapshot runs through, in order, after discovery.
@@ -118,13 +122,14 @@ class Services:
         return service.churn.count(), service.churn.window_seconds
 
     def stop(self) -> None:
-        """Stop what runs, in order: nodes, the sampler, the service watcher, then events."""
+        """Stop what runs, in order: nodes, the sampler, the service watcher, events, then the audit writer."""
         self.hub.stop()
         self.sampler.stop()
         if self.service_watcher is not None:
             self.service_watcher.stop()
         if (service := self.events_started()) is not None:
             service.stop()  # after the sampler: its last transitions get stored
+        self.audit.close()  # rows asked for later are written by the caller's thread
 
 
 @functools.cache

@@ -400,7 +400,7 @@ def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    run_coroutine(_handle_login(scope, receive, send))
+    run_coroutine(_handle_login(scope, receive, send, lambda **_: None))
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
@@ -410,7 +410,6 @@ def test_login_budget_counts_failures_only(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(tokens, "get_token", lambda: TEST_TOKEN)
     monkeypatch.setattr(sessions, "_store", sessions.SessionStore(tmp_path, token=TEST_TOKEN))
     monkeypatch.setattr(middleware, "login_failures", RateLimiter(rate=0.000001, burst=3))
-    monkeypatch.setattr(middleware, "_audit_later", lambda **_: None)
     good = f"token={TEST_TOKEN}".encode()
     assert [_asgi_login(good)[0] for _ in range(20)] == [303] * 20
     assert [_asgi_login(b"token=wrong-0123456789abcdef")[0] for _ in range(4)] == [401, 401, 401, 429]

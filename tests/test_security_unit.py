@@ -16,7 +16,7 @@ from dgx_spark.api.app import create_api
 from dgx_spark.database import make_engine
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
-from dgx_spark.security.audit import AuditEntry, list_audit, record_audit
+from dgx_spark.security.audit import AuditEntry, AuditLog, list_audit, record_audit
 from dgx_spark.security.middleware import (
     bearer_token,
     host_name,
@@ -312,6 +312,19 @@ def test_audit_rows_are_written_and_listed(tmp_path: Path) -> None:
     assert [r.outcome for r in list_audit(engine=engine, action="stop")] == ["refused", "allowed"]
     api = rows[1].to_api()
     assert api["at"].endswith("Z") and api["client"] == "10.0.0.9" and api["target"] == "op-1-2"
+
+
+def test_the_audit_log_writes_in_its_own_thread_until_closed(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    SQLModel.metadata.create_all(engine, tables=[AuditEntry.__table__])  # type: ignore[attr-defined]
+    log = AuditLog(engine, retention_seconds=7 * 86400)
+    log.record_soon("stop", "allowed", target="op-1-2", client="127.0.0.1", status=200)
+    log.record_soon("stop", "refused", target="op-1-2", client="10.0.0.9", status=401)
+    log.record_soon("stop", "refused", target="op-1-2", client="10.0.0.9", status=401)  # a repeat: counted
+    log.close()  # writes what it holds and the count of the refusals not written one by one
+    assert not [t for t in threading.enumerate() if t.name.startswith("dgx-audit")]
+    log.record_soon("start", "allowed", target="op-1-2", client="127.0.0.1", status=200)  # closed: written here
+    assert [r.action for r in log.entries()] == ["start", "refusals", "stop", "stop"]
 
 
 def test_audit_failure_is_logged_not_raised(tmp_path: Path) -> None:

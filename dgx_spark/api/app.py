@@ -6,6 +6,7 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -16,6 +17,7 @@ from dgx_spark.api import audit, control, events, metrics, nodes, operations, pr
 from dgx_spark.api.actor import describe_control
 from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
 from dgx_spark.api.guard import API_PREFIX, ApiGuard
+from dgx_spark.services import get_services
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ def _redirect_to(target: str) -> Callable[[], RedirectResponse]:
     return redirect
 
 
+def audit_soon(**fields: Any) -> None:
+    """Queue a row in the services' audit log (what the security layer refuses, logins); never raises."""
+    get_services().audit.record_soon(**fields)
+
+
 def create_api(*, embedded: bool = False) -> FastAPI:
     """Build the API app; Reflex mounts itself beneath it.
 
@@ -111,6 +118,8 @@ def create_api(*, embedded: bool = False) -> FastAPI:
         _add_doc_redirects(api)
     # How the security layer names a control request it refuses before routing (the routes' own actions).
     api.state.describe_control = describe_control(api.router.routes)
+    # Where the security layer writes its audit rows (the services are built on first use).
+    api.state.audit_soon = audit_soon
     # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
     api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX)
     return api

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Query
 from dgx_spark.api.actor import require_token
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import MAX_INT64
-from dgx_spark.security.audit import list_audit
+from dgx_spark.services import ServicesDep
 
 router = APIRouter()
 
 
 @router.get("/api/dgx/audit", summary="Audit log", dependencies=[Depends(require_token)])
 def get_audit(
+    services: ServicesDep,
     limit: int = Query(default=100, ge=1, le=1000, description="How many entries, newest first."),
     before_id: int | None = Query(default=None, ge=1, le=MAX_INT64, description="Only entries older than this id."),
     action: str | None = Query(default=None, max_length=32, pattern=r"^[a-z_]+$", description="Only this action."),
@@ -24,7 +25,7 @@ def get_audit(
 ) -> dict[str, Any]:
     """Control actions, allowed and refused, newest first: time, action, target, outcome, client."""
     try:
-        entries = list_audit(limit=limit, before_id=before_id, action=action, outcome=outcome, target=target)
+        entries = services.audit.entries(limit=limit, before_id=before_id, action=action, outcome=outcome, target=target)
     except Exception as exc:  # the table may not be migrated yet: say so instead of a 500
         raise ApiError(503, f"the audit log cannot be read: {type(exc).__name__}", code="audit_unavailable") from exc
     return {"success": True, "data": [entry.to_api() for entry in entries]}

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from dgx_spark.security.audit import ALLOWED, FAILED, REFUSED, record_audit_soon
+from dgx_spark.security.audit import ALLOWED, FAILED, REFUSED
 from dgx_spark.security.throttle import Busy, InFlight, RateLimiter, control_rate, operations_in_flight
 from dgx_spark.supervisor.supervisor import ControlError, ErrorKind
 
@@ -97,7 +97,7 @@ class RemoteDone:
 
 
 class AuditWriter(Protocol):
-    """Writes one audit row (``dgx_spark.security.audit.record_audit_soon``)."""
+    """Writes one audit row (``AuditLog.record_soon`` of ``dgx_spark.security.audit``)."""
 
     def __call__(self, action: str, outcome: str, **fields: Any) -> None:
         """Queue the row; never raises."""
@@ -151,7 +151,7 @@ class ControlService:
         *,
         rate: RateLimiter = control_rate,
         in_flight: InFlight = operations_in_flight,
-        audit: AuditWriter = record_audit_soon,
+        audit: AuditWriter,
         name_of: Callable[[str], str | None] | None = None,
     ) -> None:
         """Create the service.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import functools
 import logging
 import threading
 import time
@@ -23,7 +22,6 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from dgx_spark.format import iso_utc
 from dgx_spark.redaction import redact_text
 from dgx_spark.security.throttle import RateLimiter
-from dgx_spark.settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +71,6 @@ class AuditEntry(SQLModel, table=True):
 AUDIT_WAIT_SECONDS = 30.0
 
 
-@functools.cache
-def _engine() -> Engine:
-    try:
-        from dgx_spark.database import get_engine
-    except ImportError:  # the database module is not there: a plain engine
-        from sqlmodel import create_engine
-
-        return create_engine(settings.db_url, connect_args={"check_same_thread": False})
-    return get_engine()
-
-
 def _clip(name: str, value: str | None) -> str | None:
     if value is None:
         return None
@@ -102,7 +89,7 @@ def record_audit(
     status: int | None = None,
     via: str = "api",
     detail: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine,
 ) -> AuditEntry | None:
     """Append one entry to the audit log.
 
@@ -115,7 +102,7 @@ def record_audit(
         status: The HTTP status answered, when there was one.
         via: ``api`` or ``ui``.
         detail: A short note; secrets in it are redacted.
-        engine: The engine to write with (the app's by default).
+        engine: The engine to write with.
 
     Returns:
         The stored entry, or None when writing failed (logged, never raised).
@@ -139,7 +126,7 @@ def record_audit(
 
     try:
         # Only the writer thread gets here: a busy database may take a while; the entry waits for it.
-        write_with_retry(engine or _engine(), add, wait=AUDIT_WAIT_SECONDS, what="audit", expire_on_commit=False)
+        write_with_retry(engine, add, wait=AUDIT_WAIT_SECONDS, what="audit", expire_on_commit=False)
     except DatabaseUnavailable as exc:
         logger.warning("could not write the audit entry for %s on %s: %s", action, target, exc.message)
         return None
@@ -221,66 +208,85 @@ class RefusalGate:
             self._write(client, sum(by_action.values()), dict(by_action))
 
 
-def _write_summary(client: str, count: int, by_action: dict[str, int]) -> None:
-    actions = ", ".join(f"{name} {n}" for name, n in sorted(by_action.items(), key=lambda kv: -kv[1]))
-    record_audit_soon(
-        "refusals",
-        REFUSED,
-        client=client,
-        via="api",
-        detail=f"{count} refused from {client} ({actions}), not written one by one",
-        _gate=False,
-    )
-
-
-refusal_gate = RefusalGate(_write_summary)
-
-# One writer thread keeps entries in order and keeps SQLite off every event loop.
-_writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-audit")
 # The writer prunes entries older than DGX_SPARK_HISTORY_DAYS at most this often.
 PRUNE_EVERY_SECONDS = 600.0
-_last_prune = 0.0
 
 
-def _record_and_prune(action: str, outcome: str, **fields: Any) -> None:
-    """The writer thread's job: write the entry, and now and then drop the old ones."""
-    global _last_prune
-    record_audit(action, outcome, **fields)
-    now = time.monotonic()
-    if _last_prune == 0.0 or now - _last_prune >= PRUNE_EVERY_SECONDS:
-        _last_prune = now
-        try:
-            prune_audit(time.time() - retention_seconds(), engine=fields.get("engine"))
-        except (sa.exc.SQLAlchemyError, OSError) as exc:  # housekeeping: the entry is written; try later
-            logger.warning("could not prune the audit log: %s: %s", type(exc).__name__, exc)
+class AuditLog:
+    """The audit log of one process: its engine, its one writer thread and its refusal gate.
 
-
-def record_audit_soon(action: str, outcome: str, *, _gate: bool = True, **fields: Any) -> None:
-    """Queue an audit entry for the writer thread; returns at once, never raises.
-
-    Use this from async code (ASGI layer, event handlers); ``record_audit`` itself blocks.
-    Refused requests pass the per-client ``refusal_gate`` first (a flood becomes a count).
+    Built by ``dgx_spark.services.Services``; :meth:`close` stops the writer thread.
+    One writer keeps entries in order and keeps SQLite off every event loop.
     """
-    if _gate and outcome == REFUSED and not refusal_gate.admit(
-        str(fields.get("client") or "unknown"), action, fields.get("target"), fields.get("status")
-    ):
-        return
-    try:
-        _writer.submit(_record_and_prune, action, outcome, **fields)
-    except RuntimeError:  # interpreter shutting down
-        record_audit(action, outcome, **fields)
+
+    def __init__(self, engine: Engine, *, retention_seconds: float) -> None:
+        """Create the log (the writer thread starts with the first entry).
+
+        Args:
+            engine: The database the entries go to.
+            retention_seconds: How long entries are kept (``DGX_SPARK_HISTORY_DAYS``).
+        """
+        self.engine = engine
+        self.retention_seconds = retention_seconds
+        self.gate = RefusalGate(self._write_summary)
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-audit")
+        self._last_prune = 0.0  # only the writer thread reads and sets it
+
+    def _write_summary(self, client: str, count: int, by_action: dict[str, int]) -> None:
+        actions = ", ".join(f"{name} {n}" for name, n in sorted(by_action.items(), key=lambda kv: -kv[1]))
+        self.record_soon(
+            "refusals",
+            REFUSED,
+            client=client,
+            via="api",
+            detail=f"{count} refused from {client} ({actions}), not written one by one",
+            _gate=False,
+        )
+
+    def _record_and_prune(self, action: str, outcome: str, **fields: Any) -> None:
+        """The writer thread's job: write the entry, and now and then drop the old ones."""
+        record_audit(action, outcome, engine=self.engine, **fields)
+        now = time.monotonic()
+        if self._last_prune == 0.0 or now - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            try:
+                prune_audit(time.time() - self.retention_seconds, engine=self.engine)
+            except (sa.exc.SQLAlchemyError, OSError) as exc:  # housekeeping: the entry is written; try later
+                logger.warning("could not prune the audit log: %s: %s", type(exc).__name__, exc)
+
+    def record_soon(self, action: str, outcome: str, *, _gate: bool = True, **fields: Any) -> None:
+        """Queue an audit entry for the writer thread; returns at once, never raises.
+
+        Use this from async code (ASGI layer, event handlers); ``record_audit`` itself blocks.
+        Refused requests pass the per-client refusal gate first (a flood becomes a count).
+        """
+        if _gate and outcome == REFUSED and not self.gate.admit(
+            str(fields.get("client") or "unknown"), action, fields.get("target"), fields.get("status")
+        ):
+            return
+        try:
+            self._writer.submit(self._record_and_prune, action, outcome, **fields)
+        except RuntimeError:  # closed, or the interpreter is shutting down: write it here
+            record_audit(action, outcome, engine=self.engine, **fields)
+
+    def entries(self, **query: Any) -> list[AuditEntry]:
+        """The newest entries first (the filters of :func:`list_audit`)."""
+        return list_audit(engine=self.engine, **query)
+
+    def close(self) -> None:
+        """Write the refusals counted so far and what the writer holds, then stop it.
+
+        Entries asked for later are written by the caller's thread.
+        """
+        self.gate.flush()
+        self._writer.shutdown(wait=True)
 
 
-def retention_seconds() -> float:
-    """How long audit entries are kept: ``DGX_SPARK_HISTORY_DAYS`` (default 7), like events."""
-    return settings.events.retention_seconds
-
-
-def prune_audit(cutoff: float, *, engine: Engine | None = None, batch: int = 1000) -> int:
+def prune_audit(cutoff: float, *, engine: Engine, batch: int = 1000) -> int:
     """Delete entries older than ``cutoff`` (a Unix time), in batches; returns how many."""
     deleted = 0
     while True:
-        with Session(engine or _engine()) as session:
+        with Session(engine) as session:
             ids = session.exec(
                 select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(col(AuditEntry.id)).limit(batch)
             ).all()
@@ -298,7 +304,7 @@ def list_audit(
     action: str | None = None,
     outcome: str | None = None,
     target: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine,
 ) -> list[AuditEntry]:
     """The newest entries first, optionally filtered and paged by id."""
     query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(max(1, min(limit, 1000)))
@@ -310,5 +316,5 @@ def list_audit(
         query = query.where(AuditEntry.outcome == outcome)
     if target is not None:
         query = query.where(AuditEntry.target == target)
-    with Session(engine or _engine(), expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query).all())

@@ -80,6 +80,8 @@ MAX_LOGIN_BODY = 4096
 _OPERATION_PROGRESS = re.compile(r"^/api/dgx/operations/(?P<id>[^/]+)/progress/?$")
 # Names a refused request by the control route that would serve it: (action, target), or None.
 Describe = Callable[[Scope], "tuple[str, str | None] | None"]
+# Queues one audit row (``AuditLog.record_soon`` of the process's services); never raises.
+AuditSoon = Callable[..., None]
 
 # Failed logins per client: 10 at once, then 2 a second. A success takes nothing from it.
 login_failures = RateLimiter(rate=2.0, burst=10)
@@ -244,11 +246,9 @@ def with_security_headers(send: Send) -> Send:
     return send_with_headers
 
 
-def _audit_later(**fields: Any) -> None:
-    """Write an audit entry off the event loop; never raises."""
-    from dgx_spark.security.audit import record_audit_soon
-
-    record_audit_soon(**fields)
+def _no_audit(**fields: Any) -> None:
+    """The audit writer of an app that has none (a bare app in a test): the row is only logged."""
+    logger.debug("no audit log for %s", fields.get("action"))
 
 
 # ----------------------------------------------------------------------------- login page
@@ -349,7 +349,7 @@ def _credential_ok(value: str | None) -> bool:
     return bool(value) and (tokens.token_matches(value) or tokens.consume_login_code(value))
 
 
-async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
+async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: AuditSoon) -> None:
     method = scope["method"]
     client = client_address(scope)
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -379,7 +379,7 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
         if not login_failures.allow(client):
             await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
             return
-        _audit_later(action="login", outcome="refused", client=client, status=401, via="login",
+        audit(action="login", outcome="refused", client=client, status=401, via="login",
                      detail="invalid or already used token")
         error = "That token is not valid, or this one-time link was already used."
         await _send_response(send, *_login_page(401, next_path, error))
@@ -394,13 +394,13 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
     secure = scope.get("scheme") == "https"
     cookie = (b"set-cookie", sessions.session_cookie_header(value, secure=secure).encode())
     if method == "POST":
-        _audit_later(action="login", outcome="allowed", client=client, status=303, via="login")
+        audit(action="login", outcome="allowed", client=client, status=303, via="login")
         await _send_response(send, 303, [(b"location", next_path.encode("latin-1", "replace")), cookie,
                                          (b"referrer-policy", b"no-referrer")])
         return
     # A link may be opened from another site (a chat, a terminal): a redirect would then carry
     # no SameSite=Strict cookie to the next page. A page of our own that moves on does.
-    _audit_later(action="login", outcome="allowed", client=client, status=200, via="login")
+    audit(action="login", outcome="allowed", client=client, status=200, via="login")
     target = html.escape(next_path, quote=True)
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -416,7 +416,7 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send) -> None:
     await _send_response(send, 200, headers, body)
 
 
-async def _handle_logout(scope: Scope, send: Send) -> None:
+async def _handle_logout(scope: Scope, send: Send, audit: AuditSoon) -> None:
     """End this browser's session on the server, then drop its cookie (only from our own pages)."""
     if is_cross_origin(scope):
         await _send_response(send, 303, [(b"location", b"/")])
@@ -425,8 +425,7 @@ async def _handle_logout(scope: Scope, send: Send) -> None:
     if value:
         try:
             if await asyncio.to_thread(sessions.store().revoke, value):
-                _audit_later(action="logout", outcome="allowed", client=client_address(scope), status=303,
-                             via="login")
+                audit(action="logout", outcome="allowed", client=client_address(scope), status=303, via="login")
         except OSError as exc:
             logger.error("cannot end a login session in %s: %s", sessions.store().path, exc)
     headers = [(b"location", LOGIN_PATH.encode()), (b"set-cookie", sessions.clear_cookie_header().encode())]
@@ -502,19 +501,22 @@ def announce_login() -> str:
     return url
 
 
-def security_layer(app: ASGIApp, describe: Describe | None = None) -> ASGIApp:
+def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditSoon | None = None) -> ASGIApp:
     """Wrap an ASGI app with the Host, Origin and token checks and the security headers.
 
     Args:
         app: The app to guard (the API app, with Reflex mounted beneath it).
         describe: Names a mutation the layer refuses (action, target) for the audit log; by
             default the API's own (``app.state.describe_control``, see ``dgx_spark/api/actor.py``).
+        audit: Queues an audit row (logins, refusals); by default the API's (``app.state.audit_soon``,
+            the services' audit log), else rows are only logged.
     """
     check_bind()
     hosts = allowed_hosts()
     origins = allowed_origins()
     announce_login()
     describe = describe or getattr(getattr(app, "state", None), "describe_control", None)
+    audit = audit or getattr(getattr(app, "state", None), "audit_soon", None) or _no_audit
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -535,6 +537,7 @@ def security_layer(app: ASGIApp, describe: Describe | None = None) -> ASGIApp:
             client=client,
             session=sessions.cookie_session(cookie_header(scope)),
             must_log_in=settings.auth_required or not is_loopback_client(client),
+            audit=audit,
         )
         if kind == "websocket":
             await _guard_websocket(app, call, origins)
@@ -554,6 +557,7 @@ class _Call:
     client: str
     session: sessions.Session | None
     must_log_in: bool
+    audit: AuditSoon
 
     @property
     def path(self) -> str:
@@ -565,7 +569,7 @@ async def _guard_websocket(app: ASGIApp, call: _Call, origins: frozenset[str]) -
     """A websocket (Reflex's events): from our own origin, and logged in where login is needed."""
     origin = header(call.scope, b"origin")
     if origin is not None and origin.strip().rstrip("/").lower() not in origins:
-        _audit_later(action="connect", outcome="refused", target=call.path, client=call.client, via="ui",
+        call.audit(action="connect", outcome="refused", target=call.path, client=call.client, via="ui",
                      detail=f"websocket from foreign origin {origin[:100]}")
         await _refuse(call.scope, call.send, 403, "forbidden_origin", "origin not allowed")
         return
@@ -580,10 +584,10 @@ async def _guard_http(app: ASGIApp, call: _Call, describe: Describe | None) -> N
     scope, path = call.scope, call.path
     method: str = scope.get("method", "GET").upper()
     if path == LOGIN_PATH:
-        await _handle_login(scope, call.receive, call.send)
+        await _handle_login(scope, call.receive, call.send, call.audit)
         return
     if path == LOGOUT_PATH:
-        await _handle_logout(scope, call.send)
+        await _handle_logout(scope, call.send, call.audit)
         return
     authorization = header(scope, b"authorization")
     offered = bearer_token(authorization)
@@ -628,20 +632,21 @@ async def _guard_mutation(app: ASGIApp, call: _Call, bearer_ok: bool, describe: 
     scope = call.scope
     if not bearer_ok:
         if is_cross_origin(scope):
-            _audit_refusal(scope, describe, call.client, 403, "request from another origin")
+            _audit_refusal(call, describe, 403, "request from another origin")
             await _refuse(scope, call.send, 403, "forbidden_origin",
                           "state-changing requests from another origin need the bearer token")
             return
         if call.session is None:
-            _audit_refusal(scope, describe, call.client, 401, "no valid token")
+            _audit_refusal(call, describe, 401, "no valid token")
             await _refuse(scope, call.send, 401, "unauthorized",
                           "this action needs the token: send Authorization: Bearer <token>")
             return
     await app(scope, call.receive, call.send)
 
 
-def _audit_refusal(scope: Scope, describe: Describe | None, client: str, status: int, detail: str) -> None:
+def _audit_refusal(call: _Call, describe: Describe | None, status: int, detail: str) -> None:
     """Audit a mutation refused here, named by the control route that would have served it."""
+    scope = call.scope
     named = None
     if describe is not None:
         try:
@@ -649,5 +654,5 @@ def _audit_refusal(scope: Scope, describe: Describe | None, client: str, status:
         except Exception:  # naming is for the audit row; the refusal stands
             logger.debug("cannot name a refused request", exc_info=True)
     action, target = named if named else ("mutation", str(scope.get("path", ""))[:200])
-    _audit_later(action=action, outcome="refused", target=target, client=client, status=status, via="api",
-                 detail=detail)
+    call.audit(action=action, outcome="refused", target=target, client=call.client, status=status, via="api",
+               detail=detail)

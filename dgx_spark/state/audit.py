@@ -7,7 +7,6 @@ from typing import Any
 
 import reflex as rx
 
-from dgx_spark.security.audit import list_audit
 from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import InvalidArgument, validate_bool
 from dgx_spark.services import get_services
@@ -25,12 +24,15 @@ class AuditState(rx.State):
     @rx.event
     async def load_audit(self) -> None:
         """Read the newest entries (only for a logged-in browser)."""
+        await self._load()
+
+    async def _load(self) -> None:
         if not event_is_authorized(self):
             self.audit_rows = []
             self.audit_error = "Log in to see the audit log (open /login)."
             return
         try:
-            entries = await asyncio.to_thread(list_audit, limit=AUDIT_ROWS)
+            entries = await asyncio.to_thread(get_services().audit.entries, limit=AUDIT_ROWS)
         except Exception as exc:  # noqa: BLE001 - shown, not raised
             self.audit_rows = []
             self.audit_error = f"The audit log cannot be read ({type(exc).__name__})."
@@ -56,4 +58,4 @@ class AuditState(rx.State):
             self.audit_open = False
             return
         if self.audit_open:
-            await self.load_audit()
+            await self._load()
