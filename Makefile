@@ -40,13 +40,13 @@ run: migrate
 test: setup-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmark (issue 9): table on stdout, JSON in bench/results/; Glances goes into bench/.glances-venv.
+## Benchmarks: table on stdout, JSON in bench/results/; Glances goes into bench/.glances-venv.
 ## Quick run: make bench BENCH_ARGS="--only sampler --sizes 1000 --ops-row= --churn-row="
 ## Sampler rows without kernel process events (how a non-root dashboard on an older kernel runs): --discovery scan
 bench: setup-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-## Fuzz the API (issue 14): schemathesis over every route, with the token, against a backend of its own.
+## Fuzz the API: schemathesis over every route, with the token, against a backend of its own.
 ## 0 5xx and 0 schema violations, else it fails. More cases: make fuzz FUZZ_ARGS="--max-examples 500"
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
