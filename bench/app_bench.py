@@ -599,7 +599,7 @@ class AppBench:
         return None
 
     def _start_to_visible(self, fleet: Fleet, page: Any) -> dict[str, Any]:
-        """Start → card visible, for three kinds of start in turn (issue 19).
+        """Start → card visible, for three kinds of start in turn.
 
         ``start``: a new script. ``exec``: a plain ``sh`` (not listed) already running
         ``exec``s into the script, same pid; timed from the moment it is told to (a

@@ -264,7 +264,7 @@ class NodesBench:
 
 
 def table_row(nodes: dict[str, Any]) -> list[str]:
-    """The row of ``make bench``'s table (no target in issue 18: for information)."""
+    """The row of ``make bench``'s table (no target: for information)."""
     label = f"All nodes with {nodes['nodes']} nodes × {nodes['operations_per_node']} operations"
     tab = nodes.get("all_nodes_tab", {}).get("cpu_ms_per_refresh")
     polled = nodes.get("polled", {}).get("cpu_ms_per_refresh")

@@ -180,7 +180,7 @@ class SignalSafeEvent(threading.Event):
     granian's main process waits on an Event and its SIGTERM/SIGINT handler sets the
     same Event. A handler runs between two bytecodes of the main thread, possibly while
     that thread holds the Event's (non-reentrant) lock, right after a worker's exit
-    woke it: ``set()`` then waits for itself forever (issue 14.3: ``make run`` hung
+    woke it: ``set()`` then waits for itself forever (``make run`` once hung
     after SIGTERM). Here the lock is reentrant, and ``wait()`` without a timeout
     re-checks twice a second, so a wake-up that falls between the check and the wait
     is not lost either.

@@ -147,7 +147,7 @@ async def list_operations(
                     "Without it: this machine's, as ever.",
     ),
 ) -> Response:
-    """Every operation of the latest snapshot, in the seed document's shape; searched, filtered, sorted.
+    """Every operation of the latest snapshot, in the API's shape; searched, filtered, sorted.
 
     Returns ``{"success": true, "data": [...]}``. With ``node``, remote nodes' last lists
     (kept by their pollers) are merged in, each item tagged with ``node`` and ``stale``.

@@ -31,8 +31,8 @@ INFERRED_SOURCES: frozenset[str] = frozenset({"log", "progress"})
 """Outcome sources that are an inference (the UI says "likely"); ``runner`` and ``kernel`` are facts."""
 ENDED_STATUSES: frozenset[str] = frozenset({"stopped", "failed"})
 
-# The seed document's fields, in its order, then ours. ``to_api`` emits exactly these.
-SEED_FIELDS: tuple[str, ...] = (
+# The operation's core fields, in this order, then the extras. ``to_api`` emits exactly these.
+CORE_FIELDS: tuple[str, ...] = (
     "id",
     "type",
     "name",
@@ -78,7 +78,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "service_source",
     "service_checked_at",
 )
-API_FIELDS: tuple[str, ...] = SEED_FIELDS + EXTRA_FIELDS
+API_FIELDS: tuple[str, ...] = CORE_FIELDS + EXTRA_FIELDS
 
 
 def operation_id(pid: int, create_time: float) -> str:
@@ -204,7 +204,7 @@ class Operation:
         return dataclasses.replace(self, **changes)
 
     def to_api(self, now: float) -> dict[str, Any]:
-        """The JSON shape of the seed document, plus our documented extras."""
+        """The API's JSON shape: the core fields, then the documented extras."""
         return {
             "id": self.id,
             "type": self.type,
@@ -286,7 +286,7 @@ class Snapshot:
         return None
 
     def to_api(self) -> list[dict[str, Any]]:
-        """Every operation in the seed's JSON shape."""
+        """Every operation in the API's JSON shape."""
         return [operation.to_api(self.taken_at) for operation in self.operations]
 
 
