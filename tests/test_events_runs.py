@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -326,17 +327,47 @@ def test_bell_mark_all_read_and_clear_in_a_state_tree() -> None:
 
     root = rx.State(_reflex_internal_init=True)
     state = root.get_substate(EventsState.get_full_name().split(".")[1:])
-    state.recent = [view(12, name="a"), view(11, name="b"), view(10, name="a")]
+    state._recent = [view(12, name="a"), view(11, name="b"), view(10, name="a")]
+    state.bell_open_change(True)
     assert state.unread_count == 3 and [g["count"] for g in state.groups] == ["2", "1"]
     state.mark_read()
     assert state.unread_count == 0 and state.last_read_id == "12"
     assert [g["unread"] for g in state.groups] == ["0", "0"]
-    state.recent = [view(13, "stalled", name="c"), *state.recent]
+    state._recent = [view(13, "stalled", name="c"), *state._recent]
     assert state.unread_count == 1
     state.clear_bell()
     assert state.groups == [] and state.unread_count == 0 and state.cleared_id == "13"
-    state.recent = [view(14, name="a"), *state.recent]
+    state._recent = [view(14, name="a"), *state._recent]
     assert [(g["id"], g["count"]) for g in state.groups] == [("14", "1")] and state.unread_count == 1
+
+
+def test_a_closed_bell_is_sent_its_unread_count_not_its_list() -> None:
+    import reflex as rx
+
+    import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
+    from dgx_spark.state.events import EventsState
+
+    root = rx.State(_reflex_internal_init=True)
+    state = root.get_substate(EventsState.get_full_name().split(".")[1:])
+    state._recent = [view(22, name="a"), view(21, name="b")]
+    root._clean()
+    # A new event while the bell is closed: the delta says how many are unread, and lists nothing.
+    state._recent = [view(23, name="c", op_id="op-closed-bell"), *state._recent]
+    delta = json.dumps(root.get_delta())
+    assert state.unread_count == 3 and state.groups == []
+    assert "op-closed-bell" not in delta and "unread_count" in delta
+    root._clean()
+    # Opening it sends the grouped list (without the log lines, which "View logs" reads on the server).
+    state.bell_open_change(True)
+    delta = json.dumps(root.get_delta())
+    assert "op-closed-bell" in delta and "log_tail" not in delta
+    assert [g["id"] for g in state.groups] == ["23", "22", "21"]
+    root._clean()
+    # Closing it again: later events are counted, not listed.
+    state.bell_open_change(False)
+    state._recent = [view(24, name="d", op_id="op-after-close"), *state._recent]
+    delta = json.dumps(root.get_delta())
+    assert "op-after-close" not in delta and state.unread_count == 4
 
 
 def test_two_failing_runs_of_a_launched_operation_give_two_events_and_two_rows(

@@ -312,6 +312,6 @@ def notifications() -> rx.Component:
         logs_dialog(),
         id="notifications",
         display="inline-flex",
-        on_mount=EventsState.watch,
+        on_mount=[EventsState.bell_closed, EventsState.watch],
         on_unmount=EventsState.stop_watch,
     )

@@ -6,6 +6,8 @@ One background loop per browser tab reads the events recorder's in-memory ring
 entries, toasts and, when the tab is hidden and the user opted in, browser
 notifications. The bell groups similar entries; "Mark all read" and "Clear" are
 per browser (kept in its local storage), events themselves stay in the history.
+The list stays on the server while the bell is closed: a closed bell is sent its
+unread count only, and the grouped list when it is opened (and while it is open).
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def group_events(views: list[dict[str, str]], read_id: int, cleared_id: int) -> 
             continue
         key = (view["kind"], view["type"], view["name"])
         group = groups.get(key)
-        if group is None:  # the newest event of the group speaks for it
-            group = groups[key] = {**view, "count": "0", "unread": "0", "key": "|".join(key)}
+        if group is None:  # the newest event of the group speaks for it (its log stays on the server)
+            shown = {k: v for k, v in view.items() if k != "log_tail"}
+            group = groups[key] = {**shown, "count": "0", "unread": "0", "key": "|".join(key)}
         group["count"] = str(int(group["count"]) + 1)
         if event_id > read_id:
             group["unread"] = str(int(group["unread"]) + 1)
@@ -117,8 +120,11 @@ ENABLE_NOTIFICATIONS_JS = (
 class EventsState(rx.State):
     """Recent events for the bell, and the webhook setting."""
 
-    # Events of the kinds that notify, newest first.
-    recent: list[dict[str, str]] = []  # noqa: RUF012 - Reflex state vars
+    # Events of the kinds that notify, newest first. A backend var: the browser gets the bell's
+    # list (``groups``) only while the bell is open, so a new event costs a closed bell a few bytes.
+    _recent: list[dict[str, str]] = []  # noqa: RUF012 - Reflex state vars
+    # Whether this tab's bell is open (its list is sent only then).
+    bell_open: bool = False
     # The newest event id this browser has read / cleared in the bell (kept across reloads).
     last_read_id: str = rx.LocalStorage("0", name="dgx_spark_last_read_event", sync=True)
     cleared_id: str = rx.LocalStorage("0", name="dgx_spark_cleared_event", sync=True)
@@ -141,14 +147,16 @@ class EventsState(rx.State):
 
     @rx.var
     def groups(self) -> list[dict[str, str]]:
-        """The bell's entries: similar events grouped, cleared ones left out."""
-        return group_events(self.recent, _as_id(self.last_read_id), _as_id(self.cleared_id))
+        """The bell's entries: similar events grouped, cleared ones left out (none while the bell is closed)."""
+        if not self.bell_open:
+            return []
+        return group_events(self._recent, _as_id(self.last_read_id), _as_id(self.cleared_id))
 
     @rx.var
     def unread_count(self) -> int:
         """Events newer than the last one read (or cleared) in this browser."""
         seen = max(_as_id(self.last_read_id), _as_id(self.cleared_id))
-        return sum(1 for e in self.recent if _as_id(e["id"]) > seen)
+        return sum(1 for e in self._recent if _as_id(e["id"]) > seen)
 
     @rx.var
     def unread_label(self) -> str:
@@ -159,24 +167,30 @@ class EventsState(rx.State):
     @rx.event
     def mark_read(self) -> None:
         """"Mark all read": everything listed so far is read."""
-        if self.recent:
-            newest = max(_as_id(e["id"]) for e in self.recent)
+        if self._recent:
+            newest = max(_as_id(e["id"]) for e in self._recent)
             self.last_read_id = str(max(newest, _as_id(self.last_read_id)))
 
     @rx.event
     def clear_bell(self) -> None:
         """"Clear": empty the bell in this browser (events stay in the history and the API)."""
-        if self.recent:
-            newest = max(_as_id(e["id"]) for e in self.recent)
+        if self._recent:
+            newest = max(_as_id(e["id"]) for e in self._recent)
             self.cleared_id = str(max(newest, _as_id(self.cleared_id)))
             self.last_read_id = str(max(newest, _as_id(self.last_read_id)))
 
     @rx.event
     def bell_open_change(self, value: bool) -> None:
-        """Opening the bell shows the current settings (reading is explicit: "Mark all read")."""
-        if value is True:
+        """Opening the bell lists its events and shows the current settings (reading is explicit: "Mark all read")."""
+        self.bell_open = value is True
+        if self.bell_open:
             self._load_notify_kinds()
             self.short_lived = short_lived_note()
+
+    @rx.event
+    def bell_closed(self) -> None:
+        """A page (re)load: its bell starts closed, so no list is sent until it is opened."""
+        self.bell_open = False
 
     def _load_notify_kinds(self) -> None:
         kinds = get_events().notify_kinds()
@@ -225,7 +239,7 @@ class EventsState(rx.State):
             wanted = int(event_id)
         except ValueError:
             return
-        for event in self.recent:
+        for event in self._recent:
             if int(event["id"]) == wanted:
                 self.logs_title = f"{event['name']} — {event['kind']}"
                 self.logs_text = event["log_tail"] or "(no log lines were captured for this operation)"
@@ -338,12 +352,14 @@ class EventsState(rx.State):
                     async with self:
                         if not loops.is_current(token, generation, LOOP_KIND):
                             break
-                        kept = [] if first else self.recent
-                        self.recent = (list(reversed(views)) + kept)[:RECENT_LIMIT]
+                        kept = [] if first else self._recent
+                        self._recent = (list(reversed(views)) + kept)[:RECENT_LIMIT]
                         newest = max([after, *(int(v["id"]) for v in views)])
                         self._last_id = max(newest, top) if first else newest
                         self._kinds_used = kinds
-                        self.notify_kinds = [k for k in NOTIFY_CHOICES if k in kinds]
+                        chosen = [k for k in NOTIFY_CHOICES if k in kinds]
+                        if chosen != self.notify_kinds:  # sent only when it changed
+                            self.notify_kinds = chosen
                     if not first:  # events from before the tab opened are listed, not toasted
                         for view in views:
                             yield _toast(view)
