@@ -33,7 +33,7 @@ atexit.register(shutil.rmtree, BENCH_DATA, ignore_errors=True)
 PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss", "big", "nodes")
 RESULTS = ROOT / "bench" / "results"
 
-# Targets from issues 9 and 19 (ratios from the same run), by extra idle processes:
+# Targets (ratios from the same run), by extra idle processes:
 # (≤ this × the /proc floor, ≤ this × Glances or None). Smaller sizes are shown for information.
 SAMPLER_TARGETS: dict[int, tuple[float, float | None]] = {
     1000: (0.75, None),  # target: ≤ 0.75× reading every /proc/<pid>/stat

@@ -39,6 +39,7 @@ from dgx_spark.nodes.store import NodeStore
 from dgx_spark.progress.probe import ProgressProbe
 from dgx_spark.progress.tracker import ProgressTracker
 from dgx_spark.security.audit import AuditLog
+from dgx_spark.security.throttle import Limits
 from dgx_spark.settings import Settings, settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
 
@@ -54,6 +55,8 @@ class Services:
         self.engine = engine
         # The audit log and its one writer thread (closed by ``stop``).
         self.audit = AuditLog(engine, retention_seconds=app_settings.events.retention_seconds)
+        # The control throttle, the one-at-a-time holds and the log stream caps.
+        self.limits = Limits(app_settings.limits)
         self.tracker = ProgressTracker(stall_seconds=app_settings.progress.stall_seconds)
         # None while DGX_SPARK_SERVICE_PROBE_SECONDS=0 turns service probes off.
         self.service_watcher: ServiceWatcher | None = make_watcher(app_settings.sampler.service_probe_seconds)
@@ -74,7 +77,8 @@ class Services:
         # Operation names for ids (toasts, the audit log).
         self.names = OperationNames(lambda: self.sampler, lambda: self.supervisor, engine)
         # Every control action, from the API and the UI alike (dgx_spark/control/service.py).
-        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, audit=self.audit.record_soon,
+        self.control = ControlService(lambda: self.supervisor, lambda: self.hub, rate=self.limits.control_rate,
+                                      in_flight=self.limits.in_flight, audit=self.audit.record_soon,
                                       name_of=self.names.name)
 
     def _probes(self) -> list[Probe]:

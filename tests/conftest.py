@@ -45,7 +45,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
     A module's ``BACKEND_ENV`` dict, if it has one, adds environment settings.
     Whatever the backend launched and left running is killed afterwards. Its data
-    folder does not exist before: the app must create it (issue 13).
+    folder does not exist before: the app must create it.
     """
     data_dir = tmp_path_factory.mktemp("backend") / "data"
     dashboard = Dashboard(data_dir, env=getattr(request.module, "BACKEND_ENV", None))

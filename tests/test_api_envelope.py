@@ -8,7 +8,7 @@ from typing import Any
 from tests.support.dashboard import Dashboard, wait_until
 
 
-def test_list_has_seed_envelope(backend: Dashboard) -> None:
+def test_list_has_the_success_envelope(backend: Dashboard) -> None:
     status, body = backend.request("GET", "/api/dgx/operations")
     assert status == 200
     assert body["success"] is True

@@ -1,4 +1,4 @@
-"""The bench table's rows for issue 19's per-tab figures, from a results dict (no timings measured)."""
+"""The bench table's rows for the per-tab figures, from a results dict (no timings measured)."""
 
 from __future__ import annotations
 

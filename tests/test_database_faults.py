@@ -1,4 +1,4 @@
-"""A busy or read-only database delays work but never invents or drops it (issue 14, point 2).
+"""A busy or read-only database delays work but never invents or drops it.
 
 Real faults on a real SQLite file: another connection holding ``BEGIN EXCLUSIVE``,
 and the database files made immutable with ``chattr +i`` (which stops root too).

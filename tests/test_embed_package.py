@@ -1,4 +1,4 @@
-"""The package as another Reflex app gets it: a wheel, installed, mounted with one call (issue 18).
+"""The package as another Reflex app gets it: a wheel, installed, mounted with one call.
 
 The wheel is built from a copy of the sources (``pip wheel --no-build-isolation``) and
 installed with ``--no-deps`` into a fresh virtualenv created without our project on any

@@ -1,4 +1,4 @@
-"""Issue 16 in a real browser: ended operations in a compact strip, live counts, controls that
+"""In a real browser: ended operations in a compact strip, live counts, controls that
 fail early for a viewer who is not logged in, names (not ids) in toasts and the audit log, and
 the page at phone width (first card without scrolling, History as stacked cards).
 

@@ -1,4 +1,4 @@
-"""How each run ended, in its terminal event, its history row and the webhook (issue 13).
+"""How each run ended, in its terminal event, its history row and the webhook.
 
 Real SQLite stores and migrations (PostgreSQL too where it can be started), and
 real processes through the real backend: a launched program that exits 3 and a

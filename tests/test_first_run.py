@@ -1,4 +1,4 @@
-"""The first run works everywhere (issues 12.3, 12.8, 13.1, 13.5, 14.3, 14).
+"""The first run works everywhere.
 
 The README's promise, tested as a new user meets it: a fresh clone of HEAD (our
 virtualenv linked in, nothing else prepared), no data folder, then ``make run`` and
@@ -149,7 +149,7 @@ def test_database_files_are_checked(tmp_path: Path) -> None:
 
 
 def test_signal_handler_may_set_the_event_its_thread_holds() -> None:
-    """The cause of issue 14.3: a SIGTERM handler setting granian's Event while its thread holds the lock."""
+    """Why ``make run`` once hung after SIGTERM: a SIGTERM handler setting granian's Event while its thread holds the lock."""
     event = startup.SignalSafeEvent()
     previous = signal.signal(signal.SIGUSR1, lambda *_: event.set())
     try:

@@ -1,4 +1,4 @@
-"""The resources strip's readers with real files, folders and counters (issue 16, item 7)."""
+"""The resources strip's readers with real files, folders and counters."""
 
 from __future__ import annotations
 

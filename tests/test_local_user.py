@@ -1,4 +1,4 @@
-"""The other local user, played for real (issue 12).
+"""The other local user, played for real.
 
 The dashboard runs as root (the owner of the GPUs' jobs); every attacker step runs as
 uid 65534 through ``setpriv`` (``tests/support/other_user.py``): it reads what file
@@ -637,7 +637,7 @@ def test_login_throttle_counts_only_failures(stage: Stage) -> None:
     """Attack 6: 50 wrong tokens from the other user do not lock the owner out, not even for a moment.
 
     Every local user is 127.0.0.1: the failure budget slows down wrong tokens only, and the
-    right token logs in while the flood lasts (README, Security).
+    right token logs in while the flood lasts (docs/security.md).
     """
     wrong = [
         ("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"},

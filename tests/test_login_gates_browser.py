@@ -1,4 +1,4 @@
-"""Controls that need a login fail early (issue 16): a viewer who is not logged in sees them disabled,
+"""Controls that need a login fail early: a viewer who is not logged in sees them disabled,
 with "Log in to ..." on hover and a link to /login; logged in, the same controls work.
 
 Real browser, the real app (shared full dashboard); screenshots go to test-artifacts/.

@@ -164,7 +164,7 @@ def test_connect_b_to_a_list_launch_logs_stop(node_a: Dashboard, node_b: Dashboa
     assert {i["node"] for i in node_a.operations(node="spark-b")} == {"spark-b"}
     assert all(i["node"] == "local" for i in node_a.operations(node="local"))
     assert [i["id"] for i in node_a.operations(node="spark-b", q="remote-echo")] == [op_id]
-    assert "node" not in (node_a.operations() or [{}])[0]  # the seed's contract without ?node
+    assert "node" not in (node_a.operations() or [{}])[0]  # the plain list's contract without ?node
     status, answer = node_a.request("GET", "/api/dgx/operations?node=nope")
     assert status == 404 and answer["error"]["field"] == "node"
 

@@ -1,4 +1,4 @@
-"""Issue 16's smaller points without a browser: the ended/live split of the tab's view, a
+"""The tab's smaller points without a browser: the ended/live split of the tab's view, a
 distributed launcher's title, and the usual docs addresses leading to the API's.
 
 The launcher test runs real processes through the real discovery; the redirects are

@@ -160,7 +160,7 @@ def test_launched_training_script_progress_rises_from_its_output(backend: Dashbo
         stop(backend, op["id"])
 
 
-def test_report_via_api_is_most_trusted_and_keeps_seed_shape(backend: Dashboard, sleeper: dict[str, Any]) -> None:
+def test_report_via_api_is_most_trusted_and_keeps_the_api_shape(backend: Dashboard, sleeper: dict[str, Any]) -> None:
     op_id = sleeper["id"]
     body = {"progress": 0.45, "epoch": 25, "total_epochs": 100, "step": 450, "total_steps": 1000,
             "metrics": {"train_loss": 0.342, "accuracy": 0.9}}

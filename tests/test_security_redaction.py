@@ -184,7 +184,7 @@ JWT = (
 )
 PEM_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
 
-# (text, what must be gone, expected output): issue 12 point 7 and issue 16 point 8, each form once.
+# (text, what must be gone, expected output): each form once.
 HIDDEN_FORMS: list[tuple[str, str, str]] = [
     (f"curl -H 'x-api-key: {SECRET}' https://api", SECRET, "curl -H 'x-api-key: ***' https://api"),
     (f"api-key: {SECRET}", SECRET, "api-key: ***"),

@@ -17,6 +17,8 @@ def test_the_services_are_built_once_from_the_settings(tmp_path: Path, monkeypat
     monkeypatch.setenv("DGX_SPARK_SERVICE_PROBE_SECONDS", "0")
     monkeypatch.setenv("DGX_SPARK_NODE_BACKOFF_MAX_SECONDS", "7")
     monkeypatch.setenv("DGX_SPARK_STOP_GRACE_SECONDS", "3")
+    monkeypatch.setenv("DGX_SPARK_LOG_STREAMS_PER_CLIENT", "5")
+    monkeypatch.setenv("DGX_SPARK_CONTROL_BURST", "4")
     loaded = load_settings()
     built = services_module.Services(loaded, services_module.get_engine())
     assert built.settings is loaded
@@ -28,6 +30,9 @@ def test_the_services_are_built_once_from_the_settings(tmp_path: Path, monkeypat
     assert names[-1] == "events" and names.index("supervisor") < names.index("system") < names.index("progress")
     progress = next(p for p in built.sampler._probes if p.name == "progress")
     assert progress.tracker is built.tracker  # the API and the probe share one tracker
+    assert built.limits.log_streams.per_client == 5 and built.limits.control_rate.burst == 4.0
+    assert built.control._rate is built.limits.control_rate and built.control._in_flight is built.limits.in_flight
+    assert built.audit.engine is built.engine
     assert built.events_started() is None and built.short_lived_ended() is None  # nothing built by asking
     built.stop()
 

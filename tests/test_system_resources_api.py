@@ -1,4 +1,4 @@
-"""GET /api/dgx/system's resources-strip fields through the real backend (issue 16, item 7).
+"""GET /api/dgx/system's resources-strip fields through the real backend.
 
 The backend runs with ``HF_HOME`` and ``OLLAMA_MODELS`` pointing at folders of
 known sizes; its disk watcher sizes them in the background.

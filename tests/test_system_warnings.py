@@ -1,4 +1,4 @@
-"""Nearly full disks and hot sensors become header warnings (issue 16), once per snapshot.
+"""Nearly full disks and hot sensors become header warnings, once per snapshot.
 
 The disk tests use a real, small tmpfs that the test fills (mounting needs root; without it
 they skip with the reason, and the pure functions are still checked with real statvfs numbers

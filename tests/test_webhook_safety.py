@@ -1,4 +1,4 @@
-"""Webhook payloads: names are data, chat text has no mention and no link (issue 12, point 6).
+"""Webhook payloads: names are data, chat text has no mention and no link.
 
 A process name is chosen by whoever started the process. Posted verbatim, it could
 ping a whole Slack or Discord channel and carry a clickable phishing link. These

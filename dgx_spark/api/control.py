@@ -27,15 +27,15 @@ from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.control.service import Actor, check_operation_id
 from dgx_spark.security.auth import request_is_authorized
-from dgx_spark.security.throttle import LOG_STREAM_IDLE_SECONDS
 from dgx_spark.services import get_supervisor
+from dgx_spark.settings import settings
 from dgx_spark.supervisor import templates as tpl
 
 router = APIRouter()
 
 MAX_BODY_KEYS = 16
 FOLLOW_POLL_SECONDS = 0.5
-FOLLOW_IDLE_LIMIT = LOG_STREAM_IDLE_SECONDS  # DGX_SPARK_LOG_STREAM_IDLE_SECONDS
+FOLLOW_IDLE_LIMIT = settings.limits.log_stream_idle_seconds  # DGX_SPARK_LOG_STREAM_IDLE_SECONDS
 
 
 class StopRequest(BaseModel):
@@ -181,9 +181,7 @@ async def stream_logs(
     path = _log_file(op_id, request)
 
     async def events() -> AsyncIterator[bytes]:
-        position = offset
-        if position is None:
-            position = output.size_of(path) if path is not None else 0
+        position = offset if offset is not None else (output.size_of(path) if path is not None else 0)
         idle_since = last_sent = time.monotonic()
         yield b": following\n\n"
         # No request.is_disconnected() polling: under granian it cuts the stream's last chunk.

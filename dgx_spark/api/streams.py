@@ -14,7 +14,8 @@ from fastapi.responses import StreamingResponse
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.security.auth import request_is_authorized
-from dgx_spark.security.throttle import StreamSlots, log_streams
+from dgx_spark.security.throttle import StreamSlots
+from dgx_spark.services import get_services
 
 
 class _SlotResponse(StreamingResponse):
@@ -43,13 +44,14 @@ def capped_stream(
     *,
     media_type: str,
     headers: Mapping[str, str] | None = None,
-    slots: StreamSlots = log_streams,
+    slots: StreamSlots | None = None,
 ) -> StreamingResponse:
-    """A streaming response holding one of ``slots``.
+    """A streaming response holding one of ``slots`` (the services' log stream caps by default).
 
     Raises:
         ApiError: 429 (``too_many_streams``) when the client's or the overall cap is full.
     """
+    slots = get_services().limits.log_streams if slots is None else slots
     client = stream_client(request)
     full = slots.acquire(client)
     if full == "client":

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from dgx_spark.security.audit import ALLOWED, FAILED, REFUSED
-from dgx_spark.security.throttle import Busy, InFlight, RateLimiter, control_rate, operations_in_flight
+from dgx_spark.security.throttle import Busy, InFlight, RateLimiter
 from dgx_spark.supervisor.supervisor import ControlError, ErrorKind
 
 if TYPE_CHECKING:
@@ -149,8 +149,8 @@ class ControlService:
         supervisor: Callable[[], Supervisor],
         hub: Callable[[], NodeHub] | None = None,
         *,
-        rate: RateLimiter = control_rate,
-        in_flight: InFlight = operations_in_flight,
+        rate: RateLimiter,
+        in_flight: InFlight,
         audit: AuditWriter,
         name_of: Callable[[str], str | None] | None = None,
     ) -> None:

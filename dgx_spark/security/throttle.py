@@ -1,7 +1,8 @@
 """Throttle control actions: a few per second per client, one in flight per operation.
 
 Plain Python, thread-safe: the control service (``dgx_spark/control/service.py``) applies
-them to every control action, from the REST API and the Reflex handlers alike.
+them to every control action, from the REST API and the Reflex handlers alike. The process's
+one set of limits is a :class:`Limits` built by ``dgx_spark.services.Services``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from dgx_spark.settings import settings
+from dgx_spark.settings import LimitSettings
 
 DEFAULT_RATE = 5.0  # control actions per second per client, sustained
 DEFAULT_BURST = 10  # control actions a client may make at once
@@ -117,16 +118,6 @@ class InFlight:
             self.release(key)
 
 
-# The process-wide limits, shared by the REST layer and the event handlers.
-control_rate = RateLimiter(rate=settings.limits.control_rate, burst=settings.limits.control_burst)
-operations_in_flight = InFlight()
-
-
-def in_flight(operation_id: str) -> contextlib.AbstractContextManager[None]:
-    """Hold an operation for one control action (raises :class:`Busy` if taken)."""
-    return operations_in_flight.hold(operation_id)
-
-
 class StreamSlots:
     """Caps on concurrent long-lived responses (log streams): per client and in all."""
 
@@ -162,6 +153,14 @@ class StreamSlots:
             return sum(self._open.values())
 
 
-# Log streams (``/logs/stream``): 8 per client, 64 in all; an idle stream ends after 300 s.
-log_streams = StreamSlots(per_client=settings.limits.log_streams_per_client, total=settings.limits.log_streams_total)
-LOG_STREAM_IDLE_SECONDS = settings.limits.log_stream_idle_seconds
+class Limits:
+    """The limits of one process, shared by the REST layer and the event handlers."""
+
+    def __init__(self, limits: LimitSettings) -> None:
+        """Build them from the settings (``DGX_SPARK_CONTROL_RATE``, ``DGX_SPARK_LOG_STREAMS_*``...)."""
+        # Control actions: a few per second per client.
+        self.control_rate = RateLimiter(rate=limits.control_rate, burst=limits.control_burst)
+        # The operations (and nodes) with a control action under way.
+        self.in_flight = InFlight()
+        # Log streams (``/logs/stream``): 8 per client, 64 in all by default.
+        self.log_streams = StreamSlots(per_client=limits.log_streams_per_client, total=limits.log_streams_total)
