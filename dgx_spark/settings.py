@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -461,14 +462,14 @@ class Settings:
         return f"http://{host}:{self.api_port}"
 
 
-def reflex_dev_mode(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> bool:
+def reflex_dev_mode(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process belongs to ``reflex run`` in dev mode (frontend and backend on two ports).
 
     The ``reflex run`` command is read from its arguments (dev unless ``--env prod|preview``);
     the processes it starts get ``REFLEX_ENV_MODE`` from it. Anything else is not dev mode.
     """
     argv = sys.argv if argv is None else argv
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    environ = os.environ if environ is None else environ
     if argv and (Path(argv[0]).name == "reflex" or argv[0].endswith("reflex/__main__.py")):
         words = [a for a in argv[1:] if not a.startswith("-")]
         if words[:1] == ["run"]:

@@ -409,7 +409,9 @@ class Verdict:
 
 def _rule(id: str, type: RuleType, name: Sequence[str] | str = (), **criteria: Any) -> Rule:
     names = (name,) if isinstance(name, str) else tuple(name)
-    fields = {key: tuple(value) if isinstance(value, list | tuple) else value for key, value in criteria.items()}
+    fields: dict[str, Any] = {
+        key: tuple(value) if isinstance(value, list | tuple) else value for key, value in criteria.items()
+    }
     return Rule(id=id, type=type, name=names, **fields)
 
 

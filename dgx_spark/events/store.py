@@ -98,7 +98,8 @@ class NotificationSetting(SQLModel, table=True):
     updated_at: float = Field(default_factory=time.time)
 
 
-TABLES = [EventRow.__table__, HistoryRow.__table__, NotificationSetting.__table__]
+# SQLModel sets __table__ on each table class at run time; its stubs do not declare it.
+TABLES = [EventRow.__table__, HistoryRow.__table__, NotificationSetting.__table__]  # type: ignore[attr-defined]
 
 
 def _tail_list(raw: str | None) -> list[str]:

@@ -24,6 +24,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -131,7 +132,7 @@ def report(
         base = (os.environ.get("DGX_SPARK_URL") or _default_url()).rstrip("/")
         op_id = os.environ.get("DGX_SPARK_OPERATION_ID", "").strip()
         if op_id:
-            url = f"{base}/api/dgx/operations/{urllib.request.quote(op_id, safe='')}/progress"
+            url = f"{base}/api/dgx/operations/{urllib.parse.quote(op_id, safe='')}/progress"
         else:
             url = f"{base}/api/dgx/progress"
             body["pid"] = os.getpid()

@@ -98,14 +98,18 @@ def operation_from_api(item: Mapping[str, Any]) -> Operation:
         gpu_memory_bytes=item.get("gpu_memory_bytes"),
         gpu_utilization=item.get("gpu_utilization"),
         idle_gpu=item.get("idle_gpu") if isinstance(item.get("idle_gpu"), bool) else None,
-        run=item.get("run") if isinstance(item.get("run"), int) else 1,
-        runs=item.get("runs") if isinstance(item.get("runs"), int) else 1,
-        restarts=item.get("restarts") if isinstance(item.get("restarts"), int) else 0,
+        run=_whole(item.get("run"), 1),
+        runs=_whole(item.get("runs"), 1),
+        restarts=_whole(item.get("restarts"), 0),
         outcome=item.get("outcome"),
         exit_reason=item.get("exit_reason"),
         outcome_source=item.get("outcome_source"),
     )
 
+
+def _whole(value: Any, default: int) -> int:
+    """An integer from a remote node's JSON, else ``default`` (a bool is not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 def _remote_cards(hub: NodeHub, node_id: str | None, now: float) -> list[tuple[OperationView, dict[str, Any]]]:
     """(card, query row) of the remote nodes' operations (one node, or all when ``node_id`` is None)."""

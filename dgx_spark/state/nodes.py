@@ -154,7 +154,9 @@ class NodesState(rx.State):
         self._refresh(time.time())
         done = rx.toast.success(f"Removed node {node.name}")
         operations = await self.get_state(OperationsState)
-        return [done, OperationsState.choose_node(LOCAL_NODE)] if operations.node == node.id else done
+        # Reflex: a handler called on its class gives the EventSpec (mypy sees rx.event's namespace).
+        back = OperationsState.choose_node(LOCAL_NODE)  # type: ignore[operator]
+        return [done, back] if operations.node == node.id else done
 
     async def _apply_connection(self) -> bool:
         """Show the node the embedding app's connection names; whether it pins one (not this machine).

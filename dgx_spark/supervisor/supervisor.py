@@ -168,10 +168,12 @@ def as_operation(rec: LaunchedOperation, found: Operation | None, *, title: str,
         log_path: Its log file.
     """
     live = rec.is_live
-    measured = {name: getattr(found, name) for name in MEASURED_FIELDS} if found is not None and live else {}
+    measured: dict[str, Any] = (
+        {name: getattr(found, name) for name in MEASURED_FIELDS} if found is not None and live else {}
+    )
     if not measured and rec.pid and live:
         measured["pids"] = (rec.pid,)
-    ended = {} if live else {"outcome": rec.outcome, "exit_reason": rec.exit_reason,
+    ended: dict[str, Any] = {} if live else {"outcome": rec.outcome, "exit_reason": rec.exit_reason,
                              "outcome_source": rec.outcome_source}
     return Operation(
         id=rec.id,
@@ -1214,8 +1216,11 @@ class Supervisor:
 
     def _apply_each(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
+            def apply_one(session: Session, entry: dict[str, Any] = entry) -> None:
+                apply_entry(session, entry)
+
             try:
-                write_with_retry(self.engine, lambda session, e=entry: apply_entry(session, e), wait=0)
+                write_with_retry(self.engine, apply_one, wait=0)
             except DatabaseUnavailable:
                 raise
             except Exception:
