@@ -99,12 +99,26 @@ def test_the_readme_leads_to_every_page_of_docs() -> None:
     assert [page.name for page in DOCS if f"](docs/{page.name}" not in readme] == []
 
 
-def test_the_docs_speak_of_the_product_only() -> None:
-    """No planning words (``issue 9``, the seed document) in the README, docs/ or the Makefile."""
-    words = re.compile(r"\bissue \d|\bseed\b|\bseed's\b|\bSeed\b")
+def _sources() -> list[Path]:
+    """The project's own Python files (the benchmark's Glances virtualenv aside)."""
+    folders = ("dgx_spark", "tests", "bench", "scripts", "examples")
+    found = [
+        path
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if ".glances-venv" not in path.parts
+    ]
+    return [*found, ROOT / "rxconfig.py", ROOT / "setup.py"]
+
+
+def test_the_docs_and_code_speak_of_the_product_only() -> None:
+    """No planning words (``issue 9``, the seed document) in the docs, the Makefile or the code."""
+    # Not random.seed(0): only the word, and names built on it.
+    words = re.compile(r"\b[Ii]ssues? \d|(?<![.@])\b[Ss]eed\b(?!\()|\bseed_|\bSEED_|_seed_")
     lines = [
-        f"{page.name}:{number}: {line.strip()}"
-        for page in [*PAGES, ROOT / "Makefile"]
+        f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
+        for page in [*PAGES, ROOT / "Makefile", *_sources()]
+        if page != Path(__file__).resolve()
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
         if words.search(line)
     ]
