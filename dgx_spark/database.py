@@ -11,7 +11,6 @@ retries a write for a bounded time and then raises :class:`DatabaseUnavailable`
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -176,12 +175,6 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-@functools.cache
-def get_engine() -> Engine:
-    """The process-wide engine for ``settings.db_url``."""
-    return make_engine(settings.db_url)
-
-
 def migrate(engine: Engine | None = None) -> str | None:
     """Bring the schema to the newest alembic revision (``alembic upgrade head``).
 
@@ -190,7 +183,8 @@ def migrate(engine: Engine | None = None) -> str | None:
     the tests and ``reflex db migrate``.
 
     Args:
-        engine: The engine to migrate; the process-wide one by default.
+        engine: The engine to migrate; by default one made for ``settings.db_url``
+            for this call only (the app's own engine is ``Services.engine``).
 
     Returns:
         The revision the database is at afterwards.
@@ -200,7 +194,12 @@ def migrate(engine: Engine | None = None) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    engine = engine or get_engine()
+    if engine is None:
+        own = make_engine(settings.db_url)
+        try:
+            return migrate(own)
+        finally:
+            own.dispose()
     config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()  # no alembic.ini when installed
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     script = ScriptDirectory.from_config(config)

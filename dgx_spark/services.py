@@ -29,7 +29,7 @@ from dgx_spark.collector.service_probes import ServiceProbe, ServiceWatcher, mak
 from dgx_spark.collector.system import SystemProbe
 from dgx_spark.control.names import OperationNames
 from dgx_spark.control.service import ControlService
-from dgx_spark.database import get_engine, migrate
+from dgx_spark.database import make_engine, migrate
 from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS
 from dgx_spark.events.config import events_config
 from dgx_spark.events.service import EventsProbe, EventsService
@@ -126,7 +126,7 @@ class Services:
         return service.churn.count(), service.churn.window_seconds
 
     def stop(self) -> None:
-        """Stop what runs, in order: nodes, the sampler, the service watcher, events, then the audit writer."""
+        """Stop what runs, in order: nodes, the sampler, the service watcher, events, the audit writer, the pool."""
         self.hub.stop()
         self.sampler.stop()
         if self.service_watcher is not None:
@@ -134,12 +134,13 @@ class Services:
         if (service := self.events_started()) is not None:
             service.stop()  # after the sampler: its last transitions get stored
         self.audit.close()  # rows asked for later are written by the caller's thread
+        self.engine.dispose()  # its pooled connections; a later use opens new ones
 
 
 @functools.cache
 def get_services() -> Services:
     """The process's services: built once, on first use, from the settings read at start."""
-    return Services(settings, get_engine())
+    return Services(settings, make_engine(settings.db_url))
 
 
 # What a route declares to receive the services: ``services: ServicesDep``.
@@ -185,8 +186,8 @@ def get_control() -> ControlService:
 async def lifespan() -> AsyncIterator[None]:
     """Start the services with the backend and stop them with it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate()  # the schema first: fresh data dirs must work without `reflex db migrate`
-    services = get_services()
+    services = get_services()  # built, nothing started
+    migrate(services.engine)  # the schema first: fresh data dirs must work without `reflex db migrate`
     services.supervisor.load()
     services.sampler.start()
     logger.info("sampler started (every %.1fs)", services.sampler.interval)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from dgx_spark import services as services_module
+from dgx_spark.database import make_engine
 from dgx_spark.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ def test_the_services_are_built_once_from_the_settings(tmp_path: Path, monkeypat
     monkeypatch.setenv("DGX_SPARK_LOG_STREAMS_PER_CLIENT", "5")
     monkeypatch.setenv("DGX_SPARK_CONTROL_BURST", "4")
     loaded = load_settings()
-    built = services_module.Services(loaded, services_module.get_engine())
+    built = services_module.Services(loaded, make_engine(loaded.db_url))
     assert built.settings is loaded
     assert built.tracker.stall_seconds == 42.0
     assert built.service_watcher is None  # 0 turns service probes off
