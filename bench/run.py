@@ -349,7 +349,7 @@ def _load(window: dict[str, Any]) -> str:
 
 
 def render(rows: list[list[str]]) -> str:
-    """A Markdown table (pastes into the README as is)."""
+    """A Markdown table (pastes into docs/benchmarks.md as is)."""
     head = ["Measurement", "Ours", "Reference", "Target", "Result"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
