@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from dgx_spark.collector.ancestry import ancestor_pids
 from dgx_spark.collector.containers import CgroupContainer, container_from_cgroup
 from dgx_spark.collector.model import Container, Operation, operation_id
 from dgx_spark.collector.proc_events import ChangeFeed, ExitListener, get_exit_listener
@@ -808,15 +809,8 @@ class Discovery:
         if tick.elapsed and op_id in self._prev_ops:  # first sighting: no interval yet
             cpu_percent = round(max(0.0, ticks_delta / CLOCK_TICKS / tick.elapsed * 100.0), 1)
         sorted_ports = tuple(sorted(ports))
-        port = None
-        if sorted_ports:
-            port = rule.port if rule is not None and rule.port in ports else sorted_ports[0]
-        if op_type == "server" and not sorted_ports and rule is not None and not rule.generic and not ports_unknown:
-            status = "starting"
-        elif cpu_percent is not None and cpu_percent > ACTIVE_CPU_PERCENT:
-            status = "active"
-        else:
-            status = "running"
+        port = _main_port(rule, sorted_ports)
+        status = _status_of(op_type, rule, bool(sorted_ports), ports_unknown, cpu_percent)
         return Operation(
             id=op_id,
             type=op_type,  # type: ignore[arg-type]
@@ -841,15 +835,7 @@ class Discovery:
 
     def _ancestors(self) -> list[bytes]:
         """Our own pid and its ancestors (read directly: some are not operations)."""
-        chain: list[bytes] = []
-        pid = str(self.own_pid).encode()
-        while pid not in (b"0", b"1") and pid not in chain and len(chain) < 64:
-            chain.append(pid)
-            data = _read(f"{self.proc}/{pid.decode()}/stat")
-            if not data:
-                break
-            pid = data[data.rfind(b")") + 2 :].split(None, 2)[1]
-        return chain
+        return [str(pid).encode() for pid in ancestor_pids(self.own_pid, self.proc)]
 
     def _without_dashboard(
         self,
@@ -892,6 +878,22 @@ def _pid_order(pid: bytes) -> tuple[int, bytes]:
 def _start_of(key: Key) -> int:
     return int(key[1])
 
+
+def _main_port(rule: Rule | None, ports: tuple[int, ...]) -> int | None:
+    """The port a person opens: the rule's own when it listens there, else the lowest."""
+    if not ports:
+        return None
+    return rule.port if rule is not None and rule.port in ports else ports[0]
+
+
+def _status_of(op_type: str, rule: Rule | None, listening: bool, ports_unknown: bool,
+               cpu_percent: float | None) -> str:
+    """starting (a known server not listening yet, when its sockets could be read), active (busy), running."""
+    if op_type == "server" and not listening and rule is not None and not rule.generic and not ports_unknown:
+        return "starting"
+    if cpu_percent is not None and cpu_percent > ACTIVE_CPU_PERCENT:
+        return "active"
+    return "running"
 
 def _fold_containers(
     entries: dict[bytes, tuple[_Known, list[bytes]]],

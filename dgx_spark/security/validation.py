@@ -18,6 +18,8 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dgx_spark.collector.ancestry import ancestor_pids
+
 DEFAULT_PID_MAX = 4_194_304  # Linux's upper limit for /proc/sys/kernel/pid_max.
 MAX_TEXT = 256
 _OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -87,28 +89,9 @@ def pid_max() -> int:
         return DEFAULT_PID_MAX
 
 
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields start after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return int(fields[1])
-    except (IndexError, ValueError):
-        return None
-
-
 def protected_pids() -> frozenset[int]:
     """PIDs no control action may touch: this process and every ancestor up to init."""
-    pids = {os.getpid(), os.getppid(), 0, 1}
-    pid: int | None = os.getpid()
-    while pid and pid > 1 and len(pids) < 1000:
-        pid = _parent_pid(pid)
-        if pid is not None:
-            pids.add(pid)
-    return frozenset(pids)
+    return frozenset({0, 1, os.getppid(), *ancestor_pids()})
 
 
 def validate_int(value: Any, field: str, lo: int, hi: int) -> int:
