@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -54,7 +55,21 @@ REFRESH_MIN_AGE_SECONDS = 0.5
 DISCONNECT_GRACE_SECONDS = 3.0
 
 
-_namespace: Any = None
+def _no_snapshot() -> Snapshot:
+    return Snapshot(sequence=0, taken_at=0.0, operations=())
+
+
+@dataclasses.dataclass
+class _Shared:
+    """What every tab of this backend process shares (the one instance is ``_shared``)."""
+
+    # The app's event namespace, kept once found (``_token_to_sid``).
+    namespace: Any = None
+    # The newest snapshot any tab showed (a filter change refilters it without a new sample).
+    newest_applied: Snapshot = dataclasses.field(default_factory=_no_snapshot)
+
+
+_shared = _Shared()
 
 # Per event loop: the task that waits on the sampler for every tab loop, and the event
 # it sets when a new snapshot is published (replaced by a fresh one each time).
@@ -109,13 +124,12 @@ def _token_to_sid() -> Mapping[str, str] | None:
     The app's event namespace is looked up once and kept: ``get_and_validate_app``
     prepends the working directory to ``sys.path`` on every call.
     """
-    global _namespace
-    if _namespace is None:
+    if _shared.namespace is None:
         with contextlib.suppress(Exception):
             from reflex.utils.prerequisites import get_and_validate_app
 
-            _namespace = get_and_validate_app().app.event_namespace
-    return None if _namespace is None else _namespace.token_to_sid
+            _shared.namespace = get_and_validate_app().app.event_namespace
+    return None if _shared.namespace is None else _shared.namespace.token_to_sid
 
 
 def client_connected(token: str) -> bool:
@@ -128,9 +142,6 @@ def client_connected(token: str) -> bool:
 
 
 
-
-# The newest snapshot any tab showed (a filter change refilters it without a new sample).
-_newest_applied = Snapshot(sequence=0, taken_at=0.0, operations=())
 
 # The state vars of each section's references: SECTIONS' live lists, then their ended lists.
 LIST_VARS: tuple[str, ...] = (*SECTIONS, *(name + "_ended" for name in SECTIONS))
@@ -267,16 +278,15 @@ class OperationsState(FilterMixin, rx.State):
         loops.remember(self._token(), FEED, self._settings())
         if self._shown:
             sampler = get_sampler()
-            snapshot = max(sampler.latest, _newest_applied, key=lambda snap: snap.sequence)
+            snapshot = max(sampler.latest, _shared.newest_applied, key=lambda snap: snap.sequence)
             self._apply(snapshot, sampler.running, sampler.interval, time.time())
 
     def _apply(self, snapshot: Snapshot, running: bool, interval: float, now: float) -> None:
         """Show ``snapshot``, assigning only the vars whose value changed."""
         if snapshot.sequence == 0:
             return
-        global _newest_applied
-        if snapshot.sequence > _newest_applied.sequence:
-            _newest_applied = snapshot
+        if snapshot.sequence > _shared.newest_applied.sequence:
+            _shared.newest_applied = snapshot
         settings = self._settings()
         view = tab_view_for(snapshot, *settings)
         error = "; ".join(snapshot_errors(snapshot))
