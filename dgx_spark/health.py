@@ -11,7 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dgx_spark.collector.facts import GpuFacts
 
 # The components /api/health always lists (others may be reported too).
 COMPONENTS = ("database", "nvml", "sampler", "webhook")
@@ -114,7 +117,7 @@ def components_payload(
     taken_at: float | None,
     interval: float,
     errors: list[tuple[str, str, float]],
-    gpu: dict[str, Any] | None,
+    gpu: GpuFacts | None,
     no_gpu_message: str,
     now: float | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -125,7 +128,7 @@ def components_payload(
         taken_at: When the latest snapshot was taken (None: none yet).
         interval: The refresh interval in seconds.
         errors: The latest snapshot's failing probes as (probe, message, since).
-        gpu: The snapshot's ``system["gpu"]`` summary.
+        gpu: The snapshot's GPU facts (``snapshot.system.gpu``; None: not read yet).
         no_gpu_message: The message that means "this machine has no NVIDIA GPU" (not a fault).
         now: The current time (tests).
 
@@ -150,16 +153,15 @@ def components_payload(
     out["sampler"] = sampler
 
     # NVML: a hung or failing NVML is degraded; a machine without NVIDIA GPU is "absent".
-    gpu = gpu or {}
     nvml: dict[str, Any] = {"status": "ok", "last_error": None, "since": None}
     system_errors = [(p, m, s) for p, m, s in errors if p == "system"]
-    if gpu.get("stale"):
-        stale = gpu.get("stale_seconds") or 0.0
+    if gpu is not None and gpu.stale:
+        stale = gpu.stale_seconds or 0.0
         nvml.update(status="degraded", last_error=f"NVML has not answered for {stale:.0f}s", since=_iso(now - stale))
     elif system_errors:
         nvml.update(status="degraded", last_error=system_errors[0][1], since=_iso(system_errors[0][2]))
-    elif gpu and not gpu.get("available"):
-        message = gpu.get("message") or no_gpu_message
+    elif gpu is not None and not gpu.available:
+        message = gpu.message or no_gpu_message
         nvml.update(status="absent" if message == no_gpu_message else "degraded", last_error=message)
     out["nvml"] = nvml
     return out

@@ -207,7 +207,8 @@ def test_probe_names_the_container_and_maps_ports(tmp_path: Path) -> None:
         assert api["port"] == 18080
         assert api["container"] == {"id": ID, "name": "web", "image": "localhost/bb:1", "engine": "podman",
                                     "controllable": True, "reason": None}
-        assert ctx.system["containers"] == {"visible": True, "engine": "podman", "reason": None}
+        assert ctx.containers is not None
+        assert ctx.containers.to_api() == {"visible": True, "engine": "podman", "reason": None}
         watcher.stop()
 
 
@@ -221,7 +222,7 @@ def test_probe_without_engine_keeps_what_proc_tells(tmp_path: Path) -> None:
     assert api["ports"] == [{"host": None, "container": 8080}]
     assert api["container"]["controllable"] is False
     assert api["container"]["reason"] == f"containers: not visible (no engine socket at {tmp_path / 'docker.sock'})"
-    assert ctx.system["containers"]["visible"] is False
+    assert ctx.containers is not None and ctx.containers.visible is False
     watcher.stop()
 
 
@@ -235,7 +236,7 @@ def test_a_slow_engine_never_stalls_the_probe(tmp_path: Path) -> None:
         wait_until(lambda: engine.requests, 30.0, message="the watcher never asked the engine")
         probe.sample(ctx)
         assert watcher.listings == 0  # both samples returned while the engine was still answering
-        assert ctx.system["containers"]["visible"] is False
+        assert ctx.containers is not None and ctx.containers.visible is False
         engine.delay = 0.0
         watcher.stop(timeout=0.1)
 

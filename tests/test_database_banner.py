@@ -63,17 +63,18 @@ def test_banner_component_is_an_alert_with_an_id() -> None:
 
 
 def test_health_components_name_what_is_degraded_and_since_when() -> None:
+    from dgx_spark.collector.facts import GpuFacts
     from dgx_spark.health import components_payload
 
     no_gpu = "No NVIDIA GPU detected"
     calm = components_payload(sampler_running=True, taken_at=NOW, interval=2.0, errors=[],
-                              gpu={"available": False, "message": no_gpu}, no_gpu_message=no_gpu, now=NOW + 1)
+                              gpu=GpuFacts(available=False, message=no_gpu), no_gpu_message=no_gpu, now=NOW + 1)
     assert set(calm) >= {"database", "nvml", "sampler", "webhook"}
     assert calm["nvml"]["status"] == "absent" and calm["sampler"]["status"] == "ok"
     hung = components_payload(
         sampler_running=True, taken_at=NOW, interval=2.0,
         errors=[("progress", "ValueError: x", NOW - 5)],
-        gpu={"available": True, "stale": True, "stale_seconds": 12.0}, no_gpu_message=no_gpu, now=NOW + 1,
+        gpu=GpuFacts(available=True, stale=True, stale_seconds=12.0), no_gpu_message=no_gpu, now=NOW + 1,
     )
     assert hung["nvml"]["status"] == "degraded" and "12s" in hung["nvml"]["last_error"] and hung["nvml"]["since"]
     assert hung["sampler"]["status"] == "degraded" and hung["sampler"]["last_error"] == "progress: ValueError: x"

@@ -72,6 +72,12 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
     proc.wait(10)
 
 
+def api_warnings(ctx: SampleContext) -> list[dict[str, Any]]:
+    """The tick's warnings as ``GET /api/dgx/system`` shows them."""
+    assert ctx.system is not None
+    return [warning.to_api() for warning in ctx.system.warnings]
+
+
 def probe_for(scenario: dict[str, Any], **settings: Any) -> tuple[SystemProbe, Any]:
     """A system probe reading a fake NVML, with real CPU/RAM."""
     module = fake_pynvml.build(scenario)
@@ -94,15 +100,15 @@ def test_library_missing_means_no_gpu_and_nothing_else_changes() -> None:
     def tick() -> SampleContext | None:
         ctx = SampleContext(now=1.0, operations=list(operations))
         probe.sample(ctx)
-        return ctx if ctx.system["cpu"]["percent"] is not None else None
+        return ctx if ctx.system.cpu.percent is not None else None
 
     ctx = wait_until(tick, timeout=30)  # CPU % needs two readings some time apart
     assert ctx.operations == operations  # untouched: GPU fields stay None
     assert ctx.operations[0].gpu_memory_bytes is None and ctx.operations[0].gpu_indices is None
-    assert ctx.system["gpu"]["available"] is False
-    assert ctx.system["gpu"]["message"] == NO_GPU_MESSAGE
-    assert ctx.system["cpu"]["percent"] is not None
-    assert ctx.system["memory"]["total_bytes"] == psutil.virtual_memory().total
+    assert ctx.system.gpu.available is False
+    assert ctx.system.gpu.message == NO_GPU_MESSAGE
+    assert ctx.system.cpu.percent is not None
+    assert ctx.system.memory.total_bytes == psutil.virtual_memory().total
 
 
 def test_init_failure_means_no_gpu_and_is_not_retried() -> None:
@@ -274,9 +280,9 @@ def test_probe_sums_folded_tree_and_ignores_pids_not_on_host(child: subprocess.P
     assert tree.idle_gpu is False
     # Known to use no GPU: no indices; memory and utilisation unknown-ish, never a fake 0.
     assert cpu_only.gpu_indices == () and cpu_only.gpu_memory_bytes is None and cpu_only.gpu_utilization is None
-    gpu_part = ctx.system["gpu"]
-    assert gpu_part["available"] and len(gpu_part["devices"]) == 2
-    assert gpu_part["process_count"] == 3  # the foreign pid is seen, attributed to nobody
+    gpu_part = ctx.system.gpu
+    assert gpu_part.available and len(gpu_part.devices) == 2
+    assert gpu_part.process_count == 3  # the foreign pid is seen, attributed to nobody
 
 
 def test_idle_gpu_holder_after_configured_time() -> None:
@@ -315,7 +321,7 @@ def test_memory_pressure_names_what_is_left_and_top_holders() -> None:
     ]
     ctx = SampleContext(now=5.0, operations=ops)
     probe.sample(ctx)
-    (warning,) = [w for w in ctx.system["warnings"] if w["kind"] == "memory_pressure"]
+    (warning,) = [w for w in api_warnings(ctx) if w["kind"] == "memory_pressure"]
     assert warning["pool"] == "unified memory"
     assert warning["available_bytes"] == pytest.approx(psutil.virtual_memory().available, rel=0.5)
     # On unified memory, GPU memory counts too: big holds 2 GiB RAM + 8 GiB GPU.
@@ -328,7 +334,7 @@ def test_no_pressure_warning_below_threshold() -> None:
     probe, _ = probe_for({"devices": [discrete()]}, memory_pressure_percent=0.0)
     ctx = SampleContext(now=5.0, operations=[])
     probe.sample(ctx)
-    assert [w for w in ctx.system["warnings"] if "pressure" in w["kind"]] == []
+    assert [w for w in api_warnings(ctx) if "pressure" in w["kind"]] == []
 
 
 def test_discrete_gpu_memory_pressure() -> None:
@@ -339,7 +345,7 @@ def test_discrete_gpu_memory_pressure() -> None:
     )
     ctx = SampleContext(now=5.0, operations=[op("llm", 10)])
     probe.sample(ctx)
-    kinds = {w["kind"]: w for w in ctx.system["warnings"]}
+    kinds = {w["kind"]: w for w in api_warnings(ctx)}
     gpu_warning = kinds["gpu_memory_pressure"]
     assert gpu_warning["available_bytes"] == GIB
     assert gpu_warning["top_holders"][0]["name"] == "llm"
@@ -354,33 +360,33 @@ def test_hung_nvml_call_leaves_snapshot_fresh_and_gpu_stale() -> None:
     sampler = Sampler(lambda now: [op("job", 10)], [probe], interval=60)
     try:
         first = sampler.sample_once()
-        assert first.system["gpu"]["stale"] is False
+        assert first.system.gpu.stale is False
         assert first.operations[0].gpu_memory_bytes == GIB
 
         fake.update(hang=["nvmlDeviceGetUtilizationRates"])
         second = sampler.sample_once()
         assert second.sequence == 2
         assert second.duration_ms < 60_000  # it did not wait for the hung call (120 s)
-        gpu_part = second.system["gpu"]
-        assert gpu_part["stale"] is True
-        assert gpu_part["devices"][0]["name"] == "NVIDIA GB10"  # the last good data, marked stale
-        assert second.system["memory"]["total_bytes"] == psutil.virtual_memory().total
-        assert "percent" in second.system["cpu"]
+        gpu_part = second.system.gpu
+        assert gpu_part.stale is True
+        assert gpu_part.devices[0].name == "NVIDIA GB10"  # the last good data, marked stale
+        assert second.system.memory.total_bytes == psutil.virtual_memory().total
+        assert second.system.cpu is not None
         assert second.operations[0].gpu_memory_bytes == GIB
 
         third = sampler.sample_once()
-        assert third.sequence == 3 and third.system["gpu"]["stale"] is True
-        assert third.system["cpu"]["percent"] is not None  # measured across the deadline wait
+        assert third.sequence == 3 and third.system.gpu.stale is True
+        assert third.system.cpu.percent is not None  # measured across the deadline wait
         # No second read piles up behind the hung one.
         assert fake.calls.count("nvmlDeviceGetUtilizationRates") == 2
     finally:
         fake.update(hang=[])
         fake.release()
     fresh = wait_until(
-        lambda: (snap := sampler.sample_once()).system["gpu"]["stale"] is False and snap,
+        lambda: (snap := sampler.sample_once()).system.gpu.stale is False and snap,
         timeout=30,
     )
-    assert fresh.system["gpu"]["devices"][0]["utilization"] == 37.0
+    assert fresh.system.gpu.devices[0].utilization == 37.0
 
 
 def test_hang_before_first_reading_is_unavailable_and_stale() -> None:
@@ -390,9 +396,9 @@ def test_hang_before_first_reading_is_unavailable_and_stale() -> None:
     try:
         ctx = SampleContext(now=1.0, operations=[op("a", 10)])
         probe.sample(ctx)
-        assert ctx.system["gpu"]["available"] is False and ctx.system["gpu"]["stale"] is True
+        assert ctx.system.gpu.available is False and ctx.system.gpu.stale is True
         assert ctx.operations[0].gpu_memory_bytes is None
-        assert ctx.system["memory"]["total_bytes"] is not None
+        assert ctx.system.memory.total_bytes is not None
     finally:
         fake.release()
 
@@ -403,7 +409,7 @@ def test_history_is_bounded_to_the_last_minutes() -> None:
         probe.sample(SampleContext(now=float(second), operations=[]))
     ctx = SampleContext(now=1000.0, operations=[])
     probe.sample(ctx)
-    history = ctx.system["history"]
+    history = ctx.system.to_api(ctx.now, 1)["history"]
     assert 100 <= len(history["at"]) <= 151
     assert history["at"][0] >= 1000.0 - 300.0
     assert len(history["gpu_utilization"]) == 1 and history["gpu_utilization"][0][-1] == 37.0
@@ -418,4 +424,4 @@ def test_ended_operation_holds_no_gpu() -> None:
     probe.sample(ctx)
     (after,) = ctx.operations
     assert after.gpu_memory_bytes is None and after.idle_gpu is None
-    assert [w for w in ctx.system["warnings"] if w["kind"] == "idle_gpu"] == []
+    assert [w for w in api_warnings(ctx) if w["kind"] == "idle_gpu"] == []

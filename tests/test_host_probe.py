@@ -11,9 +11,10 @@ import psutil
 import pytest
 
 from dgx_spark.collector import host
+from dgx_spark.collector.facts import system_payload
 from dgx_spark.collector.host import DiskWatcher, Place
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.collector.system import SystemProbe, system_payload
+from dgx_spark.collector.system import SystemProbe
 from tests.support.dashboard import wait_until
 
 MIB = 1 << 20
@@ -228,6 +229,6 @@ def test_system_probe_fills_the_new_fields_and_survives_failures(tmp_path: Path)
     assert len(history["network_rx_bytes_per_second"]) == len(history["at"]) == 3
     assert history["temperature_max_c"] == [None, None, None]
     # An empty snapshot still has every key (null where unknown).
-    empty = system_payload({}, 0, 0)
+    empty = system_payload(None, 0, 0)
     assert empty["disks"] is None and empty["model_caches"] is None and empty["temperatures"] is None
     assert empty["network"]["rx_bytes_per_second"] is None

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dgx_spark.collector import host
+from dgx_spark.collector.facts import system_payload
 from dgx_spark.collector.gpu import GpuReader, NvmlSession
 from dgx_spark.collector.host import DiskWatcher, Place
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.collector.system import SystemProbe, system_payload
+from dgx_spark.collector.system import SystemProbe
 from dgx_spark.settings import ResourceSettings
 from tests import fake_pynvml
 

@@ -20,10 +20,11 @@ import psutil
 import pytest
 
 from dgx_spark.collector import host
+from dgx_spark.collector.facts import Filesystem, SystemFacts, TemperatureReading
 from dgx_spark.collector.gpu import GpuReader, NvmlSession
 from dgx_spark.collector.host import DiskWatcher, Place
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.collector.system import SystemProbe, disk_warnings, system_payload, temperature_warnings
+from dgx_spark.collector.system import SystemProbe, disk_warnings, temperature_warnings
 from dgx_spark.settings import ResourceSettings
 from dgx_spark.state.system import system_view
 from tests import fake_pynvml
@@ -66,15 +67,27 @@ def fill(folder: Path, share: float) -> Path:
     return path
 
 
-def sample(probe: SystemProbe) -> dict[str, Any]:
+def sample(probe: SystemProbe) -> SystemFacts:
     """One real tick of the system probe; its ``ctx.system``."""
     ctx = SampleContext(now=time.time(), operations=[])
     probe.sample(ctx)
+    assert ctx.system is not None
     return ctx.system
 
 
-def kinds(system: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [w for w in system["warnings"] if w["kind"] == kind]
+def kinds(system: SystemFacts, kind: str) -> list[dict[str, Any]]:
+    """The warnings of one kind, as ``GET /api/dgx/system`` shows them."""
+    return [w.to_api() for w in system.warnings if w.kind == kind]
+
+
+def disks(*entries: dict[str, Any]) -> list[Filesystem]:
+    """``host.read_filesystems`` entries as the probe types them."""
+    return [Filesystem.from_host(entry) for entry in entries]
+
+
+def temperatures(readings: list[dict[str, Any]] | None) -> list[TemperatureReading] | None:
+    """``host.read_temperatures`` readings as the probe types them."""
+    return None if readings is None else [TemperatureReading.from_host(reading) for reading in readings]
 
 
 def test_a_nearly_full_filesystem_is_a_warning_until_it_is_freed(tmp_path: Path) -> None:
@@ -93,7 +106,7 @@ def test_a_nearly_full_filesystem_is_a_warning_until_it_is_freed(tmp_path: Path)
             assert warning["message"].startswith(f"Disk nearly full: {mounted} (Hugging Face cache) is 9")
             assert "free of 8.0 MiB" in warning["message"]
             # The header shows it as an amber banner (memory pressure stays red).
-            view = system_view(system_payload(sample(probe), time.time(), 1))
+            view = system_view(sample(probe))
             assert [(w.kind, w.level) for w in view.warnings if w.kind == "disk_full"] == [("disk_full", "warning")]
 
             # 80 % used: no warning (the line is "more than 90 % used").
@@ -109,12 +122,12 @@ def test_disk_warnings_from_real_statvfs_numbers(tmp_path: Path) -> None:
     # This test's own folder: real numbers (nearly always far from full here).
     (disk,) = host.read_filesystems([Place("data", "data", tmp_path)])
     expected = [disk["mount"]] if disk["percent"] > host.DISK_WARNING_PERCENT else []
-    assert [w["mount"] for w in disk_warnings([disk])] == expected
+    assert [w.filesystem.mount for w in disk_warnings(disks(disk))] == expected
     # The same filesystem with its numbers moved past the line, as read_filesystems would say it.
     used = int(disk["total_bytes"] * 0.93)
     full = {**disk, "used_bytes": used, "free_bytes": disk["total_bytes"] - used, "percent": 93.0, "warning": True}
-    (warning,) = disk_warnings([full, disk if not disk["warning"] else {**disk, "warning": False}])
-    assert warning["percent"] == 93.0 and "93 % used" in warning["message"]
+    (warning,) = disk_warnings(disks(full, disk if not disk["warning"] else {**disk, "warning": False}))
+    assert warning.filesystem.percent == 93.0 and "93 % used" in warning.message
     # Nothing read yet (the watcher's first scan runs in its thread): no warning, no crash.
     assert disk_warnings(None) == [] and disk_warnings([]) == []
 
@@ -128,7 +141,7 @@ def test_hot_sensors_make_one_temperature_warning_hottest_first() -> None:
         }
     )
     assert readings is not None
-    (warning,) = temperature_warnings(readings)
+    (warning,) = [w.to_api() for w in temperature_warnings(temperatures(readings))]
     assert warning["kind"] == "temperature"
     assert warning["level"] == "critical"  # the worst of its sensors: 101 °C is past "critical"
     assert [s["name"] for s in warning["sensors"]] == ["coretemp Package id 0", "acpitz"]
@@ -137,11 +150,11 @@ def test_hot_sensors_make_one_temperature_warning_hottest_first() -> None:
     )
     # Only warnings: "Running hot", amber.
     warm = host.read_temperatures(lambda: {"nvme": [shwtemp("Composite", 81.0, 84.0, 89.0)]})
-    (warning,) = temperature_warnings(warm)
+    (warning,) = [w.to_api() for w in temperature_warnings(temperatures(warm))]
     assert warning["level"] == "warning" and warning["message"].startswith("Running hot: nvme Composite 81 °C")
     # Cool, none exposed, or unreadable: no warning.
     cool = host.read_temperatures(lambda: {"nvme": [shwtemp("Composite", 40.0, 84.0, 89.0)]})
-    assert temperature_warnings(cool) == temperature_warnings([]) == temperature_warnings(None) == []
+    assert temperature_warnings(temperatures(cool)) == temperature_warnings([]) == temperature_warnings(None) == []
 
 
 def test_a_hot_gpu_is_in_the_temperature_warning_and_the_header() -> None:
@@ -158,7 +171,7 @@ def test_a_hot_gpu_is_in_the_temperature_warning_and_the_header() -> None:
         disks.stop()
     (warning,) = kinds(system, "temperature")
     assert warning["level"] == "critical" and warning["message"] == "Too hot: GPU 0 92 °C"
-    view = system_view(system_payload(system, time.time(), 1))
+    view = system_view(system)
     banners = [(w.kind, w.level, w.message) for w in view.warnings]
     assert ("temperature", "critical", "Too hot: GPU 0 92 °C") in banners
     # Idle GPU holders show on their cards, not as header banners.

@@ -11,6 +11,7 @@ from typing import Any
 import reflex as rx
 
 import dgx_spark.dgx_spark  # noqa: F401 - registers every state of the app
+from dgx_spark.collector.facts import MemoryFacts, SystemFacts
 from dgx_spark.collector.model import Snapshot
 from dgx_spark.services import get_sampler
 from dgx_spark.state import events, loops, operations, system
@@ -59,8 +60,8 @@ def test_views_of_a_tab_share_one_loop_which_ends_with_the_last_feed() -> None:
 def test_the_system_feed_fills_the_header_once_per_snapshot() -> None:
     root = rx.State(_reflex_internal_init=True)
     header = root.get_substate(SystemState.get_full_name().split(".")[1:])
-    memory = {"total_bytes": 8 << 30, "used_bytes": 2 << 30, "percent": 25.0}
-    snapshot = Snapshot(sequence=3, taken_at=time.time(), operations=(), system={"cpu_percent": 12.0, "memory": memory})
+    memory = MemoryFacts(total_bytes=8 << 30, used_bytes=2 << 30, percent=25.0)
+    snapshot = Snapshot(sequence=3, taken_at=time.time(), operations=(), system=SystemFacts(memory=memory))
     apply: Any = operations._appliers[system.FEED]
     run_coroutine(apply(header, snapshot, time.time()))
     assert header.loaded

@@ -117,22 +117,22 @@ class SnapshotCollector:
         yield from families.values()
 
     def _machine(self, snapshot: Snapshot) -> Iterator[Metric]:
-        system: Mapping[str, Any] = snapshot.system or {}
+        system = snapshot.system
         cpu = GaugeMetricFamily("dgx_spark_cpu_percent", "This machine's CPU use, % of all cores", labels=["node"])
-        value = _number((system.get("cpu") or {}).get("percent"))
-        if value is not None:
-            cpu.add_metric([LOCAL_NODE], value)
+        if system is not None and system.cpu is not None and system.cpu.percent is not None:
+            cpu.add_metric([LOCAL_NODE], system.cpu.percent)
         yield cpu
-        memory = system.get("memory") or {}
-        for key, name, doc in (
-            ("used_bytes", "dgx_spark_memory_used_bytes", "This machine's RAM in use"),
-            ("total_bytes", "dgx_spark_memory_total_bytes", "This machine's RAM"),
+        memory = system.memory if system is not None else None
+        for used, name, doc in (
+            (True, "dgx_spark_memory_used_bytes", "This machine's RAM in use"),
+            (False, "dgx_spark_memory_total_bytes", "This machine's RAM"),
         ):
             family = GaugeMetricFamily(name, doc, labels=["node"])
-            if (number := _number(memory.get(key))) is not None:
-                family.add_metric([LOCAL_NODE], number)
+            figure = None if memory is None else (memory.used_bytes if used else memory.total_bytes)
+            if figure is not None:
+                family.add_metric([LOCAL_NODE], float(figure))
             yield family
-        devices = (system.get("gpu") or {}).get("devices") or []
+        devices = system.gpu.devices if system is not None and system.gpu is not None else ()
         gpu_families = [
             ("utilization", GaugeMetricFamily("dgx_spark_gpu_utilization_percent", "GPU utilisation",
                                               labels=["node", "gpu", "name"])),
@@ -146,11 +146,9 @@ class SnapshotCollector:
                                               labels=["node", "gpu", "name"])),
         ]
         for device in devices:
-            if not isinstance(device, Mapping):
-                continue
-            labels = [LOCAL_NODE, str(device.get("index")), str(device.get("name") or "")]
+            labels = [LOCAL_NODE, str(device.index), str(device.name or "")]
             for field, family in gpu_families:
-                if (number := _number(device.get(field))) is not None:
+                if (number := _number(getattr(device, field))) is not None:
                     family.add_metric(labels, number)
         for _, family in gpu_families:
             yield family

@@ -241,6 +241,6 @@ def _components(sampler: Any, snapshot: Any) -> dict[str, dict[str, Any]]:
         taken_at=snapshot.taken_at if snapshot.sequence else None,
         interval=sampler.interval,
         errors=[(e.probe, e.message, e.since) for e in snapshot.errors],
-        gpu=(snapshot.system or {}).get("gpu"),
+        gpu=snapshot.system.gpu if snapshot.system else None,
         no_gpu_message=NO_GPU_MESSAGE,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from dgx_spark.collector.system import system_payload
+from dgx_spark.collector.facts import system_payload
 from dgx_spark.services import get_sampler
 
 router = APIRouter()

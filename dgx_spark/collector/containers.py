@@ -38,6 +38,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from dgx_spark.collector.facts import ContainersFacts
 from dgx_spark.collector.model import Container, Operation
 
 logger = logging.getLogger(__name__)
@@ -592,7 +593,7 @@ class ContainersProbe:
     """Names container operations after their container and maps their ports to published host ports.
 
     Runs first among the probes (before the supervisor), reading only the
-    watcher's cache; sets ``system["containers"]`` for ``GET /api/dgx/system``.
+    watcher's cache; sets ``ctx.containers`` (``containers`` of ``GET /api/dgx/system``).
     """
 
     name = "containers"
@@ -604,8 +605,8 @@ class ContainersProbe:
     def sample(self, ctx: Any) -> None:
         """Enrich every live discovered container operation of ``ctx``."""
         status = self.watcher.status()
-        ctx.system["containers"] = {"visible": bool(status.get("visible")), "engine": status.get("engine"),
-                                    "reason": status.get("reason")}
+        ctx.containers = ContainersFacts(visible=bool(status.get("visible")), engine=status.get("engine"),
+                                         reason=status.get("reason"))
         _ok, why = self.watcher.controllable()
         for index, op in enumerate(ctx.operations):
             if op.container is None or op.source != "discovered" or not op.is_live:

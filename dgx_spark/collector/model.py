@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
+from dgx_spark.collector.facts import SystemFacts
 from dgx_spark.format import iso_utc
 
 OperationType = Literal["server", "job", "program"]
@@ -274,7 +275,7 @@ class Snapshot:
     taken_at: float
     operations: tuple[Operation, ...]
     errors: tuple[ProbeError, ...] = ()
-    system: Mapping[str, Any] | None = None
+    system: SystemFacts | None = None  # None: the system probe has not run (or failed) in this sample
     duration_ms: float | None = None
     cpu_ms: float | None = None
 

@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
+from dgx_spark.collector.facts import ContainersFacts, SystemFacts
 from dgx_spark.collector.model import EMPTY_SNAPSHOT, Operation, ProbeError, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ class SampleContext:
 
     now: float
     operations: list[Operation]
-    system: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Set by the system probe; the containers probe sets ``containers`` (the sampler joins them).
+    system: SystemFacts | None = None
+    containers: ContainersFacts | None = None
 
 
 class Probe(Protocol):
@@ -174,7 +177,7 @@ class Sampler:
             taken_at=now,
             operations=tuple(ctx.operations),
             errors=tuple(errors),
-            system=dict(ctx.system),
+            system=_joined(ctx.system, ctx.containers),
             duration_ms=(time.perf_counter() - started) * 1000.0,
             cpu_ms=(time.thread_time() - cpu_started) * 1000.0,
         )
@@ -224,3 +227,11 @@ class Sampler:
     def _recover(self, probe: str) -> None:
         if self._failing.pop(probe, None) is not None:
             logger.info("probe %s recovered", probe)
+
+
+def _joined(system: SystemFacts | None, containers: ContainersFacts | None) -> SystemFacts | None:
+    """The snapshot's system facts: the system probe's, with the containers probe's part."""
+    if containers is None:
+        return system
+    return dataclasses.replace(system or SystemFacts(), containers=containers)
+

@@ -23,11 +23,30 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
 
+from dgx_spark.collector.facts import (
+    HISTORY_SECONDS,
+    CpuFacts,
+    DiskWarning,
+    Filesystem,
+    GpuFacts,
+    HistoryFacts,
+    Holder,
+    HotSensor,
+    IdleGpuWarning,
+    MemoryFacts,
+    ModelCache,
+    NetworkFacts,
+    PressureWarning,
+    SystemFacts,
+    TemperatureReading,
+    TemperatureWarning,
+    Warning,
+)
 from dgx_spark.collector.gpu import NO_GPU_MESSAGE, GpuReader, GpuReading
 from dgx_spark.collector.host import (
     DiskWatcher,
@@ -39,15 +58,12 @@ from dgx_spark.collector.host import (
 )
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.format import format_bytes, format_percent
 from dgx_spark.settings import ResourceSettings
 
 # Below this GPU utilisation (percent) a GPU holder counts as idle.
 IDLE_UTILIZATION_PERCENT = 1.0
 # How many operations a memory-pressure warning names.
 TOP_HOLDERS = 3
-# Sparkline length: the last few minutes.
-HISTORY_SECONDS = 300.0
 HISTORY_MAX_POINTS = 300
 
 
@@ -197,6 +213,10 @@ class SystemProbe:
         self._idle = IdleTracker()
         self._history: collections.deque[HistoryPoint] = collections.deque(maxlen=HISTORY_MAX_POINTS)
         self._lock = threading.Lock()
+        # The disk watcher's last lists and their typed copies (converted once per new reading).
+        self._typed_disks: tuple[Any, tuple[Filesystem, ...] | None, Any, tuple[ModelCache, ...] | None] = (
+            None, None, None, None
+        )
 
     def _cpu(self) -> float | None:
         try:
@@ -205,31 +225,37 @@ class SystemProbe:
             return None
         return None if value is None else float(value)
 
-    def _memory(self) -> dict[str, Any]:
+    def _memory(self) -> MemoryFacts:
         try:
             pool = self._virtual_memory()
-        except Exception:  # noqa: BLE001
-            return {"total_bytes": None, "used_bytes": None, "available_bytes": None, "percent": None}
+        except Exception:  # noqa: BLE001 - unreadable is None
+            return MemoryFacts()
         used = int(pool.total - pool.available)
-        return {
-            "total_bytes": int(pool.total),
-            "used_bytes": used,
-            "available_bytes": int(pool.available),
-            "percent": round(100.0 * used / pool.total, 1) if pool.total else None,
-        }
+        return MemoryFacts(
+            total_bytes=int(pool.total),
+            used_bytes=used,
+            available_bytes=int(pool.available),
+            percent=round(100.0 * used / pool.total, 1) if pool.total else None,
+        )
 
-    def _host(self, now: float) -> tuple[list[float | None] | None, dict[str, Any], list[dict[str, Any]] | None]:
+    def _host(
+        self, now: float
+    ) -> tuple[tuple[float | None, ...] | None, NetworkFacts, tuple[TemperatureReading, ...] | None]:
         """Per-core CPU, network throughput, temperatures (each None/empty when unreadable)."""
         try:
             per_core = self._per_core()
         except Exception:  # noqa: BLE001 - unreadable is None
             per_core = None
-        network = self._network(now)
+        network = NetworkFacts.from_host(self._network(now))
         try:
             temperatures = self._temperatures()
         except Exception:  # noqa: BLE001
             temperatures = None
-        return per_core, network, temperatures
+        return (
+            None if per_core is None else tuple(per_core),
+            network,
+            None if temperatures is None else tuple(TemperatureReading.from_host(t) for t in temperatures),
+        )
 
     def sample(self, ctx: SampleContext) -> None:
         """Read CPU, RAM and GPUs; mark operations; record history and warnings."""
@@ -239,6 +265,42 @@ class SystemProbe:
         per_core, network, temperatures = self._host(now)
         self.disks.start()  # its own thread: free space and cache sizes never slow this tick
         reading = self.reader.read(now)
+        self._mark_operations(ctx, reading)
+        point = HistoryPoint(
+            at=now,
+            cpu_percent=cpu,
+            memory_used_bytes=memory.used_bytes,
+            gpu_utilization=tuple(d.utilization for d in reading.devices),
+            gpu_memory_used_bytes=tuple(d.memory_used_bytes for d in reading.devices),
+            network_rx_bytes_per_second=network.rx_bytes_per_second,
+            network_tx_bytes_per_second=network.tx_bytes_per_second,
+            temperature_max_c=max((t.current_c for t in temperatures), default=None) if temperatures else None,
+        )
+        with self._lock:
+            self._history.append(point)
+            while self._history and now - self._history[0].at > HISTORY_SECONDS:
+                self._history.popleft()
+            history = list(self._history)
+        disks, caches, caches_read_at = self._disks()
+        ctx.system = SystemFacts(
+            cpu=CpuFacts(percent=cpu, count=psutil.cpu_count(logical=True), per_core_percent=per_core),
+            memory=memory,
+            gpu=gpu_summary(reading, now, self.reader.hung_since),
+            network=network,
+            temperatures=temperatures,
+            disks=disks,
+            model_caches=caches,
+            model_caches_read_at=caches_read_at,
+            warnings=(
+                *self._warnings(ctx.operations, memory, reading),
+                *disk_warnings(disks),
+                *temperature_warnings(temperatures, reading),
+            ),
+            history=history_summary(history, len(reading.devices)),
+        )
+
+    def _mark_operations(self, ctx: SampleContext, reading: GpuReading) -> None:
+        """Set the GPU fields of every operation from this reading (an ended one holds no GPU)."""
         per_op = gpu_by_operation(ctx.operations, reading) if reading.available else {}
         live_ids: set[str] = set()
         for i, op in enumerate(ctx.operations):
@@ -255,46 +317,27 @@ class SystemProbe:
                 gpu_memory_bytes=gpu.memory_bytes if gpu else None,
                 gpu_utilization=gpu.utilization if gpu else None,
                 gpu_indices=gpu.indices if gpu else (),
-                idle_gpu=self._idle.update(op.id, gpu, now, self.settings.idle_gpu_seconds),
+                idle_gpu=self._idle.update(op.id, gpu, now=ctx.now, limit=self.settings.idle_gpu_seconds),
             )
         self._idle.forget_except(live_ids)
-        point = HistoryPoint(
-            at=now,
-            cpu_percent=cpu,
-            memory_used_bytes=memory["used_bytes"],
-            gpu_utilization=tuple(d.utilization for d in reading.devices),
-            gpu_memory_used_bytes=tuple(d.memory_used_bytes for d in reading.devices),
-            network_rx_bytes_per_second=network["rx_bytes_per_second"],
-            network_tx_bytes_per_second=network["tx_bytes_per_second"],
-            temperature_max_c=max((t["current_c"] for t in temperatures), default=None) if temperatures else None,
-        )
-        with self._lock:
-            self._history.append(point)
-            while self._history and now - self._history[0].at > HISTORY_SECONDS:
-                self._history.popleft()
-            history = list(self._history)
-        ctx.system["cpu"] = {"percent": cpu, "count": psutil.cpu_count(logical=True), "per_core_percent": per_core}
-        ctx.system["memory"] = memory
-        ctx.system["network"] = network
-        ctx.system["temperatures"] = temperatures
-        disks = self.disks.latest()
-        ctx.system["disks"] = disks["filesystems"]
-        ctx.system["model_caches"] = disks["model_caches"]
-        ctx.system["model_caches_read_at"] = disks["model_caches_read_at"]
-        ctx.system["gpu"] = gpu_summary(reading, now, self.reader.hung_since)
-        ctx.system["history"] = history_summary(history, len(reading.devices))
-        ctx.system["warnings"] = [
-            *self._warnings(ctx.operations, memory, reading),
-            *disk_warnings(disks["filesystems"]),
-            *temperature_warnings(temperatures, reading),
-        ]
 
-    def _warnings(
-        self, operations: list[Operation], memory: Mapping[str, Any], reading: GpuReading
-    ) -> list[dict[str, Any]]:
-        warnings: list[dict[str, Any]] = []
+    def _disks(self) -> tuple[tuple[Filesystem, ...] | None, tuple[ModelCache, ...] | None, float | None]:
+        """The disk watcher's latest free space and cache sizes, typed once per new reading."""
+        latest = self.disks.latest()
+        raw_disks, raw_caches = latest["filesystems"], latest["model_caches"]
+        seen_disks, disks, seen_caches, caches = self._typed_disks
+        # The watcher hands the same lists until it reads again: convert only new ones.
+        if raw_disks is not seen_disks:
+            disks = None if raw_disks is None else tuple(Filesystem.from_host(disk) for disk in raw_disks)
+        if raw_caches is not seen_caches:
+            caches = None if raw_caches is None else tuple(ModelCache.from_host(cache) for cache in raw_caches)
+        self._typed_disks = (raw_disks, disks, raw_caches, caches)
+        return disks, caches, latest["model_caches_read_at"]
+
+    def _warnings(self, operations: list[Operation], memory: MemoryFacts, reading: GpuReading) -> list[Warning]:
+        warnings: list[Warning] = []
         unified = reading.available and reading.unified_memory
-        total, available = memory.get("total_bytes"), memory.get("available_bytes")
+        total, available = memory.total_bytes, memory.available_bytes
         if total and available is not None:
             threshold = self.settings.pressure_threshold(total)
             if available < threshold:
@@ -327,20 +370,13 @@ class SystemProbe:
                     )
         idle = [op for op in operations if op.is_live and op.idle_gpu]
         if idle:
-            names = ", ".join(op.name for op in idle[:TOP_HOLDERS])
-            warnings.append(
-                {
-                    "kind": "idle_gpu",
-                    "message": f"Holding GPU memory while idle: {names}",
-                    "operations": [_holder(op) for op in idle],
-                }
-            )
+            warnings.append(IdleGpuWarning(operations=tuple(_holder(op) for op in idle), named=TOP_HOLDERS))
         return warnings
 
 
 def top_holders(
     operations: Iterable[Operation], *, unified: bool = False, gpu_index: int | None = None
-) -> list[dict[str, Any]]:
+) -> tuple[Holder, ...]:
     """The live operations holding the most memory, largest first.
 
     RAM: resident memory; unified memory: resident plus GPU memory; a discrete
@@ -355,16 +391,13 @@ def top_holders(
         return op.memory_bytes or 0
 
     ranked = sorted((op for op in operations if op.is_live and held(op) > 0), key=held, reverse=True)
-    return [{**_holder(op), "held_bytes": held(op)} for op in ranked[:TOP_HOLDERS]]
+    return tuple(_holder(op, held(op)) for op in ranked[:TOP_HOLDERS])
 
 
-def _holder(op: Operation) -> dict[str, Any]:
-    return {
-        "id": op.id,
-        "name": op.name,
-        "memory_bytes": op.memory_bytes,
-        "gpu_memory_bytes": op.gpu_memory_bytes,
-    }
+def _holder(op: Operation, held: int | None = None) -> Holder:
+    return Holder(
+        id=op.id, name=op.name, memory_bytes=op.memory_bytes, gpu_memory_bytes=op.gpu_memory_bytes, held_bytes=held
+    )
 
 
 def pressure_warning(
@@ -373,183 +406,89 @@ def pressure_warning(
     available: int,
     total: int,
     threshold: int,
-    holders: list[dict[str, Any]],
-) -> dict[str, Any]:
+    holders: Iterable[Holder],
+) -> PressureWarning:
     """A memory-pressure warning naming what is left and the largest holders."""
-    message = (
-        f"Low {pool}: {format_bytes(available)} left of {format_bytes(total)}"
-        f" ({format_percent(100.0 * available / total if total else None)} free)"
+    return PressureWarning(
+        kind=kind,
+        pool=pool,
+        available_bytes=available,
+        total_bytes=total,
+        threshold_bytes=threshold,
+        top_holders=tuple(holders),
     )
-    if holders:
-        message += ". Largest: " + ", ".join(
-            f"{h['name']} ({format_bytes(h['held_bytes'])})" for h in holders
-        )
-    return {
-        "kind": kind,
-        "message": message,
-        "pool": pool,
-        "available_bytes": available,
-        "total_bytes": total,
-        "threshold_bytes": threshold,
-        "top_holders": holders,
-    }
 
 
-def disk_warnings(filesystems: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def disk_warnings(filesystems: Iterable[Filesystem] | None) -> list[DiskWarning]:
     """A ``disk_full`` warning for each listed filesystem more than ``host.DISK_WARNING_PERCENT`` used.
 
     Args:
-        filesystems: ``host.read_filesystems`` entries (their ``warning`` flag says "nearly full").
+        filesystems: The filesystems read (their ``warning`` flag says "nearly full"); None: not read yet.
 
     Returns:
-        One warning per such filesystem: ``{kind, level, message, mount, labels, percent, free_bytes,
-        total_bytes}``.
+        One warning per such filesystem.
     """
-    warnings: list[dict[str, Any]] = []
-    for disk in filesystems or ():
-        if not disk.get("warning"):
-            continue
-        labels = ", ".join(str(label) for label in disk.get("labels") or ())
-        where = f"{disk.get('mount')}" + (f" ({labels})" if labels else "")
-        warnings.append(
-            {
-                "kind": "disk_full",
-                "level": "warning",
-                "message": (
-                    f"Disk nearly full: {where} is {format_percent(disk.get('percent'))} used,"
-                    f" {format_bytes(disk.get('free_bytes'))} free of {format_bytes(disk.get('total_bytes'))}"
-                ),
-                "mount": disk.get("mount"),
-                "labels": list(disk.get("labels") or ()),
-                "percent": disk.get("percent"),
-                "free_bytes": disk.get("free_bytes"),
-                "total_bytes": disk.get("total_bytes"),
-            }
-        )
-    return warnings
-
-
-def _hot_sensor(name: str, current: float, level: str, high: float | None, critical: float | None) -> dict[str, Any]:
-    limits = ", ".join(f"{word} {value:.0f} °C" for word, value in (("high", high), ("critical", critical)) if value)
-    return {
-        "name": name,
-        "current_c": current,
-        "level": level,
-        "high_c": high,
-        "critical_c": critical,
-        "text": f"{name} {current:.0f} °C" + (f" ({limits})" if limits else ""),
-    }
+    return [DiskWarning(filesystem=disk) for disk in filesystems or () if disk.warning]
 
 
 def temperature_warnings(
-    temperatures: Iterable[Mapping[str, Any]] | None, reading: GpuReading | None = None
-) -> list[dict[str, Any]]:
+    temperatures: Iterable[TemperatureReading] | None, reading: GpuReading | None = None
+) -> list[TemperatureWarning]:
     """One ``temperature`` warning naming every sensor (and GPU) at warning or critical level, hottest first.
 
     Sensor levels come from the sensor's own high/critical points (``host.temperature_level``); a GPU's
     from typical slowdown temperatures (``host.gpu_temperature_level``: NVML's own point is not read).
 
     Returns:
-        ``[]`` when nothing is hot; else one warning ``{kind, level, message, sensors}`` whose level is
-        the worst of its sensors'.
+        ``[]`` when nothing is hot; else one warning whose level is the worst of its sensors'.
     """
-    hot: list[dict[str, Any]] = []
+    hot: list[HotSensor] = []
     for entry in temperatures or ():
-        level = str(entry.get("level") or "ok")
-        current = entry.get("current_c")
-        if level in ("warning", "critical") and current is not None:
-            label, sensor = str(entry.get("label") or ""), str(entry.get("sensor") or "")
-            name = label if not sensor or label == sensor else f"{sensor} {label}"
-            hot.append(_hot_sensor(name, float(current), level, entry.get("high_c"), entry.get("critical_c")))
+        if entry.level in ("warning", "critical"):
+            name = entry.label if not entry.sensor or entry.label == entry.sensor else f"{entry.sensor} {entry.label}"
+            hot.append(HotSensor(name, entry.current_c, entry.level, entry.high_c, entry.critical_c))
     if reading is not None and reading.available:
         for device in reading.devices:
             level = gpu_temperature_level(device.temperature_c)
             if level != "ok" and device.temperature_c is not None:
-                hot.append(_hot_sensor(f"GPU {device.index}", float(device.temperature_c), level, None, None))
+                hot.append(HotSensor(f"GPU {device.index}", float(device.temperature_c), level))
     if not hot:
         return []
-    hot.sort(key=lambda item: -item["current_c"])
-    critical = any(item["level"] == "critical" for item in hot)
-    return [
-        {
-            "kind": "temperature",
-            "level": "critical" if critical else "warning",
-            "message": ("Too hot: " if critical else "Running hot: ") + "; ".join(item["text"] for item in hot),
-            "sensors": hot,
-        }
-    ]
+    hot.sort(key=lambda item: -item.current_c)
+    return [TemperatureWarning(sensors=tuple(hot))]
 
 
-def gpu_summary(reading: GpuReading, now: float, hung_since: float | None) -> dict[str, Any]:
+def gpu_summary(reading: GpuReading, now: float, hung_since: float | None) -> GpuFacts:
     """The GPU part of ``snapshot.system``."""
-    return {
-        "available": reading.available,
-        "message": None if reading.available else (reading.message or NO_GPU_MESSAGE),
-        "stale": reading.stale,
-        "stale_seconds": round(now - hung_since, 1) if reading.stale and hung_since else None,
-        "read_at": reading.taken_at,
-        "driver_version": reading.driver_version,
-        "unified_memory": reading.unified_memory,
-        "devices": [device.to_api() for device in reading.devices],
-        "process_count": len(reading.processes),
-    }
+    return GpuFacts(
+        available=reading.available,
+        message=None if reading.available else (reading.message or NO_GPU_MESSAGE),
+        stale=reading.stale,
+        stale_seconds=round(now - hung_since, 1) if reading.stale and hung_since else None,
+        read_at=reading.taken_at,
+        driver_version=reading.driver_version,
+        unified_memory=reading.unified_memory,
+        devices=reading.devices,
+        process_count=len(reading.processes),
+    )
 
 
-def history_summary(points: list[HistoryPoint], device_count: int) -> dict[str, Any]:
+def history_summary(points: list[HistoryPoint], device_count: int) -> HistoryFacts:
     """Sparkline series (oldest first) for the header."""
-    return {
-        "seconds": HISTORY_SECONDS,
-        "at": [round(p.at, 1) for p in points],
-        "cpu_percent": [p.cpu_percent for p in points],
-        "memory_used_bytes": [p.memory_used_bytes for p in points],
-        "gpu_utilization": [
-            [p.gpu_utilization[i] if i < len(p.gpu_utilization) else None for p in points]
+    return HistoryFacts(
+        seconds=HISTORY_SECONDS,
+        at=tuple(round(p.at, 1) for p in points),
+        cpu_percent=tuple(p.cpu_percent for p in points),
+        memory_used_bytes=tuple(p.memory_used_bytes for p in points),
+        gpu_utilization=tuple(
+            tuple(p.gpu_utilization[i] if i < len(p.gpu_utilization) else None for p in points)
             for i in range(device_count)
-        ],
-        "gpu_memory_used_bytes": [
-            [p.gpu_memory_used_bytes[i] if i < len(p.gpu_memory_used_bytes) else None for p in points]
+        ),
+        gpu_memory_used_bytes=tuple(
+            tuple(p.gpu_memory_used_bytes[i] if i < len(p.gpu_memory_used_bytes) else None for p in points)
             for i in range(device_count)
-        ],
-        "network_rx_bytes_per_second": [p.network_rx_bytes_per_second for p in points],
-        "network_tx_bytes_per_second": [p.network_tx_bytes_per_second for p in points],
-        "temperature_max_c": [p.temperature_max_c for p in points],
-    }
-
-
-def system_payload(system: Mapping[str, Any] | None, taken_at: float, sequence: int) -> dict[str, Any]:
-    """``GET /api/dgx/system``'s data, from a snapshot's ``system`` mapping."""
-    system = system or {}
-    gpu = system.get("gpu") or {
-        "available": False,
-        "message": NO_GPU_MESSAGE,
-        "stale": False,
-        "stale_seconds": None,
-        "read_at": None,
-        "driver_version": None,
-        "unified_memory": False,
-        "devices": [],
-        "process_count": 0,
-    }
-    return {
-        "sequence": sequence,
-        "taken_at": taken_at or None,
-        "cpu": system.get("cpu")
-        or {"percent": None, "count": psutil.cpu_count(logical=True), "per_core_percent": None},
-        "memory": system.get("memory")
-        or {"total_bytes": None, "used_bytes": None, "available_bytes": None, "percent": None},
-        "gpu": gpu,
-        "network": system.get("network")
-        or {"rx_bytes_per_second": None, "tx_bytes_per_second": None, "rx_bytes": None, "tx_bytes": None,
-            "interfaces": []},
-        "temperatures": system.get("temperatures"),
-        "disks": system.get("disks"),
-        "model_caches": system.get("model_caches"),
-        "model_caches_read_at": system.get("model_caches_read_at"),
-        "warnings": list(system.get("warnings") or []),
-        "containers": system.get("containers") or {"visible": False, "engine": None, "reason": "not checked yet"},
-        "history": system.get("history")
-        or {"seconds": HISTORY_SECONDS, "at": [], "cpu_percent": [], "memory_used_bytes": [],
-            "gpu_utilization": [], "gpu_memory_used_bytes": [], "network_rx_bytes_per_second": [],
-            "network_tx_bytes_per_second": [], "temperature_max_c": []},
-    }
-
+        ),
+        network_rx_bytes_per_second=tuple(p.network_rx_bytes_per_second for p in points),
+        network_tx_bytes_per_second=tuple(p.network_tx_bytes_per_second for p in points),
+        temperature_max_c=tuple(p.temperature_max_c for p in points),
+    )

@@ -2,8 +2,8 @@
 
 The browser tab's one live loop (``operations.run_tab_loop``, the ``"system"``
 feed) copies ``get_sampler().latest`` (never rescanning anything) into this
-state, and only when what the header shows changed. ``system_view`` is plain Python: the same payload as
-``GET /api/dgx/system`` turned into ready-to-show text and sparkline points.
+state, and only when what the header shows changed. ``system_view`` is plain Python: the snapshot's typed system facts (what
+``GET /api/dgx/system`` shows) turned into ready-to-show text and sparkline points.
 
 The header's view is computed once per snapshot for every tab (``shared_system_view``);
 a tab whose header already shows it is not touched. CPU / RAM numbers change
@@ -18,17 +18,27 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import reflex as rx
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.containers import header_line as containers_header_line
-from dgx_spark.collector.gpu import NO_GPU_MESSAGE
+from dgx_spark.collector.facts import (
+    CpuFacts,
+    Filesystem,
+    GpuFacts,
+    HistoryFacts,
+    MemoryFacts,
+    ModelCache,
+    NetworkFacts,
+    SystemFacts,
+    TemperatureReading,
+)
+from dgx_spark.collector.gpu import NO_GPU_MESSAGE, GpuDevice
 from dgx_spark.collector.host import gpu_temperature_level
 from dgx_spark.collector.model import Snapshot
-from dgx_spark.collector.system import system_payload
 from dgx_spark.services import get_sampler
 from dgx_spark.state import loops
 from dgx_spark.state.operations import register_feed, run_tab_loop
@@ -144,12 +154,11 @@ class SystemView:
     containers_text: str = ""
 
 
-def _power(device: Mapping[str, Any]) -> str:
-    power = device.get("power_watts")
-    if power is None:
+def _power(device: GpuDevice) -> str:
+    if device.power_watts is None:
         return ""
-    limit = device.get("power_limit_watts")
-    return f"{power:.0f} W" + (f" / {limit:.0f} W" if limit else "")
+    limit = device.power_limit_watts
+    return f"{device.power_watts:.0f} W" + (f" / {limit:.0f} W" if limit else "")
 
 
 # The warnings shown as banners under the header (idle GPU holders show on their cards instead).
@@ -160,112 +169,104 @@ def _rate(value: float | None) -> str:
     return "" if value is None else f"{fmt.format_bytes(value)}/s"
 
 
-def _disk_view(disk: Mapping[str, Any]) -> DiskView:
-    percent = disk.get("percent")
-    free, total = disk.get("free_bytes"), disk.get("total_bytes")
+def _disk_view(disk: Filesystem) -> DiskView:
+    percent = disk.percent
+    free, total = disk.free_bytes, disk.total_bytes
     return DiskView(
-        mount=str(disk.get("mount") or ""),
-        labels_text=" · ".join(str(label) for label in disk.get("labels") or []),
+        mount=disk.mount,
+        labels_text=" · ".join(disk.labels),
         free_text=f"{fmt.format_bytes(free)} free of {fmt.format_bytes(total)}" if free is not None else "",
         percent=round(percent) if percent is not None else 0,
         percent_text=_text(fmt.format_percent(percent)) + (" used" if percent is not None else ""),
-        warning=bool(disk.get("warning")),
-        title=f"{disk.get('mount')}: " + ", ".join(str(path) for path in disk.get("paths") or []),
+        warning=disk.warning,
+        title=f"{disk.mount}: " + ", ".join(disk.paths),
     )
 
 
-def _cache_view(cache: Mapping[str, Any]) -> CacheView:
-    size = cache.get("size_bytes")
-    if not cache.get("exists"):
+def _cache_view(cache: ModelCache) -> CacheView:
+    size = cache.size_bytes
+    if not cache.exists:
         size_text = "not present"
     elif size is None:
         size_text = "unreadable"
     else:
-        size_text = fmt.format_bytes(size) + (" or more" if cache.get("partial") else "")
-    models = " · ".join(
-        f"{model.get('name')} {fmt.format_bytes(model.get('size_bytes'))}" for model in (cache.get("largest") or [])[:3]
-    )
+        size_text = fmt.format_bytes(size) + (" or more" if cache.partial else "")
+    models = " · ".join(f"{model.name} {fmt.format_bytes(model.size_bytes)}" for model in cache.largest[:3])
     return CacheView(
-        key=str(cache.get("key") or ""),
-        label=str(cache.get("label") or ""),
+        key=cache.key,
+        label=cache.label,
         size_text=size_text,
         models_text=models,
-        title=str(cache.get("path") or "") + (f" ({cache['error']})" if cache.get("error") else ""),
+        title=cache.path + (f" ({cache.error})" if cache.error else ""),
     )
 
 
-def _temp_view(reading: Mapping[str, Any]) -> TempView:
+def _temp_view(reading: TemperatureReading) -> TempView:
     limits = [
-        f"{name} {reading[key]:.0f} °C" for name, key in (("high", "high_c"), ("critical", "critical_c")) if reading.get(key)
+        f"{name} {value:.0f} °C" for name, value in (("high", reading.high_c), ("critical", reading.critical_c)) if value
     ]
     return TempView(
-        label=str(reading.get("label") or reading.get("sensor") or ""),
-        value_text=f"{reading.get('current_c', 0):.0f} °C",
-        level=str(reading.get("level") or "ok"),
-        title=f"{reading.get('sensor')}: {reading.get('label')}" + (f" ({', '.join(limits)})" if limits else ""),
+        label=reading.label or reading.sensor,
+        value_text=f"{reading.current_c:.0f} °C",
+        level=reading.level,
+        title=f"{reading.sensor}: {reading.label}" + (f" ({', '.join(limits)})" if limits else ""),
     )
 
 
-def system_view(payload: Mapping[str, Any]) -> SystemView:
-    """The header's view of a ``system_payload``."""
-    cpu = payload.get("cpu") or {}
-    memory = payload.get("memory") or {}
-    gpu = payload.get("gpu") or {}
-    history = payload.get("history") or {}
-    gpu_util_series = history.get("gpu_utilization") or []
-    gpus = []
-    for position, device in enumerate(gpu.get("devices") or []):
-        unified = bool(device.get("unified_memory"))
-        temperature = device.get("temperature_c")
-        gpus.append(
-            GpuView(
-                index=int(device.get("index", position)),
-                name=device.get("name") or f"GPU {position}",
-                utilization_text=_text(fmt.format_percent(device.get("utilization"))),
-                memory_text=used_of_total(device.get("memory_used_bytes"), device.get("memory_total_bytes")),
-                memory_label="unified memory" if unified else "memory",
-                unified_memory=unified,
-                temperature_text=f"{temperature:.0f} °C" if temperature is not None else "",
-                temperature_level=gpu_temperature_level(temperature),
-                power_text=_power(device),
-                utilization_points=sparkline(
-                    gpu_util_series[position] if position < len(gpu_util_series) else [], 100.0
-                ),
-            )
+def _gpu_views(gpu: GpuFacts, history: HistoryFacts) -> tuple[GpuView, ...]:
+    series = history.gpu_utilization
+    return tuple(
+        GpuView(
+            index=device.index,
+            name=device.name or f"GPU {position}",
+            utilization_text=_text(fmt.format_percent(device.utilization)),
+            memory_text=used_of_total(device.memory_used_bytes, device.memory_total_bytes),
+            memory_label="unified memory" if device.unified_memory else "memory",
+            unified_memory=device.unified_memory,
+            temperature_text=f"{device.temperature_c:.0f} °C" if device.temperature_c is not None else "",
+            temperature_level=gpu_temperature_level(device.temperature_c),
+            power_text=_power(device),
+            utilization_points=sparkline(series[position] if position < len(series) else [], 100.0),
         )
+        for position, device in enumerate(gpu.devices)
+    )
+
+
+def system_view(facts: SystemFacts | None) -> SystemView:
+    """The header's view of a snapshot's system facts (None: none read yet)."""
+    facts = facts or SystemFacts()
+    cpu = facts.cpu or CpuFacts(None, None, None)
+    memory = facts.memory or MemoryFacts()
+    gpu = facts.gpu or GpuFacts()
+    history = facts.history or HistoryFacts()
+    network = facts.network or NetworkFacts()
     warnings = tuple(
-        WarningView(
-            kind=str(w.get("kind", "")), message=str(w.get("message", "")), level=str(w.get("level") or "critical")
-        )
-        for w in payload.get("warnings") or []
-        if w.get("kind") in BANNER_KINDS
+        WarningView(kind=w.kind, message=w.message, level=w.level or "critical")
+        for w in facts.warnings
+        if w.kind in BANNER_KINDS
     )
-    network = payload.get("network") or {}
-    temperatures = payload.get("temperatures")
-    temperature_tops = [t.get("critical_c") or 0 for t in temperatures or []]
+    temperatures = facts.temperatures or ()
+    temperature_tops = [t.critical_c or 0 for t in temperatures]
     return SystemView(
-        core_percents=tuple(round(p or 0) for p in cpu.get("per_core_percent") or ()),
-        net_rx_text=_rate(network.get("rx_bytes_per_second")),
-        net_tx_text=_rate(network.get("tx_bytes_per_second")),
-        net_points=(
-            sparkline(history.get("network_rx_bytes_per_second") or []),
-            sparkline(history.get("network_tx_bytes_per_second") or []),
-        ),
-        disks=tuple(_disk_view(disk) for disk in payload.get("disks") or []),
-        caches=tuple(_cache_view(cache) for cache in payload.get("model_caches") or []),
-        temps=tuple(_temp_view(reading) for reading in temperatures or []),
-        temp_points=sparkline(history.get("temperature_max_c") or [], max([100.0, *temperature_tops])),
-        cpu_text=_text(fmt.format_percent(cpu.get("percent"))),
-        cpu_points=sparkline(history.get("cpu_percent") or [], 100.0),
-        ram_text=used_of_total(memory.get("used_bytes"), memory.get("total_bytes")),
-        ram_percent_text=_text(fmt.format_percent(memory.get("percent"))),
-        ram_points=sparkline(history.get("memory_used_bytes") or [], memory.get("total_bytes")),
-        gpu_available=bool(gpu.get("available")),
-        gpu_message=gpu.get("message") or ("" if gpu.get("available") else NO_GPU_MESSAGE),
-        gpu_stale=bool(gpu.get("stale")),
-        gpus=tuple(gpus),
+        core_percents=tuple(round(p or 0) for p in cpu.per_core_percent or ()),
+        net_rx_text=_rate(network.rx_bytes_per_second),
+        net_tx_text=_rate(network.tx_bytes_per_second),
+        net_points=(sparkline(history.network_rx_bytes_per_second), sparkline(history.network_tx_bytes_per_second)),
+        disks=tuple(_disk_view(disk) for disk in facts.disks or ()),
+        caches=tuple(_cache_view(cache) for cache in facts.model_caches or ()),
+        temps=tuple(_temp_view(reading) for reading in temperatures),
+        temp_points=sparkline(history.temperature_max_c, max([100.0, *temperature_tops])),
+        cpu_text=_text(fmt.format_percent(cpu.percent)),
+        cpu_points=sparkline(history.cpu_percent, 100.0),
+        ram_text=used_of_total(memory.used_bytes, memory.total_bytes),
+        ram_percent_text=_text(fmt.format_percent(memory.percent)),
+        ram_points=sparkline(history.memory_used_bytes, memory.total_bytes),
+        gpu_available=gpu.available,
+        gpu_message=gpu.message or ("" if gpu.available else NO_GPU_MESSAGE),
+        gpu_stale=gpu.stale,
+        gpus=_gpu_views(gpu, history),
         warnings=warnings,
-        containers_text=containers_header_line(payload.get("containers")) or "",
+        containers_text=containers_header_line(facts.containers.to_api() if facts.containers else None) or "",
     )
 
 
@@ -363,7 +364,7 @@ def shared_system_view(snapshot: Snapshot) -> tuple[SystemView, int]:
         # The sampler hands every tab the same Snapshot object for a sequence.
         if cached is snapshot:
             return previous, changed_at
-        view = system_view(system_payload(snapshot.system, snapshot.taken_at, snapshot.sequence))
+        view = system_view(snapshot.system)
         redraw = (
             drawn_at < 0
             or snapshot.sequence - drawn_at >= SPARK_EVERY_TICKS
