@@ -197,19 +197,41 @@ def validate_str_list(
 
 
 def validate_env(
-    value: Any, field: str = "env", *, allowed: Iterable[str] | None = None, max_items: int = 64
+    value: Any,
+    field: str = "env",
+    *,
+    allowed: Iterable[str] | None = None,
+    allowed_prefixes: tuple[str, ...] = (),
+    reserved: Collection[str] = (),
+    max_items: int = 64,
+    max_length: int = 4096,
+    names: re.Pattern[str] = _ENV_NAME,
 ) -> dict[str, str]:
-    """An environment mapping: variable names, string values, optionally from an allow-list."""
+    """An environment mapping: variable names, string values, optionally from an allow-list.
+
+    Args:
+        value: The mapping a client sent.
+        field: Its name in error messages.
+        allowed: Names allowed (None: any valid name), together with ``allowed_prefixes``.
+        allowed_prefixes: Name prefixes allowed as well (``HF_``...).
+        reserved: Names the dashboard sets itself, never taken from a client.
+        max_items: How many variables at most.
+        max_length: The longest value.
+        names: What a variable name looks like.
+    """
     if not isinstance(value, Mapping):
         raise InvalidArgument(field, f"must be an object of strings, got {_type_name(value)}")
     if len(value) > max_items:
-        raise InvalidArgument(field, f"must have at most {max_items} entries")
+        raise InvalidArgument(field, f"at most {max_items} variables")
     allow = None if allowed is None else frozenset(allowed)
     out: dict[str, str] = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-            raise InvalidArgument(f"{field}.{name}", "is not a valid variable name")
-        if allow is not None and name not in allow:
-            raise InvalidArgument(f"{field}.{name}", "is not an allowed variable")
-        out[name] = validate_text(item, f"{field}.{name}", max_length=4096, allow_empty=True)
+        if not isinstance(name, str) or not names.fullmatch(name):
+            raise InvalidArgument(f"{field}.{str(name)[:40]}", "is not a valid variable name (A-Z, 0-9, _)")
+        if name in reserved:
+            raise InvalidArgument(f"{field}.{name}", "is set by the dashboard and cannot be overridden")
+        if allow is not None and name not in allow and not name.startswith(allowed_prefixes):
+            raise InvalidArgument(f"{field}.{name}", "is not in the environment allow-list")
+        out[name] = validate_text(item, f"{field}.{name}", max_length=max_length, allow_empty=True,
+                                  allow_control=True)
     return out

@@ -20,7 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dgx_spark.security.validation import InvalidArgument, validate_int, validate_str_list, validate_text
+from dgx_spark.security.validation import (
+    InvalidArgument,
+    validate_env,
+    validate_int,
+    validate_str_list,
+    validate_text,
+)
 
 PARAM_KINDS = ("port", "int", "string", "model", "file", "dir", "args", "gpus", "choice")
 OPERATION_TYPES = ("server", "job", "program")
@@ -286,23 +292,11 @@ def _check_path(field: str, value: Any, kind: str, base: str | None) -> str:
 
 
 def check_env(field: str, value: Any) -> dict[str, str]:
-    """Validate an environment mapping against the allow-list."""
+    """Validate an environment mapping against the allow-list (``validate_env``)."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(field, f"must be an object of strings, got {type(value).__name__}")
-    if len(value) > MAX_ENV:
-        raise SpecError(field, f"at most {MAX_ENV} variables")
-    env: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not _ENV_NAME.match(key):
-            raise SpecError(f"{field}.{str(key)[:40]}", "is not a valid variable name (A-Z, 0-9, _)")
-        if key in ENV_RESERVED:
-            raise SpecError(f"{field}.{key}", "is set by the dashboard and cannot be overridden")
-        if key not in ENV_ALLOW_NAMES and not key.startswith(ENV_ALLOW_PREFIXES):
-            raise SpecError(f"{field}.{key}", "is not in the environment allow-list")
-        env[key] = _check_text(f"{field}.{key}", item, allow_empty=True)
-    return env
+    return validate_env(value, field, allowed=ENV_ALLOW_NAMES, allowed_prefixes=ENV_ALLOW_PREFIXES,
+                        reserved=ENV_RESERVED, max_items=MAX_ENV, max_length=MAX_STRING, names=_ENV_NAME)
 
 
 def check_args(field: str, value: Any) -> list[str]:
