@@ -1,12 +1,13 @@
 """The system probe: CPU, RAM, GPUs, network, disks and temperatures; GPU use per operation; warnings.
 
-Plain Python. Each tick it fills ``ctx.system`` (the header and
-``GET /api/dgx/system``) and sets ``gpu_memory_bytes``, ``gpu_utilization``,
+Plain Python. Each tick it sets ``ctx.system`` to a typed ``facts.SystemFacts`` (the
+header and ``GET /api/dgx/system``; numbers, never text for people) and sets ``gpu_memory_bytes``, ``gpu_utilization``,
 ``gpu_indices`` and ``idle_gpu`` on every live operation, summed over the
 operation's folded process tree (``op.pids``). Per-operation ``cpu_percent`` and
 ``memory_bytes`` come from discovery; this probe only reads them (for the
 memory-pressure warning). Its warnings (memory pressure, idle GPU holders, nearly
-full disks, temperatures near their limits) are worked out here, once per snapshot.
+full disks, temperatures near their limits) are worked out here, once per snapshot;
+their sentences are worded by ``facts`` when shown.
 
 It also reads per-core CPU, network throughput and temperatures each tick, and
 copies the latest free space and model-cache sizes that ``host.DiskWatcher``
@@ -175,7 +176,7 @@ class HistoryPoint:
 
 
 class SystemProbe:
-    """Fills ``ctx.system`` and the GPU fields of operations; see the module docstring."""
+    """Sets ``ctx.system`` and the GPU fields of operations; see the module docstring."""
 
     name = "system"
 
