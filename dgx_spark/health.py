@@ -11,10 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dgx_spark.collector.facts import GpuFacts
+from typing import Any, Protocol
 
 # The components /api/health always lists (others may be reported too).
 COMPONENTS = ("database", "nvml", "sampler", "webhook")
@@ -111,13 +108,33 @@ class HealthRegistry:
 health = HealthRegistry()
 
 
+class GpuStatus(Protocol):
+    """What ``components_payload`` reads of the GPUs (``collector.facts.GpuFacts`` is one)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether NVML answered with GPUs."""
+
+    @property
+    def message(self) -> str | None:
+        """Why there are none."""
+
+    @property
+    def stale(self) -> bool:
+        """Whether NVML missed its deadline."""
+
+    @property
+    def stale_seconds(self) -> float | None:
+        """For how long."""
+
+
 def components_payload(
     *,
     sampler_running: bool,
     taken_at: float | None,
     interval: float,
     errors: list[tuple[str, str, float]],
-    gpu: GpuFacts | None,
+    gpu: GpuStatus | None,
     no_gpu_message: str,
     now: float | None = None,
 ) -> dict[str, dict[str, Any]]:
