@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -406,6 +407,15 @@ class Verdict:
         """Whether the process is an operation on its own."""
         return self.rule.type != "ignore"
 
+
+def command_args(command: str | None) -> list[str]:
+    """An operation's command line as a list of arguments (split like a shell, else on spaces)."""
+    if not command:
+        return []
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
 
 def _rule(id: str, type: RuleType, name: Sequence[str] | str = (), **criteria: Any) -> Rule:
     names = (name,) if isinstance(name, str) else tuple(name)

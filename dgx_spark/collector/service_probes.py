@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import re
-import shlex
 import socket
 import sys
 import threading
@@ -48,9 +47,9 @@ from typing import Any
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.rules import ProcessFacts, shape_of
+from dgx_spark.collector.rules import ProcessFacts, command_args, shape_of
 from dgx_spark.collector.sampler import SampleContext
-from dgx_spark.collector.sockets import socket_inodes
+from dgx_spark.collector.sockets import listen_rows, socket_inodes
 
 logger = logging.getLogger(__name__)
 
@@ -117,20 +116,11 @@ class ProbeFailed(Exception):
 
 
 # ----------------------------------------------------------------------------- what a server is
-def _args(command: str | None) -> list[str]:
-    if not command:
-        return []
-    try:
-        return shlex.split(command)
-    except ValueError:
-        return command.split()
-
-
 def service_kind(op: Operation) -> str | None:
     """Which known server a live server operation is (a key of ``KINDS``), or None."""
     if op.type != "server" or not op.is_live:
         return None
-    args = _args(op.command)
+    args = command_args(op.command)
     if args:
         shape = shape_of(ProcessFacts(pid=op.pid or 0, argv=tuple(args), cwd=op.cwd))
         names = {name.lower() for name in shape.names}
@@ -172,7 +162,7 @@ def service_kind(op: Operation) -> str | None:
 
 def tensorboard_logdir(command: str | None) -> str | None:
     """The ``--logdir`` of a TensorBoard command line."""
-    args = _args(command)
+    args = command_args(command)
     for index, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
         if flag in _TENSORBOARD_FLAGS:
@@ -210,26 +200,10 @@ def _address(hex_text: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
 def listeners(port: int, proc: str = "/proc") -> list[Listener]:
     """The sockets listening on TCP ``port`` in this namespace (LISTEN rows of ``/proc/net/tcp{,6}``)."""
     found: list[Listener] = []
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"{proc}/net/{name}", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        for line in data.split(b"\n")[1:]:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != b"0A":
-                continue
-            local, _, port_hex = fields[1].rpartition(b":")
-            try:
-                if int(port_hex, 16) != port:
-                    continue
-                inode = int(fields[9])
-            except ValueError:
-                continue
-            address = _address(local)
-            if address is not None:
-                found.append(Listener(address, port, inode))
+    for local, row_port, inode in listen_rows(proc):
+        address = _address(local) if row_port == port else None
+        if address is not None:
+            found.append(Listener(address, port, inode))
     return found
 
 

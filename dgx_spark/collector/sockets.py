@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 LISTEN = "0A"
 _SOCKET_PREFIX = "socket:["
@@ -72,9 +72,8 @@ def read_listening_netlink() -> dict[int, int]:
     return found
 
 
-def read_listening_proc(proc: str = "/proc") -> dict[int, int]:
-    """Listening TCP sockets from ``/proc/net/tcp{,6}`` LISTEN rows: inode -> port."""
-    found: dict[int, int] = {}
+def listen_rows(proc: str = "/proc") -> Iterator[tuple[bytes, int, int]]:
+    """The LISTEN rows of ``/proc/net/tcp{,6}`` (this namespace): (local address in hex, port, inode)."""
     for name in ("tcp", "tcp6"):
         try:
             with open(f"{proc}/net/{name}", "rb") as handle:
@@ -85,10 +84,16 @@ def read_listening_proc(proc: str = "/proc") -> dict[int, int]:
             fields = line.split()
             if len(fields) < 10 or fields[3] != b"0A":
                 continue
-            inode = int(fields[9])
-            if inode:
-                found[inode] = int(fields[1].rsplit(b":", 1)[1], 16)
-    return found
+            local, _, port_hex = fields[1].rpartition(b":")
+            try:
+                yield local, int(port_hex, 16), int(fields[9])
+            except ValueError:
+                continue
+
+
+def read_listening_proc(proc: str = "/proc") -> dict[int, int]:
+    """Listening TCP sockets from ``/proc/net/tcp{,6}`` LISTEN rows: inode -> port."""
+    return {inode: port for _, port, inode in listen_rows(proc) if inode}
 
 
 def socket_inodes(pid: bytes, proc: str = "/proc") -> set[int] | None:

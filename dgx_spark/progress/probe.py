@@ -15,14 +15,14 @@ import json
 import logging
 import os
 import re
-import shlex
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.output import OpenedOutput, OutputHandles, get_handles
+from dgx_spark.collector.output import OpenedOutput, OutputHandles
+from dgx_spark.collector.rules import command_args
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.progress.parsers import OutputParser, ProgressUpdate, finite
 from dgx_spark.progress.tracker import ProgressTracker, reads_like_training
@@ -96,16 +96,6 @@ class LogFollower:
             return b"", False
         finally:
             os.close(fd)
-
-
-def command_args(command: str | None) -> list[str]:
-    """An operation's command line as a list of arguments."""
-    if not command:
-        return []
-    try:
-        return shlex.split(command)
-    except ValueError:
-        return command.split()
 
 
 def _flag_values(args: list[str], match: Any) -> Iterator[str]:
@@ -264,9 +254,9 @@ class ProgressProbe:
     name = "progress"
 
     def __init__(self, tracker: ProgressTracker, handles: OutputHandles | None = None) -> None:
-        """Use ``tracker`` (the services' one) and ``handles`` (the process-wide ones by default)."""
+        """Use ``tracker`` and ``handles`` (the services' ones; by default handles of its own)."""
         self.tracker = tracker
-        self.handles = handles or get_handles()
+        self.handles = handles or OutputHandles()
         self._watches: dict[str, _Watch] = {}
         # Discovered programs shown as jobs because of what they print.
         self._by_output: set[str] = set()
