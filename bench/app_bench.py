@@ -170,6 +170,7 @@ class AppBench:
         more_tabs: int = 50,
         big_operations: int = 500,
         changes: int = 20,
+        bell_events: int = 50,
         isolate: bool = True,
         log: Log = print,
     ) -> None:
@@ -186,6 +187,7 @@ class AppBench:
         self.more_tabs = more_tabs
         self.big_operations = big_operations
         self.changes = changes
+        self.bell_events = bell_events
         self.isolate = isolate
         self.log = log
         self.frames: list[tuple[float, int, str]] = []  # (wall time, bytes, payload head)
@@ -309,6 +311,9 @@ class AppBench:
                 for page in pages[1:]:
                     page.close()
                 if "ws" in self.parts:
+                    if self.bell_events:
+                        self.log(f"ws: {self.bell_events} events into the bell first ...")
+                        self.results.setdefault("ws", {})["bell"] = self._fill_bell(dashboard, fleet, first)
                     self.log("ws: one operation changes ...")
                     one_changed = self._one_change(dashboard, fleet, first)
                     self.results.setdefault("ws", {})["one_changed"] = one_changed
@@ -445,6 +450,39 @@ class AppBench:
             "quiet_operations_bytes_per_tick": round(statistics.mean(q[0] for q in quiet), 1) if quiet else None,
             "quiet_system_bytes_per_tick": round(statistics.mean(q[1] for q in quiet), 1) if quiet else None,
         }
+
+    def _fill_bell(self, dashboard: Dashboard, fleet: Fleet, pump: Any) -> dict[str, Any]:
+        """Fill the bell as on a dashboard in use: ``bell_events`` operations are started, listed, then killed.
+
+        Each kill is an event (a discovered operation killed by a signal); the change measured
+        next then arrives in a bell that already lists a full page of events.
+        """
+        names = [f"bench_bell_{i:03d}" for i in range(self.bell_events)]
+        newest = max((int(e["id"]) for e in dashboard.get_json("/api/dgx/events?limit=1000")["data"]), default=0)
+        for name in names:
+            fleet.start(name)
+
+        def listed() -> int:
+            return sum(1 for op in dashboard.operations() if op.get("status") in ("running", "active")
+                       and _named(op, names))
+
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: listed() >= len(names), timeout=60, interval=0.5)
+        pump.wait_for_timeout(2 * self.refresh * 1000)
+        for name in names:
+            fleet.kill(name)
+
+        def ended() -> int:
+            return sum(1 for op in dashboard.operations() if op.get("status") in ("stopped", "failed")
+                       and _named(op, names))
+
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: ended() >= len(names), timeout=60, interval=0.5)
+        pump.wait_for_timeout(3 * self.refresh * 1000)
+        kinds: dict[str, int] = {}
+        for event in dashboard.get_json(f"/api/dgx/events?since={newest}&limit=1000")["data"]:
+            kinds[str(event.get("kind"))] = kinds.get(str(event.get("kind")), 0) + 1
+        return {"operations_killed": len(names), "ended_in_api": ended(), "new_events_by_kind": kinds}
 
     def _one_change(self, dashboard: Dashboard, fleet: Fleet, pump: Any) -> dict[str, Any]:
         victim = next((n for n in fleet.processes if n.startswith("bench_op_")), None)

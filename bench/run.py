@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--more-tabs", type=int, default=50, help="tabs for one more backend-CPU window (0: none)")
     ap.add_argument("--big-operations", type=int, default=500, help="operations listed for the 'big' part")
     ap.add_argument("--changes", type=int, default=20, help="changes timed in the 'big' part (change → card)")
+    ap.add_argument(
+        "--bell-events",
+        type=int,
+        default=50,
+        help="'ws' part: operations started and killed first, so the change arrives in a full bell (0: none)",
+    )
     ap.add_argument("--window", type=float, default=30.0, help="seconds per backend-CPU window")
     ap.add_argument("--rss-seconds", type=float, default=90.0, help="seconds with the tabs open for memory")
     ap.add_argument("--starts", type=int, default=20, help="process starts for start → visible")
@@ -426,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             more_tabs=args.more_tabs,
             big_operations=args.big_operations,
             changes=args.changes,
+            bell_events=max(0, args.bell_events),
             isolate=not args.all_processes,
             log=log,
         )
