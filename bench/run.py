@@ -30,7 +30,7 @@ os.environ["DGX_SPARK_DATA_DIR"] = BENCH_DATA
 os.environ.pop("DGX_SPARK_DB_URL", None)
 atexit.register(shutil.rmtree, BENCH_DATA, ignore_errors=True)
 
-PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss", "big", "nodes")
+PARTS = ("sampler", "tabs", "api", "ws", "visible", "rss", "big", "nodes", "user_level")
 RESULTS = ROOT / "bench" / "results"
 
 # Targets (ratios from the same run), by extra idle processes:
@@ -99,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--starts", type=int, default=20, help="process starts for start → visible")
     ap.add_argument("--clients", type=int, default=50, help="concurrent API clients")
     ap.add_argument("--api-requests", type=int, default=40, help="requests per API client (back-to-back)")
+    ap.add_argument("--user-seconds", type=float, default=60.0, help="'user_level' part: seconds per window")
+    ap.add_argument("--user-rounds", type=int, default=1, help="'user_level' part: interleaved rounds of windows")
+    ap.add_argument("--user-idle", type=int, default=1000, help="'user_level' part: extra idle processes")
     ap.add_argument(
         "--all-processes",
         action="store_true",
@@ -339,6 +342,10 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 verdict(rss["worker_max_mb"] < RSS_MAX_MB and rss["flat"]),
             ]
         )
+    if results.get("user_level"):
+        from bench.user_level import table_rows as user_level_rows
+
+        rows.extend(user_level_rows(results["user_level"]))
     if results.get("nodes"):
         from bench.nodes_bench import table_row as nodes_row
 
@@ -415,7 +422,22 @@ def main(argv: list[str] | None = None) -> int:
             errors["nodes"] = f"{type(exc).__name__}: {exc}"
             log(f"nodes failed: {errors['nodes']}")
         results.update(nodes_bench.results)
-    app_parts = set(args.parts) - {"sampler", "nodes"}
+    if "user_level" in args.parts:
+        from bench.user_level import measure_user_level
+
+        try:
+            results["user_level"] = measure_user_level(
+                extra_processes=max(0, args.user_idle),
+                seconds=args.user_seconds,
+                rounds=max(1, args.user_rounds),
+                refresh_seconds=args.refresh_seconds,
+                isolate=not args.all_processes,
+                log=log,
+            )
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other parts
+            errors["user_level"] = f"{type(exc).__name__}: {exc}"
+            log(f"user_level failed: {errors['user_level']}")
+    app_parts = set(args.parts) - {"sampler", "nodes", "user_level"}
     if app_parts:
         from bench.app_bench import AppBench
 
