@@ -45,6 +45,12 @@ DISCONNECT_GRACE_SECONDS = 3.0
 # The bell's loop in the tabs' loop registry (state/loops.py), beside the tab's feed loop.
 LOOP_KIND = "events"
 
+# Run before a toast's "View logs" opens the dialog. Sonner gives focus back to the element focused
+# before the toast when focus leaves the toast, and it did so while the dialog took focus: focus
+# landed outside the dialog (on the bell, whose tooltip then took Escape). Blurring the toast button
+# first lets sonner do that before the dialog opens; the dialog then takes focus and returns it there.
+LEAVE_TOAST_JS = "document.activeElement?.closest('[data-sonner-toast]') && document.activeElement.blur()"
+
 
 def event_view(event: dict[str, Any]) -> dict[str, str]:
     """What the bell's list shows of an event (all strings/ints for the browser)."""
@@ -376,7 +382,8 @@ def _title(view: dict[str, str]) -> str:
 def _toast(view: dict[str, str]) -> EventSpec:
     """The toast for an event, with a "View logs" action."""
     level = {"failed": "error", "completed": "success", "stalled": "warning"}.get(view["kind"], "info")
-    action = ToastAction(label="View logs", on_click=EventsState.show_logs(int(view["id"])))
+    action = ToastAction(label="View logs",
+                         on_click=[rx.call_script(LEAVE_TOAST_JS), EventsState.show_logs(int(view["id"]))])
     send = getattr(rx.toast, level)
     return send(
         _title(view),
