@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import contextlib
 
 from dgx_spark.collector.discovery import Discovery
+from dgx_spark.collector.proc_events import ExitListener
 from dgx_spark.collector.rules import build_table
 
 
@@ -81,13 +82,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = {}
+    listener = None if args.scan else ExitListener()
+    if listener is not None:
+        listener.start()
     for count in args.processes:
         shell, pids = spawn_idle(count, args.orphan)
         try:
             time.sleep(1.5 + count / 1000)
             # young_seconds=0: the sleeps just started would be re-checked every refresh for 10 s;
             # this measures the steady state (make bench lets them age instead).
-            discovery = Discovery(build_table(), exclude_self=True, events=not args.scan, young_seconds=0.0)
+            discovery = Discovery(build_table(), exclude_self=True, events=listener, young_seconds=0.0)
             for _ in range(3):  # warm-up: learn every process once
                 discovery(time.time())
                 time.sleep(args.interval)

@@ -200,9 +200,9 @@ def _listener_ms(sampler: Any) -> Any:
     """A function giving the kernel-events listener's CPU ms so far (0 without one)."""
     listener = getattr(sampler.discovery, "events", None)
     if listener is None:
-        from dgx_spark.collector.proc_events import get_exit_listener
+        from dgx_spark.services import get_services
 
-        listener = get_exit_listener()  # the outcome probe's, the same thread
+        listener = get_services().exits  # the outcome probe's, the same thread
     return lambda: listener.cpu_seconds * 1000.0
 
 

@@ -3,10 +3,11 @@
 ``get_services()`` is the one accessor: it builds one :class:`Services` from the
 settings read at start (``dgx_spark.settings``). REST routes receive it through
 FastAPI's ``Depends`` (``ServicesDep``); Reflex states call ``get_services()``;
-the lifespan task starts and stops what it holds. The parts (sampler, supervisor,
-progress tracker, node hub, events, service watcher) are built here and take
-their settings as constructor arguments, so there is exactly one of each per
-process and no other module keeps one of its own. ``get_sampler``,
+the lifespan task starts and stops what it holds. The parts (engine, audit log,
+limits, sampler and what its probes share, supervisor, progress tracker, node hub,
+events, service watcher) are built here and take their settings as constructor
+arguments, so there is exactly one of each per process and no other module keeps
+one of its own (``tests/test_singletons.py``). ``get_sampler``,
 ``get_supervisor`` and the others below are shortcuts to the same object.
 """
 
@@ -21,9 +22,11 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.engine import Engine
 
-from dgx_spark.collector.containers import ContainersProbe
+from dgx_spark.collector.containers import ContainersProbe, ContainerWatcher
 from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.outcome import OutcomeProbe
+from dgx_spark.collector.output import OutputHandles
+from dgx_spark.collector.proc_events import ExitListener
 from dgx_spark.collector.sampler import Probe, Sampler
 from dgx_spark.collector.service_probes import ServiceProbe, ServiceWatcher, make_watcher
 from dgx_spark.collector.system import SystemProbe
@@ -57,6 +60,12 @@ class Services:
         self.audit = AuditLog(engine, retention_seconds=app_settings.events.retention_seconds)
         # The control throttle, the one-at-a-time holds and the log stream caps.
         self.limits = Limits(app_settings.limits)
+        # What the probes share: the outputs held open (progress, outcome, events read the same pipes),
+        # the kernel's process exits (started by ``lifespan``), the container engine's list (its thread
+        # starts on first use).
+        self.handles = OutputHandles()
+        self.exits = ExitListener()
+        self.containers = ContainerWatcher(app_settings.sampler.docker_host)
         self.tracker = ProgressTracker(stall_seconds=app_settings.progress.stall_seconds)
         # None while DGX_SPARK_SERVICE_PROBE_SECONDS=0 turns service probes off.
         self.service_watcher: ServiceWatcher | None = make_watcher(app_settings.sampler.service_probe_seconds)
@@ -67,9 +76,10 @@ class Services:
             engine,
             snapshot=lambda: self.sampler.latest,
             on_change=lambda: self.sampler.request_sample(),
+            containers=self.containers,
         )
         self.sampler = Sampler(
-            Discovery(rules_file=app_settings.rules_file),
+            Discovery(rules_file=app_settings.rules_file, events=self.exits),
             probes=self._probes(),
             interval=app_settings.refresh_seconds,
             ended_ttl=app_settings.ended_ttl_seconds,
@@ -89,15 +99,15 @@ class Services:
         """
         return [
             # Containers: before the supervisor, so container operations carry their names and host ports.
-            ContainersProbe(),
+            ContainersProbe(self.containers),
             # Supervisor: next, so the resource/GPU/progress probes enrich launched operations too.
             self.supervisor,
             # System + GPU: after anything that adds operations (it reads every op's pids).
             SystemProbe(settings=self.settings.resources),
             # Progress: after anything that adds operations or sets their log_path; before events.
-            ProgressProbe(self.tracker),
+            ProgressProbe(self.tracker, self.handles),
             # Outcome: how discovered operations ended; after progress (reads it), before events.
-            OutcomeProbe(),
+            OutcomeProbe(handles=self.handles, exits=self.exits),
             # Services: what known servers serve, read by its own thread; the probe only copies results.
             ServiceProbe(self.service_watcher),
             # Events: keep LAST, it compares what every probe above has produced.
@@ -110,7 +120,7 @@ class Services:
         # Churn is counted over the time an ended discovered operation would have stayed listed.
         window = self.settings.ended_ttl_seconds or DEFAULT_WINDOW_SECONDS
         service = EventsService(EventStore(self.engine), events_config(self.settings.events),
-                                churn_window_seconds=window)
+                                churn_window_seconds=window, handles=self.handles)
         service.start()
         return service
 
@@ -126,13 +136,16 @@ class Services:
         return service.churn.count(), service.churn.window_seconds
 
     def stop(self) -> None:
-        """Stop what runs, in order: nodes, the sampler, the service watcher, events, the audit writer, the pool."""
+        """Stop what runs, in order: nodes, the sampler and what it reads, events, the audit writer, the pool."""
         self.hub.stop()
         self.sampler.stop()
+        self.exits.stop()
+        self.containers.stop()
         if self.service_watcher is not None:
             self.service_watcher.stop()
         if (service := self.events_started()) is not None:
             service.stop()  # after the sampler: its last transitions get stored
+        self.handles.retain(())  # close the outputs held open, after everything that reads them
         self.audit.close()  # rows asked for later are written by the caller's thread
         self.engine.dispose()  # its pooled connections; a later use opens new ones
 
@@ -189,6 +202,7 @@ async def lifespan() -> AsyncIterator[None]:
     services = get_services()  # built, nothing started
     migrate(services.engine)  # the schema first: fresh data dirs must work without `reflex db migrate`
     services.supervisor.load()
+    services.exits.start()  # the kernel's process events, before the first sample
     services.sampler.start()
     logger.info("sampler started (every %.1fs)", services.sampler.interval)
     services.hub.start()  # one poller per remote node (dgx_spark/nodes)

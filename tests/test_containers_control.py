@@ -34,16 +34,12 @@ def container_op(status: str = "running", control: str | None = None) -> Operati
 
 
 @pytest.fixture
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    """A fake engine with one running container ``web``; the process-wide watcher points at it."""
+def engine(tmp_path: Path) -> Iterator[FakeEngine]:
+    """A fake engine with one running container ``web``."""
     with running_engine(tmp_path) as fake:
         fake.add(FakeContainer(ID, "web", logs=[(BASE_NS + 1, "stdout", "listening on 8080"),
                                                 (BASE_NS + 2, "stderr", "GET / 200 \x1b[32mok\x1b[0m")]))
-        monkeypatch.setenv(ct.DOCKER_HOST_ENV, f"unix://{fake.socket_path}")
-        ct.get_watcher.cache_clear()
         yield fake
-        ct.get_watcher().stop()
-        ct.get_watcher.cache_clear()
 
 
 def make_supervisor(tmp_path: Path, op: Operation, engine: FakeEngine) -> Supervisor:
@@ -133,7 +129,7 @@ def test_logs_come_from_the_engine_and_follow_by_time(tmp_path: Path, engine: Fa
         source = sup.find_log("op-4242-170000000000")
         assert isinstance(source, ct.ContainerOutput)
         assert output.needs_token(source)  # the engine's logs are shown only with the token
-        assert output.log_source(source.key) == source
+        assert output.log_source(source.key, source.watcher) == source
         read = output.read_tail(source, 10)
         assert read is not None
         lines, offset, truncated = read

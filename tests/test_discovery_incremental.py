@@ -8,6 +8,7 @@ and by scanning /proc (``scan``, also what runs where the events are refused).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from bench.idle import idle_processes
 from dgx_spark.collector.discovery import EVENTS_VERIFY_EVERY, VERIFY_EVERY, Discovery
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.proc_events import ExitListener, get_exit_listener
+from dgx_spark.collector.proc_events import ExitListener
 from dgx_spark.collector.rules import build_table
 from tests.support.dashboard import Dashboard
 
@@ -30,9 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "import time\nfor epoch in range(1, 1001):\n    print(f'Epoch {epoch}/1000', flush=True)\n    time.sleep(0.5)\n"
 
 
+@functools.cache
+def exit_listener() -> ExitListener:
+    """One listener for this test module's discoveries (as the app's services hold one), started once."""
+    listener = ExitListener()
+    listener.start()
+    return listener
+
+
 def events_ready(wait: float = 5.0) -> bool:
-    """Whether the process-wide listener hears the kernel here (polled, as it checks itself at start)."""
-    listener = get_exit_listener()
+    """Whether the listener hears the kernel here (polled, as it checks itself at start)."""
+    listener = exit_listener()
     deadline = time.monotonic() + wait
     while not listener.ready and listener.reason == "checking" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -43,13 +52,13 @@ def events_ready(wait: float = 5.0) -> bool:
 def mode(request: pytest.FixtureRequest) -> str:
     """Each test runs scanning /proc, and again on kernel process events where they work."""
     if request.param == "events" and not events_ready():
-        pytest.skip(f"kernel process events not available here: {get_exit_listener().reason}")
+        pytest.skip(f"kernel process events not available here: {exit_listener().reason}")
     return str(request.param)
 
 
 def make(mode: str, **kwargs: Any) -> Discovery:
     """A discovery in ``mode`` that lists processes as soon as they exist."""
-    discovery = Discovery(build_table(), min_age=0.0, events=mode == "events", **kwargs)
+    discovery = Discovery(build_table(), min_age=0.0, events=exit_listener() if mode == "events" else None, **kwargs)
     discovery(time.time())
     assert discovery.mode == mode
     return discovery

@@ -34,6 +34,12 @@ def test_the_services_are_built_once_from_the_settings(tmp_path: Path, monkeypat
     assert built.limits.log_streams.per_client == 5 and built.limits.control_rate.burst == 4.0
     assert built.control._rate is built.limits.control_rate and built.control._in_flight is built.limits.in_flight
     assert built.audit.engine is built.engine
+    # One of each part the probes share: held outputs, the exit listener, the container watcher.
+    outcome = next(p for p in built.sampler._probes if p.name == "outcome")
+    containers = next(p for p in built.sampler._probes if p.name == "containers")
+    assert progress.handles is built.handles and outcome.handles is built.handles
+    assert outcome.exits is built.exits and built.sampler.discovery.events is built.exits
+    assert containers.watcher is built.containers and built.supervisor._containers is built.containers
     assert built.events_started() is None and built.short_lived_ended() is None  # nothing built by asking
     built.stop()
 

@@ -36,10 +36,6 @@ PENDING: frozenset[tuple[str, str]] = frozenset({
     ("security/token.py", "get_token"),
     ("security/sessions.py", "global _store"),
     ("security/middleware.py", "RateLimiter"),
-    ("collector/output.py", "global _handles"),
-    ("collector/output.py", "global _boot_time"),
-    ("collector/proc_events.py", "global _listener"),
-    ("collector/containers.py", "get_watcher"),
     ("progress/report.py", "global _quiet_until"),
     ("state/system.py", "global _cache"),
 })

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import http.client
 import json
 import logging
@@ -566,14 +565,6 @@ class ContainerWatcher:
                         "socket": path or self._host, "checked_at": time.time()}
 
 
-@functools.cache
-def get_watcher() -> ContainerWatcher:
-    """The process-wide container watcher (started on first use), on ``Settings.sampler.docker_host``."""
-    from dgx_spark.settings import settings
-
-    return ContainerWatcher(settings.sampler.docker_host)
-
-
 def header_line(status: Mapping[str, Any] | None) -> str | None:
     """The system header's line when containers are not visible (None when they are, or unknown)."""
     if not status or status.get("visible") or status.get("reason") in (None, "not checked yet"):
@@ -598,9 +589,9 @@ class ContainersProbe:
 
     name = "containers"
 
-    def __init__(self, watcher: ContainerWatcher | None = None) -> None:
-        """Create the probe (default: the process-wide watcher)."""
-        self.watcher = watcher or get_watcher()
+    def __init__(self, watcher: ContainerWatcher) -> None:
+        """Create the probe reading ``watcher`` (the services' one, on ``DGX_SPARK_DOCKER_HOST``)."""
+        self.watcher = watcher
 
     def sample(self, ctx: Any) -> None:
         """Enrich every live discovered container operation of ``ctx``."""
@@ -645,7 +636,7 @@ class ContainerOutput:
 
     op_id: str
     container_id: str
-    # The watcher whose engine to ask (None: the process-wide one); not part of the source's identity.
+    # The watcher whose engine to ask (None: none, nothing is read); not part of the source's identity.
     watcher: ContainerWatcher | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
@@ -654,16 +645,16 @@ class ContainerOutput:
         return f"container:{self.op_id}:{self.container_id}"
 
     @staticmethod
-    def from_key(text: str) -> ContainerOutput | None:
-        """The source a :attr:`key` names, or None when ``text`` is not one."""
+    def from_key(text: str, watcher: ContainerWatcher | None = None) -> ContainerOutput | None:
+        """The source a :attr:`key` names (read through ``watcher``), or None when ``text`` is not one."""
         parts = text.split(":")
         if len(parts) != 3 or parts[0] != "container" or not _HEX_ID.match(parts[2]):
             return None
-        return ContainerOutput(parts[1], parts[2])
+        return ContainerOutput(parts[1], parts[2], watcher)
 
     def _client(self) -> EngineClient | None:
         try:
-            return (self.watcher or get_watcher()).client()
+            return self.watcher.client() if self.watcher is not None else None
         except EngineError:
             return None
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from dgx_spark.collector.ancestry import ancestor_pids
 from dgx_spark.collector.containers import CgroupContainer, container_from_cgroup
 from dgx_spark.collector.model import Container, Operation, operation_id
-from dgx_spark.collector.proc_events import ChangeFeed, ExitListener, get_exit_listener
+from dgx_spark.collector.proc_events import ChangeFeed, ExitListener
 from dgx_spark.collector.rules import (
     CommandShape,
     ProcessFacts,
@@ -210,7 +210,7 @@ class Discovery:
         proc: str = "/proc",
         min_age: float = MIN_AGE_SECONDS,
         exclude_self: bool = True,
-        events: ExitListener | bool = True,
+        events: ExitListener | None = None,
         young_seconds: float = YOUNG_SECONDS,
     ) -> None:
         """Create a discovery.
@@ -222,8 +222,8 @@ class Discovery:
             proc: Where procfs is mounted.
             min_age: Seconds a process must live before it is listed.
             exclude_self: Leave out the dashboard's own processes.
-            events: Follow the kernel's process events where they work: ``True`` with
-                the process-wide listener, or this listener; ``False``: always scan.
+            events: Follow the kernel's process events where they work, heard by this
+                listener (the services' one); None: always scan.
             young_seconds: Scan mode: re-check processes this young every refresh.
         """
         if rules is None and rules_file is None:
@@ -260,9 +260,7 @@ class Discovery:
         self._slots = 0
         self.young_seconds = young_seconds
         self._aslr = _aslr(proc)
-        self.events: ExitListener | None = (
-            (get_exit_listener() if events else None) if isinstance(events, bool) else events
-        )
+        self.events = events
         self._feed: ChangeFeed | None = None
         self._mode = "scan"
         self.reads = 0

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dgx_spark.collector.model import Operation
-from dgx_spark.collector.output import OutputHandles, get_handles
-from dgx_spark.collector.proc_events import ExitListener, describe_status, get_exit_listener, signal_name
+from dgx_spark.collector.output import OutputHandles
+from dgx_spark.collector.proc_events import ExitListener, describe_status, signal_name
 from dgx_spark.collector.sampler import SampleContext
 
 logger = logging.getLogger(__name__)
@@ -362,15 +362,15 @@ class OutcomeProbe:
 
     def __init__(
         self,
-        handles: OutputHandles | None = None,
-        exits: ExitListener | None = None,
+        handles: OutputHandles,
+        exits: ExitListener,
         kernel_log: KernelLog | None = None,
         oom: OomCounters | None = None,
         exit_wait: float = EXIT_WAIT_SECONDS,
     ) -> None:
-        """Use the process-wide output handles and exit listener unless given others."""
-        self.handles = handles or get_handles()
-        self.exits = exits if exits is not None else get_exit_listener()
+        """Read through ``handles`` and ``exits`` (the services' output handles and exit listener)."""
+        self.handles = handles
+        self.exits = exits
         self.kernel_log = kernel_log if kernel_log is not None else KernelLog()
         self.oom = oom or OomCounters()
         self.exit_wait = exit_wait

@@ -22,6 +22,7 @@ Two rules decide who may see what:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import stat
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Self
 
 from dgx_spark.collector import logfile
-from dgx_spark.collector.containers import ContainerOutput
+from dgx_spark.collector.containers import ContainerOutput, ContainerWatcher
 from dgx_spark.collector.model import Operation, operation_id
 from dgx_spark.redaction import redact_text
 
@@ -45,17 +46,14 @@ MAX_HELD = 256
 """At most this many outputs are held open for the probes (fds are a finite resource)."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_boot_time: float | None = None
 
 
+@functools.cache
 def _boot() -> float:
-    """Boot time as discovery computes it (ids must match to the hundredth of a second)."""
-    global _boot_time
-    if _boot_time is None:
-        from dgx_spark.collector.discovery import boot_time
+    """Boot time as discovery computes it (ids must match to the hundredth of a second); read once."""
+    from dgx_spark.collector.discovery import boot_time
 
-        _boot_time = boot_time()
-    return _boot_time
+    return boot_time()
 
 
 def _read_at(dirfd: int, name: str, size: int = 8192) -> bytes | None:
@@ -282,9 +280,12 @@ LogSource = Path | ProcessOutput | ContainerOutput
 or a container's log from its engine."""
 
 
-def log_source(text: str) -> LogSource:
-    """The source a stored text names: a ``ProcessOutput``/``ContainerOutput`` key, else a launched log's path."""
-    return ProcessOutput.from_key(text) or ContainerOutput.from_key(text) or Path(text)
+def log_source(text: str, containers: ContainerWatcher | None = None) -> LogSource:
+    """The source a stored text names: a ``ProcessOutput``/``ContainerOutput`` key, else a launched log's path.
+
+    ``containers`` is the watcher whose engine a container's log is read from (None: none, nothing is read).
+    """
+    return ProcessOutput.from_key(text) or ContainerOutput.from_key(text, containers) or Path(text)
 
 
 def _decode_texts(texts: list[str]) -> list[str]:
@@ -561,15 +562,3 @@ class OutputHandles:
                 if h is not _NOTHING and h.stdout is not None and h.stdout.fd >= 0
             )
 
-
-_handles: OutputHandles | None = None
-_handles_lock = threading.Lock()
-
-
-def get_handles() -> OutputHandles:
-    """The process-wide handles (shared by the progress and outcome probes)."""
-    global _handles
-    with _handles_lock:
-        if _handles is None:
-            _handles = OutputHandles()
-        return _handles

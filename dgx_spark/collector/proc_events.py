@@ -340,16 +340,3 @@ class ExitListener:
                     return None
                 self._arrived.wait(left)
 
-
-_listener: ExitListener | None = None
-_listener_lock = threading.Lock()
-
-
-def get_exit_listener() -> ExitListener:
-    """The process-wide listener, started on first use."""
-    global _listener
-    with _listener_lock:
-        if _listener is None:
-            _listener = ExitListener()
-            _listener.start()
-        return _listener

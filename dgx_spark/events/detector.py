@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from dgx_spark.collector.model import INFERRED_SOURCES, OUTCOMES, Operation
-from dgx_spark.collector.output import OutputHandles, get_handles
+from dgx_spark.collector.output import OutputHandles
 from dgx_spark.collector.sampler import SampleContext
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,12 @@ class EventDetector:
     name = "events"
 
     def __init__(self, sink: Sink, handles: OutputHandles | None = None) -> None:
-        """Create a detector that hands every transition to ``sink``."""
+        """Create a detector that hands every transition to ``sink``.
+
+        ``handles``: the outputs the probes hold open (the services' ones; by default handles of its own).
+        """
         self._sink = sink
-        self._handles = handles or get_handles()
+        self._handles = handles or OutputHandles()
         self._previous: dict[str, Operation] | None = None
         self._peak: dict[tuple[str, int], int] = {}  # per (operation id, run)
 

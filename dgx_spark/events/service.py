@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from dgx_spark.collector.output import OutputHandles
 from dgx_spark.events.churn import DEFAULT_WINDOW_SECONDS, ChurnCounter, hide_quiet_churn
 from dgx_spark.events.config import (
     DEFAULT_NOTIFY_KINDS,
@@ -35,9 +36,13 @@ class EventsService:
     """Everything events need in one process, wired together."""
 
     def __init__(
-        self, store: EventStore, config: EventsConfig, churn_window_seconds: float = DEFAULT_WINDOW_SECONDS
+        self,
+        store: EventStore,
+        config: EventsConfig,
+        churn_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        handles: OutputHandles | None = None,
     ) -> None:
-        """Wire the store, webhook sender, recorder and detector."""
+        """Wire the store, webhook sender, recorder and detector (``handles``: the probes' open outputs)."""
         self.config = config
         self.store = store
         self._lock = threading.Lock()
@@ -55,7 +60,7 @@ class EventsService:
             max_events=config.max_events,
             max_history=config.max_history,
         )
-        self.detector = EventDetector(self.recorder.submit)
+        self.detector = EventDetector(self.recorder.submit, handles)
         self.churn = ChurnCounter(churn_window_seconds)
 
     def sample(self, ctx: Any) -> None:

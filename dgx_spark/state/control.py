@@ -621,7 +621,7 @@ class ControlState(rx.State):
                     return
                 if not self.following:
                     continue
-                path, before = output.log_source(self._log_path), self._log_offset
+                path, before = output.log_source(self._log_path, get_services().containers), self._log_offset
             lines, offset = await asyncio.to_thread(output.read_from, path, before)
             if not lines and offset == before:
                 continue

@@ -42,7 +42,6 @@ from dgx_spark.collector.containers import (
     ContainerWatcher,
     EngineClient,
     EngineError,
-    get_watcher,
 )
 from dgx_spark.collector.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, backup_path
 from dgx_spark.collector.model import (
@@ -216,7 +215,7 @@ class Supervisor:
         """Create a supervisor; call ``load`` before use to re-adopt what the database knows.
 
         ``containers``: the watcher whose engine stops, starts and reads container
-        operations (default: the process-wide one).
+        operations (the services' one; None: container operations cannot be controlled).
         """
         self.config = config
         self._containers = containers
@@ -567,10 +566,13 @@ class Supervisor:
         label = op.container.name or op.container.id[:12]
         reason = op.container.control
         if reason is None:
-            try:
-                return (self._containers or get_watcher()).client()
-            except EngineError as exc:
-                reason = exc.message
+            if self._containers is None:
+                reason = "no container engine is watched in this process"
+            else:
+                try:
+                    return self._containers.client()
+                except EngineError as exc:
+                    reason = exc.message
         kind: ErrorKind = "forbidden" if "no access" in reason or "another user" in reason else "unavailable"
         raise ControlError(kind, f"container {label} cannot be controlled here: {reason}", code="container_engine")
 
