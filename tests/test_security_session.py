@@ -386,7 +386,7 @@ def test_only_failed_logins_are_throttled(backend: Dashboard) -> None:
     assert post_login(backend, TEST_TOKEN)[0] == 303
 
 
-def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
+def _asgi_login(body: bytes, failures: RateLimiter) -> tuple[int, dict[bytes, bytes]]:
     """Run the login handler in this process; (status, headers)."""
     from dgx_spark.security.middleware import _handle_login
 
@@ -400,22 +400,20 @@ def _asgi_login(body: bytes) -> tuple[int, dict[bytes, bytes]]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    run_coroutine(_handle_login(scope, receive, send, lambda **_: None))
+    run_coroutine(_handle_login(scope, receive, send, lambda **_: None, failures))
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
 def test_login_budget_counts_failures_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dgx_spark.security import middleware
-
     monkeypatch.setattr(tokens, "get_token", lambda: TEST_TOKEN)
     monkeypatch.setattr(sessions, "_store", sessions.SessionStore(tmp_path, token=TEST_TOKEN))
-    monkeypatch.setattr(middleware, "login_failures", RateLimiter(rate=0.000001, burst=3))
+    failures = RateLimiter(rate=0.000001, burst=3)
     good = f"token={TEST_TOKEN}".encode()
-    assert [_asgi_login(good)[0] for _ in range(20)] == [303] * 20
-    assert [_asgi_login(b"token=wrong-0123456789abcdef")[0] for _ in range(4)] == [401, 401, 401, 429]
+    assert [_asgi_login(good, failures)[0] for _ in range(20)] == [303] * 20
+    assert [_asgi_login(b"token=wrong-0123456789abcdef", failures)[0] for _ in range(4)] == [401, 401, 401, 429]
     # Spent: wrong tokens get 429; the right one still logs in (every local user is 127.0.0.1).
-    assert _asgi_login(good)[0] == 303
-    assert _asgi_login(b"token=wrong-0123456789abcdef")[0] == 429
+    assert _asgi_login(good, failures)[0] == 303
+    assert _asgi_login(b"token=wrong-0123456789abcdef", failures)[0] == 429
 
 
 def test_sessions_survive_a_restart_and_end_with_a_new_token(tmp_path: Path) -> None:

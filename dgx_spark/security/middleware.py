@@ -83,8 +83,9 @@ Describe = Callable[[Scope], "tuple[str, str | None] | None"]
 # Queues one audit row (``AuditLog.record_soon`` of the process's services); never raises.
 AuditSoon = Callable[..., None]
 
-# Failed logins per client: 10 at once, then 2 a second. A success takes nothing from it.
-login_failures = RateLimiter(rate=2.0, burst=10)
+# Failed logins per client: 10 at once, then 2 a second (each layer counts its own; ``security_layer``).
+LOGIN_FAILURE_RATE = 2.0
+LOGIN_FAILURE_BURST = 10
 # The websocket's request headers become Reflex state: these never reach it.
 _PRIVATE_EVENT_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-authorization",
                                     sessions.LOGIN_HEADER.encode()})
@@ -349,7 +350,11 @@ def _credential_ok(value: str | None) -> bool:
     return bool(value) and (tokens.token_matches(value) or tokens.consume_login_code(value))
 
 
-async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: AuditSoon) -> None:
+async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: AuditSoon, failures: RateLimiter) -> None:
+    """The login page and form: a valid token or one-time code gets a session cookie.
+
+    ``failures`` counts failed logins per client: a success takes nothing from it.
+    """
     method = scope["method"]
     client = client_address(scope)
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -376,7 +381,7 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: Audit
     # Only failures count, and they only slow down more failures: every local user is 127.0.0.1, so a
     # flood of wrong tokens from another user must never lock the owner (who has the right one) out.
     if not _credential_ok(offered):
-        if not login_failures.allow(client):
+        if not failures.allow(client):
             await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
             return
         audit(action="login", outcome="refused", client=client, status=401, via="login",
@@ -517,6 +522,7 @@ def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditS
     announce_login()
     describe = describe or getattr(getattr(app, "state", None), "describe_control", None)
     audit = audit or getattr(getattr(app, "state", None), "audit_soon", None) or _no_audit
+    login_failures = RateLimiter(rate=LOGIN_FAILURE_RATE, burst=LOGIN_FAILURE_BURST)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -538,6 +544,7 @@ def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditS
             session=sessions.cookie_session(cookie_header(scope)),
             must_log_in=settings.auth_required or not is_loopback_client(client),
             audit=audit,
+            login_failures=login_failures,
         )
         if kind == "websocket":
             await _guard_websocket(app, call, origins)
@@ -558,6 +565,7 @@ class _Call:
     session: sessions.Session | None
     must_log_in: bool
     audit: AuditSoon
+    login_failures: RateLimiter
 
     @property
     def path(self) -> str:
@@ -584,7 +592,7 @@ async def _guard_http(app: ASGIApp, call: _Call, describe: Describe | None) -> N
     scope, path = call.scope, call.path
     method: str = scope.get("method", "GET").upper()
     if path == LOGIN_PATH:
-        await _handle_login(scope, call.receive, call.send, call.audit)
+        await _handle_login(scope, call.receive, call.send, call.audit, call.login_failures)
         return
     if path == LOGOUT_PATH:
         await _handle_logout(scope, call.send, call.audit)
