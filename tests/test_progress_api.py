@@ -294,7 +294,7 @@ def test_helper_posts_to_a_running_app(
     monkeypatch.setenv("DGX_SPARK_URL", backend.url)
     monkeypatch.setenv("DGX_SPARK_TOKEN", TEST_TOKEN)
     monkeypatch.setenv("DGX_SPARK_OPERATION_ID", sleeper["id"])
-    monkeypatch.setattr(report_module, "_quiet_until", 0.0)
+    monkeypatch.setattr(report_module._backoff, "quiet_until", 0.0)
     assert report(progress=0.3, epoch=3, total_epochs=10, train_loss=0.5, accuracy=float("nan")) is True
     shown = wait_until(lambda: (o := operation(backend, sleeper["id"]))["progress"] == 0.3 and o, 30)
     assert shown["progress_source"] == "helper"
@@ -307,14 +307,14 @@ def test_helper_never_raises_when_the_app_is_down(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DGX_SPARK_OPERATION_ID", "op-1-2")
     monkeypatch.setenv("DGX_SPARK_TOKEN", "x")
     for url in (f"http://127.0.0.1:{free_port()}", "not a url", "http://[::1"):
-        monkeypatch.setattr(report_module, "_quiet_until", 0.0)
+        monkeypatch.setattr(report_module._backoff, "quiet_until", 0.0)
         monkeypatch.setenv("DGX_SPARK_URL", url)
         assert report(progress=0.5, epoch=1, loss=0.1) is False
     # A server that accepts connections but never answers: the short timeout gives up.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        monkeypatch.setattr(report_module, "_quiet_until", 0.0)
+        monkeypatch.setattr(report_module._backoff, "quiet_until", 0.0)
         monkeypatch.setenv("DGX_SPARK_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
         assert report(progress=0.5, timeout=0.5) is False
         assert report(progress=0.6) is False  # backing off: returns at once

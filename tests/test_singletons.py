@@ -35,7 +35,6 @@ MEMO_DECORATORS = frozenset({"cache", "lru_cache"})
 PENDING: frozenset[tuple[str, str]] = frozenset({
     ("security/token.py", "get_token"),
     ("security/sessions.py", "global _store"),
-    ("progress/report.py", "global _quiet_until"),
     ("state/system.py", "global _cache"),
 })
 

@@ -32,7 +32,15 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 TIMEOUT_SECONDS = 2.0
 BACKOFF_SECONDS = 30.0
 
-_quiet_until = 0.0
+
+class _Backoff:
+    """When ``report`` may try again after the dashboard did not answer (one per training process)."""
+
+    quiet_until = 0.0
+
+
+_backoff = _Backoff()
+
 # The dashboard is local: never send reports (and the token) through an HTTP proxy.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -120,9 +128,8 @@ def report(
         timeout: Seconds to wait for the dashboard.
         **metrics: Numbers such as ``train_loss=0.34`` (``loss`` counts as ``train_loss``).
     """
-    global _quiet_until
     try:
-        if time.monotonic() < _quiet_until:
+        if time.monotonic() < _backoff.quiet_until:
             return False
         body = build_report(
             progress, epoch, total_epochs=total_epochs, step=step, total_steps=total_steps, **metrics
@@ -147,5 +154,5 @@ def report(
     except urllib.error.HTTPError:
         return False  # refused (bad token, unknown id): the next call may fare better
     except Exception:  # noqa: BLE001 - the training script must never die of this
-        _quiet_until = time.monotonic() + BACKOFF_SECONDS
+        _backoff.quiet_until = time.monotonic() + BACKOFF_SECONDS
         return False
