@@ -43,6 +43,7 @@ test: setup-dev
 ## Benchmarks: table on stdout, JSON in bench/results/; Glances goes into bench/.glances-venv.
 ## Quick run: make bench BENCH_ARGS="--only sampler --sizes 1000 --ops-row= --churn-row="
 ## Sampler rows without kernel process events (how a non-root dashboard on an older kernel runs): --discovery scan
+## What a user feels (ours with one tab vs glances -w with one tab; glances[web] into the same venv): --only user_level --user-seconds 20
 bench: setup-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
