@@ -48,8 +48,13 @@ def test_toasts_bell_and_webhook_set_in_the_ui(
         page.screenshot(path=str(artifacts_dir / "event-toast-failed.png"))
         toast.get_by_role("button", name="View logs").click()
         expect(page.locator("#event-logs")).to_contain_text("boom: the toast test", timeout=30_000)
-        page.get_by_role("dialog").get_by_role("button", name="Close").click()
+        # Focus is in the dialog (sonner once put it back on the bell, whose tooltip then took Escape)...
+        wait_until(lambda: page.get_by_role("dialog").filter(has=page.locator("#event-logs")).evaluate(
+            "d => d.contains(document.activeElement)"), 30, message="focus did not move into the log dialog")
+        page.keyboard.press("Escape")
         expect(page.locator("#event-logs")).to_have_count(0, timeout=30_000)
+        # ...and goes back where it was before the toast was clicked (the bell, closed with Escape above).
+        expect(page.locator("#notifications-bell")).to_be_focused(timeout=30_000)
         wait_until(lambda: [e for e in receiver.events("failed") if e["operation_id"] == failed["id"]], 60)
 
         ok = tmp_path / "ok.py"
