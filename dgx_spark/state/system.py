@@ -15,9 +15,11 @@ every ``SPARK_EVERY_TICKS`` snapshots only.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -294,21 +296,33 @@ class SystemState(rx.State):
     containers_text: str = ""
     loaded: bool = False
 
-    _shown: Any = None
+    # The number of the shared view the tab shows (``_number_of``; 0: none), and its snapshot.
+    _shown_number: int = 0
     _shown_sequence: int = -1
 
     def _apply(self, view: SystemView) -> None:
-        """Assign only the fields that changed, so an idle tick sends nothing."""
-        if view == self._shown:
+        """Assign only the fields that changed, so an idle tick sends nothing.
+
+        The changed fields come from comparing the shown view with ``view``: plain
+        Python, worked out once for every tab taking the same step (``_changes``),
+        not by reading each state var back through Reflex's proxies.
+        """
+        number = _number_of(view)
+        if number and number == self._shown_number:
             return
-        for field in dataclasses.fields(SystemView):
-            value = getattr(view, field.name)
-            value = list(value) if isinstance(value, tuple) else value
-            if getattr(self, field.name) != value:
-                setattr(self, field.name, value)
+        changes = _changes(self._shown_number, number, view)
+        if changes is None:  # the shown view is no longer known: compare with the state
+            for field in dataclasses.fields(SystemView):
+                value = getattr(view, field.name)
+                value = list(value) if isinstance(value, tuple) else value
+                if getattr(self, field.name) != value:
+                    setattr(self, field.name, value)
+        else:
+            for name, value in changes:
+                setattr(self, name, list(value) if isinstance(value, tuple) else value)
         if not self.loaded:
             self.loaded = True
-        self._shown = view
+        self._shown_number = number
 
     @rx.event
     def stop_live(self) -> None:
@@ -327,6 +341,54 @@ class SystemState(rx.State):
 
 
 _cache_lock = threading.Lock()
+# The latest shared views, numbered (a tab keeps the number of the one it shows), newest last.
+_views: OrderedDict[int, SystemView] = OrderedDict()
+_numbers = itertools.count(1)
+MAX_VIEWS = 8
+# The latest ``_changes`` results: (shown number, new number, changed fields).
+_steps: list[tuple[int, int, tuple[tuple[str, Any], ...]]] = []
+
+
+def _number_view(view: SystemView) -> None:
+    """Give a new shared view its number (called under ``_cache_lock``)."""
+    _views[next(_numbers)] = view
+    while len(_views) > MAX_VIEWS:
+        _views.popitem(last=False)
+
+
+def _number_of(view: SystemView) -> int:
+    """The number of a shared view (0: not one of the latest shared views)."""
+    with _cache_lock:
+        for number in reversed(_views):
+            if _views[number] is view:
+                return number
+    return 0
+
+
+def _changes(shown: int, number: int, view: SystemView) -> tuple[tuple[str, Any], ...] | None:
+    """The fields (name, new value) in which ``view`` (shared view ``number``) differs from view ``shown``.
+
+    Worked out once per step for every tab; None when view ``shown`` is no longer kept.
+    """
+    with _cache_lock:
+        for before, after, changes in _steps:
+            if before == shown and after == number and number:
+                return changes
+        old = _views.get(shown) if shown else None
+    if old is None:
+        return None
+    changes = tuple(
+        (field.name, getattr(view, field.name))
+        for field in dataclasses.fields(SystemView)
+        if getattr(view, field.name) != getattr(old, field.name)
+    )
+    if number:
+        with _cache_lock:
+            _steps.insert(0, (shown, number, changes))
+            del _steps[MAX_VIEWS:]
+    return changes
+
+
 # The latest shared header view: (snapshot, view, sequence its sparklines were
 # drawn at, sequence the view last changed at: its fingerprint).
 _cache: tuple[Snapshot | None, SystemView, int, int] = (None, SystemView(), -1, -1)
@@ -379,6 +441,7 @@ def shared_system_view(snapshot: Snapshot) -> tuple[SystemView, int]:
             view = previous
         else:
             changed_at = snapshot.sequence
+            _number_view(view)
         _cache = (snapshot, view, snapshot.sequence if redraw else drawn_at, changed_at)
         return view, changed_at
 
