@@ -42,6 +42,7 @@ from dgx_spark.nodes.store import NodeStore
 from dgx_spark.progress.probe import ProgressProbe
 from dgx_spark.progress.tracker import ProgressTracker
 from dgx_spark.security.audit import AuditLog
+from dgx_spark.security.sessions import Credentials
 from dgx_spark.security.throttle import Limits
 from dgx_spark.settings import Settings, settings
 from dgx_spark.supervisor.supervisor import Supervisor, SupervisorConfig
@@ -56,6 +57,8 @@ class Services:
         """Build the services; ``lifespan`` starts them."""
         self.settings = app_settings
         self.engine = engine
+        # The token and the login sessions (the token is read, or made, when first asked for).
+        self.credentials = Credentials(app_settings.data_dir)
         # The audit log and its one writer thread (closed by ``stop``).
         self.audit = AuditLog(engine, retention_seconds=app_settings.events.retention_seconds)
         # The control throttle, the one-at-a-time holds and the log stream caps.
@@ -72,7 +75,7 @@ class Services:
         self.hub = NodeHub(NodeStore(app_settings.data_dir), app_settings.refresh_seconds,
                            backoff_limit=app_settings.nodes.backoff_max_seconds)
         self.supervisor = Supervisor(
-            SupervisorConfig.from_settings(app_settings),
+            SupervisorConfig.from_settings(app_settings, operation_token=self.credentials.operation_token),
             engine,
             snapshot=lambda: self.sampler.latest,
             on_change=lambda: self.sampler.request_sample(),

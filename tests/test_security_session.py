@@ -21,7 +21,13 @@ import pytest
 
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
-from dgx_spark.security.middleware import _safe_next, event_scope, private_reflex_states
+from dgx_spark.security.middleware import (
+    Guards,
+    _handle_login,
+    _safe_next,
+    event_scope,
+    private_reflex_states,
+)
 from dgx_spark.security.throttle import RateLimiter
 from tests.support.aio import run_coroutine
 from tests.support.dashboard import BIN, ROOT, TEST_TOKEN, Dashboard, wait_until
@@ -386,9 +392,8 @@ def test_only_failed_logins_are_throttled(backend: Dashboard) -> None:
     assert post_login(backend, TEST_TOKEN)[0] == 303
 
 
-def _asgi_login(body: bytes, failures: RateLimiter) -> tuple[int, dict[bytes, bytes]]:
+def _asgi_login(body: bytes, guards: Guards) -> tuple[int, dict[bytes, bytes]]:
     """Run the login handler in this process; (status, headers)."""
-    from dgx_spark.security.middleware import _handle_login
 
     scope = {"type": "http", "method": "POST", "path": "/login", "query_string": b"", "client": ("127.0.0.1", 5),
              "headers": [(b"host", b"127.0.0.1:3000"), (b"content-type", b"application/x-www-form-urlencoded")]}
@@ -400,20 +405,19 @@ def _asgi_login(body: bytes, failures: RateLimiter) -> tuple[int, dict[bytes, by
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    run_coroutine(_handle_login(scope, receive, send, lambda **_: None, failures))
+    run_coroutine(_handle_login(scope, receive, send, guards))
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
-def test_login_budget_counts_failures_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tokens, "get_token", lambda: TEST_TOKEN)
-    monkeypatch.setattr(sessions, "_store", sessions.SessionStore(tmp_path, token=TEST_TOKEN))
-    failures = RateLimiter(rate=0.000001, burst=3)
+def test_login_budget_counts_failures_only(tmp_path: Path) -> None:
+    budget = RateLimiter(rate=0.000001, burst=3)
+    guards = Guards(sessions.Credentials(tmp_path, TEST_TOKEN), audit=lambda **_: None, login_failures=budget)
     good = f"token={TEST_TOKEN}".encode()
-    assert [_asgi_login(good, failures)[0] for _ in range(20)] == [303] * 20
-    assert [_asgi_login(b"token=wrong-0123456789abcdef", failures)[0] for _ in range(4)] == [401, 401, 401, 429]
+    assert [_asgi_login(good, guards)[0] for _ in range(20)] == [303] * 20
+    assert [_asgi_login(b"token=wrong-0123456789abcdef", guards)[0] for _ in range(4)] == [401, 401, 401, 429]
     # Spent: wrong tokens get 429; the right one still logs in (every local user is 127.0.0.1).
-    assert _asgi_login(good, failures)[0] == 303
-    assert _asgi_login(b"token=wrong-0123456789abcdef", failures)[0] == 429
+    assert _asgi_login(good, guards)[0] == 303
+    assert _asgi_login(b"token=wrong-0123456789abcdef", guards)[0] == 429
 
 
 def test_sessions_survive_a_restart_and_end_with_a_new_token(tmp_path: Path) -> None:

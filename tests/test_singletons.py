@@ -33,8 +33,6 @@ SERVICE_PARTS = frozenset({
 MEMO_DECORATORS = frozenset({"cache", "lru_cache"})
 # Singletons still to move into Services: (module, what). Remove an entry when it goes.
 PENDING: frozenset[tuple[str, str]] = frozenset({
-    ("security/token.py", "get_token"),
-    ("security/sessions.py", "global _store"),
     ("state/system.py", "global _cache"),
 })
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Match
 from dgx_spark.api.errors import ApiError
 from dgx_spark.control.service import Actor, ControlService, node_target
 from dgx_spark.security.auth import request_client, request_is_authorized
-from dgx_spark.services import get_control
+from dgx_spark.services import get_control, get_services
 
 # The methods that change something: each route with one of them must be a control route.
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -27,9 +27,14 @@ MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Control = Annotated[ControlService, Depends(get_control)]
 
 
+def token_or_login(request: Request) -> bool:
+    """Whether an API request carries the token, or a login from our own origin (the services' credentials)."""
+    return request_is_authorized(request, get_services().credentials)
+
+
 def request_actor(request: Request) -> Actor:
     """The caller of an API request: its address, and whether it holds the token (or a login)."""
-    return Actor(client=request_client(request), via="api", authorized=request_is_authorized(request))
+    return Actor(client=request_client(request), via="api", authorized=token_or_login(request))
 
 
 def require_token(request: Request) -> None:
@@ -38,7 +43,7 @@ def require_token(request: Request) -> None:
     Raises:
         ApiError: 401 in the envelope when it does not.
     """
-    if not request_is_authorized(request):
+    if not token_or_login(request):
         raise ApiError(401, "this action needs the token: send Authorization: Bearer <token>", code="unauthorized")
 
 

@@ -118,8 +118,10 @@ def create_api(*, embedded: bool = False) -> FastAPI:
         _add_doc_redirects(api)
     # How the security layer names a control request it refuses before routing (the routes' own actions).
     api.state.describe_control = describe_control(api.router.routes)
-    # Where the security layer writes its audit rows (the services are built on first use).
+    # Where the security layer writes its audit rows and finds the token and sessions (the services'),
+    # called when the layer is built, not at import.
     api.state.audit_soon = audit_soon
+    api.state.credentials = lambda: get_services().credentials
     # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
     api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX)
     return api

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from dgx_spark.api.actor import Control, ControlRoute, require_token
+from dgx_spark.api.actor import Control, ControlRoute, require_token, token_or_login
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.streams import EVENT_STREAM_DOC, PLAIN_TEXT_DOC, capped_stream
 from dgx_spark.collector import logfile as oplogs
@@ -26,7 +26,6 @@ from dgx_spark.collector import output
 from dgx_spark.collector.containers import ContainerOutput
 from dgx_spark.collector.output import LogSource, ProcessOutput
 from dgx_spark.control.service import Actor, check_operation_id
-from dgx_spark.security.auth import request_is_authorized
 from dgx_spark.services import get_supervisor
 from dgx_spark.settings import settings
 from dgx_spark.supervisor import templates as tpl
@@ -135,7 +134,7 @@ def _log_file(op_id: str, request: Request) -> LogSource | None:
     """The log to read; another user's process shows its output only to a token holder."""
     _check_id(op_id)
     source = get_supervisor().find_log(op_id)
-    if output.needs_token(source) and not request_is_authorized(request):
+    if output.needs_token(source) and not token_or_login(request):
         raise ApiError(
             401,
             f"operation {op_id} runs as another user: its output is shown only with the token "

@@ -26,8 +26,7 @@ from dgx_spark.control.service import Actor, ControlService
 from dgx_spark.nodes.hub import node_payload, nodes_payload, remote_items, tagged
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.protocol import ALL_NODES, LOCAL_NODE, NODE_ID_PATTERN
-from dgx_spark.security import token as tokens
-from dgx_spark.services import get_hub, get_sampler
+from dgx_spark.services import get_hub, get_sampler, get_services
 from dgx_spark.settings import settings
 
 router = APIRouter()
@@ -122,7 +121,7 @@ def _target(node: str) -> tuple[str, str]:
         ApiError: 404 when there is no such node; 502 when its last poll found it incompatible.
     """
     if node == LOCAL_NODE:
-        return settings.base_url, tokens.get_token()
+        return settings.base_url, get_services().credentials.token
     hub = get_hub()
     found = hub.node(node)
     if found is None:

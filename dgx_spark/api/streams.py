@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from dgx_spark.api.actor import token_or_login
 from dgx_spark.api.errors import ApiError
-from dgx_spark.security.auth import request_is_authorized
 from dgx_spark.security.throttle import StreamSlots
 from dgx_spark.services import get_services
 
@@ -35,7 +35,7 @@ class _SlotResponse(StreamingResponse):
 def stream_client(request: Request) -> str:
     """The key a stream is counted under: the address, plus "(token)" when authorized."""
     address = request.client.host if request.client else "unknown"
-    return f"{address} (token)" if request_is_authorized(request) else address
+    return f"{address} (token)" if token_or_login(request) else address
 
 
 def capped_stream(

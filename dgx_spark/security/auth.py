@@ -21,7 +21,6 @@ from typing import Any
 from fastapi import Request
 
 from dgx_spark.security import sessions
-from dgx_spark.security import token as tokens
 from dgx_spark.security.middleware import (
     bearer_token,
     is_cross_origin,
@@ -29,16 +28,18 @@ from dgx_spark.security.middleware import (
 )
 
 
-def request_is_authorized(request: Request) -> bool:
+def request_is_authorized(request: Request, credentials: sessions.Credentials) -> bool:
     """Whether an HTTP request carries the bearer token, or the session cookie from our own origin.
 
     A token in the query string is never looked at. A launched job's operation token
     is accepted only on ``POST /api/dgx/operations/{its id}/progress``.
     """
     offered = bearer_token(request.headers.get("authorization"))
-    if tokens.token_matches(offered) or operation_token_ok(offered, request.method, request.scope.get("path", "")):
+    path = request.scope.get("path", "")
+    if credentials.token_matches(offered) or operation_token_ok(offered, request.method, path, credentials):
         return True
-    return sessions.session_cookie_valid(request.headers.get("cookie")) and not is_cross_origin(request.scope)
+    session = credentials.sessions.from_cookie(request.headers.get("cookie"))
+    return session is not None and not is_cross_origin(request.scope)
 
 
 def request_client(request: Request) -> str:
@@ -58,10 +59,10 @@ def _event_headers(state: Any) -> dict[str, str]:
     return dict(raw) if raw else {}
 
 
-def event_is_authorized(state: Any) -> bool:
+def event_is_authorized(state: Any, credentials: sessions.Credentials) -> bool:
     """Whether the client behind a Reflex event logged in (a live session on its websocket)."""
     session_id = _event_headers(state).get(sessions.LOGIN_HEADER)
-    return isinstance(session_id, str) and sessions.store().by_id(session_id) is not None
+    return isinstance(session_id, str) and credentials.sessions.by_id(session_id) is not None
 
 
 def event_client(state: Any) -> str:

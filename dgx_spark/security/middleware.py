@@ -179,11 +179,11 @@ def operation_token_scope(method: str, path: str) -> str | None:
     return urllib.parse.unquote(match.group("id"))
 
 
-def operation_token_ok(offered: str | None, method: str, path: str) -> bool:
+def operation_token_ok(offered: str | None, method: str, path: str, credentials: sessions.Credentials) -> bool:
     """Whether ``offered`` is the operation token for the operation this request reports on."""
     if not offered or not offered.startswith(tokens.OPERATION_TOKEN_PREFIX):
         return False
-    return tokens.operation_token_matches(offered, operation_token_scope(method, path))
+    return credentials.operation_token_matches(offered, operation_token_scope(method, path))
 
 
 def _json_response(status: int, code: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -345,16 +345,18 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _credential_ok(value: str | None) -> bool:
+def _credential_ok(value: str | None, credentials: sessions.Credentials) -> bool:
     """A login credential: the token itself or an unused one-time code."""
-    return bool(value) and (tokens.token_matches(value) or tokens.consume_login_code(value))
+    return bool(value) and (credentials.token_matches(value)
+                            or tokens.consume_login_code(value, credentials.data_dir))
 
 
-async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: AuditSoon, failures: RateLimiter) -> None:
+async def _handle_login(scope: Scope, receive: Receive, send: Send, guards: Guards) -> None:
     """The login page and form: a valid token or one-time code gets a session cookie.
 
-    ``failures`` counts failed logins per client: a success takes nothing from it.
+    ``guards.login_failures`` counts failed logins per client: a success takes nothing from it.
     """
+    audit, store = guards.audit, guards.credentials.sessions
     method = scope["method"]
     client = client_address(scope)
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -380,8 +382,8 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: Audit
         return
     # Only failures count, and they only slow down more failures: every local user is 127.0.0.1, so a
     # flood of wrong tokens from another user must never lock the owner (who has the right one) out.
-    if not _credential_ok(offered):
-        if not failures.allow(client):
+    if not _credential_ok(offered, guards.credentials):
+        if not guards.login_failures.allow(client):
             await _refuse(scope, send, 429, "too_many_requests", "too many failed login attempts; wait a moment")
             return
         audit(action="login", outcome="refused", client=client, status=401, via="login",
@@ -390,9 +392,9 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: Audit
         await _send_response(send, *_login_page(401, next_path, error))
         return
     try:
-        value, _ = await asyncio.to_thread(sessions.store().create)
+        value, _ = await asyncio.to_thread(store.create)
     except OSError as exc:
-        logger.error("cannot save a login session in %s: %s", sessions.store().path, exc)
+        logger.error("cannot save a login session in %s: %s", store.path, exc)
         error = "Logged in, but the session could not be saved (is the data folder writable?)."
         await _send_response(send, *_login_page(503, next_path, error))
         return
@@ -421,18 +423,19 @@ async def _handle_login(scope: Scope, receive: Receive, send: Send, audit: Audit
     await _send_response(send, 200, headers, body)
 
 
-async def _handle_logout(scope: Scope, send: Send, audit: AuditSoon) -> None:
+async def _handle_logout(scope: Scope, send: Send, guards: Guards) -> None:
     """End this browser's session on the server, then drop its cookie (only from our own pages)."""
+    store = guards.credentials.sessions
     if is_cross_origin(scope):
         await _send_response(send, 303, [(b"location", b"/")])
         return
     value = tokens.parse_cookies(cookie_header(scope)).get(sessions.SESSION_COOKIE)
     if value:
         try:
-            if await asyncio.to_thread(sessions.store().revoke, value):
-                audit(action="logout", outcome="allowed", client=client_address(scope), status=303, via="login")
+            if await asyncio.to_thread(store.revoke, value):
+                guards.audit(action="logout", outcome="allowed", client=client_address(scope), status=303, via="login")
         except OSError as exc:
-            logger.error("cannot end a login session in %s: %s", sessions.store().path, exc)
+            logger.error("cannot end a login session in %s: %s", store.path, exc)
     headers = [(b"location", LOGIN_PATH.encode()), (b"set-cookie", sessions.clear_cookie_header().encode())]
     await _send_response(send, 303, headers)
 
@@ -488,25 +491,30 @@ def private_reflex_states(states_dir: Path | None = None) -> int:
     return fixed
 
 
-def announce_login() -> str:
+def announce_login(credentials: sessions.Credentials) -> str:
     """Make sure the token exists and print a one-time login URL (as Jupyter does)."""
-    tokens.get_token()
+    _ = credentials.token
     private_reflex_states()
     with contextlib.suppress(OSError):
-        if dropped := sessions.store().prune():
+        if dropped := credentials.sessions.prune():
             logger.info("dropped %d expired login sessions or sessions of an older token", dropped)
-    url = tokens.login_url(settings.base_url, tokens.issue_login_code())
+    url = tokens.login_url(settings.base_url, tokens.issue_login_code(credentials.data_dir))
     print(
         "\n  DGX Spark Operations: open this link to log in (it works once):\n"
         f"    {url}\n"
-        f"  The API token (Authorization: Bearer ...) is in {tokens.token_path()}"
+        f"  The API token (Authorization: Bearer ...) is in {tokens.token_path(credentials.data_dir)}"
         f"{' (overridden by DGX_SPARK_TOKEN)' if settings.server.token else ''}.\n",
         flush=True,
     )
     return url
 
 
-def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditSoon | None = None) -> ASGIApp:
+def security_layer(
+    app: ASGIApp,
+    describe: Describe | None = None,
+    audit: AuditSoon | None = None,
+    credentials: sessions.Credentials | None = None,
+) -> ASGIApp:
     """Wrap an ASGI app with the Host, Origin and token checks and the security headers.
 
     Args:
@@ -515,14 +523,28 @@ def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditS
             default the API's own (``app.state.describe_control``, see ``dgx_spark/api/actor.py``).
         audit: Queues an audit row (logins, refusals); by default the API's (``app.state.audit_soon``,
             the services' audit log), else rows are only logged.
+        credentials: The token and login sessions; by default the API's (``app.state.credentials``,
+            which gives the services' ones).
+
+    Raises:
+        RuntimeError: No credentials given and the app has none; or a bind that needs login without it.
     """
     check_bind()
     hosts = allowed_hosts()
     origins = allowed_origins()
-    announce_login()
-    describe = describe or getattr(getattr(app, "state", None), "describe_control", None)
-    audit = audit or getattr(getattr(app, "state", None), "audit_soon", None) or _no_audit
-    login_failures = RateLimiter(rate=LOGIN_FAILURE_RATE, burst=LOGIN_FAILURE_BURST)
+    app_state = getattr(app, "state", None)
+    if credentials is None:
+        given = getattr(app_state, "credentials", None)
+        if given is None:
+            raise RuntimeError("the security layer needs the credentials (the API app's state.credentials)")
+        credentials = given()
+    announce_login(credentials)
+    describe = describe or getattr(app_state, "describe_control", None)
+    guards = Guards(
+        credentials=credentials,
+        audit=audit or getattr(app_state, "audit_soon", None) or _no_audit,
+        login_failures=RateLimiter(rate=LOGIN_FAILURE_RATE, burst=LOGIN_FAILURE_BURST),
+    )
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -541,10 +563,9 @@ def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditS
             receive=receive,
             send=send,
             client=client,
-            session=sessions.cookie_session(cookie_header(scope)),
+            session=guards.credentials.sessions.from_cookie(cookie_header(scope)),
             must_log_in=settings.auth_required or not is_loopback_client(client),
-            audit=audit,
-            login_failures=login_failures,
+            guards=guards,
         )
         if kind == "websocket":
             await _guard_websocket(app, call, origins)
@@ -552,6 +573,15 @@ def security_layer(app: ASGIApp, describe: Describe | None = None, audit: AuditS
             await _guard_http(app, call, describe)
 
     return guarded
+
+
+@dataclasses.dataclass(frozen=True)
+class Guards:
+    """What one security layer checks with and writes to (built with the layer)."""
+
+    credentials: sessions.Credentials
+    audit: AuditSoon
+    login_failures: RateLimiter
 
 
 @dataclasses.dataclass
@@ -564,8 +594,7 @@ class _Call:
     client: str
     session: sessions.Session | None
     must_log_in: bool
-    audit: AuditSoon
-    login_failures: RateLimiter
+    guards: Guards
 
     @property
     def path(self) -> str:
@@ -577,7 +606,7 @@ async def _guard_websocket(app: ASGIApp, call: _Call, origins: frozenset[str]) -
     """A websocket (Reflex's events): from our own origin, and logged in where login is needed."""
     origin = header(call.scope, b"origin")
     if origin is not None and origin.strip().rstrip("/").lower() not in origins:
-        call.audit(action="connect", outcome="refused", target=call.path, client=call.client, via="ui",
+        call.guards.audit(action="connect", outcome="refused", target=call.path, client=call.client, via="ui",
                      detail=f"websocket from foreign origin {origin[:100]}")
         await _refuse(call.scope, call.send, 403, "forbidden_origin", "origin not allowed")
         return
@@ -592,15 +621,16 @@ async def _guard_http(app: ASGIApp, call: _Call, describe: Describe | None) -> N
     scope, path = call.scope, call.path
     method: str = scope.get("method", "GET").upper()
     if path == LOGIN_PATH:
-        await _handle_login(scope, call.receive, call.send, call.audit, call.login_failures)
+        await _handle_login(scope, call.receive, call.send, call.guards)
         return
     if path == LOGOUT_PATH:
-        await _handle_logout(scope, call.send, call.audit)
+        await _handle_logout(scope, call.send, call.guards)
         return
     authorization = header(scope, b"authorization")
     offered = bearer_token(authorization)
     # An operation token counts as the bearer token for its own progress route only.
-    bearer_ok = tokens.token_matches(offered) or operation_token_ok(offered, method, path)
+    credentials = call.guards.credentials
+    bearer_ok = credentials.token_matches(offered) or operation_token_ok(offered, method, path, credentials)
     if authorization is not None and not bearer_ok:
         await _refuse(scope, call.send, 401, "unauthorized", "the bearer token is not valid")
         return
@@ -662,5 +692,5 @@ def _audit_refusal(call: _Call, describe: Describe | None, status: int, detail: 
         except Exception:  # naming is for the audit row; the refusal stands
             logger.debug("cannot name a refused request", exc_info=True)
     action, target = named if named else ("mutation", str(scope.get("path", ""))[:200])
-    call.audit(action=action, outcome="refused", target=target, client=call.client, status=status, via="api",
+    call.guards.audit(action=action, outcome="refused", target=target, client=call.client, status=status, via="api",
                detail=detail)

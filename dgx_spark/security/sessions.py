@@ -29,7 +29,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +68,17 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def token_binding(token: str | None = None) -> str:
+def token_binding(token: str) -> str:
     """A fingerprint of the token a session belongs to (an HMAC keyed by the token)."""
-    key = (token or tokens.get_token()).encode("utf-8", "surrogateescape")
+    key = token.encode("utf-8", "surrogateescape")
     return hmac.new(key, _BINDING_CONTEXT, hashlib.sha256).hexdigest()[:32]
 
 
 class SessionStore:
     """The sessions of one data folder, shared safely by threads and processes."""
 
-    def __init__(self, data_dir: Path | None = None, token: str | None = None) -> None:
-        """A store in ``data_dir`` (``settings.data_dir``) for ``token`` (the process token)."""
+    def __init__(self, data_dir: Path | None, token: str | Callable[[], str]) -> None:
+        """A store in ``data_dir`` (None: ``settings.data_dir``) for ``token`` (or what gives it, when asked)."""
         self._data_dir = data_dir
         self._token = token
         self._lock = threading.Lock()  # the in-memory copy (held briefly: lookups run on the event loop)
@@ -93,7 +93,7 @@ class SessionStore:
         return (self._data_dir or settings.data_dir) / SESSIONS_FILE
 
     def _binding(self) -> str:
-        return token_binding(self._token)
+        return token_binding(self._token if isinstance(self._token, str) else self._token())
 
     # ------------------------------------------------------------------ reading
 
@@ -234,28 +234,44 @@ class SessionStore:
             records[:] = kept
         return dropped
 
-
-_store: SessionStore | None = None
-_store_lock = threading.Lock()
-
-
-def store() -> SessionStore:
-    """The process-wide store (data folder and token of this dashboard)."""
-    global _store
-    with _store_lock:
-        if _store is None:
-            _store = SessionStore()
-        return _store
+    def from_cookie(self, cookie_header: str | None) -> Session | None:
+        """The live session a ``Cookie`` header carries, or None."""
+        return self.lookup(tokens.parse_cookies(cookie_header).get(SESSION_COOKIE))
 
 
-def cookie_session(cookie_header: str | None) -> Session | None:
-    """The live session a ``Cookie`` header carries, or None."""
-    return store().lookup(tokens.parse_cookies(cookie_header).get(SESSION_COOKIE))
+class Credentials:
+    """The dashboard's token and its login sessions: one per process, built by ``Services``."""
 
+    def __init__(self, data_dir: Path, token: str | None = None) -> None:
+        """Credentials kept in ``data_dir``; ``token``: a known one, else it is read (or made) when first asked for."""
+        self.data_dir = data_dir
+        self._token = token
+        self._lock = threading.Lock()
+        self.sessions = SessionStore(data_dir, token=lambda: self.token)
 
-def session_cookie_valid(cookie_header: str | None) -> bool:
-    """Whether a ``Cookie`` header carries a live session."""
-    return cookie_session(cookie_header) is not None
+    @property
+    def token(self) -> str:
+        """The token: ``DGX_SPARK_TOKEN``, else the stored one, else a new stored one (read once).
+
+        Raises:
+            TokenError: It cannot be read or made.
+        """
+        with self._lock:
+            if self._token is None:
+                self._token = tokens.load_or_create_token(self.data_dir)
+            return self._token
+
+    def token_matches(self, candidate: str | None) -> bool:
+        """Whether ``candidate`` is the token (constant-time)."""
+        return tokens.token_matches(candidate, self.token)
+
+    def operation_token(self, op_id: str) -> str:
+        """The token a launched operation gets: it may only report that operation's progress."""
+        return tokens.operation_token(op_id, self.token)
+
+    def operation_token_matches(self, candidate: str | None, op_id: str | None) -> bool:
+        """Whether ``candidate`` is the token of operation ``op_id`` (constant-time)."""
+        return tokens.operation_token_matches(candidate, op_id, self.token)
 
 
 def session_cookie_header(value: str, secure: bool = False) -> str:

@@ -18,7 +18,6 @@ Every comparison is constant-time (``hmac.compare_digest``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import hmac
 import logging
@@ -143,37 +142,31 @@ def check_token(data_dir: Path | None = None, env: Mapping[str, str] | None = No
         raise TokenError(f"token file {path} cannot be read ({exc.strerror}): fix its owner or mode, or delete it") from None
 
 
-@functools.cache
-def get_token() -> str:
-    """The process-wide token (read or created once)."""
-    return load_or_create_token()
-
-
 def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
 
 
-def token_matches(candidate: str | None, token: str | None = None) -> bool:
-    """Whether ``candidate`` is the token (constant-time)."""
+def token_matches(candidate: str | None, token: str) -> bool:
+    """Whether ``candidate`` is ``token`` (constant-time)."""
     if not candidate or not isinstance(candidate, str):
         return False
-    return _equal(candidate, token or get_token())
+    return _equal(candidate, token)
 
 
-def operation_token(op_id: str, token: str | None = None) -> str:
+def operation_token(op_id: str, token: str) -> str:
     """The token scoped to one operation: ``op1.`` + HMAC-SHA256(token, operation id).
 
     The supervisor hands it to each launched command instead of the main token.
     """
     digest = hmac.new(
-        (token or get_token()).encode("utf-8", "surrogateescape"),
+        token.encode("utf-8", "surrogateescape"),
         _OPERATION_CONTEXT + op_id.encode("utf-8", "surrogateescape"),
         hashlib.sha256,
     ).hexdigest()
     return OPERATION_TOKEN_PREFIX + digest
 
 
-def operation_token_matches(candidate: str | None, op_id: str | None, token: str | None = None) -> bool:
+def operation_token_matches(candidate: str | None, op_id: str | None, token: str) -> bool:
     """Whether ``candidate`` is the token of operation ``op_id`` (constant-time)."""
     if not candidate or not isinstance(candidate, str) or not op_id or not isinstance(op_id, str):
         return False

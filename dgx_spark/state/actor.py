@@ -12,6 +12,7 @@ from typing import Any
 
 from dgx_spark.control.service import Actor
 from dgx_spark.security.auth import event_client, event_is_authorized
+from dgx_spark.services import get_services
 from dgx_spark.supervisor.supervisor import ControlError
 
 LOG_IN_FIRST = "Log in first: open the login link printed when the dashboard started, or go to /login."
@@ -23,9 +24,14 @@ REFUSAL_TEXT: dict[str, str] = {
 }
 
 
+def logged_in(state: Any) -> bool:
+    """Whether the client behind a Reflex event logged in (a live session of the services' credentials)."""
+    return event_is_authorized(state, get_services().credentials)
+
+
 def ui_actor(state: Any) -> Actor:
     """The client behind a Reflex event: its address, and whether its websocket carries a live login."""
-    return Actor(client=event_client(state), via="ui", authorized=event_is_authorized(state))
+    return Actor(client=event_client(state), via="ui", authorized=logged_in(state))
 
 
 def is_refusal(exc: ControlError) -> bool:

@@ -7,9 +7,9 @@ from typing import Any
 
 import reflex as rx
 
-from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import InvalidArgument, validate_bool
 from dgx_spark.services import get_services
+from dgx_spark.state.actor import logged_in
 
 AUDIT_ROWS = 200
 
@@ -27,7 +27,7 @@ class AuditState(rx.State):
         await self._load()
 
     async def _load(self) -> None:
-        if not event_is_authorized(self):
+        if not logged_in(self):
             self.audit_rows = []
             self.audit_error = "Log in to see the audit log (open /login)."
             return

@@ -25,7 +25,6 @@ from dgx_spark.control.service import Actor, RemoteAction, remote_name
 from dgx_spark.nodes import client as node_client
 from dgx_spark.nodes.protocol import LOCAL_NODE, NODE_ID_PATTERN
 from dgx_spark.nodes.store import Node
-from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.security.validation import (
     InvalidArgument,
     surrogate_path,
@@ -34,7 +33,7 @@ from dgx_spark.security.validation import (
 )
 from dgx_spark.services import get_control, get_hub, get_services, get_supervisor
 from dgx_spark.state import log_search
-from dgx_spark.state.actor import failure_text, is_refusal, ui_actor
+from dgx_spark.state.actor import failure_text, is_refusal, logged_in, ui_actor
 from dgx_spark.state.operations import OperationsState
 from dgx_spark.supervisor import templates as tpl
 from dgx_spark.supervisor.supervisor import ControlError
@@ -495,7 +494,7 @@ class ControlState(rx.State):
             path = get_supervisor().find_log(op_id)
         except ControlError as exc:
             return rx.toast.error(exc.message)
-        if output.needs_token(path) and not event_is_authorized(self):
+        if output.needs_token(path) and not logged_in(self):
             return rx.toast.error("This process runs as another user: log in to see its output.")
         self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
         self.log_filter, self.logs_reason = "", ""
@@ -515,7 +514,7 @@ class ControlState(rx.State):
 
     def _open_remote_logs(self, node: Node, op_id: str, name: str) -> Any:
         """Open the logs view of a remote node's operation; this backend reads it with the node's token."""
-        if not event_is_authorized(self):
+        if not logged_in(self):
             return rx.toast.error("Log in to see the logs of another node's operations (read with its token).")
         self.logs_id, self.logs_name, self.logs_open, self.following = op_id, name, True, True
         self.logs_node, self.logs_node_name = node.id, node.name

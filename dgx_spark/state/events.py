@@ -29,10 +29,9 @@ from dgx_spark.events.config import (
     is_masked_webhook_url,
     mask_webhook_url,
 )
-from dgx_spark.security.auth import event_is_authorized
 from dgx_spark.services import get_control, get_events, short_lived_ended
 from dgx_spark.state import loops
-from dgx_spark.state.actor import REFUSAL_TEXT, ui_actor
+from dgx_spark.state.actor import REFUSAL_TEXT, logged_in, ui_actor
 from dgx_spark.state.operations import client_connected
 from dgx_spark.supervisor.supervisor import ControlError
 
@@ -287,7 +286,7 @@ class EventsState(rx.State):
         """Show the webhook URL in effect (masked unless this browser logged in: it holds a secret)."""
         service = get_events()
         url = service.webhook_url() or ""
-        self.webhook_url = url if event_is_authorized(self) else mask_webhook_url(url)
+        self.webhook_url = url if logged_in(self) else mask_webhook_url(url)
         self.webhook_source = service.webhook_source
         self.webhook_message = ""
         self.webhook_error = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from dgx_spark.security.auth import event_is_authorized
+from dgx_spark.state.actor import logged_in
 
 
 class LoginState(rx.State):
@@ -20,4 +20,4 @@ class LoginState(rx.State):
     @rx.event
     def check_login(self) -> None:
         """Read the login from the websocket's cookie."""
-        self.logged_in = event_is_authorized(self)
+        self.logged_in = logged_in(self)

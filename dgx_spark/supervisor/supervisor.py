@@ -89,13 +89,6 @@ STOP_SIGNALS: dict[str, signal.Signals] = {"int": signal.SIGINT, "term": signal.
 # How long a new run waits for one snapshot to show the previous run's end (its own terminal event).
 SHOWN_END_WAIT_SECONDS = 5.0
 
-def _operation_token(op_id: str) -> str:
-    """The operation-scoped token (security layer; plain Python, no web framework)."""
-    from dgx_spark.security.token import operation_token
-
-    return operation_token(op_id)
-
-
 # What went wrong with a control action, in the product's words (the API maps each kind to an HTTP
 # status in one place, the UI to a message): bad input, no such operation, not in a state for it,
 # another action on it under way, not permitted, not logged in, too many actions, a component away,
@@ -136,8 +129,13 @@ class SupervisorConfig:
     operation_token: Callable[[str], str] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SupervisorConfig:
-        """The supervisor's part of the app's settings (``settings.supervisor`` and the data folder)."""
+    def from_settings(
+        cls, settings: Settings, operation_token: Callable[[str], str] | None = None
+    ) -> SupervisorConfig:
+        """The supervisor's part of the app's settings (``settings.supervisor`` and the data folder).
+
+        ``operation_token`` makes a launched command's token (the services' credentials).
+        """
         return cls(
             data_dir=settings.data_dir,
             base_url=settings.base_url,
@@ -145,7 +143,7 @@ class SupervisorConfig:
             log_max_bytes=settings.supervisor.log_max_bytes,
             log_backups=settings.supervisor.log_backups,
             templates_file=settings.storage.templates_file,
-            operation_token=_operation_token,
+            operation_token=operation_token,
         )
 
 
