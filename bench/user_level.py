@@ -283,6 +283,7 @@ def measure_user_level(
     step: float = 5.0,
     refresh_seconds: float = 2.0,
     settle: float = 6.0,
+    warmup: float = 30.0,
     isolate: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
@@ -310,6 +311,9 @@ def measure_user_level(
             assert dashboard.process is not None and glances.process is not None
             roots = {"ours": dashboard.process.pid, "glances": glances.process.pid}
             total = process_count()
+            # Both past their start (first refreshes, young processes, the events store) before any window.
+            log(f"user_level: both up; {warmup:.0f}s warm-up with no tab ...")
+            time.sleep(warmup)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
                 try:
@@ -350,6 +354,7 @@ def measure_user_level(
         "seconds": seconds,
         "rounds": rounds,
         "refresh_seconds": refresh_seconds,
+        "warmup_seconds": warmup,
         "glances": f"glances[web]=={GLANCES_VERSION} -w -t {refresh_seconds:g}",
         "isolating_rules": isolate,
         "browser_cpu_counted": False,
