@@ -18,7 +18,13 @@ DESKTOP = {"width": 1440, "height": 900}
 
 
 def hover_for_tooltip(page: Page, target: Locator, text: str) -> None:
-    """Hover ``target`` until its tooltip says ``text`` (a re-render under a still pointer can miss the hover)."""
+    """Hover ``target`` until its tooltip says ``text``.
+
+    Playwright's hover is one pointer move. Radix ignores a move onto a trigger while another tooltip's
+    pointer is "in transit" (its grace area, shared by all tooltips): moving away fast can open a tooltip
+    on the way (instantly, just after one closed) and leave it in transit, so the one move onto ``target``
+    is lost (measured: the trigger node stays the same, no remount). A hand makes more moves; here: retry.
+    """
     for _ in range(10):
         page.mouse.move(5, 890, steps=4)
         target.hover()

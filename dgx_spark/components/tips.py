@@ -6,7 +6,9 @@ or a menu's trigger, and two triggers on one element fight over its ``data-state
 to the wrapper, so tabbing to the control shows the tooltip too. The control keeps its own accessible
 name (``aria-label``); the tooltip repeats it for sighted users and says a little more.
 
-Stable hooks for tests: the wrapper has ``data-tip`` (the text).
+Stable hooks for tests: the wrapper has ``data-tip`` (the text). A test's hover is one pointer move, which
+Radix ignores while another tooltip's pointer is "in transit" (its hoverable grace area): tests move away and
+retry (``hover_for_tooltip``); the content stays hoverable (WCAG 1.4.13), so that grace area is kept.
 """
 
 from __future__ import annotations
