@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,54 @@ def test_changing_which_kinds_notify_needs_the_login(full_dashboard: Dashboard, 
     expect(page.locator("#webhook-url")).to_be_disabled()
     expect(page.locator("[data-login-gate=webhook-save]")).to_have_attribute("aria-label", "Log in to set the webhook")
     expect(choice).to_have_attribute("data-state", "unchecked")
+
+
+def bell_deltas(frames: list[str]) -> list[dict[str, Any]]:
+    """The bell's state in each websocket delta frame (``42["event",{"delta":{state: {var: value}}}]``)."""
+    found = []
+    for frame in frames:
+        start = frame.find("[")
+        if not frame.startswith("42") or start < 0:
+            continue
+        try:
+            delta = json.loads(frame[start:])[1].get("delta") or {}
+        except (ValueError, IndexError, AttributeError):
+            continue
+        found += [fields for state, fields in delta.items() if state.endswith("events_state")]
+    return found
+
+
+def test_a_closed_bell_gets_its_count_and_an_opened_one_its_list(
+    full_dashboard: Dashboard, page: Page, tmp_path: Path
+) -> None:
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda data: frames.append(data if isinstance(data, str) else data.decode(errors="replace"))))
+    page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
+    expect(page.locator("#operations-tab")).to_be_visible(timeout=60_000)
+    # Events from before the bell's loop first lists are listed, not toasted: wait for that first listing
+    # (a delta with the unread count that is not the page's whole state, which also holds the webhook).
+    for _ in range(300):
+        if any("unread_count_rx_state_" in f and "webhook_url_rx_state_" not in f for f in bell_deltas(frames)):
+            break
+        page.wait_for_timeout(200)  # lets playwright deliver the frames
+    crash = tmp_path / "closed_bell_crash.py"
+    crash.write_text("import sys\nsys.exit(5)\n")
+    op_id = launch(full_dashboard, "closed-bell-crasher", [sys.executable, str(crash)], "job")["id"]
+
+    # The failure's toast says what happened; the closed bell is told how many are unread; no list is sent.
+    expect(page.locator(".dgx-event-failed", has_text="closed-bell-crasher failed")).to_be_visible(timeout=90_000)
+    expect(page.locator("#unread-count")).to_be_visible(timeout=30_000)
+    closed = bell_deltas(frames)
+    assert any("unread_count_rx_state_" in fields for fields in closed)
+    assert all(not fields.get("groups_rx_state_") for fields in closed)
+    assert op_id not in json.dumps(closed)
+
+    # Opening it sends the list, with the new failure in it.
+    sent = len(frames)
+    page.locator("#notifications-bell").click()
+    row = page.locator(f"#recent-events .dgx-event-row[data-operation-id='{op_id}']")
+    expect(row).to_be_visible(timeout=30_000)
+    opened = bell_deltas(frames[sent:])
+    assert any(op_id in json.dumps(fields.get("groups_rx_state_") or []) for fields in opened)
+    page.keyboard.press("Escape")
