@@ -381,8 +381,9 @@ def _title(view: dict[str, str]) -> str:
 def _toast(view: dict[str, str]) -> EventSpec:
     """The toast for an event, with a "View logs" action."""
     level = {"failed": "error", "completed": "success", "stalled": "warning"}.get(view["kind"], "info")
-    action = ToastAction(label="View logs",
-                         on_click=[rx.call_script(LEAVE_TOAST_JS), EventsState.show_logs(int(view["id"]))])
+    # Reflex: a handler called on its class gives the EventSpec (mypy sees rx.event's namespace).
+    show = EventsState.show_logs(int(view["id"]))  # type: ignore[operator]
+    action = ToastAction(label="View logs", on_click=[rx.call_script(LEAVE_TOAST_JS), show])
     send = getattr(rx.toast, level)
     return send(
         _title(view),
