@@ -273,16 +273,7 @@ class AppBench:
                     first.wait_for_timeout(3 * self.refresh * 1000)
                     self.log(f"tabs: backend CPU per refresh, {self.tabs} tabs, {self.window:.0f}s ...")
                     many = self._cpu_window(dashboard, first)
-                    ratio = _ratio(many["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"])
-                    sampler_ratio = _ratio(many["sampler_cpu_ms_per_refresh"], one["sampler_cpu_ms_per_refresh"])
-                    self.results["tabs"] = {
-                        "one": one,
-                        "many": many,
-                        "tabs": self.tabs,
-                        "ratio": ratio,
-                        f"backend_ratio_{self.tabs}_vs_1": ratio,
-                        "sampler_ratio": sampler_ratio,
-                    }
+                    self.results["tabs"] = {"one": one, "many": many, "tabs": self.tabs}
                     if self.more_tabs > self.tabs:
                         extra = []
                         for _ in range(self.more_tabs - self.tabs):
@@ -291,18 +282,20 @@ class AppBench:
                             extra.append(page)
                         first.wait_for_timeout(3 * self.refresh * 1000)
                         self.log(f"tabs: backend CPU per refresh, {self.more_tabs} tabs, {self.window:.0f}s ...")
-                        more = self._cpu_window(dashboard, first)
-                        self.results["tabs"].update(
-                            more=more,
-                            more_tabs=self.more_tabs,
-                            more_ratio=_ratio(more["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"]),
-                            **{f"backend_ratio_{self.more_tabs}_vs_1": _ratio(
-                                more["cpu_ms_per_refresh"], one["cpu_ms_per_refresh"])},
-                        )
+                        self.results["tabs"].update(more=self._cpu_window(dashboard, first), more_tabs=self.more_tabs)
                         for page in extra:
                             page.close()
+                    # One tab again: the ratios are against both one-tab windows (interleaved, so a
+                    # machine load that changed during the run moves the baseline too).
+                    for page in pages[1:]:
+                        page.close()
+                    pages = [first]
+                    first.wait_for_timeout(3 * self.refresh * 1000)
+                    self.log(f"tabs: backend CPU per refresh, 1 tab again, {self.window:.0f}s ...")
+                    self.results["tabs"]["one_after"] = self._cpu_window(dashboard, first)
+                    self.results["tabs"].update(self._tab_ratios(self.results["tabs"]))
                 if "rss" in self.parts or "ws" in self.parts:
-                    while len(pages) < self.tabs and "rss" in self.parts:
+                    while len(pages) < self.tabs and ("rss" in self.parts or "tabs" in self.parts):
                         page = context.new_page()
                         page.goto(dashboard.url, wait_until="load", timeout=120_000)
                         pages.append(page)
@@ -350,6 +343,26 @@ class AppBench:
                 for var, size in sizes.items():
                     totals[var] = totals.get(var, 0) + size
         return dict(sorted(totals.items(), key=lambda kv: -kv[1])[:top])
+
+    def _tab_ratios(self, tabs: dict[str, Any]) -> dict[str, Any]:
+        """Many tabs' CPU per refresh over the mean of the one-tab windows before and after."""
+
+        def mean(key: str) -> float:
+            return statistics.mean(tabs[window][key] for window in ("one", "one_after"))
+
+        one_cpu, one_sampler = mean("cpu_ms_per_refresh"), mean("sampler_cpu_ms_per_refresh")
+        ratio = _ratio(tabs["many"]["cpu_ms_per_refresh"], one_cpu)
+        ratios: dict[str, Any] = {
+            "one_cpu_ms_per_refresh": round(one_cpu, 2),
+            "one_sampler_cpu_ms_per_refresh": round(one_sampler, 2),
+            "ratio": ratio,
+            f"backend_ratio_{self.tabs}_vs_1": ratio,
+            "sampler_ratio": _ratio(tabs["many"]["sampler_cpu_ms_per_refresh"], one_sampler),
+        }
+        if "more" in tabs:
+            ratios["more_ratio"] = _ratio(tabs["more"]["cpu_ms_per_refresh"], one_cpu)
+            ratios[f"backend_ratio_{self.more_tabs}_vs_1"] = ratios["more_ratio"]
+        return ratios
 
     def _cpu_window(self, dashboard: Dashboard, pump: Any) -> dict[str, Any]:
         pid = dashboard.process.pid if dashboard.process else 0

@@ -118,18 +118,23 @@ async def next_snapshot(after: int, timeout: float) -> None:
         await asyncio.wait_for(arrived.wait(), timeout)
 
 
-def _token_to_sid() -> Mapping[str, str] | None:
-    """The app's live websocket map (client token -> socket id), if available.
+def _token_to_sid() -> Mapping[str, Any] | None:
+    """The app's live websocket map (client token -> its socket), if available.
 
     The app's event namespace is looked up once and kept: ``get_and_validate_app``
-    prepends the working directory to ``sys.path`` on every call.
+    prepends the working directory to ``sys.path`` on every call. The token
+    manager's own dict is read where it has one: ``token_to_sid`` copies every
+    tab's entry on each call, which every tab's loop would pay each tick.
     """
     if _shared.namespace is None:
         with contextlib.suppress(Exception):
             from reflex.utils.prerequisites import get_and_validate_app
 
             _shared.namespace = get_and_validate_app().app.event_namespace
-    return None if _shared.namespace is None else _shared.namespace.token_to_sid
+    if _shared.namespace is None:
+        return None
+    sockets = getattr(getattr(_shared.namespace, "_token_manager", None), "token_to_socket", None)
+    return sockets if isinstance(sockets, Mapping) else _shared.namespace.token_to_sid
 
 
 def client_connected(token: str) -> bool:
