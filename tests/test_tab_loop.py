@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import sys
 import time
@@ -69,6 +70,41 @@ def test_the_system_feed_fills_the_header_once_per_snapshot() -> None:
     header.ram_text = "changed"
     run_coroutine(apply(header, snapshot, time.time()))  # same snapshot: nothing reassigned
     assert header.ram_text == "changed"
+
+
+def test_tabs_taking_the_same_step_send_the_same_changes_and_a_tab_left_behind_catches_up() -> None:
+    def header_of(root: rx.State) -> Any:
+        return root.get_substate(SystemState.get_full_name().split(".")[1:])
+
+    def snapshot(sequence: int, used_gib: int) -> Snapshot:
+        memory = MemoryFacts(total_bytes=64 << 30, used_bytes=used_gib << 30, percent=used_gib * 100 / 64)
+        return Snapshot(sequence=sequence, taken_at=time.time(), operations=(), system=SystemFacts(memory=memory))
+
+    apply: Any = operations._appliers[system.FEED]
+    first, second = rx.State(_reflex_internal_init=True), rx.State(_reflex_internal_init=True)
+    base = 10_000 + time.time_ns() % 1000  # newer than the other tests' snapshots
+    for root in (first, second):
+        run_coroutine(apply(header_of(root), snapshot(base, 2), time.time()))
+        root._clean()
+    step = snapshot(base + 1, 3)
+    deltas = []
+    for root in (first, second):
+        run_coroutine(apply(header_of(root), step, time.time()))
+        deltas.append(root.get_delta())
+        root._clean()
+    assert deltas[0] == deltas[1]
+    changed = next(iter(deltas[0].values()))
+    assert any(name.startswith("ram_text") for name in changed)
+    assert not any(name.startswith("gpu_message") for name in changed)  # unchanged fields are not sent
+    # The first tab moves on through more views than are kept; the second then catches up at once.
+    for offset in range(2, 2 + system.MAX_VIEWS + 2):
+        run_coroutine(apply(header_of(first), snapshot(base + offset, 3 + offset), time.time()))
+    latest = snapshot(base + 2 + system.MAX_VIEWS + 2, 40)
+    for root in (first, second):
+        run_coroutine(apply(header_of(root), latest, time.time()))
+    for field in dataclasses.fields(system.SystemView):
+        assert getattr(header_of(second), field.name) == getattr(header_of(first), field.name), field.name
+    assert header_of(second).ram_text == "40.0 GiB / 64.0 GiB"
 
 
 def test_the_bell_loop_is_a_side_loop_of_the_same_registry() -> None:
