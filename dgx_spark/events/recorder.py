@@ -13,6 +13,7 @@ its start nor its end is stored. Rows are bounded by retention and by row caps.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import re
@@ -40,6 +41,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]")
 TAIL_BYTES = 16 * 1024
 MAX_LINE = 500
 MAX_HELD = 10_000
+# The thread's waits on its queue (seconds): while starts are held (they are stored once they have
+# lived long enough), with nothing to do (until the next retention purge at most), when stopping.
+HELD_POLL_SECONDS = 0.5
+IDLE_WAIT_SECONDS = 10.0
+STOP_POLL_SECONDS = 0.05
 
 
 def read_log_tail(path: str | None, lines: int) -> list[str]:
@@ -92,7 +98,8 @@ class EventRecorder:
         self._on_event = on_event
         self._purge_every = purge_every
         self._purge_batch = purge_batch
-        self._queue: queue.Queue[Transition] = queue.Queue(maxsize=max_queue)
+        # None wakes the thread to stop; it blocks on the queue, briefly only while starts are held.
+        self._queue: queue.Queue[Transition | None] = queue.Queue(maxsize=max_queue)
         self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=recent_size)
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,6 +152,8 @@ class EventRecorder:
     def stop(self, timeout: float = 5.0) -> None:
         """Store what is queued, then stop the thread."""
         self._stop.set()
+        with contextlib.suppress(queue.Full):  # full: the thread is busy and sees the flag soon
+            self._queue.put_nowait(None)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -154,8 +163,10 @@ class EventRecorder:
         retry: Transition | None = None
         while True:
             try:
-                transition = retry if retry is not None else self._queue.get(timeout=0.5)
+                transition = retry if retry is not None else self._queue.get(timeout=self._wait_seconds())
                 retry = None
+                if transition is None:
+                    continue
             except queue.Empty:
                 if self._stop.is_set():
                     self._flush_held_safely(None)  # they are real starts: keep them
@@ -180,6 +191,14 @@ class EventRecorder:
                 logger.exception("events: could not record a %s event", transition.kind)
             self._flush_held_safely(self._clock())
             self._maybe_purge()
+
+    def _wait_seconds(self) -> float:
+        """How long the idle thread blocks: briefly while starts are held, a purge goes on or it stops."""
+        if self._stop.is_set():
+            return STOP_POLL_SECONDS
+        if self._held or self._purging:
+            return HELD_POLL_SECONDS
+        return min(IDLE_WAIT_SECONDS, max(HELD_POLL_SECONDS, self._next_purge - time.monotonic()))
 
     def _load_recent(self) -> None:
         """Fill the ring with the newest stored events, so a restart keeps them."""

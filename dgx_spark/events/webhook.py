@@ -14,6 +14,7 @@ no link (``http://x`` -> ``http[:]//x``), Slack's ``& < >`` escaped, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -122,7 +123,8 @@ class WebhookSender:
     ) -> None:
         """Create a sender; ``url_provider`` returns the URL to use now (None: off)."""
         self._url_provider = url_provider
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
+        # None wakes the thread to stop (it blocks on the queue: no wake-ups while there is nothing to send).
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -146,6 +148,8 @@ class WebhookSender:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the sender thread; unsent events are dropped."""
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -167,9 +171,8 @@ class WebhookSender:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                event = self._queue.get(timeout=0.5)
-            except queue.Empty:
+            event = self._queue.get()
+            if event is None:
                 continue
             try:
                 self._deliver(event)
