@@ -128,11 +128,12 @@ def format_epoch(epoch: float | None, total: int | None = None) -> str:
     return text
 
 
-def iso_utc(timestamp: float | None) -> str | None:
+def iso_utc(timestamp: float | None, *, milliseconds: bool = False) -> str | None:
     """A POSIX timestamp as ISO-8601 UTC in whole seconds (``2025-12-31T12:00:00Z``); None when unknown.
 
     The one ISO formatter: the API's timestamps, and the page's, which the browser
-    turns into local time (rx.moment), so it must be unambiguous.
+    turns into local time (rx.moment), so it must be unambiguous. ``milliseconds``
+    adds them (``2025-12-31T12:00:00.250Z``: health's component states).
     """
     if not _finite(timestamp):
         return None
@@ -140,6 +141,8 @@ def iso_utc(timestamp: float | None) -> str | None:
         moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.UTC)  # type: ignore[arg-type]
     except (OverflowError, OSError, ValueError):
         return None  # beyond the platform's dates
+    if milliseconds:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(timestamp % 1 * 1000):03d}Z"  # type: ignore[operator]
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dgx_spark.format import iso_utc
+
 # The components /api/health always lists (others may be reported too).
 COMPONENTS = ("database", "nvml", "sampler", "webhook")
 
@@ -42,9 +44,7 @@ class ComponentState:
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    return iso_utc(ts, milliseconds=True)
 
 
 class HealthRegistry:

@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dgx_spark"
 # unit of a LOWER layer; units of one layer do not import each other. Keep in step with docs/architecture.md.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings",),
-    ("format", "health", "redaction", "startup"),
+    ("format", "redaction"),
+    ("health", "startup"),
     ("collector", "database"),
     ("events", "nodes", "progress", "security"),
     ("supervisor",),
