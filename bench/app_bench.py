@@ -359,7 +359,14 @@ class AppBench:
             f"backend_ratio_{self.tabs}_vs_1": ratio,
             "sampler_ratio": _ratio(tabs["many"]["sampler_cpu_ms_per_refresh"], one_sampler),
         }
+        # The backend less its sampler thread: what the tabs cost, without the machine's process churn
+        # (which the sampler hears and reads, and which other work on a shared machine moves).
+        rest = one_cpu - one_sampler
+        ratios["rest_ratio"] = _ratio(tabs["many"]["cpu_ms_per_refresh"] - tabs["many"]["sampler_cpu_ms_per_refresh"], rest)
         if "more" in tabs:
+            ratios["more_rest_ratio"] = _ratio(
+                tabs["more"]["cpu_ms_per_refresh"] - tabs["more"]["sampler_cpu_ms_per_refresh"], rest
+            )
             ratios["more_ratio"] = _ratio(tabs["more"]["cpu_ms_per_refresh"], one_cpu)
             ratios[f"backend_ratio_{self.more_tabs}_vs_1"] = ratios["more_ratio"]
         return ratios

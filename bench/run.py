@@ -211,7 +211,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"Whole backend CPU / refresh, 1 → {tabs['tabs']} tabs",
                 f"{_one(tabs, 'cpu_ms_per_refresh')} → {tabs['many']['cpu_ms_per_refresh']:.1f} ms",
                 (
-                    f"ratio {_fmt(tabs['ratio'], '×', 2)} (to the mean of 1 tab before and after); "
+                    f"ratio {_fmt(tabs['ratio'], '×', 2)} (to the mean of 1 tab before and after"
+                    + (f"; less the sampler {_fmt(tabs['rest_ratio'], '×', 2)}" if "rest_ratio" in tabs else "")
+                    + "); "
                     f"{_load(tabs['one'])} → {_load(tabs['many'])}"
                     + (f" → {_load(tabs['one_after'])}" if "one_after" in tabs else "")
                 ),
@@ -224,7 +226,11 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 [
                     f"Whole backend CPU / refresh, 1 → {tabs['more_tabs']} tabs",
                     f"{_one(tabs, 'cpu_ms_per_refresh')} → {tabs['more']['cpu_ms_per_refresh']:.1f} ms",
-                    f"ratio {_fmt(tabs['more_ratio'], '×', 2)}; {_load(tabs['more'])}",
+                    (
+                        f"ratio {_fmt(tabs['more_ratio'], '×', 2)}"
+                        + (f" (less the sampler {_fmt(tabs['more_rest_ratio'], '×', 2)})" if "more_rest_ratio" in tabs else "")
+                        + f"; {_load(tabs['more'])}"
+                    ),
                     "(info)",
                     "—",
                 ]
