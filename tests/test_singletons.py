@@ -32,9 +32,7 @@ SERVICE_PARTS = frozenset({
 })
 MEMO_DECORATORS = frozenset({"cache", "lru_cache"})
 # Singletons still to move into Services: (module, what). Remove an entry when it goes.
-PENDING: frozenset[tuple[str, str]] = frozenset({
-    ("state/system.py", "global _cache"),
-})
+PENDING: frozenset[tuple[str, str]] = frozenset()
 
 
 def _callee(call: ast.Call) -> str:

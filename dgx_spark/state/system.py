@@ -389,9 +389,16 @@ def _changes(shown: int, number: int, view: SystemView) -> tuple[tuple[str, Any]
     return changes
 
 
-# The latest shared header view: (snapshot, view, sequence its sparklines were
-# drawn at, sequence the view last changed at: its fingerprint).
-_cache: tuple[Snapshot | None, SystemView, int, int] = (None, SystemView(), -1, -1)
+@dataclasses.dataclass
+class _Latest:
+    """The latest shared header view (read and replaced under ``_cache_lock``)."""
+
+    # (snapshot, view, sequence its sparklines were drawn at, sequence the view last changed at:
+    # its fingerprint).
+    entry: tuple[Snapshot | None, SystemView, int, int] = (None, SystemView(), -1, -1)
+
+
+_cache = _Latest()
 
 
 def _keep_sparklines(view: SystemView, drawn: SystemView) -> SystemView:
@@ -420,9 +427,8 @@ def shared_system_view(snapshot: Snapshot) -> tuple[SystemView, int]:
     Returns:
         The view, and the sequence of the snapshot it last changed at.
     """
-    global _cache
     with _cache_lock:
-        cached, previous, drawn_at, changed_at = _cache
+        cached, previous, drawn_at, changed_at = _cache.entry
         # The sampler hands every tab the same Snapshot object for a sequence.
         if cached is snapshot:
             return previous, changed_at
@@ -442,7 +448,7 @@ def shared_system_view(snapshot: Snapshot) -> tuple[SystemView, int]:
         else:
             changed_at = snapshot.sequence
             _number_view(view)
-        _cache = (snapshot, view, snapshot.sequence if redraw else drawn_at, changed_at)
+        _cache.entry = (snapshot, view, snapshot.sequence if redraw else drawn_at, changed_at)
         return view, changed_at
 
 
