@@ -153,8 +153,8 @@ def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def table_rows(results: dict[str, Any]) -> list[list[str]]:
-    """The table: measurement, figure, reference, target, result."""
+def _sampler_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Sampler rows: CPU per refresh against the floor and Glances."""
     rows: list[list[str]] = []
     for r in results.get("sampler", {}).values():
         vs_g, vs_f = r.get("ratio_vs_glances"), r.get("ratio_vs_floor")
@@ -192,6 +192,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 verdict(ok),
             ]
         )
+    return rows
+
+
+def _tabs_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The whole backend's CPU per refresh with 1, 10 and 50 tabs."""
+    rows: list[list[str]] = []
     tabs = results.get("tabs")
     if tabs:
         rows.append(
@@ -235,6 +241,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                     "—",
                 ]
             )
+    return rows
+
+
+def _api_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The API's latency under concurrent clients."""
+    rows: list[list[str]] = []
     api = results.get("api")
     if api:
         closed, polling = api["closed"], api["polling"]
@@ -261,6 +273,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                     verdict(polling["p99_ms"] < API_P99_MAX_MS and polling["error_count"] == 0),
                 ]
             )
+    return rows
+
+
+def _ws_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Websocket bytes per tab: idle, and one changed operation."""
+    rows: list[list[str]] = []
     ws = results.get("ws", {})
     ops = results.get("app", {}).get("operations_listed")
     if "idle" in ws:
@@ -299,6 +317,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 verdict(None if change is None else change <= ONE_CHANGED_MAX_BYTES),
             ]
         )
+    return rows
+
+
+def _big_rows(results: dict[str, Any]) -> list[list[str]]:
+    """With 500 listed: change → card updated, and the API."""
+    rows: list[list[str]] = []
     big = results.get("big")
     if big:
         listed = big.get("operations_listed")
@@ -327,6 +351,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                     verdict(closed["p99_ms"] < API_P99_MAX_MS and closed["error_count"] == 0),
                 ]
             )
+    return rows
+
+
+def _visible_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Process start → card visible."""
+    rows: list[list[str]] = []
     vis = results.get("visible")
     if vis:
         if "p95_s" in vis:
@@ -344,6 +374,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             )
         else:
             rows.append(["Process start → card visible", "never seen", f"{vis['misses']} misses", "", "MISS"])
+    return rows
+
+
+def _rss_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The backend's memory."""
+    rows: list[list[str]] = []
     rss = results.get("rss")
     if rss:
         rows.append(
@@ -355,6 +391,19 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                 verdict(rss["worker_max_mb"] < RSS_MAX_MB and rss["flat"]),
             ]
         )
+    return rows
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The table: measurement, figure, reference, target, result."""
+    rows: list[list[str]] = []
+    rows.extend(_sampler_rows(results))
+    rows.extend(_tabs_rows(results))
+    rows.extend(_api_rows(results))
+    rows.extend(_ws_rows(results))
+    rows.extend(_big_rows(results))
+    rows.extend(_visible_rows(results))
+    rows.extend(_rss_rows(results))
     if results.get("user_level"):
         from bench.user_level import table_rows as user_level_rows
 
