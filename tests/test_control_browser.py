@@ -26,7 +26,7 @@ def test_launch_logs_and_stop_from_the_ui(full_dashboard: Dashboard, page: Page,
     script.write_text(SCRIPT)
     page.set_default_timeout(60_000)
     page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
-    page.wait_for_url(f"{full_dashboard.url}/**")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
     try:
         page.locator("#new-operation").click()
         dialog = page.locator("#launch-dialog")
@@ -84,7 +84,7 @@ def test_restart_and_interrupt_from_the_ui(full_dashboard: Dashboard, page: Page
     script.write_text(CHECKPOINTER)
     page.set_default_timeout(60_000)
     page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
-    page.wait_for_url(f"{full_dashboard.url}/**")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
     try:
         # The launch dialog carries a restart policy; a bad number is named under it.
         page.locator("#new-operation").click()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.support.browser import focus_for_tooltip
 from tests.support.dashboard import TEST_TOKEN, Dashboard, wait_until
 
 APPEAR = 60_000  # ms: generous, the machine is shared and slow
@@ -53,7 +54,7 @@ def overflowing(page: Page, width: int) -> list[str]:
 
 def log_in(page: Page, dash: Dashboard) -> None:
     page.goto(f"{dash.url}/login?token={TEST_TOKEN}")
-    page.wait_for_url(f"{dash.url}/**")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
 
 
 def contrast(page: Page, selector: str) -> float:
@@ -179,8 +180,7 @@ def test_a_viewer_not_logged_in_sees_stop_disabled_with_a_login_link(
         expect(gate).to_have_attribute("href", "/login")
         expect(gate).to_have_attribute("aria-label", "Log in to stop")
         # The hint: the link's title on hover (asserted above), and the tooltip on keyboard focus.
-        gate.focus()
-        expect(page.get_by_role("tooltip")).to_contain_text("Log in to stop", timeout=APPEAR)
+        focus_for_tooltip(page, gate, "Log in to stop")
         card.screenshot(path=str(artifacts_dir / "login-gated-card.png"))
         # Nothing to walk through: the click goes to the login page, no confirmation opens.
         gate.click()

@@ -1,4 +1,4 @@
-"""Keyboard (issue 16): every dialog and popover on / and /history takes focus, closes with Escape, and gives
+"""Keyboard: every dialog and popover on / and /history takes focus, closes with Escape, and gives
 focus back to the control that opened it.
 
 Real browser, the real app (shared full dashboard); screenshots go to test-artifacts/.

@@ -9,31 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
+from tests.support.browser import hover_for_tooltip
 from tests.support.dashboard import TEST_TOKEN, Dashboard
 
 APPEAR = 60_000  # ms: generous, the machine is shared and slow
 DESKTOP = {"width": 1440, "height": 900}
-
-
-def hover_for_tooltip(page: Page, target: Locator, text: str) -> None:
-    """Hover ``target`` until its tooltip says ``text``.
-
-    Playwright's hover is one pointer move. Radix ignores a move onto a trigger while another tooltip's
-    pointer is "in transit" (its grace area, shared by all tooltips): moving away fast can open a tooltip
-    on the way (instantly, just after one closed) and leave it in transit, so the one move onto ``target``
-    is lost (measured: the trigger node stays the same, no remount). A hand makes more moves; here: retry.
-    """
-    for _ in range(10):
-        page.mouse.move(5, 890, steps=4)
-        target.hover()
-        try:
-            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
-            return
-        except AssertionError:
-            continue
-    expect(page.get_by_role("tooltip")).to_contain_text(text)
 
 
 def test_new_operation_is_disabled_with_a_login_link_for_a_viewer(

@@ -47,7 +47,7 @@ def test_logs_follow_jump_search_and_empty(
 ) -> None:
     page.set_viewport_size({"width": 1440, "height": 900})
     page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
-    page.wait_for_url(f"{full_dashboard.url}/**")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
     script = tmp_path / "log_follower.py"
     script.write_text(FOLLOWER)
     follower = launch(full_dashboard, "log-follower", [sys.executable, str(script)])

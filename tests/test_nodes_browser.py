@@ -39,6 +39,7 @@ def test_switch_nodes_and_see_chips(full_dashboard: Dashboard, node_b: Dashboard
     node_id = added["data"]["id"]
     try:
         page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
         page.goto(full_dashboard.url)
         switcher = page.locator("#node-switcher")
         expect(switcher).to_be_visible(timeout=APPEAR)

@@ -52,7 +52,7 @@ def test_control_b_from_a(full_dashboard: Dashboard, node_b: Dashboard, page: Pa
     page.set_default_timeout(APPEAR)
     try:
         page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
-        page.wait_for_url(f"{full_dashboard.url}/**")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
 
         # Launch on B from A's dialog: the tab then shows B, with the new card.
         page.locator("#new-operation").click()

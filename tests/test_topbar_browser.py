@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.support.browser import hover_for_tooltip
 from tests.support.dashboard import Dashboard
-from tests.test_login_gates_browser import hover_for_tooltip
 
 APPEAR = 60_000  # ms: generous, the machine is shared and slow
 

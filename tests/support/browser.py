@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from playwright.sync_api import Locator, Page, expect
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -22,3 +24,40 @@ def chromium_path() -> str | None:
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+def hover_for_tooltip(page: Page, target: Locator, text: str) -> None:
+    """Hover ``target`` until its tooltip says ``text``.
+
+    Playwright's hover is one pointer move. Radix ignores a move onto a trigger while another tooltip's
+    pointer is "in transit" (its grace area, shared by all tooltips): moving away fast can open a tooltip
+    on the way (instantly, just after one closed) and leave it in transit, so the one move onto ``target``
+    is lost (measured: the trigger node stays the same, no remount). A hand makes more moves; here: retry.
+    """
+    for _ in range(10):
+        page.mouse.move(5, 890, steps=4)
+        target.hover()
+        try:
+            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    expect(page.get_by_role("tooltip")).to_contain_text(text)
+
+
+def focus_for_tooltip(page: Page, target: Locator, text: str) -> None:
+    """Focus ``target`` (the keyboard's way to a tooltip) until its tooltip says ``text``.
+
+    The pointer is first moved off every trigger: a tooltip it left open or "in transit" holds the
+    shared provider (see ``hover_for_tooltip``), and then one focus can be lost the same way.
+    """
+    for _ in range(10):
+        page.mouse.move(5, 890)
+        target.evaluate("(element) => element.blur()")
+        target.focus()
+        try:
+            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    expect(page.get_by_role("tooltip")).to_contain_text(text)
