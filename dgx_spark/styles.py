@@ -587,6 +587,14 @@ PHONE_COMPACT_CSS = f"""
   #system-toggle {{ display: inline-flex; margin-bottom: 8px; }}
   #system-wrap[data-open="false"] #system-body {{ display: none; }}
   .dgx-brand-sub {{ display: none; }}
+  /* The first card on the first screen: "Live" without the time (its title keeps it on larger screens), */
+  .dgx-live-updated {{ display: none !important; }}
+  /* section headers a little tighter, */
+  #operations-sections [id^="section-"][id$="-toggle"] {{ padding-top: 6px !important; padding-bottom: 6px !important; }}
+  /* and an empty section is one short line. */
+  .dgx-empty-state {{ flex-direction: row !important; padding: 8px 12px !important; gap: 10px !important; }}
+  .dgx-empty-state > :not(.dgx-empty-icon):not([data-field="empty-title"]) {{ display: none !important; }}
+  .dgx-empty-state .dgx-empty-icon {{ width: 28px !important; height: 28px !important; margin: 0 !important; }}
 }}
 /* Read out but not shown on a phone (the top bar's connection chip says "connected" by colour there). */
 @media (max-width: 29.99em) {{

@@ -82,6 +82,7 @@ def live_indicator() -> rx.Component:
                     title_format="YYYY-MM-DD HH:mm:ss Z",
                 ),
                 spacing="1",
+                class_name="dgx-live-updated",
             ),
         ),
         style=styles.live_indicator,

@@ -130,7 +130,7 @@ def empty_state(spec: SectionSpec) -> rx.Component:
     a search or filter is on, that nothing here matches it."""
     filtered_title = spec.filtered_title or f"No {spec.title.lower()} match the filters"
     return rx.vstack(
-        rx.box(rx.icon(spec.icon, size=20), style=styles.empty_icon),
+        rx.box(rx.icon(spec.icon, size=20), style=styles.empty_icon, class_name="dgx-empty-icon"),
         rx.text(
             rx.cond(OperationsState.filtering, filtered_title, spec.empty_title),
             weight="medium",
@@ -148,6 +148,7 @@ def empty_state(spec: SectionSpec) -> rx.Component:
         ),
         id=f"section-{spec.key}-empty",
         style=styles.empty_state,
+        class_name="dgx-empty-state",
         custom_attrs={"data-filtered": rx.cond(OperationsState.filtering, "true", "false")},
     )
 
