@@ -14,6 +14,7 @@ from dgx_spark import settings as settings_module
 from dgx_spark.api.actor import describe_control
 from dgx_spark.api.app import create_api
 from dgx_spark.database import make_engine
+from dgx_spark.security import audit as audit_module
 from dgx_spark.security import sessions
 from dgx_spark.security import token as tokens
 from dgx_spark.security.audit import AuditEntry, AuditLog, list_audit, record_audit
@@ -327,7 +328,9 @@ def test_the_audit_log_writes_in_its_own_thread_until_closed(tmp_path: Path) -> 
     assert [r.action for r in log.entries()] == ["start", "refusals", "stop", "stop"]
 
 
-def test_audit_failure_is_logged_not_raised(tmp_path: Path) -> None:
+def test_audit_failure_is_logged_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A database without the table counts as unavailable (a missing database file): retried, then given up.
+    monkeypatch.setattr(audit_module, "AUDIT_WAIT_SECONDS", 0.5)
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no table
     assert record_audit("stop", "allowed", engine=engine) is None
 
