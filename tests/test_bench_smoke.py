@@ -36,6 +36,8 @@ def test_sampler_run_writes_the_documented_json(tmp_path: Path) -> None:
     env = {**os.environ, "DGX_SPARK_DATA_DIR": str(tmp_path / "data")}
     args = ["--only", "sampler", "--sizes", "20", "--refreshes", "2", "--warmup", "1"]
     args += ["--interval", "0", "--no-glances", "--out", str(out)]
+    # The operations and churn rows too, small: their code runs, in seconds rather than a minute.
+    args += ["--ops-row", "20:2", "--churn-row", "20:5", "--settle", "1"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), *args],
         cwd=ROOT,
