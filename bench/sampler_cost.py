@@ -39,23 +39,24 @@ GLANCES_VENV = ROOT / "bench" / ".glances-venv"
 GLANCES_DRIVER = ROOT / "bench" / "glances_driver.py"
 
 
-def ensure_glances(venv: Path = GLANCES_VENV, version: str = GLANCES_VERSION) -> Path:
-    """Glances ``version`` from PyPI in its own virtualenv; return that venv's python."""
+def ensure_glances(venv: Path = GLANCES_VENV, version: str = GLANCES_VERSION, extras: str = "") -> Path:
+    """Glances ``version`` from PyPI (with ``extras``, e.g. ``web``) in its own virtualenv; return that venv's python."""
     python = venv / "bin" / "python"
-    marker = venv / f".glances-{version}"
+    requirement = f"glances[{extras}]=={version}" if extras else f"glances=={version}"
+    marker = venv / (f".glances-{extras}-{version}" if extras else f".glances-{version}")
     if marker.exists() and python.exists():
         return python
     if not python.exists():
         base = getattr(sys, "_base_executable", None) or sys.executable
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"glances=={version}"],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement],
         capture_output=True,
         text=True,
         check=False,
     )
     if pip.returncode != 0:
-        raise RuntimeError(f"could not install glances=={version} into {venv}:\n{pip.stderr[-2000:]}")
+        raise RuntimeError(f"could not install {requirement} into {venv}:\n{pip.stderr[-2000:]}")
     marker.touch()
     return python
 

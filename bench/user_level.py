@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.sampler_cost import GLANCES_VENV, GLANCES_VERSION  # noqa: E402 - after the path fix
+from bench.sampler_cost import GLANCES_VENV, GLANCES_VERSION, ensure_glances  # noqa: E402 - after the path fix
 
 RATIO_MAX = 1 / 20  # target: ours ≤ 1/20 of Glances' web server, one tab open on each
 IDLE_RATIO_MAX = 1.0  # target: no tab open, ours ≤ 1× Glances' web server
@@ -145,24 +145,7 @@ def machine_busy() -> tuple[int, int]:
 
 def ensure_glances_web(venv: Path = GLANCES_VENV, version: str = GLANCES_VERSION) -> Path:
     """``glances[web]`` (its web server's packages too) in the bench's Glances virtualenv; return ``glances``."""
-    glances = venv / "bin" / "glances"
-    marker = venv / f".glances-web-{version}"
-    if marker.exists() and glances.exists():
-        return glances
-    python = venv / "bin" / "python"
-    if not python.exists():
-        base = getattr(sys, "_base_executable", None) or sys.executable
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"glances[web]=={version}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if pip.returncode != 0:
-        raise RuntimeError(f"could not install glances[web]=={version} into {venv}:\n{pip.stderr[-2000:]}")
-    marker.touch()
-    return glances
+    return ensure_glances(venv, version, extras="web").parent / "glances"
 
 
 class GlancesWeb:
