@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
@@ -26,6 +27,18 @@ def chromium_path() -> str | None:
     return None
 
 
+def _until_tooltip(page: Page, text: str, reach: Callable[[], None]) -> None:
+    """Call ``reach`` (a fresh way onto a trigger) until the tooltip says ``text``, 10 tries of 5 s."""
+    for _ in range(10):
+        reach()
+        try:
+            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    expect(page.get_by_role("tooltip")).to_contain_text(text)
+
+
 def hover_for_tooltip(page: Page, target: Locator, text: str) -> None:
     """Hover ``target`` until its tooltip says ``text``.
 
@@ -34,15 +47,12 @@ def hover_for_tooltip(page: Page, target: Locator, text: str) -> None:
     on the way (instantly, just after one closed) and leave it in transit, so the one move onto ``target``
     is lost (measured: the trigger node stays the same, no remount). A hand makes more moves; here: retry.
     """
-    for _ in range(10):
+
+    def reach() -> None:
         page.mouse.move(5, 890, steps=4)
         target.hover()
-        try:
-            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
-            return
-        except AssertionError:
-            continue
-    expect(page.get_by_role("tooltip")).to_contain_text(text)
+
+    _until_tooltip(page, text, reach)
 
 
 def focus_for_tooltip(page: Page, target: Locator, text: str) -> None:
@@ -51,13 +61,10 @@ def focus_for_tooltip(page: Page, target: Locator, text: str) -> None:
     The pointer is first moved off every trigger: a tooltip it left open or "in transit" holds the
     shared provider (see ``hover_for_tooltip``), and then one focus can be lost the same way.
     """
-    for _ in range(10):
+
+    def reach() -> None:
         page.mouse.move(5, 890)
         target.evaluate("(element) => element.blur()")
         target.focus()
-        try:
-            expect(page.get_by_role("tooltip")).to_contain_text(text, timeout=5_000)
-            return
-        except AssertionError:
-            continue
-    expect(page.get_by_role("tooltip")).to_contain_text(text)
+
+    _until_tooltip(page, text, reach)
