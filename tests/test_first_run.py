@@ -342,6 +342,10 @@ def test_make_run_from_a_fresh_clone(clone: Path, page: Page, tmp_path: Path) ->
             reply = json.loads(resp.read())
         assert reply["success"] is True and isinstance(reply["data"], list)
         assert listening(port) == ["127.0.0.1"]
+        # A new user's empty history says how long it keeps things, in days, not a variable's name.
+        page.goto(f"http://127.0.0.1:{port}/history")
+        expect(page.locator("#history-empty")).to_contain_text(
+            "are kept here for 7 days (DGX_SPARK_HISTORY_DAYS).", timeout=120_000)
         # A browser tab, so that websockets and a live loop exist when the signal comes.
         page.goto(f"http://127.0.0.1:{port}/")
         expect(page.locator("#operations-sections")).to_be_visible(timeout=120_000)

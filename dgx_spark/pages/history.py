@@ -100,8 +100,9 @@ def history_table() -> rx.Component:
                 id="history-table",
             ),
             rx.text(
-                rx.cond(HistoryState.loaded, "No ended operations yet. Operations that stop, complete or fail "
-                        "are kept here for DGX_SPARK_HISTORY_DAYS days.", "Loading…"),
+                rx.cond(HistoryState.loaded,
+                        "No ended operations yet. Operations that stop, complete or fail are kept here for "
+                        + HistoryState.kept_for + " (DGX_SPARK_HISTORY_DAYS).", "Loading…"),
                 color=styles.MUTED,
                 id="history-empty",
             ),

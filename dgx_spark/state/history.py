@@ -13,7 +13,7 @@ import reflex as rx
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import INFERRED_SOURCES, OUTCOMES
 from dgx_spark.collector.query import apply_query
-from dgx_spark.services import get_events
+from dgx_spark.services import get_events, get_services
 from dgx_spark.state.events import short_lived_note
 from dgx_spark.state.filters import FilterMixin
 from dgx_spark.state.view import OUTCOME_SOURCE_TITLES, outcome_line
@@ -63,6 +63,13 @@ def history_view(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def kept_for(days: float) -> str:
+    """How long the history keeps ended operations, for people: ``7 days``, ``1 day``, ``12 hours``."""
+    if days >= 1:
+        whole = f"{days:g}"
+        return f"{whole} day" if whole == "1" else f"{whole} days"
+    return f"{days * 24:.3g} hours"  # the setting is above 0
+
 class HistoryState(FilterMixin, rx.State):
     """Ended operations (newest first) and the History view's filters."""
 
@@ -70,6 +77,8 @@ class HistoryState(FilterMixin, rx.State):
     loaded: bool = False
     error: str = ""
     short_lived: str = ""
+    # How long ended operations are kept ("7 days"), from DGX_SPARK_HISTORY_DAYS.
+    kept_for: str = ""
 
     @rx.var
     def visible(self) -> list[dict[str, str]]:
@@ -94,3 +103,4 @@ class HistoryState(FilterMixin, rx.State):
         self.error = ""
         self.loaded = True
         self.short_lived = short_lived_note()
+        self.kept_for = kept_for(get_services().settings.events.history_days)
