@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 
 from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+
+# A run that starts from a clean checkout fails if it leaves `git status` changed.
+from tests.support.clean_tree import pytest_sessionfinish as pytest_sessionfinish
+from tests.support.clean_tree import pytest_sessionstart as pytest_sessionstart
 from tests.support.dashboard import Dashboard, reap_launched, wait_until
 from tests.support.fake_gpu import NO_GPU, write_scenario
 
