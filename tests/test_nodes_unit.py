@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 
-from dgx_spark.nodes.poller import IncompatibleAnswer, NodeState, parse_list, poll_timeout
-from dgx_spark.nodes.store import NodeError, NodeStore, clean_url
+from dgx_spark.nodes.poller import IncompatibleAnswer, NodePoller, NodeState, parse_list, poll_timeout
+from dgx_spark.nodes.store import Node, NodeError, NodeStore, clean_url
 from dgx_spark.state.node_view import operation_from_api
 from dgx_spark.state.view import operation_view
 
@@ -85,3 +86,22 @@ def test_remote_item_becomes_a_card() -> None:
     assert op.process_count == 3 and op.started_at_ts == 1704067200.0
     view = operation_view(op, 1704067260.0, "spark-b")
     assert view.url == "http://spark-b:8000" and view.cpu_text and view.source == "launched"
+
+
+def test_a_node_that_does_not_answer_is_polled_ever_less_often_and_keeps_its_list() -> None:
+    """A real refused connection: offline, the last list kept (stale, with its age), 2×, 4×… the refresh."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: every connect is refused
+        poller = NodePoller(Node("b", "B", f"http://127.0.0.1:{port}", TOKEN), interval=1.0, backoff_limit=5.0)
+        listed = ({"id": "op-1-1", "type": "job", "name": "train", "status": "running"},)
+        poller.state = NodeState(status="online", last_seen=100.0, operations=listed, body=b"x")
+        assert poller.next_delay(poller.state, 0.25) == 0.75  # online: the rest of the refresh
+        delays = []
+        for failures in (1, 2, 3, 4):
+            state = poller.poll_once()
+            assert state.status == "offline" and state.failures == failures and "unreachable" in (state.error or "")
+            assert state.operations == listed and state.last_seen == 100.0
+            delays.append(poller.next_delay(state, 0.0))
+        assert delays == [2.0, 4.0, 5.0, 5.0]  # backs off, up to the limit
+        assert state.stale(state.checked_at or 0.0, 1.0) is True and (state.age(160.0) or 0.0) == 60.0
