@@ -103,6 +103,16 @@ def test_engine_client_speaks_the_api_subset(tmp_path: Path) -> None:
         assert bad.value.status == 400 and len(engine.requests) == count
 
 
+def test_engine_labels_are_capped() -> None:
+    item = {"Id": ID, "Names": ["/web"], "Image": "x",
+            "Labels": {f"k{n:03d}": "v" * 1000 for n in range(100)} | {"z" * 300: 7}}
+    info = ct.info_from_list_item(item, "docker")
+    assert info is not None
+    assert len(info.labels) == ct.MAX_LABELS and min(info.labels) == "k000"
+    assert all(len(value) == 512 for value in info.labels.values())
+    assert ct.info_from_list_item({"Id": ID, "Labels": "junk"}, "docker").labels == {}  # type: ignore[union-attr]
+
+
 def test_engine_logs_multiplexed_and_tty(tmp_path: Path) -> None:
     base = 1_790_000_000 * 10**9
     with running_engine(tmp_path) as engine:
@@ -206,7 +216,7 @@ def test_probe_names_the_container_and_maps_ports(tmp_path: Path) -> None:
         assert api["ports"] == [{"host": 18080, "container": 8080}, {"host": None, "container": 9000}]
         assert api["port"] == 18080
         assert api["container"] == {"id": ID, "name": "web", "image": "localhost/bb:1", "engine": "podman",
-                                    "controllable": True, "reason": None}
+                                    "labels": {"app": "test"}, "controllable": True, "reason": None}
         assert ctx.containers is not None
         assert ctx.containers.to_api() == {"visible": True, "engine": "podman", "reason": None}
         watcher.stop()
@@ -221,6 +231,7 @@ def test_probe_without_engine_keeps_what_proc_tells(tmp_path: Path) -> None:
     assert (api["name"], api["port"]) == ("busybox", 8080)
     assert api["ports"] == [{"host": None, "container": 8080}]
     assert api["container"]["controllable"] is False
+    assert api["container"]["labels"] is None  # the engine does not list it: its labels are not known
     assert api["container"]["reason"] == f"containers: not visible (no engine socket at {tmp_path / 'docker.sock'})"
     assert ctx.containers is not None and ctx.containers.visible is False
     watcher.stop()
@@ -309,3 +320,41 @@ def test_no_access_to_the_socket_is_said(tmp_path: Path) -> None:
             60.0,
         )
         assert system == {"visible": False, "engine": None, "reason": f"no engine socket at {missing}"}
+
+
+# ------------------------------------------------------------------------------ what the page shows
+def test_the_card_opens_the_host_port_and_says_why_there_is_no_control(tmp_path: Path) -> None:
+    from dgx_spark.state.view import operation_view
+
+    with running_engine(tmp_path, "podman") as engine:
+        engine.add(FakeContainer(ID, "comfy", image="yanwk/comfyui-boot:cu124", ports=[
+            {"IP": "127.0.0.1", "PrivatePort": 8188, "PublicPort": 9188, "Type": "tcp"}]))
+        watcher = ct.ContainerWatcher(engine.socket_path)
+        watcher.refresh()
+        ctx = SampleContext(now=time.time(), operations=[_container_op(((None, 8188),))])
+        ct.ContainersProbe(watcher).sample(ctx)
+        watcher.stop()
+    view = operation_view(ctx.operations[0], time.time(), host="spark.local")
+    assert (view.port, view.url) == (9188, "http://spark.local:9188")  # the published host port, not 8188
+    assert (view.container_text, view.container_control) == ("podman container comfy", "")
+
+    blind = ct.ContainerWatcher(str(tmp_path / "docker.sock"))
+    blind.refresh()
+    ctx = SampleContext(now=time.time(), operations=[_container_op(((None, 8188),))])
+    ct.ContainersProbe(blind).sample(ctx)
+    view = operation_view(ctx.operations[0], time.time())
+    assert view.container_text == f"podman container {ID[:12]}"
+    assert view.container_control == f"containers: not visible (no engine socket at {tmp_path / 'docker.sock'})"
+    blind.stop()
+
+
+def test_the_system_header_says_containers_are_not_visible() -> None:
+    from dgx_spark.collector.facts import ContainersFacts, SystemFacts
+    from dgx_spark.state.system import system_view
+
+    blind = ContainersFacts(visible=False, engine=None, reason="no access to /var/run/docker.sock")
+    assert system_view(SystemFacts(containers=blind)).containers_text == (
+        "containers: not visible (no access to /var/run/docker.sock)")
+    seen = ContainersFacts(visible=True, engine="docker", reason=None)
+    assert system_view(SystemFacts(containers=seen)).containers_text == ""
+    assert system_view(SystemFacts(containers=ContainersFacts())).containers_text == ""  # not checked yet

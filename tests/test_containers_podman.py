@@ -108,7 +108,7 @@ def test_busybox_container_is_one_server_named_after_it_and_stops(
 ) -> None:
     engine, sock = podman
     host_port = workloads.free_port()
-    engine("run", "-d", "--name", NAME, "-p", f"127.0.0.1:{host_port}:8080", IMAGE,
+    engine("run", "-d", "--name", NAME, "--label", "dgx-spark.test=e2e", "-p", f"127.0.0.1:{host_port}:8080", IMAGE,
            "/bin/busybox", "httpd", "-f", "-p", "8080")
     cid = json.loads(engine("inspect", NAME).stdout)[0]["Id"]
     env = {"DGX_SPARK_DOCKER_HOST": f"unix://{sock}", "DGX_SPARK_STOP_GRACE_SECONDS": "2"}
@@ -122,7 +122,7 @@ def test_busybox_container_is_one_server_named_after_it_and_stops(
         assert (op["type"], op["name"], op["description"]) == ("server", NAME, IMAGE)
         assert op["ports"] == [{"host": host_port, "container": 8080}]
         assert op["container"] == {"id": cid, "name": NAME, "image": IMAGE, "engine": "podman",
-                                   "controllable": True, "reason": None}
+                                   "labels": {"dgx-spark.test": "e2e"}, "controllable": True, "reason": None}
         system = dashboard.get_json("/api/dgx/system")["data"]["containers"]
         assert system == {"visible": True, "engine": "podman", "reason": None}
 

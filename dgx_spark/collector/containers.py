@@ -56,6 +56,8 @@ REQUEST_TIMEOUT = 2.0
 """Seconds one engine request may take (connect, send, every read)."""
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_LOG_LINES = 10000
+MAX_LABELS = 64
+"""Labels kept per container (the engine's answer is untrusted: count and lengths are capped)."""
 
 _HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
 
@@ -343,7 +345,10 @@ def info_from_list_item(item: Mapping[str, Any], engine: str) -> ContainerInfo |
     name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else cid[:12]
     image = item.get("Image") if isinstance(item.get("Image"), str) else ""
     raw_labels = item.get("Labels")
-    labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, dict) else {}
+    labels = (
+        {str(k)[:128]: str(v)[:512] for k, v in sorted(raw_labels.items(), key=lambda kv: str(kv[0]))[:MAX_LABELS]}
+        if isinstance(raw_labels, dict) else {}
+    )
     ports: list[PublishedPort] = []
     for port in item.get("Ports") or ():
         if not isinstance(port, dict):
@@ -606,7 +611,7 @@ class ContainersProbe:
 
 
 def enrich(op: Operation, info: ContainerInfo | None, why_not: str | None) -> Operation:
-    """``op`` named after its container, described by its image, with its ports mapped to the host."""
+    """``op`` named after its container, described by its image and labelled, its ports mapped to the host."""
     assert op.container is not None
     if info is None:
         reason = why_not or "the engine does not list this container"
@@ -620,7 +625,8 @@ def enrich(op: Operation, info: ContainerInfo | None, why_not: str | None) -> Op
     elif published:
         port = published[0]
     ports = tuple(sorted({host if host is not None else inner for host, inner in port_map}))
-    container = Container(id=info.id, name=info.name, image=info.image, engine=info.engine, control=None)
+    container = Container(id=info.id, name=info.name, image=info.image, engine=info.engine, control=None,
+                          labels=tuple(sorted(info.labels.items())))
     return op.replace(name=info.name, description=info.image or op.description, container=container,
                       port_map=port_map, ports=ports, port=port)
 

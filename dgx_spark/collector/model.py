@@ -98,14 +98,17 @@ class Container:
     """``docker`` / ``podman`` when the engine lists it, else the runtime its cgroup names."""
     control: str | None = None
     """Why stop, start and logs cannot go through the engine (None: they can)."""
+    labels: tuple[tuple[str, str], ...] | None = None
+    """The engine's labels as (key, value) pairs, sorted (None: the engine does not list it)."""
 
     def to_api(self) -> dict[str, Any]:
-        """``{"id", "name", "image", "engine", "controllable", "reason"}``."""
+        """``{"id", "name", "image", "engine", "labels", "controllable", "reason"}``."""
         return {
             "id": self.id,
             "name": self.name,
             "image": self.image,
             "engine": self.engine,
+            "labels": dict(self.labels) if self.labels is not None else None,
             "controllable": self.control is None,
             "reason": self.control,
         }
