@@ -198,10 +198,13 @@ def test_integer_overflow_is_422(backend: Dashboard) -> None:
     ],
 )
 def test_large_bodies_get_413(backend: Dashboard, path: str, size: int) -> None:
+    start = newest_audit_id(backend)
     body = json.dumps({"template": "custom", "name": "x" * size}).encode()
     status, _, reply = raw_request(backend, "POST", path, body, AUTH)
     assert status == 413
     assert envelope(reply)["error"]["code"] == "payload_too_large"
+    if path == "/api/dgx/operations":
+        audited_after(backend, start, action="launch", outcome="failed", status=413)
 
 
 # ----------------------------------------------------------------------------- text that is not UTF-8
@@ -220,9 +223,26 @@ SURROGATE_BODIES = [
 ]
 
 
+def newest_audit_id(dash: Dashboard) -> int:
+    """The id of the newest audit row (0: none yet)."""
+    _, body = dash.authed("GET", "/api/dgx/audit?limit=1")
+    return int(body["data"][0]["id"]) if body["data"] else 0
+
+
+def audited_after(dash: Dashboard, start: int, **match: Any) -> dict[str, Any]:
+    """Wait for the audit row newer than ``start`` whose fields have the values in ``match``."""
+
+    def found() -> dict[str, Any] | None:
+        _, body = dash.authed("GET", "/api/dgx/audit?limit=200")
+        return next((e for e in body["data"] if e["id"] > start and all(e[k] == v for k, v in match.items())), None)
+
+    return wait_until(found, timeout=30, message=f"no audit row {match}")
+
+
 @pytest.mark.parametrize(("field", "make"), SURROGATE_BODIES, ids=[f for f, _ in SURROGATE_BODIES])
 def test_a_lone_surrogate_is_422_and_nothing_is_kept(backend: Dashboard, field: str, make: Any) -> None:
     tag = f"surrogate-{uuid.uuid4().hex[:8]}"
+    start = newest_audit_id(backend)
     # json.dumps writes a lone surrogate as the escape "\ud800", as a hostile client would.
     status, _, reply = raw_request(backend, "POST", "/api/dgx/operations", json.dumps(make(tag)).encode(), AUTH)
     assert status == 422, reply[:300]
@@ -234,6 +254,9 @@ def test_a_lone_surrogate_is_422_and_nothing_is_kept(backend: Dashboard, field: 
         assert not [op for op in body["data"] if tag in str(op.get("name"))]
     status, history = backend.request("GET", "/api/dgx/history")
     assert status == 200 and not [row for row in history["data"] if tag in str(row.get("name"))]
+    # The one trace it leaves: the refused launch's audit row, saying why.
+    row = audited_after(backend, start, action="launch", outcome="failed", status=422)
+    assert row["detail"].startswith(f"{field}: must be valid UTF-8"), row
 
 
 def test_invalid_utf8_bytes_are_422(backend: Dashboard) -> None:
@@ -244,10 +267,12 @@ def test_invalid_utf8_bytes_are_422(backend: Dashboard) -> None:
 
 
 def test_a_surrogate_metric_key_is_422(backend: Dashboard, sleeper: str) -> None:
+    start = newest_audit_id(backend)
     body = json.dumps({"progress": 0.5, "metrics": {"loss\ud800": 0.1}}).encode()
     status, _, reply = raw_request(backend, "POST", f"/api/dgx/operations/{sleeper}/progress", body, AUTH)
     assert status == 422
     assert envelope(reply)["error"]["field"].startswith("metrics.")
+    audited_after(backend, start, action="progress", target=sleeper, outcome="failed", status=422)
     status, _, reply = raw_request(backend, "POST", "/api/dgx/progress", json.dumps(
         {"pid": 2, "metrics": {"\udfff": 1}}).encode(), AUTH)
     assert status == 422

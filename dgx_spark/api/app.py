@@ -123,5 +123,7 @@ def create_api(*, embedded: bool = False) -> FastAPI:
     api.state.audit_soon = audit_soon
     api.state.credentials = lambda: get_services().credentials
     # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
-    api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX)
+    # A state-changing request refused there is audited like the control service's invalid input.
+    api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX,
+                       describe=api.state.describe_control, audit=audit_soon)
     return api

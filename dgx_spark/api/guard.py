@@ -10,6 +10,10 @@ would answer them with an HTML page). For those:
 - a JSON body holding text that is not valid UTF-8 -> 422 envelope naming the field:
   invalid UTF-8 bytes, or a lone surrogate (``"\\ud800"``) in any key or value. The
   route never sees such a body, so nothing of it is stored or kept.
+
+A state-changing request refused here (413, 422) leaves one trace: its audit row
+(``failed``, with the status and why), named by the control route that would have
+served it, like the control service's rows for other invalid input.
 """
 
 from __future__ import annotations
@@ -17,20 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Match, Mount
 
 from dgx_spark.security.envelope import error_body
-from dgx_spark.security.middleware import read_body, with_security_headers
+from dgx_spark.security.middleware import client_address, read_body, with_security_headers
 from dgx_spark.security.validation import surrogate_path
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Names a state-changing request (action, target), or None (``dgx_spark/api/actor.py``'s describe_control).
+Describe = Callable[[Any], tuple[str, str | None] | None]
+# Queues one audit row (``AuditLog.record_soon``); never raises.
+AuditSoon = Callable[..., None]
 
 API_PREFIX = "/api/"
 # The largest request body any API route takes (launch bodies included); progress reports: 16 KiB.
@@ -117,13 +128,25 @@ class ApiGuard:
     """ASGI middleware for the FastAPI app: see the module docstring."""
 
     def __init__(
-        self, app: ASGIApp, routes: Sequence[BaseRoute], max_body: int = MAX_BODY_BYTES, prefix: str = API_PREFIX
+        self,
+        app: ASGIApp,
+        routes: Sequence[BaseRoute],
+        max_body: int = MAX_BODY_BYTES,
+        prefix: str = API_PREFIX,
+        describe: Describe | None = None,
+        audit: AuditSoon | None = None,
     ) -> None:
-        """Wrap ``app``; ``routes`` is the API router's (live) route list; only paths under ``prefix`` are checked."""
+        """Wrap ``app``; ``routes`` is the API router's (live) route list; only paths under ``prefix`` are checked.
+
+        ``describe`` and ``audit`` name and record the state-changing requests refused here
+        (without them nothing is audited).
+        """
         self.app = app
         self.routes = routes
         self.max_body = max_body
         self.prefix = prefix
+        self.describe = describe
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check one request, then hand it on (or answer it)."""
@@ -156,15 +179,31 @@ class ApiGuard:
                 # Read (and drop) what the client is still sending, up to a point, so that it
                 # gets the answer rather than a broken pipe.
                 await _drain(receive, DRAIN_BYTES)
-                await send_error(send, 413, f"body: larger than {self.max_body} bytes", field="body",
-                                 headers=[(b"connection", b"close")])
+                message = f"body: larger than {self.max_body} bytes"
+                self._audit_refusal(scope, 413, message)
+                await send_error(send, 413, message, field="body", headers=[(b"connection", b"close")])
                 return
             if problem := body_problem(body):
-                field, message = problem
-                await send_error(send, 422, f"{field}: {message}", field=field)
+                field, reason = problem
+                self._audit_refusal(scope, 422, f"{field}: {reason}")
+                await send_error(send, 422, f"{field}: {reason}", field=field)
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+    def _audit_refusal(self, scope: Scope, status: int, detail: str) -> None:
+        """The audit row of a state-changing request refused here (none for a path no control route has)."""
+        if self.describe is None or self.audit is None:
+            return
+        try:
+            named = self.describe(scope)
+            if named is None:
+                return
+            action, target = named
+            self.audit(action=action, outcome="failed", target=target, client=client_address(scope),
+                       status=status, via="api", detail=detail[:300])
+        except Exception:  # the audit row is a record; the refusal stands without it
+            logger.warning("could not audit a refused request to %s", str(scope.get("path", ""))[:200], exc_info=True)
 
     async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the GET route and send its status and headers only (a stream is ended at once)."""
