@@ -269,13 +269,19 @@ def test_tensorboard_logdir_from_its_command_line(watcher: sp.ServiceWatcher) ->
     assert reading.source == "command line"
 
 
+BROKEN_KINDS = {"ollama": ("ollama serve", "Ollama"), "vllm": ("vllm serve m", "vLLM · m"),
+                "comfyui": ("python /x/ComfyUI/main.py", "ComfyUI")}
+
+
 @pytest.mark.parametrize("mode", ["broken", "html", "error"])
+@pytest.mark.parametrize("kind", sorted(BROKEN_KINDS))
 def test_broken_answers_give_nothing_and_are_logged_once(
-    watcher: sp.ServiceWatcher, mode: str, caplog: pytest.LogCaptureFixture
+    watcher: sp.ServiceWatcher, kind: str, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=sp.__name__)
-    with FakeServer("ollama", mode) as server:
-        op = server_op("ollama serve", server.port, name="Ollama")
+    command, name = BROKEN_KINDS[kind]
+    with FakeServer(kind, mode) as server:
+        op = server_op(command, server.port, name=name)
         target = sp.target_of(op)
         assert target is not None
         watcher.update([target])
