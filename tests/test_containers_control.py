@@ -193,3 +193,27 @@ def test_podman_template_uses_cdi_devices_and_checks_fields(tmp_path: Path) -> N
             tpl.build_spec(template, None, params, check_port=False)
         assert refused.value.field == field, params
     assert template.to_api()["engine"] == "podman"
+
+
+def test_container_templates_in_the_dialog_typed_fields_and_preview(tmp_path: Path) -> None:
+    """The New Operation dialog's text fields become the same request, and its preview is the whole argv."""
+    from dgx_spark.state.control import _param_rows, request_body
+
+    template = _container_template("podman")
+    rows = {row["name"]: row for row in _param_rows(template)}
+    assert {name: row["kind"] for name, row in rows.items()} == {
+        "image": "string", "container_name": "string", "port": "port", "container_port": "port", "gpu": "choice",
+        "gpus": "gpus", "volumes": "args", "env": "env", "args": "args"}
+    values = {name: row["default"] for name, row in rows.items()} | {
+        "image": "localhost/bb:1", "port": "18083", "container_port": "8080", "gpus": "0",
+        "volumes": f"{tmp_path}:/data:ro", "env": "HF_TOKEN=hf_secret", "args": "/bin/busybox httpd -f -p 8080"}
+    body = request_body("podman-run", "Web", values)
+    spec = tpl.build_spec(template, body["name"], body["params"], check_port=False)
+    assert spec.display == (
+        "podman run --rm --init --name dgx-spark-web --device nvidia.com/gpu=0 -p 127.0.0.1:18083:8080 "
+        f"-v {tmp_path}:/data:ro -e HF_TOKEN localhost/bb:1 /bin/busybox httpd -f -p 8080")
+    assert "hf_secret" not in spec.display and spec.env == {"HF_TOKEN": "hf_secret"}
+    with pytest.raises(tpl.SpecError) as refused:  # a field the dialog shows inline
+        body = request_body("podman-run", "Web", values | {"volumes": "relative:/data"})
+        tpl.build_spec(template, body["name"], body["params"], check_port=False)
+    assert refused.value.field == "params.volumes[0]"
