@@ -3,12 +3,14 @@ unix socket, the watcher and probe, and a real server in its own network namespa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from dgx_spark.collector.discovery import Discovery
 from dgx_spark.collector.model import Container, Operation
 from dgx_spark.collector.rules import build_table
 from dgx_spark.collector.sampler import SampleContext
+from dgx_spark.collector.service_probes import service_kind
 from tests.support import workloads
 from tests.support.dashboard import Dashboard, wait_until
 from tests.support.fake_engine import FakeContainer, running_engine
@@ -358,3 +361,70 @@ def test_the_system_header_says_containers_are_not_visible() -> None:
     seen = ContainersFacts(visible=True, engine="docker", reason=None)
     assert system_view(SystemFacts(containers=seen)).containers_text == ""
     assert system_view(SystemFacts(containers=ContainersFacts())).containers_text == ""  # not checked yet
+
+
+# ------------------------------------------------------------------------------ a real cgroup
+@contextlib.contextmanager
+def _container_cgroup(cid: str) -> Iterator[Path | None]:
+    """A real cgroup ``.../docker/<cid>`` (cgroupfs layout) to move processes into; None when none can be made."""
+    bases = [Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")]
+    for base in bases:
+        if not (base / "cgroup.procs").exists():
+            continue
+        top = base / f"dgx-spark-test-{os.getpid()}"
+        folder = top / "docker" / cid
+        try:
+            folder.mkdir(parents=True)
+        except OSError:
+            continue
+        try:
+            yield folder
+        finally:
+            with contextlib.suppress(AssertionError):  # killed processes leave once reaped
+                wait_until(lambda: not (folder / "cgroup.procs").read_text().strip(), 30.0)  # noqa: B023
+            for path in (folder, folder.parent, top):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        return
+    yield None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a cgroup and moving processes into it needs root")
+def test_a_containers_processes_are_one_operation_classified_by_what_runs_inside(tmp_path: Path) -> None:
+    """Two unrelated real processes in one container's cgroup: one operation, named by the rules, then by the engine."""
+    from tests.support.fake_servers import launcher_script
+
+    script = launcher_script(tmp_path / "ComfyUI", "main.py")
+    port = workloads.free_port()
+    env = {"FAKE_KIND": "comfyui", "FAKE_PORT": str(port)}
+    with _container_cgroup(ID2) as cgroup:
+        if cgroup is None:
+            pytest.skip("no cgroup hierarchy here lets a test make a cgroup")
+        argv = [sys.executable, str(script), "--listen", "127.0.0.1", "--port", str(port)]
+        with workloads.spawn(argv, tmp_path, port=port, script=script, env=env) as comfy, \
+                workloads.spawn(["sleep", "600"], tmp_path, wait=False) as helper:
+            for pid in (comfy.pid, helper.pid):  # like a `docker exec`: not a child of the server
+                (cgroup / "cgroup.procs").write_text(f"{pid}\n")
+            assert ct.read_container(comfy.pid) == ct.CgroupContainer(ID2, "docker")
+            discovery = Discovery(build_table(), min_age=0.0)
+            op = wait_until(
+                lambda: next((o for o in discovery(time.time()) if o.container is not None
+                              and o.container.id == ID2 and helper.pid in o.pids and o.port == port), None),
+                30.0, message="the container's processes were not one operation with its port",
+            )
+            others = [o for o in discovery(time.time()) if comfy.pid in o.pids or helper.pid in o.pids]
+            assert [o.id for o in others] == [op.id]  # one container, one operation
+            assert (op.type, op.name, op.pid) == ("server", "ComfyUI", comfy.pid)  # the rules, inside
+            assert op.container == Container(id=ID2, engine="docker")  # what /proc tells, no engine yet
+            with running_engine(tmp_path, "docker") as engine:
+                engine.add(FakeContainer(ID2, "comfy-box", image="yanwk/comfyui-boot:cu124", ports=[
+                    {"IP": "127.0.0.1", "PrivatePort": port, "PublicPort": port, "Type": "tcp"}]))
+                watcher = ct.ContainerWatcher(engine.socket_path)
+                watcher.refresh()
+                ctx = SampleContext(now=time.time(), operations=[op])
+                ct.ContainersProbe(watcher).sample(ctx)
+                watcher.stop()
+            named = ctx.operations[0]
+            assert (named.type, named.name, named.description, named.port) == (
+                "server", "comfy-box", "yanwk/comfyui-boot:cu124", port)
+            assert service_kind(named) == "comfyui"  # what it serves is still read, as ComfyUI's
