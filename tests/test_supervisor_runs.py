@@ -22,6 +22,7 @@ from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext, Sampler
 from dgx_spark.database import make_engine, migrate
 from dgx_spark.events.detector import EventDetector, Transition
+from dgx_spark.supervisor import supervisor as supervisor_module
 from dgx_spark.supervisor.models import LaunchedOperation
 from dgx_spark.supervisor.restart import MAX_BACKOFF_SECONDS, PolicyError, RestartPolicy, parse_policy
 from dgx_spark.supervisor.runner import EXIT_FILE, recover_exit
@@ -205,11 +206,56 @@ def test_restart_policy_restarts_three_times_then_gives_up(watched: Watched, tmp
     assert log_text(supervisor, op_id).count("crashing") == 4
     ends = watched.ends(op_id)
     assert ends == [(1, "failed"), (2, "failed"), (3, "failed"), (4, "failed")]
+    # The wait doubles with each restart of the streak (S x 2^k); the last failed event names the count.
+    failed = [t for t in watched.events if t.operation.id == op_id and t.kind == "failed"]
+    assert [t.operation.description for t in failed] == [
+        "exit code 3; restarting in 0.2 s (restart 1 of 3)",
+        "exit code 3; restarting in 0.4 s (restart 2 of 3)",
+        "exit code 3; restarting in 0.8 s (restart 3 of 3)",
+        "exit code 3; gave up after 3 restarts",
+    ]
+    assert failed[-1].detail == "failed with exit code 3; gave up after 3 restarts"
     supervisor.flush()
     with Session(supervisor.engine) as session:
         row = session.get(LaunchedOperation, op_id)
         assert row.run == 4 and row.restarts == 3 and row.outcome == "failed" and row.restart_due_at is None
         assert json.loads(row.restart_json)["policy"] == "on-failure"
+
+
+def test_a_healthy_run_resets_the_backoff_and_the_restart_count(
+    watched: Watched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that stayed up the healthy period start the streak again; a quick failure then gives up."""
+    monkeypatch.setattr(supervisor_module, "HEALTHY_SECONDS", 3.0)
+    counter = tmp_path / "runs.txt"
+    # Runs 1 and 2 stay up past the (shortened) healthy period, then fail; run 3 fails at once.
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        f"counter = Path({str(counter)!r})\n"
+        "run = int(counter.read_text() or 0) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(run))\n"
+        "print(f'run {run}', flush=True)\n"
+        "if run < 3:\n"
+        "    time.sleep(4.5)\n"
+        "sys.exit(3)\n"
+    )
+    op_id = launch_script(watched, tmp_path, code,
+                          restart={"policy": "on-failure", "max_restarts": 1, "backoff_seconds": 0.2})
+    final = wait_op(watched, op_id, lambda op: op.run == 3 and not op.is_live, timeout=120)
+    time.sleep(1.0)  # no fourth run comes
+    final = current(watched, op_id)
+    # Without the reset, max_restarts 1 would give up after run 2.
+    assert (final.run, final.runs, final.restarts, final.outcome) == (3, 3, 2, "failed")
+    assert final.exit_reason == "exit code 3; gave up after 1 restart"
+    failed = [t for t in watched.events if t.operation.id == op_id and t.kind == "failed"]
+    # Each healthy run starts the backoff from S again (never 0.4 s) and counts from restart 1.
+    assert [t.operation.description for t in failed] == [
+        "exit code 3; restarting in 0.2 s (restart 1 of 1)",
+        "exit code 3; restarting in 0.2 s (restart 1 of 1)",
+        "exit code 3; gave up after 1 restart",
+    ]
+    assert watched.ends(op_id) == [(1, "failed"), (2, "failed"), (3, "failed")]
 
 
 def test_restart_policy_always_and_a_stop_cancels_the_next_run(supervisor: Supervisor, tmp_path: Path) -> None:
