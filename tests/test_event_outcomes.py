@@ -198,6 +198,32 @@ def test_a_launched_program_exiting_3_fails_with_its_exit_code(
     assert ending(sent) == ("failed", 3, "exit code 3", "runner")
 
 
+def test_a_failing_rerun_is_announced_again_with_its_run(
+    backend: Dashboard, hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Start again keeps the id: the second failure still gets its own event, history row and webhook post."""
+    crash = tmp_path / "rerun_hook.py"
+    crash.write_text("import sys\nprint('failing again')\nsys.exit(3)\n")
+    status, body = backend.authed("POST", "/api/dgx/operations", {
+        "template": "custom", "name": "rerun-hook", "type": "job", "command": [sys.executable, str(crash)],
+    })
+    assert status == 201, body
+    op_id = body["data"]["id"]
+    wait_until(lambda: posted(hook, op_id, "failed"), SEEN, message="run 1's failure was not posted")
+    status, body = backend.authed("POST", f"/api/dgx/operations/{op_id}/start", {})
+    assert status == 200, body
+    sent = wait_until(lambda: len(got := posted(hook, op_id, "failed")) == 2 and got, SEEN,
+                      message="run 2's failure was not posted")
+    assert [(e["run"], *ending(e)) for e in sent] == [
+        (1, "failed", 3, "exit code 3", "runner"), (2, "failed", 3, "exit code 3", "runner")]
+    assert len({e["id"] for e in sent}) == 2  # two stored events, not one sent twice
+    events = backend.get_json(f"/api/dgx/events?operation_id={op_id}&kind=failed")["data"]
+    assert sorted(e["id"] for e in events) == sorted(e["id"] for e in sent)
+    rows = wait_until(lambda: len(r := history_rows(backend, op_id)) == 2 and r, SEEN, message="not a row per run")
+    assert sorted(r["run"] for r in rows) == [1, 2]
+    assert backend.get_json(f"/api/dgx/operations/{op_id}")["data"]["runs"] == 2
+
+
 CRASH = """
 import os, sys, time, traceback
 from pathlib import Path
