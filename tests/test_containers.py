@@ -4,10 +4,12 @@ unix socket, the watcher and probe, and a real server in its own network namespa
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from dgx_spark.collector.model import Container, Operation
 from dgx_spark.collector.rules import build_table
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.collector.service_probes import service_kind
-from tests.support import workloads
+from tests.support import other_user, workloads
 from tests.support.dashboard import Dashboard, wait_until
 from tests.support.fake_engine import FakeContainer, running_engine
 
@@ -428,3 +430,36 @@ def test_a_containers_processes_are_one_operation_classified_by_what_runs_inside
             assert (named.type, named.name, named.description, named.port) == (
                 "server", "comfy-box", "yanwk/comfyui-boot:cu124", port)
             assert service_kind(named) == "comfyui"  # what it serves is still read, as ComfyUI's
+
+
+_WATCH_AS_OTHER_USER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from dgx_spark.collector import containers as ct
+watcher = ct.ContainerWatcher(sys.argv[2])
+watcher.refresh()
+print(json.dumps({"status": watcher.status(), "header": ct.header_line(watcher.status())}))
+"""
+
+
+@pytest.mark.skipif(other_user.unavailable_reason() is not None, reason=str(other_user.unavailable_reason()))
+def test_a_dashboard_without_access_to_the_socket_says_so() -> None:
+    """A dashboard run by a user who may not open root's 0600 engine socket: not visible, with why."""
+    folder = Path(tempfile.mkdtemp(prefix="dgx-spark-sock-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "docker.sock"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            path.chmod(0o600)
+            root = str(Path(__file__).resolve().parents[1])
+            done = other_user.run_as_other_user(_WATCH_AS_OTHER_USER, root, str(path))
+            seen = json.loads(done.stdout)
+            assert (seen["status"]["visible"], seen["status"]["engine"]) == (False, None)
+            assert seen["status"]["reason"] == f"no access to {path}"
+            assert seen["header"] == f"containers: not visible (no access to {path})"
+            folder.chmod(0o700)  # not even its folder can be looked into
+            seen = json.loads(other_user.run_as_other_user(_WATCH_AS_OTHER_USER, root, str(path)).stdout)
+            assert seen["header"] == f"containers: not visible (no access to {path} (Permission denied))"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
