@@ -29,6 +29,33 @@ def files_holding(needle: bytes, root: Path, since: float | None = None, skip: t
     return found
 
 
+def not_private(root: Path) -> list[str]:
+    """Everything under ``root`` (itself included) that is not a 0700 folder or a 0600 file; links aside."""
+    wrong: list[str] = []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        want = 0o700 if path.is_dir() else 0o600
+        if stat.S_IMODE(path.stat().st_mode) != want:
+            wrong.append(f"{path} {oct(stat.S_IMODE(path.stat().st_mode))}")
+    return wrong
+
+
+def files_changed_since(root: Path, since: float) -> list[Path]:
+    """Files under ``root`` (JavaScript packages aside) changed since ``since``."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "node_modules"]
+        for name in files:
+            path = Path(folder) / name
+            try:
+                if not path.is_symlink() and path.stat().st_mtime >= since:
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
 def test_session_value_never_reaches_disk(full_dashboard: Dashboard, page: Page) -> None:
     page.set_default_timeout(60_000)
     started = time.time() - 1
@@ -57,9 +84,12 @@ def test_session_value_never_reaches_disk(full_dashboard: Dashboard, page: Page)
         assert not files_holding(value, states)
     assert not files_holding(value, ROOT / ".web", since=started, skip=("node_modules",))
 
-    # What is kept is private: 0600 files in 0700 folders.
-    assert stat.S_IMODE(full_dashboard.data_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE((full_dashboard.data_dir / "sessions.json").stat().st_mode) == 0o600
+    # What is kept is private: 0600 files in 0700 folders (every file the app keeps, the database's
+    # -wal/-shm and the sessions included), and what Reflex wrote under .web meanwhile has no
+    # group/other bits (the app's umask).
+    assert (full_dashboard.data_dir / "sessions.json").exists()
+    assert not_private(full_dashboard.data_dir) == []
+    assert [p for p in files_changed_since(ROOT / ".web", started) if stat.S_IMODE(p.stat().st_mode) & 0o077] == []
     if states.exists():
         assert stat.S_IMODE(states.stat().st_mode) == 0o700
         for path in states.rglob("*"):
