@@ -126,3 +126,12 @@ def test_the_docs_and_code_speak_of_the_product_only() -> None:
         if words.search(line)
     ]
     assert lines == []
+
+
+def test_the_readme_has_the_threat_model() -> None:
+    """README's Security section says who is trusted, who is not, what each auth mode protects."""
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    for words in ("Trusted:", "Not trusted:", "other local user", "other web page",
+                  "`DGX_SPARK_AUTH=local`", "`DGX_SPARK_AUTH=required`", "](docs/security.md)"):
+        assert words in section, words
