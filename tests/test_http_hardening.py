@@ -135,6 +135,29 @@ def test_head_works_wherever_get_does(backend: Dashboard, sleeper: str) -> None:
         assert got["content-type"].startswith("application/json"), path
 
 
+def test_head_answers_like_get_on_every_get_route(backend: Dashboard, sleeper: str) -> None:
+    """Every GET route of the OpenAPI (and /metrics): HEAD gets GET's status and content type, no body."""
+    _, spec = backend.request("GET", "/api/openapi.json")
+    paths = [path for path, item in spec["paths"].items() if "get" in item]
+    assert "/metrics" in paths and len(paths) >= 15, paths
+    statuses = set()
+    for template in paths:
+        path = template.replace("{op_id}", sleeper).replace("{node}", "local")
+        status, got, body = raw_request(backend, "HEAD", path, headers=AUTH)
+        assert body == b"", path
+        if path.endswith("/stream"):
+            with open_stream(backend, path, AUTH) as (get_status, _):
+                pass
+            get_type = got["content-type"] if status == 200 else "application/json"
+        else:
+            get_status, get_headers, _ = raw_request(backend, "GET", path, headers=AUTH)
+            get_type = get_headers["content-type"]
+        assert status == get_status, f"HEAD {path}: {status}, GET: {get_status}"
+        assert got["content-type"] == get_type, path
+        statuses.add(status)
+    assert 200 in statuses
+
+
 def test_head_on_a_log_stream_ends_at_once(backend: Dashboard, sleeper: str) -> None:
     status, got, body = raw_request(backend, "HEAD", f"/api/dgx/operations/{sleeper}/logs/stream")
     assert (status, body) == (200, b"")
@@ -150,6 +173,7 @@ def test_head_on_a_log_stream_ends_at_once(backend: Dashboard, sleeper: str) -> 
         ("GET", "/api/dgx/operations/op-1-2/stop", "POST"),
         ("DELETE", "/api/health", "GET, HEAD"),
         ("POST", "/api/dgx/system", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
     ],
 )
 def test_other_methods_get_a_json_405_with_allow(backend: Dashboard, method: str, path: str, allow: str) -> None:

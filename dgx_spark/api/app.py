@@ -122,8 +122,8 @@ def create_api(*, embedded: bool = False) -> FastAPI:
     # called when the layer is built, not at import.
     api.state.audit_soon = audit_soon
     api.state.credentials = lambda: get_services().credentials
-    # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*), before any route and Reflex.
+    # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*) and /metrics, before any route and Reflex.
     # A state-changing request refused there is audited like the control service's invalid input.
     api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX,
-                       describe=api.state.describe_control, audit=audit_soon)
+                       describe=api.state.describe_control, audit=audit_soon, paths=(metrics.METRICS_PATH,))
     return api

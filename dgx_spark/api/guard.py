@@ -1,7 +1,7 @@
 """The API's own ASGI layer: routing errors, HEAD, body size and text checks before any route runs.
 
-Only requests under ``/api/`` are touched (the Reflex app mounted beneath the API
-would answer them with an HTML page). For those:
+Only requests under ``/api/`` (and ``/metrics``) are touched (the Reflex app mounted
+beneath the API would answer them with an HTML page). For those:
 
 - a path no route has -> 404 envelope; a path that exists for other methods -> 405
   envelope with the right ``Allow`` header;
@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Match, Mount
@@ -135,8 +135,11 @@ class ApiGuard:
         prefix: str = API_PREFIX,
         describe: Describe | None = None,
         audit: AuditSoon | None = None,
+        paths: Collection[str] = (),
     ) -> None:
-        """Wrap ``app``; ``routes`` is the API router's (live) route list; only paths under ``prefix`` are checked.
+        """Wrap ``app``; ``routes`` is the API router's (live) route list; paths under ``prefix`` are checked.
+
+        ``paths`` are checked too (the API's routes outside the prefix, such as ``/metrics``).
 
         ``describe`` and ``audit`` name and record the state-changing requests refused here
         (without them nothing is audited).
@@ -147,11 +150,14 @@ class ApiGuard:
         self.prefix = prefix
         self.describe = describe
         self.audit = audit
+        self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check one request, then hand it on (or answer it)."""
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path.startswith(self.prefix) or path == self.prefix.rstrip("/")):
+        if scope["type"] != "http" or not (
+            path.startswith(self.prefix) or path == self.prefix.rstrip("/") or path in self.paths
+        ):
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
