@@ -263,6 +263,20 @@ def test_comfyui_queue_and_jupyter_kernels(watcher: sp.ServiceWatcher) -> None:
         assert all("token" not in path for path in locked.requests)  # the token seen in argv is never sent
 
 
+def test_comfyui_without_a_queue_endpoint_says_what_its_prompt_endpoint_tells(watcher: sp.ServiceWatcher) -> None:
+    with FakeServer("comfyui") as comfy:
+        comfy.missing.add("/queue")
+        reading = reading_of(watcher, server_op("python /x/ComfyUI/main.py", comfy.port, op_id="op-c-2"))
+        assert reading.service == {"kind": "comfyui", "summary": "queue 7 remaining", "queue_running": None,
+                                   "queue_pending": None, "queue_remaining": 7}
+        assert reading.source == f"http://127.0.0.1:{comfy.port}/prompt"
+        assert comfy.requests[:2] == ["/queue", "/prompt"]
+    assert sp.read_comfyui_prompt({"exec_info": {"queue_remaining": 0}})["summary"] == "queue empty"
+    for bad in ({}, {"exec_info": {"queue_remaining": -1}}, {"exec_info": {"queue_remaining": "3"}}, [], None):
+        with pytest.raises(sp.ProbeFailed):
+            sp.read_comfyui_prompt(bad)
+
+
 def test_tensorboard_logdir_from_its_command_line(watcher: sp.ServiceWatcher) -> None:
     reading = reading_of(watcher, server_op("tensorboard --logdir runs/exp1", 6006, name="tensorboard"))
     assert reading.service == {"kind": "tensorboard", "summary": "logdir runs/exp1", "logdir": "runs/exp1"}

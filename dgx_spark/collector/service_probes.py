@@ -525,6 +525,17 @@ def read_comfyui(data: Any) -> dict[str, Any]:
     return {"kind": "comfyui", "summary": summary, "queue_running": len(running), "queue_pending": len(pending)}
 
 
+def read_comfyui_prompt(data: Any) -> dict[str, Any]:
+    """``GET /prompt``: how many prompts remain (running and pending together; it does not split them)."""
+    info = data.get("exec_info") if isinstance(data, dict) else None
+    remaining = _count(info.get("queue_remaining")) if isinstance(info, dict) else None
+    if remaining is None:
+        raise ProbeFailed("/prompt has no exec_info.queue_remaining count")
+    summary = f"queue {remaining} remaining" if remaining else "queue empty"
+    return {"kind": "comfyui", "summary": summary, "queue_running": None, "queue_pending": None,
+            "queue_remaining": remaining}
+
+
 def read_jupyter(answer: Answer) -> dict[str, Any]:
     """``GET /api/kernels`` without a token: how many kernels and how many busy, or that it needs the token."""
     if answer.status in (401, 403) or (300 <= answer.status < 400 and "login" in answer.headers.get("location", "")):
@@ -670,12 +681,30 @@ class Prober:
             _expect_ok(answer, "/api/ps")
             return read_ollama(answer.json(), self.clock()), ["/api/ps"]
         if kind == "comfyui":
-            answer = get("/queue")
-            _expect_ok(answer, "/queue")
-            return read_comfyui(answer.json()), ["/queue"]
+            return self._comfyui(get)
         if kind == "jupyter":
             return read_jupyter(get("/api/kernels")), ["/api/kernels"]
         return self._openai(get, kind)
+
+    def _comfyui(self, get: Callable[[str], Answer]) -> tuple[dict[str, Any], list[str]]:
+        """ComfyUI: ``/queue`` (running and pending); when it does not answer so, ``/prompt`` (how many remain)."""
+        try:
+            answer = get("/queue")
+            _expect_ok(answer, "/queue")
+            queue = answer.json()
+            if isinstance(queue, dict) and isinstance(queue.get("queue_running"), list):
+                return read_comfyui(queue), ["/queue"]
+            failure = ProbeFailed("/queue has no queue_running / queue_pending lists")
+        except ProbeFailed as exc:
+            if "timed out" in str(exc):  # a slow server is not asked twice in one probe
+                raise
+            failure = exc
+        try:
+            answer = get("/prompt")
+            _expect_ok(answer, "/prompt")
+            return read_comfyui_prompt(answer.json()), ["/prompt"]
+        except ProbeFailed:
+            raise failure from None
 
     def _openai(self, get: Callable[[str], Answer], kind: str) -> tuple[dict[str, Any], list[str]]:
         """vLLM, SGLang, TGI, llama.cpp: ``/v1/models`` (TGI: ``/info``) and Prometheus ``/metrics``."""

@@ -79,6 +79,8 @@ class FakeServer:
         self.served_model = "meta-llama/Llama-3.1-8B-Instruct"
         self.running, self.waiting = 2, 1
         self.queue_running, self.queue_pending = 2, 5
+        self.missing: set[str] = set()
+        """Paths answered 404 as if this version had no such endpoint (tests may add some)."""
         self.kernels = [
             {"id": "k1", "name": "python3", "last_activity": "2025-01-01T00:00:00.000000Z",
              "execution_state": "busy", "connections": 1},
@@ -98,6 +100,8 @@ class FakeServer:
         if self.mode == "error":
             return 500, "application/json", b'{"error":"internal"}'
         data: Any
+        if path in self.missing:
+            return 404, "application/json", b'{"detail":"Not Found"}'
         if self.kind == "ollama" and path == "/api/ps":
             data = {"models": self.models}
         elif self.kind in ("vllm", "sglang", "llamacpp") and path == "/v1/models":
