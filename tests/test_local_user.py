@@ -410,6 +410,64 @@ def test_symlink_swap_on_a_discovered_log_never_reads_the_target(stage: Stage) -
     assert marker not in json.dumps(stage.webhook.bodies), "the root-only file was posted to the webhook"
 
 
+# The other user's browser tab, spoken raw: open the Logs dialog of an operation and print every
+# update until one holds the refusal or the output (or the server goes quiet for 60 s).
+_OPEN_LOGS_AS_TAB = r"""
+import json, sys
+req = json.load(sys.stdin)
+sys.path.insert(0, req["root"])
+from tests.support.reflex_socket import ReflexSocket
+seen = []
+with ReflexSocket(req["port"]) as sock:
+    sock.emit(req["hydrate"], {})
+    seen.append(sock.next_update(60))
+    sock.emit(req["open_logs"], {"op_id": req["op_id"], "name": "x"})
+    while not any(word in json.dumps(seen) for word in ("another user", "attacker line")):
+        try:
+            seen.append(sock.next_update(60))
+        except TimeoutError:
+            break
+print(json.dumps(seen))
+"""
+
+
+def test_logs_dialog_of_another_users_process_needs_a_login(stage: Stage) -> None:
+    """Attack 2, the UI side: a tab that is not logged in cannot open another user's output; the owner's can."""
+    from dgx_spark.state.control import ControlState
+
+    open_logs = f"{ControlState.get_full_name()}.open_logs"
+    folder = other_user.make_folder_as_other_user(stage.shared / f"ui-logs-{uuid.uuid4().hex[:8]}")
+    script = write_attacker_script(folder, "evening_job.py", LOOP_SCRIPT)
+    with other_user.other_user_program(script, folder / "evening_job.out", folder) as process:
+        op = wait_until(lambda: find_by_pid(stage, process.pid), timeout=60, message="the script was never listed")
+        wait_until(
+            lambda: "attacker line" in json.dumps(authed_json(stage, "GET", f"/api/dgx/operations/{op['id']}/logs")[1]),
+            timeout=60,
+            message="the script's output never showed with the token",
+        )
+        # The other user's tab (no login), as the other user.
+        seen = json.dumps(other_user.run_json_as_other_user(
+            _OPEN_LOGS_AS_TAB,
+            {"root": str(ROOT), "port": stage.port, "hydrate": HYDRATE, "open_logs": open_logs, "op_id": op["id"]},
+        ))
+        assert "runs as another user: log in to see its output" in seen, seen[-2000:]
+        assert "attacker line" not in seen, "a tab without a login was shown another user's output"
+
+        # Positive control: the owner's logged-in tab opens the same Logs dialog and sees the output.
+        cookie = owner_login(stage)
+        with ReflexSocket(stage.port, cookie=f"{SESSION_COOKIE}={cookie}") as sock:
+            sock.emit(HYDRATE, {})
+            sock.next_update(60)
+            sock.emit(open_logs, {"op_id": op["id"], "name": "evening_job.py"})
+            wait_until(
+                lambda: "attacker line" in json.dumps(sock.next_update(60)),
+                timeout=90,
+                interval=0,
+                message="the owner's logged-in tab never showed the output",
+            )
+        fail_attacker_script(folder, process)
+
+
 # ----------------------------------------------------------------------------- 3. the data folder
 
 
