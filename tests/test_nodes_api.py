@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import stat
 import sys
 import threading
@@ -20,7 +21,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.dashboard import TEST_TOKEN, UNTHROTTLED, Dashboard, free_port, reap_launched, wait_until
+from tests.support.dashboard import (
+    ROOT,
+    TEST_TOKEN,
+    UNTHROTTLED,
+    Dashboard,
+    free_port,
+    reap_launched,
+    wait_until,
+)
 
 B_TOKEN = "node-b-token-fedcba9876543210fedcba9876543210"
 ECHO = "import time\nprint('hello from node B', flush=True)\nwhile True:\n    time.sleep(0.5)\n"
@@ -201,6 +210,70 @@ def test_connect_b_to_a_list_launch_logs_stop(node_a: Dashboard, node_b: Dashboa
     assert status == 422, answer  # B's own validation, passed through
 
 
+def test_every_operation_route_is_forwarded_with_the_nodes_answer(node_a: Dashboard, node_b: Dashboard) -> None:
+    """Restart, progress, start, remove and the log download on B through A's ``/api/dgx/nodes/spark-b/…``."""
+    if "spark-b" not in nodes(node_a):
+        add_node(node_a, "Spark B", node_b.url, B_TOKEN)
+    base = "/api/dgx/nodes/spark-b/operations"
+    launch = {"template": "custom", "name": "forwarded-echo", "type": "job", "command": [sys.executable, "-u", "-c", ECHO]}
+    status, answer = node_a.authed("POST", base, launch)
+    assert status == 201, answer
+    op_id = answer["data"]["id"]
+
+    def on_b() -> dict[str, Any] | None:
+        status, body = node_b.request("GET", f"/api/dgx/operations/{op_id}", headers=b_headers())
+        return body["data"] if status == 200 else None
+
+    def live() -> bool:
+        return (on_b() or {}).get("status") in ("running", "active")
+
+    wait_until(live, timeout=30, message="never ran on B")
+    # Each control route needs the token here (A's), and is then done on B with B's token.
+    for path in (f"{base}/{op_id}/restart", f"{base}/{op_id}/progress", f"{base}/{op_id}/start"):
+        status, answer = node_a.request("POST", path, {})
+        assert status == 401, (path, answer)
+    status, answer = node_a.request("DELETE", f"{base}/{op_id}")
+    assert status == 401, answer
+    status, answer = node_a.request("GET", f"{base}/{op_id}/logs/download")
+    assert status == 401, answer
+
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/restart", {"signal": "term"})
+    assert status == 200 and answer["success"] is True, answer
+    wait_until(lambda: (on_b() or {}).get("runs", 1) >= 2 and on_b(), timeout=30, message="no second run on B")
+    wait_until(live, timeout=30, message="the restart never ran")
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/progress", {"progress": 0.25, "epoch": 1})
+    assert status == 200 and answer["data"]["accepted"]["progress"] == 0.25, answer
+    wait_until(lambda: (on_b() or {}).get("progress") == 0.25, timeout=30, message="B never took the report")
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/progress", {"progress": 7})
+    assert status == 422 and answer["error"]["field"] == "progress", answer  # B's check, passed through
+    # B's /metrics has the report (progress_ratio), read with B's token.
+    request = urllib.request.Request(node_b.url + "/metrics", headers=b_headers())
+    with urllib.request.urlopen(request, timeout=15) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    ratio = {s.labels["id"]: s.value for s in families["dgx_spark_operation_progress_ratio"].samples}
+    assert ratio.get(op_id) == 0.25, ratio
+
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/start")
+    direct = node_b.request("POST", f"/api/dgx/operations/{op_id}/start", headers=b_headers())
+    assert (status, answer["success"], answer["error"]["code"]) == (direct[0], False, direct[1]["error"]["code"])
+    assert status == 409, answer  # running: B refuses Start again, and A answers B's refusal as it is
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/stop", {"signal": "kill"})
+    assert status == 200, answer
+    wait_until(lambda: (on_b() or {}).get("status") in ("stopped", "failed"), timeout=30, message="never stopped")
+    status, text = node_a.authed("GET", f"{base}/{op_id}/logs/download")
+    assert status == 200 and "hello from node B" in text, text
+    status, answer = node_a.authed("POST", f"{base}/{op_id}/start")
+    assert status == 200 and answer["success"] is True, answer
+    wait_until(live, timeout=30, message="Start again never ran")
+    node_a.authed("POST", f"{base}/{op_id}/stop", {"signal": "kill"})
+    wait_until(lambda: (on_b() or {}).get("status") in ("stopped", "failed"), timeout=30, message="never stopped")
+    status, answer = node_a.authed("DELETE", f"{base}/{op_id}")
+    assert status == 200 and answer["success"] is True, answer
+    wait_until(lambda: on_b() is None, timeout=30, message="B still has it after Remove")
+    status, answer = node_a.authed("DELETE", f"{base}/{op_id}")
+    assert status == 404 and answer["success"] is False, answer
+
+
 def test_b_killed_goes_offline_and_stale_then_back(node_a: Dashboard, node_b: Dashboard) -> None:
     if "spark-b" not in nodes(node_a):
         add_node(node_a, "Spark B", node_b.url, B_TOKEN)
@@ -208,6 +281,7 @@ def test_b_killed_goes_offline_and_stale_then_back(node_a: Dashboard, node_b: Da
     node_b.stop()
     b = wait_until(lambda: (n := nodes(node_a)["spark-b"])["status"] == "offline" and n, timeout=20)
     assert b["stale"] is True and b["error"]
+    assert b["last_seen"] and b["age_seconds"] is not None and b["age_seconds"] >= 0  # its age is shown
     items = node_a.operations(node="spark-b")
     assert items and all(i["stale"] is True for i in items)  # the last list is kept, marked stale
     status, answer = node_a.request("GET", "/api/dgx/nodes/spark-b/operations")
@@ -270,7 +344,9 @@ def test_metrics_parse(node_a: Dashboard, node_b: Dashboard) -> None:
             text = resp.read().decode()
         return {family.name: family for family in text_string_to_metric_families(text)}
 
-    local = families(node_a, "/metrics")
+    # This machine's CPU % needs two samples (an interval): the first scrape after A's start may lack it.
+    local = wait_until(lambda: (f := families(node_a, "/metrics"))["dgx_spark_cpu_percent"].samples and f,
+                       timeout=30, message="no dgx_spark_cpu_percent sample")
     for name in ("dgx_spark_operation_info", "dgx_spark_operation_cpu_percent", "dgx_spark_operation_memory_bytes",
                  "dgx_spark_operation_gpu_memory_bytes", "dgx_spark_operation_progress_ratio",
                  "dgx_spark_operation_uptime_seconds", "dgx_spark_cpu_percent", "dgx_spark_memory_used_bytes",
@@ -286,6 +362,14 @@ def test_metrics_parse(node_a: Dashboard, node_b: Dashboard) -> None:
     infos = local["dgx_spark_operation_info"].samples
     assert infos and {s.labels["node"] for s in infos} == {"local"}
     assert {"node", "id", "type", "name", "status"} <= set(infos[0].labels)
+    # (Per-operation values of a live process and a GPU: tests/test_system_api.py.)
+    assert local["dgx_spark_cpu_percent"].samples[0].labels == {"node": "local"}
+    # Every metric the README's Prometheus section names is served.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Prometheus and Grafana"):readme.index("## More documentation")]
+    named = set(re.findall(r"\bdgx_spark_[a-z_]+", section))
+    assert "dgx_spark_operation_gpu_memory_bytes" in named and "scrape_configs:" in section
+    assert named <= set(local), sorted(named - set(local))
     up = {s.labels["node"]: s.value for s in local["dgx_spark_node_up"].samples}
     assert up.get("spark-b") == 1.0
     merged = families(node_a, "/metrics?node=all")
