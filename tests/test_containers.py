@@ -186,6 +186,24 @@ def test_watcher_sees_the_engine_and_says_why_not(tmp_path: Path) -> None:
         watcher.stop()
 
 
+def test_a_users_rootless_podman_socket_is_tried_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ct.default_sockets(1000) == (("/var/run/docker.sock", "docker"), ("/run/podman/podman.sock", "podman"),
+                                        ("/run/user/1000/podman/podman.sock", "podman"))
+    assert ct.default_sockets()[-1][0] == f"/run/user/{os.geteuid()}/podman/podman.sock"
+    with running_engine(tmp_path, "podman") as engine:
+        engine.add(FakeContainer(ID, "web"))
+        # Neither root-owned socket exists; the user's own Podman socket (here the fake's) does.
+        monkeypatch.setattr(ct, "DEFAULT_SOCKETS", ((str(tmp_path / "docker.sock"), "docker"),))
+        monkeypatch.setattr(ct, "ROOTLESS_PODMAN_SOCKET", engine.socket_path.replace("{", "{{").replace("}", "}}"))
+        watcher = ct.ContainerWatcher()
+        watcher.refresh()
+        assert (watcher.status()["visible"], watcher.status()["engine"]) == (True, "podman")
+        assert watcher.status()["socket"] == engine.socket_path
+        info = watcher.lookup(ID)
+        assert info is not None and info.name == "web"
+        watcher.stop()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving the socket to another user needs root")
 def test_another_users_socket_is_not_used(tmp_path: Path) -> None:
     with running_engine(tmp_path) as engine:

@@ -10,8 +10,9 @@ Docker-compatible socket answers the same): ``GET /version``,
 ``GET /containers/json``, ``GET /containers/{id}/json``,
 ``POST /containers/{id}/stop?t=``, ``POST /containers/{id}/start``,
 ``GET /containers/{id}/logs``. ``DGX_SPARK_DOCKER_HOST`` (``unix:///path`` or
-a path) overrides the socket; by default the first of ``/var/run/docker.sock``
-and ``/run/podman/podman.sock`` that exists is used.
+a path) overrides the socket; by default the first of ``/var/run/docker.sock``,
+``/run/podman/podman.sock`` and the user's rootless ``/run/user/<uid>/podman/podman.sock``
+that exists is used.
 
 The engine is never asked on the sampler's path: a daemon thread
 (``ContainerWatcher``) lists the containers every few seconds, or at once when
@@ -48,6 +49,19 @@ DEFAULT_SOCKETS: tuple[tuple[str, str], ...] = (
     ("/run/podman/podman.sock", "podman"),
 )
 """Where engines put their socket (root-owned), in the order they are tried."""
+ROOTLESS_PODMAN_SOCKET = "/run/user/{uid}/podman/podman.sock"
+"""A user's own (rootless) Podman socket, tried after the root-owned ones."""
+
+
+def default_sockets(uid: int | None = None) -> tuple[tuple[str, str], ...]:
+    """The sockets tried when ``DGX_SPARK_DOCKER_HOST`` is unset: root's, then ``uid``'s rootless Podman.
+
+    Args:
+        uid: Whose rootless Podman (None: the dashboard's own user).
+    """
+    owner = os.geteuid() if uid is None else uid
+    return (*DEFAULT_SOCKETS, (ROOTLESS_PODMAN_SOCKET.format(uid=owner), "podman"))
+
 REFRESH_SECONDS = 5.0
 """How often the watcher lists the containers."""
 POKE_MIN_SECONDS = 1.0
@@ -417,7 +431,7 @@ class ContainerWatcher:
         *,
         refresh: float = REFRESH_SECONDS,
         timeout: float = REQUEST_TIMEOUT,
-        candidates: Sequence[tuple[str, str]] = DEFAULT_SOCKETS,
+        candidates: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         """Create a watcher (not started; the first ``lookup`` or ``status`` starts it).
 
@@ -425,14 +439,15 @@ class ContainerWatcher:
             host: The socket (``DGX_SPARK_DOCKER_HOST`` form); None: the first of ``candidates``.
             refresh: Seconds between listings.
             timeout: Seconds one engine request may take.
-            candidates: (socket path, engine) pairs tried in order when no host is set.
+            candidates: (socket path, engine) pairs tried in order when no host is set
+                (None: ``default_sockets()``).
         """
         self._problem: str | None = None
         try:
             self._host = socket_setting(host)
         except ValueError as exc:
             self._host, self._problem = None, str(exc)
-        self._candidates = tuple(candidates)
+        self._candidates = tuple(candidates) if candidates is not None else default_sockets()
         self.refresh_seconds = refresh
         self.timeout = timeout
         self._lock = threading.Lock()
