@@ -282,3 +282,42 @@ def test_a_discovered_script_failing_after_a_traceback_says_why_and_from_where(
     assert ending(row) == ending(event)
     [sent] = wait_until(lambda: posted(hook, op["id"], "failed"), SEEN, message="the webhook got nothing")
     assert ending(sent) == ending(event)
+
+
+EPOCHS = """
+import os, time
+from pathlib import Path
+for epoch in range(1, 4):
+    print(f"Epoch {epoch}/3 - loss: {1.0 / epoch:.4f}", flush=True)
+Path(os.environ["WORKLOAD_READY"]).touch()
+go = Path(os.environ["GO_FILE"])
+while not go.exists():
+    time.sleep(0.05)
+"""
+
+
+def test_a_short_discovered_job_that_finished_its_epochs_is_announced_completed(
+    backend: Dashboard, hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    """A training run the dashboard did not start, done within 30 s: a completed event, row and post."""
+    def listed(pid: int) -> dict[str, Any] | None:
+        return next((op for op in backend.operations() if op["pid"] == pid), None)
+
+    script = workloads.write_script(tmp_path, "train_short_h9.py", EPOCHS)
+    go = tmp_path / "train_short_h9.go"
+    with workloads.spawn([sys.executable, str(script)], tmp_path, script=script, ready=True,
+                         env={"GO_FILE": str(go)}) as work:
+        live = wait_until(lambda: (op := listed(work.pid)) and op["progress"] == 1.0 and op, SEEN,
+                          message="its progress was never read")
+        go.touch()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            work.process.wait(30)
+    [event] = wait_until(
+        lambda: backend.get_json(f"/api/dgx/events?operation_id={live['id']}&kind=completed")["data"], SEEN,
+        message="no completed event (counted as a quiet short-lived command?)",
+    )
+    assert event["outcome"] == "completed" and event["outcome_source"] in ("kernel", "progress")
+    [row] = wait_until(lambda: history_rows(backend, live["id"]), SEEN, message="no history row")
+    assert ending(row) == ending(event)
+    [sent] = wait_until(lambda: posted(hook, live["id"], "completed"), SEEN, message="the webhook got nothing")
+    assert ending(sent) == ending(event)

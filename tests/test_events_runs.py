@@ -175,6 +175,28 @@ def test_short_lived_discovered_commands_are_neither_stored_nor_announced(store:
     assert [e["operation_id"] for e in got] == ["crash", "slow", "slow", "launch-1"]
 
 
+def test_a_short_job_that_completed_its_progress_is_news(store: EventStore) -> None:
+    """A discovered training run that reached its total within 30 s is listed, stored and announced."""
+    clock = Clock(6000.0)
+    got: list[dict[str, Any]] = []
+    recorder = EventRecorder(store, retention_seconds=86400, on_event=got.append, clock=clock)
+    job = op("short-train", started_at_ts=5990.0, progress=0.4, total_epochs=3)
+    assert recorder.record(Transition("started", 5990.5, job, "started")) is None  # held, as any young start
+    done = job.replace(status="stopped", ended_at_ts=6005.0, progress=1.0, exit_code=0, outcome="completed",
+                       exit_reason="exit code 0", outcome_source="kernel")
+    stored = recorder.record(Transition("completed", 6005.0, done, "completed with exit code 0"))
+    assert stored is not None and stored["kind"] == "completed" and recorder.churn_skipped == 0
+    assert [e["kind"] for e in got] == ["started", "completed"]
+    assert [(r["id"], r["status"]) for r in store.history()] == [("short-train", "stopped")]
+    # A command without progress that exits 0 as quickly stays churn; both stay listed or counted accordingly.
+    quick = op("grep", type="program", started_at_ts=5999.0).replace(
+        status="stopped", ended_at_ts=6004.0, exit_code=0, outcome="completed", outcome_source="kernel")
+    assert is_quiet_churn(quick) and not is_quiet_churn(done)
+    counter = ChurnCounter(window_seconds=600, clock=clock)
+    assert [o.id for o in hide_quiet_churn([done, quick], counter, 6006.0)] == ["short-train"]
+    assert counter.count() == 1
+
+
 def test_a_held_start_is_stored_when_the_operation_does_more(store: EventStore) -> None:
     recorder = EventRecorder(store, retention_seconds=86400, clock=Clock(100.0))
     server = op("srv", status="starting", type="server", started_at_ts=99.0)

@@ -1,11 +1,12 @@
 """Churn: short-lived discovered commands are counted, not listed, stored or announced.
 
 A shell loop or a build starts hundreds of discovered processes a minute. Those
-that end within ``SHORT_LIVED_SECONDS`` of starting, and did not fail, are
-news to nobody: the events probe takes them off the operations list (a count
-is kept instead) and the recorder stores neither their ``started`` nor their
-ending. A short-lived command that *failed* is still listed, stored and
-announced.
+that end within ``SHORT_LIVED_SECONDS`` of starting, and did not fail (nor
+complete a job whose progress was read), are news to nobody: the events probe
+takes them off the operations list (a count is kept instead) and the recorder
+stores neither their ``started`` nor their ending. A short-lived command that
+*failed*, or a short job that completed with its progress read, is still listed,
+stored and announced.
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ def is_short_lived(operation: Operation, ended_at: float | None = None) -> bool:
 
 
 def is_quiet_churn(operation: Operation, ended_at: float | None = None) -> bool:
-    """A short-lived discovered operation that ended without failing: counted, not kept."""
+    """A short-lived discovered operation that ended without news: counted, not kept.
+
+    News is a failure, or a job whose progress was read completing (a short training run
+    that reached its total): those are listed, stored and announced however short.
+    """
     failed = operation.status == "failed" or getattr(operation, "outcome", None) == "failed"
-    return not operation.is_live and not failed and is_short_lived(operation, ended_at)
+    finished_work = operation.outcome == "completed" and operation.progress is not None
+    return not operation.is_live and not failed and not finished_work and is_short_lived(operation, ended_at)
 
 
 class ChurnCounter:
