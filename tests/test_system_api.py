@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import workloads
 from tests.support.dashboard import Dashboard, wait_until
@@ -138,6 +139,44 @@ def test_operation_holding_idle_gpu_memory(gpu_setup: tuple[Dashboard, Path, Any
     assert idle and operation["id"] in [o["id"] for o in idle[0]["operations"]]
     pressure = next(w for w in data["warnings"] if w["kind"] == "memory_pressure")
     assert operation["id"] in [h["id"] for h in pressure["top_holders"]]
+
+
+def test_metrics_show_the_gpu_and_the_operation_holding_it(gpu_setup: tuple[Dashboard, Path, Any]) -> None:
+    """``GET /metrics`` (parsed with prometheus_client) has the fake GB10 and the server's own figures."""
+    dashboard, _, server = gpu_setup
+
+    def scrape() -> dict[str, Any] | None:
+        status, text = dashboard.request("GET", "/metrics")
+        assert status == 200 and isinstance(text, str), text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        info = [s for s in families["dgx_spark_operation_info"].samples if s.labels["id"] == op_id]
+        held = [s for s in families["dgx_spark_operation_gpu_memory_bytes"].samples if s.labels["id"] == op_id]
+        cpu = [s for s in families["dgx_spark_operation_cpu_percent"].samples if s.labels["id"] == op_id]
+        ready = info and held and cpu and families["dgx_spark_gpu_temperature_celsius"].samples
+        return families if ready else None
+
+    op_id = wait_until(lambda: next((o["id"] for o in dashboard.operations() if o["pid"] == server.pid), None),
+                       timeout=60, message="the server is not listed")
+    # The server's CPU % needs two sightings (an interval); the first snapshots may lack it.
+    families = wait_until(scrape, timeout=60, message="the GPU or the server's figures are not in /metrics")
+
+    def value(family: str, **labels: str) -> float:
+        (sample,) = [s for s in families[family].samples if labels.items() <= s.labels.items()]
+        return float(sample.value)
+
+    gpu = {"node": "local", "gpu": "0"}
+    (temperature,) = families["dgx_spark_gpu_temperature_celsius"].samples
+    assert temperature.labels == {**gpu, "name": "NVIDIA GB10"} and temperature.value == 41.0
+    assert value("dgx_spark_gpu_power_watts", **gpu) == 11.0
+    assert value("dgx_spark_gpu_utilization_percent", **gpu) == 0.0
+    assert value("dgx_spark_gpu_memory_total_bytes", **gpu) == psutil.virtual_memory().total  # unified
+    assert value("dgx_spark_operation_gpu_memory_bytes", node="local", id=op_id) == 3 * GIB
+    assert value("dgx_spark_operation_memory_bytes", node="local", id=op_id) > 0
+    assert value("dgx_spark_operation_uptime_seconds", node="local", id=op_id) >= 0
+    assert value("dgx_spark_operation_cpu_percent", node="local", id=op_id) >= 0
+    (info,) = [s for s in families["dgx_spark_operation_info"].samples if s.labels["id"] == op_id]
+    assert info.labels["type"] == "server" and info.labels["status"] in ("running", "active"), info.labels
+    assert value("dgx_spark_memory_total_bytes", node="local") == psutil.virtual_memory().total
 
 
 def test_hung_nvml_marks_gpu_stale_and_snapshots_go_on(gpu_setup: tuple[Dashboard, Path, Any]) -> None:
