@@ -135,8 +135,13 @@ def test_launch_checks_are_the_validation_library(tmp_path: Path) -> None:
     # An argument may hold a tab (exec carries it); NUL never; a name is one line of text.
     spec = tpl.build_custom_spec("c", "job", [sys.executable, "-c", "pass\t"], None, None)
     assert spec.argv[2] == "pass\t"
+    # An environment value may span lines (exec carries it); NUL never.
+    assert tpl.build_custom_spec("c", "job", ["true"], None, {"DGX_SPARK_USER_X": "a\nb"}, None).env == {
+        "DGX_SPARK_USER_X": "a\nb"}
     refusals = [
         (("c", "job", [sys.executable, "-c", "a\x00b"], None, None), "command[2]", "must not contain NUL bytes"),
+        (("c", "job", ["true"], None, {"DGX_SPARK_USER_X": "a\x00b"}), "env.DGX_SPARK_USER_X",
+         "must not contain NUL bytes"),
         (("a\x1bb", "job", ["true"], None, None), "name", "must not contain newlines or control characters"),
         (("\ud800", "job", ["true"], None, None), "name", "must be valid UTF-8 text (no lone surrogates)"),
         (("x" * 200, "job", ["true"], None, None), "name", "must be at most 128 characters, got 200"),
