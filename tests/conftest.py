@@ -78,6 +78,8 @@ def full_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboa
             "DGX_SPARK_ENDED_TTL_SECONDS": str(FULL_ENDED_TTL_SECONDS),
             "DGX_SPARK_FAKE_NVML": str(scenario),
             "DGX_SPARK_IDLE_GPU_SECONDS": str(FULL_IDLE_GPU_SECONDS),
+            # No container engine, on any machine: the header says so (tests/test_system_browser.py).
+            "DGX_SPARK_DOCKER_HOST": str(folder / "docker.sock"),
         },
     )
     dashboard.start()

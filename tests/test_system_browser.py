@@ -25,6 +25,10 @@ def test_header_shows_cpu_ram_and_no_gpu(full_dashboard: Dashboard, page: Page, 
     expect(header.locator("[data-field=gpu]")).to_have_count(0)
     # Sparklines appear once there is a little history.
     expect(header.locator("[data-field=cpu] [data-field=sparkline] polyline")).to_have_count(1, timeout=60_000)
+    # No container engine here (the full dashboard's DGX_SPARK_DOCKER_HOST names no socket): it says so.
+    sock = full_dashboard.data_dir.parent / "docker.sock"
+    expect(header.locator("[data-value=containers]")).to_have_text(
+        f"containers: not visible (no engine socket at {sock})", timeout=30_000)
     # The header sits above the tab.
     header_box = header.bounding_box()
     tab_box = page.locator("#operations-tab").bounding_box()
