@@ -520,19 +520,11 @@ FRAMING_HEADERS = {
 }
 
 
-# The login page sends its form's Origin on purpose (a no-referrer page posts "Origin: null"):
-# same-origin leaks nothing to other sites either.
-LOGIN_REFERRER_POLICIES = frozenset({"no-referrer", "same-origin"})
-
-
-def framing_problems(headers: http.client.HTTPMessage, path: str = "") -> list[str]:
-    """Which anti-framing headers are missing or wrong."""
-    checks = dict(FRAMING_HEADERS)
-    if path == "/login":
-        checks["referrer-policy"] = lambda v: v.strip().lower() in LOGIN_REFERRER_POLICIES
+def framing_problems(headers: http.client.HTTPMessage) -> list[str]:
+    """Which anti-framing headers are missing or wrong (the login page's included)."""
     return [
         f"{name}: {headers.get(name)!r}"
-        for name, good in checks.items()
+        for name, good in FRAMING_HEADERS.items()
         if headers.get(name) is None or not good(headers.get(name, ""))
     ]
 
@@ -544,7 +536,7 @@ def test_api_answers_refuse_framing(stage: Stage) -> None:
     for path in paths:
         status, headers, _ = owner_request(stage, "GET", path)
         assert status < 500, (path, status)
-        if found := framing_problems(headers, path):
+        if found := framing_problems(headers):
             problems[path] = found
     assert problems == {}, problems
 
@@ -562,7 +554,7 @@ def test_pages_refuse_framing(full_dashboard: Dashboard) -> None:
                 body = resp.read()
             finally:
                 conn.close()
-            if found := framing_problems(resp.headers, path):
+            if found := framing_problems(resp.headers):
                 problems[path] = found
             location = resp.headers.get("location")
             if resp.status not in (301, 302, 307, 308) or not location:

@@ -311,8 +311,9 @@ def _login_page(status: int, next_path: str, error: str | None = None) -> tuple[
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
         (b"x-frame-options", b"DENY"),
-        # Not no-referrer: with it a browser posts the form with "Origin: null" (refused as foreign).
-        (b"referrer-policy", b"same-origin"),
+        # Like every answer: under it a browser posts the form with "Origin: null", and its own
+        # Sec-Fetch-Site: same-origin lets it in (see _login_from_elsewhere).
+        (b"referrer-policy", b"no-referrer"),
     ]
     return status, headers, body
 
