@@ -286,6 +286,7 @@ def test_session_cookie_is_in_no_file_another_user_can_read(stage: Stage) -> Non
 
     log_text = stage.dashboard.log_tail(10_000_000)
     assert cookie not in log_text, "the session cookie was written to the server log"
+    assert TEST_TOKEN not in log_text, "the access token was written to the server log"
     roots = [ROOT, stage.data, stage.base]
     hits, readable = other_user.files_containing(roots, [cookie])
     assert readable > 0, "positive control: the other user can read the project's public files"
