@@ -26,6 +26,9 @@ from sqlmodel import Session, select
 from dgx_spark.collector.model import Operation
 from dgx_spark.collector.sampler import SampleContext
 from dgx_spark.database import DatabaseUnavailable, make_engine, migrate, write_with_retry
+from dgx_spark.events.detector import Transition
+from dgx_spark.events.recorder import EventRecorder
+from dgx_spark.events.store import EventStore
 from dgx_spark.health import health
 from dgx_spark.supervisor.models import LaunchedOperation
 from dgx_spark.supervisor.outbox import OUTBOX_FILE, Outbox, apply_entry, upsert_entry
@@ -269,3 +272,36 @@ def test_stop_with_an_immutable_database_survives_a_restart(
     finally:
         with contextlib.suppress(Exception):
             supervisor.close()
+
+
+# ---- health follows the database, whoever found it away ----------------------------------------
+
+
+def test_health_says_when_events_wait_and_clears_once_the_database_is_back(
+    db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path
+) -> None:
+    """The events recorder reports a locked database; with no outbox to replay, the supervisor's probe clears it."""
+    engine, path = db
+    supervisor = supervisor_for(engine, tmp_path / "data")
+    store = EventStore(engine)
+    recorder = EventRecorder(store, retention_seconds=86400)
+    recorder.start()
+    try:
+        health.report_ok("database")
+        with exclusive_lock(path):
+            crashed = Operation(id="op-77-1", status="failed", type="job", name="crashed", exit_code=3,
+                                started_at_ts=time.time() - 60, ended_at_ts=time.time())
+            recorder.submit(Transition("failed", time.time(), crashed, "failed"))
+            wait_until(lambda: health.is_degraded("database"), 30, message="the recorder never said the database is away")
+            assert "events not recorded" in (health.state("database").last_error or "")
+            sample(supervisor)  # queues a probe on the writer thread, which fails under the lock
+            supervisor.flush()
+            assert health.is_degraded("database")
+        # The event was kept and is stored now; nothing else writes, yet health recovers.
+        wait_until(lambda: [e["kind"] for e in store.events(since_ts=0)] == ["failed"], 30)
+        wait_until(lambda: (sample(supervisor), not health.is_degraded("database"))[1], 30,
+                   message="the database stayed degraded after it came back")
+        assert supervisor._outbox.pending == 0
+    finally:
+        recorder.stop()
+        supervisor.close()

@@ -33,6 +33,7 @@ from dgx_spark.events.store import (
     HistoryRow,
     log_tail_text,
 )
+from dgx_spark.health import health
 from dgx_spark.redaction import redact_lines
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,9 @@ class EventRecorder:
                         logger.warning("events: the database is unavailable; the %s event of %s is lost: %s",
                                        transition.kind, transition.operation.id, describe_error(exc))
                         continue
-                    # The database is busy or away: keep this event (and those queued behind it) for later.
+                    # The database is busy or away: keep this event (and those queued behind it) for later,
+                    # and say so in /api/health (the supervisor's probe clears it once the database is back).
+                    health.report_error("database", f"events not recorded: {describe_error(exc)}")
                     logger.warning("events: the database is unavailable; will record the %s event later: %s",
                                    transition.kind, describe_error(exc))
                     retry = transition

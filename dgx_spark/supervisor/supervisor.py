@@ -88,6 +88,8 @@ _LAUNCHED_ID = re.compile(r"^launch-[0-9a-f]{12}$")
 STOP_SIGNALS: dict[str, signal.Signals] = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}
 # How long a new run waits for one snapshot to show the previous run's end (its own terminal event).
 SHOWN_END_WAIT_SECONDS = 5.0
+# While the database is reported degraded and nothing waits in the outbox: how often the writer probes it.
+PROBE_EVERY_SECONDS = 5.0
 
 # What went wrong with a control action, in the product's words (the API maps each kind to an HTTP
 # status in one place, the UI to a message): bad input, no such operation, not in a state for it,
@@ -234,6 +236,7 @@ class Supervisor:
         # Writes the database could not take (a stop that was carried out): saved on disk, replayed later.
         self._outbox = Outbox(config.data_dir / OUTBOX_FILE)
         self._last_replay = 0.0
+        self._last_probe = 0.0
         self._replay_queued = False
         self._boot_id = boot_id()
         self._templates: dict[str, tpl.Template] = {}
@@ -829,7 +832,7 @@ class Supervisor:
                 if not op.is_live and rec._shown_end_run < rec.run:
                     rec._shown_end_run = rec.run  # this snapshot shows how the run ended
             self._shown.notify_all()
-        self._queue_replay()  # never waits: the writer thread saves what the outbox holds
+        self._queue_replay()  # never waits: the writer thread saves what the outbox holds (or checks the database)
         ctx.operations[:] = [
             op for op in ctx.operations if op.id not in consumed and op.id not in owned
         ] + merged
@@ -1227,14 +1230,33 @@ class Supervisor:
                 logger.exception("supervisor: dropping an outbox entry the database refuses: %s", entry.get("op"))
 
     def _queue_replay(self) -> None:
-        """Ask the writer thread to replay the outbox (sampler thread; never waits)."""
-        if not self._outbox.pending or self._replay_queued:
+        """Ask the writer thread to replay the outbox (sampler thread; never waits).
+
+        With nothing to replay but the database reported degraded (a failed read, the events
+        recorder, the audit writer), it asks for one write probe every ``PROBE_EVERY_SECONDS``
+        instead, so that health and the page's banner clear once the database is back even when
+        nothing else writes.
+        """
+        if self._replay_queued:
             return
+        if not self._outbox.pending:
+            now = time.monotonic()
+            if not health.is_degraded("database") or now - self._last_probe < PROBE_EVERY_SECONDS:
+                return
+            self._last_probe = now
         self._replay_queued = True
 
         def replay() -> None:
             self._replay_queued = False
-            self._replay_outbox()
+            if self._outbox.pending:
+                self._replay_outbox()
+                return
+            try:
+                probe_writable(self.engine, wait=0)
+            except DatabaseUnavailable:
+                pass  # still away: it stays degraded
+            except Exception:
+                logger.warning("supervisor: the database probe failed", exc_info=True)
 
         with contextlib.suppress(RuntimeError):  # the writer is shut down
             self._writer.submit(replay)
