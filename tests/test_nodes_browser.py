@@ -1,4 +1,5 @@
-"""Nodes in a real browser: switch to All nodes and to one node, see node chips, stop on the node, stale banner."""
+"""Nodes in a real browser: add a node from the Nodes dialog, switch to All nodes and to one node, see node
+chips, stop on the node, its stale banner (its cards only), remove it from the dialog."""
 
 from __future__ import annotations
 
@@ -33,14 +34,27 @@ def test_switch_nodes_and_see_chips(full_dashboard: Dashboard, node_b: Dashboard
     status, answer = node_b.request("POST", "/api/dgx/operations", launch, {"Authorization": f"Bearer {B_TOKEN}"})
     assert status == 201, answer
     op_id = answer["data"]["id"]
-    status, added = full_dashboard.authed("POST", "/api/dgx/nodes",
-                                          {"name": "Browser B", "url": node_b.url, "token": B_TOKEN})
-    assert status == 201 and added["data"]["status"] == "online", added
-    node_id = added["data"]["id"]
+    node_id = "browser-b"
+    # Everything the page receives over its websocket: B's token must never be in it.
+    received: list[str] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda frame: received.append(frame if isinstance(frame, str) else repr(frame))))
     try:
         page.goto(f"{full_dashboard.url}/login?token={TEST_TOKEN}")
         page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
         page.goto(full_dashboard.url)
+
+        # Add B from the Nodes dialog: its first poll's health shows in its row, the form is emptied.
+        page.locator("#nodes-button").click()
+        page.locator("#node-add-name").fill("Browser B")
+        page.locator("#node-add-url").fill(node_b.url)
+        page.locator("#node-add-token").fill(B_TOKEN)
+        page.locator("#node-add-submit").click()
+        expect(page.locator(f"#node-row-{node_id}")).to_have_attribute("data-status", "online", timeout=APPEAR)
+        expect(page.locator("#node-add-token")).to_have_value("")
+        status, listed = full_dashboard.request("GET", f"/api/dgx/nodes/{node_id}")
+        assert status == 200 and listed["data"]["url"] == node_b.url, listed
+        page.keyboard.press("Escape")
         switcher = page.locator("#node-switcher")
         expect(switcher).to_be_visible(timeout=APPEAR)
         remote = page.locator(f'[data-testid="operation-card"][data-id="{op_id}"]')
@@ -84,10 +98,30 @@ def test_switch_nodes_and_see_chips(full_dashboard: Dashboard, node_b: Dashboard
         expect(remote.locator('[data-field="node"]')).to_contain_text("stale", timeout=APPEAR)  # ended row too
         page.screenshot(path=str(artifacts_dir / "nodes-stale.png"))
 
+        # In All nodes the banner is B's only: this machine's cards are not stale.
+        page.locator("#node-switcher").click()
+        page.locator("#node-option-all").click()
+        expect(page.locator(f"#banner-node-{node_id}")).to_be_visible(timeout=APPEAR)
+        expect(remote.locator('[data-field="node"]')).to_contain_text("stale")
+        local_chip = page.locator('[data-field="node"][data-node="local"]').first
+        expect(local_chip).to_be_visible(timeout=APPEAR)
+        expect(local_chip).not_to_contain_text("stale")
+
         # Back to this machine: B's card goes.
         page.locator("#node-switcher").click()
         page.locator("#node-option-local").click()
         expect(remote).to_have_count(0, timeout=APPEAR)
         expect(page).not_to_have_url(re.compile(r"[?&]node="))
+
+        # Remove B from the Nodes dialog: its row and the switcher go, and this backend forgets it.
+        page.locator("#nodes-button").click()
+        page.locator(f'#node-row-{node_id} [data-action="remove-node"]').click()
+        expect(page.locator(f"#node-row-{node_id}")).to_have_count(0, timeout=APPEAR)
+        expect(page.locator("#node-row-local")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#node-switcher")).to_have_count(0, timeout=APPEAR)
+        status, _ = full_dashboard.request("GET", f"/api/dgx/nodes/{node_id}")
+        assert status == 404
+        assert received and not any(B_TOKEN in frame for frame in received)
     finally:
         full_dashboard.authed("DELETE", f"/api/dgx/nodes/{node_id}")
