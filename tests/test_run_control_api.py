@@ -1,8 +1,8 @@
 """Runs through the REST API of the real backend: Restart, the stop signal, restart policies, and
 Stop / Start again / Restart clicked in every order and at every speed.
 
-The stop grace is 2 s here, so gaps of 0, 1 and 3 s fall inside and outside it; the real
-11 s case with the default grace is in tests/test_supervisor.py.
+The stop grace is 2 s here, so gaps of 0, 1 and 3 s fall inside and outside it; the same
+clicks with 11 s gaps under the default 10 s grace are in tests/test_run_control_default_grace.py.
 """
 
 from __future__ import annotations
@@ -165,8 +165,12 @@ CASES = [(order, gap, "prompt") for order in ORDERS for gap in GAPS] + [
 ]
 
 
-def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap: int, kind: str) -> str:
-    """Launch, then click ``order`` with ``gap`` seconds between; check every run's one terminal outcome."""
+def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap: int, kind: str,
+                   grace: float = GRACE) -> str:
+    """Launch, then click ``order`` with ``gap`` seconds between; check every run's one terminal outcome.
+
+    ``grace`` is the backend's stop grace period (its SIGKILL timers have fired ``grace + 1`` s after the last click).
+    """
     op_id = launch(backend, folder, SLEEPER if kind == "prompt" else STUBBORN)
     wait_until(lambda: "ready" in log_lines(backend, op_id), 90)
     answers: list[tuple[str, int]] = []
@@ -180,7 +184,7 @@ def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap
     accepted = [action for action, status in answers if status == 200]
     assert accepted, answers  # the first click is on a live operation: stop or restart is accepted
     want_live = accepted[-1] != "stop"
-    time.sleep(GRACE + 1)  # every grace timer of the sequence has fired by now
+    time.sleep(grace + 1)  # every grace timer of the sequence has fired by now
     if want_live:
         final = wait_op(backend, op_id, lambda op: op["status"] == "active" and op["pid"] and not op["stop_requested"])
     else:
