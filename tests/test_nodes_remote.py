@@ -8,9 +8,11 @@ list (the audit database is tested in ``tests/test_control_service.py``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,45 @@ def test_an_embedding_apps_connection_id_picks_its_node(tmp_path: Path, node_b: 
         _update_with(sock, "Log in to see the logs of another node")
         sock.emit(connect, {"connection_id": "local"})
         _update_with(sock, '"node_rx_state_": "local"')
+
+
+def test_tabs_on_all_nodes_add_no_request_to_the_node(tmp_path: Path) -> None:
+    """A node is asked by this backend's one poller, once per refresh, however many tabs show All nodes.
+
+    Three tabs (websockets) show All nodes with the node's cards; the node records when it is asked.
+    Tabs asking it too would put requests between the polls: every gap stays at least half the
+    refresh (a slow machine only makes the gaps longer).
+    """
+    from bench.nodes_bench import FakeNode
+    from dgx_spark.state.operations import OperationsState
+
+    class TimedNode(FakeNode):
+        """The fake node, noting when each request came."""
+
+        def __init__(self) -> None:
+            super().__init__(0, 5)
+            self.times: list[float] = []
+
+        def answer(self) -> bytes:
+            self.times.append(time.monotonic())
+            return super().answer()
+
+    fake = TimedNode().start()
+    operations = OperationsState.get_full_name()
+    try:
+        with Dashboard(tmp_path / "a-data", env={**UNTHROTTLED, "DGX_SPARK_REFRESH_SECONDS": "1"}) as a:
+            status, added = a.authed("POST", "/api/dgx/nodes", {"name": "Fake", "url": fake.url, "token": B_TOKEN})
+            assert status == 201 and added["data"]["status"] == "online", added
+            with ReflexSocket(a.port) as one, ReflexSocket(a.port) as two, ReflexSocket(a.port) as three:
+                for sock in (one, two, three):
+                    sock.emit(f"{operations}.choose_node", {"value": "all"})
+                    sock.emit(f"{operations}.start_live", {})
+                for sock in (one, two, three):
+                    _update_with(sock, "bench-node0-op004")  # this tab shows the node's cards
+                first = len(fake.times)
+                wait_until(lambda: len(fake.times) >= first + 6, timeout=60, message="the node is not polled")
+                times = fake.times[first - 1:]
+    finally:
+        fake.stop()
+    gaps = [round(later - earlier, 3) for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) >= 6 and min(gaps) >= 0.5, gaps
