@@ -8,9 +8,18 @@ import socket
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
-from dgx_spark.nodes.poller import IncompatibleAnswer, NodePoller, NodeState, parse_list, poll_timeout
+from dgx_spark.nodes.poller import (
+    IncompatibleAnswer,
+    NodePoller,
+    NodeState,
+    classify,
+    parse_list,
+    poll_timeout,
+)
+from dgx_spark.nodes.protocol import NODE_API, NODE_API_HEADER
 from dgx_spark.nodes.store import Node, NodeError, NodeStore, clean_url
 from dgx_spark.state.node_view import operation_from_api
 from dgx_spark.state.view import operation_view
@@ -105,3 +114,35 @@ def test_a_node_that_does_not_answer_is_polled_ever_less_often_and_keeps_its_lis
             delays.append(poller.next_delay(state, 0.0))
         assert delays == [2.0, 4.0, 5.0, 5.0]  # backs off, up to the limit
         assert state.stale(state.checked_at or 0.0, 1.0) is True and (state.age(160.0) or 0.0) == 60.0
+
+
+def test_a_node_that_hangs_is_offline_within_the_poll_timeout() -> None:
+    """A real socket that takes the connection and never answers: the poll gives up at its timeout."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # the kernel completes the connection; nobody ever reads or answers
+        poller = NodePoller(Node("b", "B", f"http://127.0.0.1:{sock.getsockname()[1]}", TOKEN), interval=0.4)
+        assert poller.timeout == 0.3
+        state = poller.poll_once()
+    assert state.status == "offline" and state.error == "no answer within 0.3 s", state
+
+
+def _answer(status: int, headers: dict[str, str], body: bytes) -> tuple[str, str | None, tuple[dict, ...]]:
+    return classify(httpx.Response(status, headers=headers, content=body), body)
+
+
+def test_answers_are_told_apart_online_unauthorized_offline_incompatible() -> None:
+    ours = {NODE_API_HEADER: NODE_API, "content-type": "application/json"}
+    listed = json.dumps({"success": True, "data": [{"id": "op-1-1", "type": "job", "name": "t",
+                                                     "status": "running"}]}).encode()
+    assert _answer(200, ours, listed)[0] == "online" and len(_answer(200, ours, listed)[2]) == 1
+    for code in (401, 403):
+        assert _answer(code, ours, b'{"success": false}')[0] == "unauthorized"
+    for code in (500, 502, 503, 429):
+        assert _answer(code, ours, b"")[0] == "offline"
+    old = {**ours, NODE_API_HEADER: "0"}  # an older protocol
+    status, error, _ = _answer(200, old, listed)
+    assert status == "incompatible" and "'0'" in (error or "")
+    assert _answer(200, {"content-type": "application/json"}, listed)[0] == "incompatible"  # no header: not ours
+    assert _answer(404, ours, b"{}")[0] == "incompatible"
+    assert _answer(200, ours, b'{"items": []}')[0] == "incompatible"
