@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -143,3 +144,74 @@ def test_postgres_stopped_and_restarted(postgres_url: str, tmp_path: Path) -> No
     finally:
         supervisor.close()
         engine.dispose()
+
+
+def test_the_real_backend_on_a_stopped_postgres(postgres_url: str, tmp_path: Path) -> None:
+    """The dashboard on PostgreSQL, stopped under it: reads and launches are 503 envelopes, health says so,
+    a stop is carried out and kept; restarted: saved, no failure invented, healthy again."""
+    import psycopg
+
+    from tests.support.dashboard import UNTHROTTLED, Dashboard, reap_launched
+    from tests.test_database_faults import SLEEPER
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS dashboard_faults")
+        conn.execute("CREATE DATABASE dashboard_faults")
+    url = postgres_url.rsplit("/", 1)[0] + "/dashboard_faults"
+    pg_ctl = PG_CTL[postgres_url]
+    data = tmp_path / "data"
+    env = {**UNTHROTTLED, "DGX_SPARK_DB_URL": url, "DGX_SPARK_STOP_GRACE_SECONDS": "3"}
+    stopped = False
+    try:
+        with Dashboard(data, env=env) as dash:
+            status, body = dash.authed("POST", "/api/dgx/operations",
+                                       {"template": "custom", "name": "pg-api-sleeper", "type": "job",
+                                        "command": SLEEPER})
+            assert status == 201, body
+            op_id = body["data"]["id"]
+
+            def find() -> dict[str, Any] | None:
+                return next((op for op in dash.operations() if op["id"] == op_id), None)
+
+            wait_until(lambda: (op := find()) is not None and op["status"] == "active", 60)
+            pg_ctl("stop")
+            stopped = True
+            for path in ("/api/dgx/events", "/api/dgx/history", "/api/dgx/audit"):
+                status, body = dash.authed("GET", path)
+                assert status == 503, (path, body)
+                assert body["success"] is False and body["error"]["code"] == "database_unavailable", (path, body)
+            health = dash.get_json("/api/health")["data"]
+            assert health["components"]["database"]["status"] == "degraded" and health["status"] == "degraded"
+            assert any(e["probe"] == "database" for e in health["errors"]), health["errors"]
+            status, body = dash.authed("POST", "/api/dgx/operations",
+                                       {"template": "custom", "name": "pg-api-never", "type": "job",
+                                        "command": SLEEPER})
+            assert status == 503 and body["error"]["code"] == "database_unavailable", body
+            status, body = dash.authed("POST", f"/api/dgx/operations/{op_id}/stop")
+            assert status == 200, body  # carried out, whatever the database says
+            wait_until(lambda: (op := find()) is not None and op["status"] == "stopped", 60)
+            wait_until((data / "outbox.jsonl").exists, 30)
+            assert not [op for op in dash.operations() if op["name"] == "pg-api-never"]
+            pg_ctl("start")
+            stopped = False
+            # Back: the outbox is saved, the events arrive, nothing failed, and health says ok again.
+            wait_until(lambda: not (data / "outbox.jsonl").exists(), 90)
+
+            def kinds() -> list[str]:
+                status, body = dash.request("GET", f"/api/dgx/events?operation_id={op_id}&limit=100")
+                return [e["kind"] for e in body["data"]] if status == 200 else []
+
+            wait_until(lambda: "stopped" in kinds(), 60)
+            assert "failed" not in kinds()
+            wait_until(lambda: dash.get_json("/api/health")["data"]["components"]["database"]["status"] == "ok", 60)
+            for path in ("/api/dgx/history", "/api/dgx/audit"):
+                assert dash.authed("GET", path)[0] == 200, path
+            assert find()["status"] == "stopped"
+    finally:
+        if stopped:
+            pg_ctl("start")
+        reap_launched(data)
+    with Session(make_engine(url)) as session:
+        row = session.get(LaunchedOperation, op_id)
+        assert row is not None and row.status == "stopped" and row.stop_requested
+        assert not session.exec(select(LaunchedOperation).where(LaunchedOperation.name == "pg-api-never")).all()

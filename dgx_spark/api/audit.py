@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from dgx_spark.api.actor import require_token
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import MAX_INT64
+from dgx_spark.database import is_unavailable_error
 from dgx_spark.services import ServicesDep
 
 router = APIRouter()
@@ -26,6 +27,9 @@ def get_audit(
     """Control actions, allowed and refused, newest first: time, action, target, outcome, client."""
     try:
         entries = services.audit.entries(limit=limit, before_id=before_id, action=action, outcome=outcome, target=target)
-    except Exception as exc:  # the table may not be migrated yet: say so instead of a 500
+    except Exception as exc:
+        if is_unavailable_error(exc):
+            raise  # busy, read-only or stopped: the API's 503 database_unavailable, like every other route
+        # Something else (the table may not be migrated yet): say so instead of a 500.
         raise ApiError(503, f"the audit log cannot be read: {type(exc).__name__}", code="audit_unavailable") from exc
     return {"success": True, "data": [entry.to_api() for entry in entries]}
