@@ -78,6 +78,19 @@ def test_parse_list_accepts_ours_and_refuses_others() -> None:
             parse_list(bad)
 
 
+def test_parse_list_replaces_text_that_is_not_utf8() -> None:
+    """A node's lone surrogates (JSON escapes such as \\ud800) never reach the list: one odd item cannot break it."""
+    body = json.dumps({"success": True, "data": [
+        {"id": "op-1-1", "type": "job", "name": "tr\ud800ain", "status": "running", "command": "run \udfff",
+         "metrics": {"lo\udbffss": 1.0}},
+        {"id": "op-2-2", "type": "server", "name": "web", "status": "running"},
+    ]}).encode()
+    first, second = parse_list(body)
+    assert first["name"] == "tr\ufffdain" and first["command"] == "run \ufffd"
+    assert first["metrics"] == {"lo\ufffdss": 1.0} and second["name"] == "web"
+    json.dumps([first, second], ensure_ascii=False).encode("utf-8")  # the list encodes
+
+
 def test_timeout_is_shorter_than_the_refresh_and_stale_rules() -> None:
     for refresh in (0.2, 1.0, 2.0, 60.0):
         assert poll_timeout(refresh) < refresh

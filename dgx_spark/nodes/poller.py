@@ -85,10 +85,35 @@ class IncompatibleAnswer(ValueError):
     """An answer that is not a DGX Spark node's operation list."""
 
 
+def _valid_text(value: Any, depth: int = 0) -> Any:
+    """``value`` with lone surrogates (text that is not valid UTF-8) replaced by U+FFFD, keys included.
+
+    JSON may carry them as escapes (``"\\ud800"``); kept, they would break every encoding of the list.
+    Nesting deeper than 32 levels becomes null.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        return {_valid_text(str(k)): _valid_text(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(v, depth + 1) for v in value]
+    return value
+
+
 def _clean_item(item: Any, index: int) -> dict[str, Any]:
-    """One remote operation, checked: the core fields must be right; others of a wrong kind become null."""
+    """One remote operation, checked: the core fields must be right; others of a wrong kind become null.
+
+    Text that is not valid UTF-8 is replaced (U+FFFD), so that one odd item cannot break the list.
+    """
     if not isinstance(item, dict):
         raise IncompatibleAnswer(f"item {index} is not an object")
+    item = _valid_text(item)
     for key in ("id", "type", "name", "status"):
         if not isinstance(item.get(key), str) or not item[key] or len(item[key]) > 4096:
             raise IncompatibleAnswer(f"item {index} has no valid {key!r}")
