@@ -58,10 +58,25 @@ def test_launch_logs_and_stop_from_the_ui(full_dashboard: Dashboard, page: Page,
 
         card.locator("[data-action=stop]").click()
         expect(page.locator("#stop-dialog")).to_be_visible()
-        page.locator("#stop-confirm").click()
+        page.locator("#stop-confirm").click()  # the default choice: terminate
         expect(card).to_have_attribute("data-status", "stopped", timeout=60_000)
         expect(card.locator("[data-action=start]")).to_be_visible()
         expect(card.locator("[data-action=remove]")).to_be_visible()
+        op_id = next(op["id"] for op in full_dashboard.operations() if op["name"] == "browser-job")
+        ended = next(op for op in full_dashboard.operations() if op["id"] == op_id)
+        assert (ended["run"], ended["exit_reason"]) == (1, "stopped by the user (SIGTERM)")
+
+        # Start again, then the confirmation's third choice: Kill now (SIGKILL at once).
+        card.locator("[data-action=start]").click()
+        expect(card.locator("[data-field=runs]")).to_contain_text("run 2", timeout=60_000)
+        expect(card).to_have_attribute("data-status", "active", timeout=60_000)
+        card.locator("[data-action=stop]").click()
+        expect(page.locator("#stop-dialog")).to_be_visible()
+        page.locator("#stop-kill").click()
+        expect(card).to_have_attribute("data-status", "stopped", timeout=60_000)
+        killed = next(op for op in full_dashboard.operations() if op["id"] == op_id)
+        assert (killed["run"], killed["outcome"], killed["exit_code"]) == (2, "stopped", -9)
+        assert killed["exit_reason"] == "stopped by the user (SIGKILL)"
     finally:
         page.screenshot(path=str(artifacts_dir / "control-browser.png"), full_page=True)
 
