@@ -43,6 +43,14 @@ def test_tqdm_bar_gives_progress_step_rate_and_loss() -> None:
     assert state.metrics["train_loss"] == pytest.approx(0.342)
 
 
+def test_a_metric_name_that_is_not_valid_utf8_is_not_kept() -> None:
+    """A JSON line's lone surrogate (json.dumps writes "\\ud800") never becomes a metric: it could not be shown."""
+    line = json.dumps({"loss\ud800": 0.5, "accuracy": 0.9, "tab\tname": 1.0})
+    update = parse_text(line + "\n")
+    assert update.metrics == {"accuracy": 0.9}
+    json.dumps(update.metrics, ensure_ascii=False).encode("utf-8")
+
+
 def test_tqdm_carriage_return_redraws_keep_the_latest() -> None:
     parser = OutputParser()
     parser.feed(TQDM_REDRAWS.encode())

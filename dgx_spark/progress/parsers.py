@@ -166,7 +166,8 @@ def _clamp01(value: float) -> float:
 
 def _metric_name(key: str) -> str | None:
     name = key.strip().lower().replace(" ", "_")
-    if not name or len(name) > MAX_METRIC_NAME or name in _NOT_METRICS:
+    # Not printable: control characters, or a lone surrogate from a JSON escape ("\\ud800"), not valid UTF-8.
+    if not name or len(name) > MAX_METRIC_NAME or name in _NOT_METRICS or not name.isprintable():
         return None
     return _LOSS_ALIASES.get(name, name)
 
