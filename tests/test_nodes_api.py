@@ -132,7 +132,7 @@ def test_adding_a_node_needs_the_token_and_checks_input(node_a: Dashboard, node_
 
 def test_connect_b_to_a_list_launch_logs_stop(node_a: Dashboard, node_b: Dashboard) -> None:
     added = add_node(node_a, "Spark B", node_b.url, B_TOKEN)
-    assert added["id"] == "spark-b"
+    assert (added["id"], added["name"], added["url"]) == ("spark-b", "Spark B", node_b.url)
     assert added["status"] == "online", added
     assert "token" not in added
     # The token is kept here, 0600, and never shown.

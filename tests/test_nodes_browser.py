@@ -95,6 +95,9 @@ def test_switch_nodes_and_see_chips(full_dashboard: Dashboard, node_b: Dashboard
         # B drops out: a banner for B, its cards marked stale.
         node_b.stop()
         expect(page.locator(f"#banner-node-{node_id}")).to_be_visible(timeout=APPEAR)
+        # It says how old the list shown is.
+        expect(page.locator(f"#banner-node-{node_id}")).to_contain_text(
+            re.compile(r"its last list, from (just now|\d+ s ago|\d+ min ago)"))
         expect(remote.locator('[data-field="node"]')).to_contain_text("stale", timeout=APPEAR)  # ended row too
         page.screenshot(path=str(artifacts_dir / "nodes-stale.png"))
 
