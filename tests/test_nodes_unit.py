@@ -159,3 +159,22 @@ def test_answers_are_told_apart_online_unauthorized_offline_incompatible() -> No
     assert _answer(200, {"content-type": "application/json"}, listed)[0] == "incompatible"  # no header: not ours
     assert _answer(404, ours, b"{}")[0] == "incompatible"
     assert _answer(200, ours, b'{"items": []}')[0] == "incompatible"
+
+
+def test_the_list_a_node_is_asked_for_is_encoded_once_per_snapshot() -> None:
+    """``GET /api/dgx/operations`` serves the bytes built for this snapshot and query (a poll costs no encoding)."""
+    from dgx_spark.api.operations import _ListCache
+
+    cache = _ListCache()
+    key = (None, None, None, None, None, None, None)
+    assert cache.get(key, 7) is None
+    body = b'{"success": true, "data": []}'
+    cache.put(key, 7, body)
+    assert cache.get(key, 7) is body  # the same bytes object, not built again
+    assert cache.get((*key[:5], "all", "3"), 7) is None  # another query has its own body
+    assert cache.get(key, 8) is None  # a new snapshot: built again
+    cache.put(key, 7, body)  # a body of an older snapshot is not kept
+    assert cache.get(key, 8) is None
+    for n in range(_ListCache.MAX_QUERIES + 5):
+        cache.put((str(n), *key[1:]), 8, body)
+    assert cache.get((str(_ListCache.MAX_QUERIES + 1), *key[1:]), 8) is None  # bounded
