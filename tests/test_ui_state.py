@@ -109,3 +109,38 @@ def test_toggle_section_accepts_only_known_sections(tree: tuple[Any, OperationsS
     assert state.collapsed == "servers,programs"
     toggle(state, "servers")
     assert state.collapsed_sections == ["programs"]
+
+
+def test_one_operation_that_cannot_be_shown_is_marked_and_the_page_keeps_working(
+    tree: tuple[Any, OperationsState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text that is not valid UTF-8 (a lone surrogate) is cleaned and marked; a failing view is a marked card."""
+    from reflex_base.utils.format import json_dumps
+
+    from dgx_spark.state import view as view_module
+
+    root, state = tree
+    odd = SERVER.replace(id="op-3", name="web\ud800", command="serve --name \udfff")
+    state._apply(snap(1, SERVER, odd, SCRIPT), True, 1.0, NOW + 1)
+    sent = ops_delta(root)
+    json_dumps(sent).encode("utf-8")  # what the websocket carries: the whole delta encodes
+    servers = {op.id: op for op in sent_cards(sent, "servers")}
+    assert sorted(servers) == ["op-1", "op-3"] and sent["server_count_rx_state_"] == 2
+    assert servers["op-3"].name == "web\ufffd" and servers["op-3"].command == "serve --name \ufffd"
+    assert servers["op-3"].description.startswith(view_module.ENCODING_MARKER)
+    assert servers["op-1"].name == "web" and servers["op-1"].description == ""
+    # A view that fails outright: that card says so, the others are shown as ever.
+    derive = view_module._derive_view
+
+    def failing(op: Operation, now: float, host: str) -> view_module.OperationView:
+        if op.id == "op-2":
+            raise ZeroDivisionError("a bug")
+        return derive(op, now, host)
+
+    monkeypatch.setattr(view_module, "_derive_view", failing)
+    state._apply(snap(2, SERVER, odd, SCRIPT.replace(pid=12)), True, 1.0, NOW + 2)
+    sent = ops_delta(root)
+    json_dumps(sent).encode("utf-8")
+    [program] = section_cards(state, "programs")
+    assert program.id == "op-2" and "could not be shown (ZeroDivisionError)" in program.description
+    assert [op.id for op in section_cards(state, "servers")] == ["op-1", "op-3"]

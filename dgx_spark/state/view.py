@@ -11,12 +11,16 @@ the cards render; what search and sort read besides is in ``query_row``.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import ENDED_STATUSES, INFERRED_SOURCES, LIVE_STATUSES, Operation, Snapshot
 from dgx_spark.progress import display as progress_display
+
+logger = logging.getLogger(__name__)
 
 SECTIONS: tuple[str, ...] = ("servers", "jobs", "programs")
 SECTION_OF_TYPE: Mapping[str, str] = {"server": "servers", "job": "jobs", "program": "programs"}
@@ -122,8 +126,42 @@ def outcome_text(op: Operation) -> str:
     return outcome_line(op.outcome, op.exit_reason or "", op.outcome_source or "")
 
 
+# The view's text fields: each must be valid UTF-8 to reach the browser.
+_TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(OperationView) if f.type == "str")
+_texts = operator.attrgetter(*_TEXT_FIELDS)
+# What the card says (in its description) when some of an operation's text could not be shown.
+ENCODING_MARKER = "Some of this operation's text is not valid UTF-8; shown cleaned (\ufffd)."
+UNREADABLE_MARKER = "This operation could not be shown ({error}); see the dashboard's log."
+# Operation ids whose failure was logged already (each once); cleared when it grows past the cap.
+_logged: set[str] = set()
+_MAX_LOGGED = 10_000
+
+
+def _log_once(op_id: str, exc: Exception) -> None:
+    if op_id in _logged:
+        return
+    if len(_logged) >= _MAX_LOGGED:
+        _logged.clear()
+    _logged.add(op_id)
+    logger.warning("operation %r cannot be shown as it is (%s: %s); its card is marked",
+                   _valid(op_id), type(exc).__name__, _valid(str(exc))[:200])
+
+
+def _valid(text: str) -> str:
+    """``text`` with lone surrogates (not valid UTF-8) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
 def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> OperationView:
-    """Derive the card's view of ``op``.
+    """Derive the card's view of ``op``, isolated: one odd operation never breaks the page.
+
+    A failure gives a minimal card that says so; text that is not valid UTF-8 (which the
+    browser's websocket cannot carry) is replaced and the card says so in its description.
+    Either is logged once per operation.
 
     Args:
         op: The operation.
@@ -133,6 +171,25 @@ def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> Operat
     Returns:
         The view.
     """
+    try:
+        view = _derive_view(op, now, host)
+    except Exception as exc:  # noqa: BLE001 - one broken record must not break every tab
+        _log_once(str(op.id), exc)
+        return OperationView(id=_valid(str(op.id)), type=_valid(str(op.type)), name=_valid(str(op.name)),
+                             status=_valid(str(op.status)), live=op.status in LIVE_STATUSES,
+                             description=UNREADABLE_MARKER.format(error=type(exc).__name__))
+    try:
+        "".join(_texts(view)).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        _log_once(view.id, exc)
+        cleaned: dict[str, Any] = {name: _valid(getattr(view, name)) for name in _TEXT_FIELDS}
+        cleaned["description"] = " ".join(filter(None, (ENCODING_MARKER, cleaned["description"])))
+        return dataclasses.replace(view, **cleaned)
+    return view
+
+
+def _derive_view(op: Operation, now: float, host: str) -> OperationView:
+    """The card's view of ``op`` (``operation_view`` without its guard)."""
     metrics = dict(op.metrics) if op.metrics is not None else {}
     ended = op.status not in LIVE_STATUSES
     port = op.port if op.port is not None else (op.ports[0] if op.ports else None)
