@@ -108,3 +108,34 @@ def test_a_database_error_in_any_route_is_a_503_with_retry_after() -> None:
     state = health.state("database")
     assert state.degraded and "locked" in (state.last_error or "")
     health.report_ok("database")
+
+
+def test_one_operation_that_cannot_be_encoded_never_breaks_the_list(caplog: pytest.LogCaptureFixture) -> None:
+    """Each operation is encoded on its own: a lone surrogate or a failing to_api gives a marked record, logged once."""
+    import json
+    import time
+
+    from dgx_spark.api.operations import encode_list, encode_operation, operation_dict
+    from dgx_spark.collector.model import Operation
+
+    now = time.time()
+    good = Operation(id="op-1-1", type="server", name="web", status="running", started_at_ts=now - 5)
+    odd = good.replace(id="op-2-2", name="web\ud800", command="serve \udfff")
+
+    class Broken(Operation):
+        def to_api(self, now: float) -> dict[str, Any]:
+            raise ZeroDivisionError("a bug")
+
+    broken = Broken(id="op-3-3", type="job", name="train", status="running")
+    with caplog.at_level("WARNING", logger="dgx_spark.api.operations"):
+        items = [operation_dict(op, now) for op in (good, odd, broken)]
+        for _ in range(3):  # listed again and again, logged once each
+            body = json.loads(encode_list(items).decode("utf-8"))
+    assert body["success"] is True and [op["id"] for op in body["data"]] == ["op-1-1", "op-2-2", "op-3-3"]
+    first, second, third = body["data"]
+    assert "encoding_error" not in first and first["name"] == "web"
+    assert second["name"] == "web\ufffd" and second["command"] == "serve \ufffd" and second["encoding_error"]
+    assert third["name"] == "train" and "ZeroDivisionError" in third["encoding_error"]
+    assert json.loads(encode_operation(items[1]))["encoding_error"]
+    logged = [r.getMessage() for r in caplog.records if "cannot be encoded" in r.getMessage()]
+    assert len(logged) == 2, logged
