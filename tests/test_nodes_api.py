@@ -300,6 +300,8 @@ def test_wrong_token_is_unauthorized(node_a: Dashboard, node_b: Dashboard) -> No
     added = add_node(node_a, "wrong token", url, "not-the-token-of-b-0123456789")
     assert added["status"] == "unauthorized", added
     assert "token" in added["error"]
+    status, answer = node_a.request("DELETE", f"/api/dgx/nodes/{added['id']}")
+    assert status == 401, answer  # removing a node is a control action too
     status, answer = node_a.authed("DELETE", f"/api/dgx/nodes/{added['id']}")
     assert status == 200 and answer["data"]["removed"] is True
     status, answer = node_a.authed("DELETE", f"/api/dgx/nodes/{added['id']}")
