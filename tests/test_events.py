@@ -215,6 +215,27 @@ def test_webhook_retries_with_backoff_until_delivered() -> None:
     assert receiver.events() == [{"id": 1, "kind": "completed", "name": "n"}]
 
 
+def test_webhook_health_says_when_it_gave_up_and_clears_on_delivery() -> None:
+    """``/api/health``'s webhook component: degraded with the last error and since when, ok after a delivery."""
+    from dgx_spark.health import health
+
+    url = ["http://127.0.0.1:9/none"]  # nobody listens there
+    with WebhookReceiver() as receiver:
+        sender = WebhookSender(lambda: url[0], backoff=0.05, attempts=2)
+        sender.start()
+        try:
+            sender.enqueue({"id": 1, "kind": "failed", "name": "n"})
+            wait_until(lambda: health.is_degraded("webhook"), timeout=30)
+            state = health.state("webhook")
+            assert "gave up on event 1" in (state.last_error or "") and state.since is not None
+            url[0] = receiver.url
+            sender.enqueue({"id": 2, "kind": "failed", "name": "n"})
+            wait_until(lambda: not health.is_degraded("webhook"), timeout=30)
+        finally:
+            sender.stop()
+    assert receiver.events() == [{"id": 2, "kind": "failed", "name": "n"}]
+
+
 def test_failing_webhook_never_blocks_the_producer() -> None:
     # A port nobody listens on: every attempt fails; enqueue must still return at once.
     sender = WebhookSender(lambda: "http://127.0.0.1:9/none", max_queue=3, backoff=0.05, attempts=2)
