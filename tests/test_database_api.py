@@ -82,6 +82,11 @@ def test_launch_while_locked_is_a_clear_503_and_nothing_appears(backend: Dashboa
     assert not [op for op in backend.operations() if op["name"] == "locked-out"]
     status, body = backend.request("GET", "/api/dgx/events?limit=1000")
     assert status == 200 and not [e for e in body["data"] if e["name"] == "locked-out"]
+    # Its one trace, the audit row of the refused launch, waited for the database and is there.
+    wait_until(lambda: any(
+        e["status"] == 503 and "database" in (e["detail"] or "")
+        for e in backend.authed("GET", "/api/dgx/audit?action=launch&outcome=failed&limit=50")[1]["data"]), 60,
+        message="the refused launch's audit row was dropped")
     # Recovery: the next launch works and the database is healthy again.
     op_id = launch_sleeper(backend, "after-lock")
     wait_until(lambda: component(backend, "database")["status"] == "ok", 30)
