@@ -223,6 +223,7 @@ def test_leftover_reflex_states_are_made_private(tmp_path: Path) -> None:
         (b"", "is empty"),
         (b"  \n", "is empty"),
         (b"short\n", "shorter than 16"),
+        (b"x" * 2000 + b"\n", "longer than 1024"),
         (b"has a space in the middle of it\n", "spaces or control"),
         (b"tab\tinside-0123456789abcdef\n", "spaces or control"),
     ],
