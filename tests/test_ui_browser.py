@@ -101,6 +101,48 @@ def test_real_workloads_appear_with_port_and_pid_and_a_killed_one_leaves(
         expect(server_card).to_have_attribute("data-status", re.compile("running|active"))
 
 
+def test_a_card_leaving_leaves_the_other_cards_elements_alone(
+    full_dashboard: Dashboard, page: Page, console_errors: list[str], tmp_path: Path
+) -> None:
+    """Cards are keyed by operation: when one leaves, the cards after it keep their own DOM elements.
+
+    Keyed by position, the element of the card that left would be refilled with
+    its neighbour's data, and so on down the list (slow with hundreds of cards).
+    """
+    with (
+        workloads.bash_loop(tmp_path / "a", name="keyed_a.sh") as first,
+        workloads.bash_loop(tmp_path / "b", name="keyed_b.sh") as second,
+        workloads.bash_loop(tmp_path / "c", name="keyed_c.sh") as third,
+    ):
+        open_dashboard(page, full_dashboard)
+        loops = {first.pid: first, second.pid: second, third.pid: third}
+        ops = {pid: wait_until(lambda pid=pid: api_operation(full_dashboard, pid), 60, 0.5) for pid in loops}
+        for pid in loops:
+            expect(card(page, "programs", pid=pid)).to_have_count(1, timeout=APPEAR)
+        ids = [op["id"] for op in ops.values()]
+        # Each card's element gets a mark of its own id; the first of the three in the page is killed.
+        in_order = page.evaluate(
+            """(ids) => {
+                const cards = ids.map((id) => document.getElementById('op-' + id));
+                cards.forEach((el, i) => { el.__dgxMark = ids[i]; });
+                return ids.slice().sort((a, b) => {
+                    const x = document.getElementById('op-' + a), y = document.getElementById('op-' + b);
+                    return x.compareDocumentPosition(y) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1;
+                });
+            }""",
+            ids,
+        )
+        leaving = next(pid for pid, op in ops.items() if op["id"] == in_order[0])
+        loops[leaving].kill()
+        expect(card(page, "programs", pid=leaving).and_(page.locator('[data-status="running"]'))).to_have_count(
+            0, timeout=APPEAR
+        )
+        marks = page.evaluate(
+            "(ids) => ids.map((id) => document.getElementById('op-' + id)?.__dgxMark ?? null)", in_order[1:]
+        )
+        assert marks == in_order[1:], "a card that stayed was drawn into another card's element"
+
+
 def test_sections_collapse_and_expand_and_survive_a_reload(
     full_dashboard: Dashboard, page: Page, console_errors: list[str]
 ) -> None:

@@ -32,7 +32,7 @@ from dgx_spark.components.operation_actions import operation_actions
 from dgx_spark.components.operation_card import TICK_MS, card_badges
 from dgx_spark.components.status import status_indicator
 from dgx_spark.state.layout import LayoutState
-from dgx_spark.state.operations import OperationsState, card_of
+from dgx_spark.state.operations import OperationsState, card_of, keyed
 from dgx_spark.state.view import OperationView
 
 
@@ -265,6 +265,12 @@ def table_row(op: rx.Var[OperationView]) -> rx.Component:
     )
 
 
+@rx.memo
+def memo_row(op: rx.Var[OperationView]) -> rx.Component:
+    """A row rendered again only when its operation's data changes (its shard's object is new)."""
+    return table_row(op)
+
+
 def operations_table(key: str, title: str, items: rx.Var, ended: rx.Var | None = None) -> rx.Component:
     """One section's operations as a table: live rows first, then ended ones.
 
@@ -277,9 +283,9 @@ def operations_table(key: str, title: str, items: rx.Var, ended: rx.Var | None =
     Returns:
         The table, scrolling sideways on narrow screens.
     """
-    bodies: list[Any] = [rx.foreach(items, lambda ref: table_row(card_of(ref)))]
+    bodies: list[Any] = [rx.foreach(items, lambda ref: keyed(memo_row(op=card_of(ref)), ref))]
     if ended is not None:
-        bodies.append(rx.foreach(ended, lambda ref: table_row(card_of(ref))))
+        bodies.append(rx.foreach(ended, lambda ref: keyed(memo_row(op=card_of(ref)), ref)))
     return rx.box(
         rx.el.table(
             rx.el.caption(

@@ -18,7 +18,22 @@ from dgx_spark import styles
 from dgx_spark.components.operation_card import ended_row, operation_card
 from dgx_spark.components.operations_table import operations_table
 from dgx_spark.state.layout import LayoutState
-from dgx_spark.state.operations import OperationsState, card_of
+from dgx_spark.state.operations import OperationsState, card_of, keyed
+from dgx_spark.state.view import OperationView
+
+
+# Cards and ended lines are memoised React components fed their card's data: when
+# one card changes, React renders that card (its shard's object is new), not all of them.
+@rx.memo
+def live_card(op: rx.Var[OperationView]) -> rx.Component:
+    """A live operation's card, rendered again only when its data changes."""
+    return operation_card(op)
+
+
+@rx.memo
+def ended_line(op: rx.Var[OperationView]) -> rx.Component:
+    """An ended operation's line, rendered again only when its data changes."""
+    return ended_row(op)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +195,11 @@ def ended_strip(spec: SectionSpec) -> rx.Component:
         spec.ended_count > 0,
         rx.box(
             rx.text("Recently ended", as_="div", style=styles.ended_strip_title),
-            rx.box(rx.foreach(spec.ended, lambda ref: ended_row(card_of(ref))), role="list", style=styles.ended_list),
+            rx.box(
+                rx.foreach(spec.ended, lambda ref: keyed(ended_line(op=card_of(ref)), ref)),
+                role="list",
+                style=styles.ended_list,
+            ),
             id=f"section-{spec.key}-ended",
             style=styles.ended_strip,
             custom_attrs={"aria-label": f"{spec.title}: recently ended"},
@@ -194,7 +213,7 @@ def section_body(spec: SectionSpec) -> rx.Component:
         rx.cond(
             spec.count > 0,
             rx.box(
-                rx.foreach(spec.items, lambda ref: operation_card(card_of(ref))),
+                rx.foreach(spec.items, lambda ref: keyed(live_card(op=card_of(ref)), ref)),
                 id=f"section-{spec.key}-grid",
                 style=styles.grid,
             ),

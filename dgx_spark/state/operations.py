@@ -424,6 +424,16 @@ def card_of(ref: rx.Var) -> rx.Var:
     ).to(OperationView)
 
 
+def keyed(card: rx.Component, ref: rx.Var) -> rx.Component:
+    """``card`` keyed by its handle in a list, not by its position.
+
+    When one card leaves a list of 500, React then drops that one card's DOM
+    instead of rewriting every card after it with its neighbour's data.
+    """
+    card.key = ref
+    return card
+
+
 def section_cards(state: OperationsState, var: str) -> list[OperationView]:
     """The cards a section's list var shows, resolved through the shards (tests, debugging)."""
     return [getattr(state, f"cards_{handle % CARD_SHARDS}")[str(handle)] for handle in getattr(state, var)]
