@@ -255,6 +255,7 @@ class AppBench:
             )
             try:
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                context.add_init_script(_FRAME_CLOCK_JS)
                 first = context.new_page()
                 first.on("websocket", self._record_frames)
                 self.log("browser: first tab ...")
@@ -596,6 +597,7 @@ class AppBench:
                 misses += 1
                 continue
             page.evaluate(_WATCH_CARD_JS, op_id)
+            page.evaluate("window.__dgxEndedFrames = []")
             fleet.kill(name)  # returns once the script has exited
             killed = time.time()
             seen = self._first_snapshot_with_end(dashboard, op_id, killed)
@@ -610,9 +612,11 @@ class AppBench:
                 continue
             samples.append(shown / 1000.0 - seen[0])
             lower.append(shown / 1000.0 - seen[1])
-            # When the websocket frame that moved the card to the ended list reached the page.
-            sent = next((t for t, sizes, _, _ in self.frame_vars
-                         if t >= seen[0] and any(var.endswith("_ended") for var in sizes)), None)
+            # When the websocket frame that moved the card to the ended list reached the page's
+            # JavaScript (its clock, like the card's: Playwright's own frame events arrive
+            # only when this script next calls into the page, so they cannot time this).
+            arrivals = page.evaluate("window.__dgxEndedFrames || []")
+            sent = next((t / 1000.0 for t in arrivals if t / 1000.0 >= seen[0]), None)
             if sent is not None:
                 frame_delays.append(sent - seen[0])
         result.update(changes=len(samples), misses=misses)
@@ -719,6 +723,23 @@ class AppBench:
 
 # Records (window.__dgxBenchChanged, ms since the epoch) when the card of operation ``id``
 # first shows it ended: the card leaves the grid for the "Recently ended" strip.
+# Every page: when each websocket message naming a section's ended list reaches the page
+# (a listener added before the socket's own handler, so before React renders it).
+_FRAME_CLOCK_JS = """(() => {
+  const Native = window.WebSocket;
+  class Timed extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (event) => {
+        if (typeof event.data === 'string' && event.data.includes('_ended')) {
+          (window.__dgxEndedFrames = window.__dgxEndedFrames || []).push(Date.now());
+        }
+      });
+    }
+  }
+  window.WebSocket = Timed;
+})();"""
+
 _WATCH_CARD_JS = """(id) => {
   window.__dgxBenchChanged = null;
   if (window.__dgxBenchObserver) window.__dgxBenchObserver.disconnect();
