@@ -178,3 +178,51 @@ def test_the_list_a_node_is_asked_for_is_encoded_once_per_snapshot() -> None:
     for n in range(_ListCache.MAX_QUERIES + 5):
         cache.put((str(n), *key[1:]), 8, body)
     assert cache.get((str(_ListCache.MAX_QUERIES + 1), *key[1:]), 8) is None  # bounded
+
+
+def test_requests_that_ask_at_once_wait_for_one_build() -> None:
+    """When a new snapshot arrives, 50 requests for the same list cost one encoding, not 50."""
+    import asyncio
+    import threading
+
+    from dgx_spark.api.operations import _ListCache
+
+    cache = _ListCache()
+    key = (None, None, None, None, None, None, None)
+    builds: list[int] = []
+    release = threading.Event()
+
+    def build() -> bytes:
+        builds.append(1)
+        release.wait(5)
+        return b'{"success":true,"data":[]}'
+
+    def failing() -> bytes:
+        raise ValueError("cannot encode")
+
+    async def main() -> None:
+        waiting = [asyncio.ensure_future(cache.body(key, 1, build)) for _ in range(50)]
+        await asyncio.sleep(0.2)
+        waiting[0].cancel()  # a client that goes away does not cancel the build for the others
+        release.set()
+        bodies = await asyncio.gather(*waiting[1:])
+        assert {id(body) for body in bodies} == {id(bodies[0])}
+        assert await cache.body(key, 1, build) is bodies[0]  # then served from memory
+        with pytest.raises(ValueError):
+            await cache.body(key, 2, failing)
+        assert await cache.body(key, 2, build) == bodies[0]  # a failed build is tried again
+
+    asyncio.run(main())
+    assert len(builds) == 2  # one per snapshot that succeeded
+
+
+def test_every_operation_route_has_its_node_route() -> None:
+    """Each ``/api/dgx/operations…`` route and method is served as ``/api/dgx/nodes/{node}/operations…`` too."""
+    from dgx_spark.api.app import create_api
+
+    paths = create_api().openapi()["paths"]
+    ours = {(path, method) for path, item in paths.items() if path.startswith("/api/dgx/operations")
+            for method in item}
+    forwarded = {(path.replace("/api/dgx/nodes/{node}", "/api/dgx", 1), method) for path, item in paths.items()
+                 if path.startswith("/api/dgx/nodes/{node}/operations") for method in item}
+    assert len(ours) == 11 and ours == forwarded, sorted(ours ^ forwarded)
