@@ -1,4 +1,4 @@
-"""Formatting for people: uptime, bytes, percent, timestamps, metrics, sparklines.
+"""Formatting for people: uptime, bytes, percent, timestamps, metrics, sparklines; text that is valid UTF-8.
 
 Plain Python (no Reflex), so the UI state, the API and tests can all use it.
 Every helper accepts ``None`` (a field that could not be read) and returns
@@ -8,8 +8,11 @@ Every helper accepts ``None`` (a field that could not be read) and returns
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import re
 from collections.abc import Sequence
+from typing import Any
 
 PLACEHOLDER = "—"
 
@@ -216,3 +219,42 @@ def sparkline_points(
     return " ".join(
         f"{i * step:.1f},{pad + inner * (1 - (max(low, min(v, high)) - low) / span):.1f}" for i, v in known
     )
+
+
+# A JSON escape of a UTF-16 surrogate ("\ud800".."\udfff"): the only way JSON text can hold one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def valid_text(value: Any, depth: int = 0) -> Any:
+    """``value`` with lone surrogates (text that is not valid UTF-8) replaced by U+FFFD, dict keys included.
+
+    Strings, dicts and lists are walked (nesting deeper than 64 levels becomes ``None``);
+    anything else is returned as it is.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+    if depth > 64:
+        return None
+    if isinstance(value, dict):
+        return {valid_text(str(k)): valid_text(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v, depth + 1) for v in value]
+    return value
+
+
+def loads_valid_json(raw: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads``, with lone surrogates (``"\\ud800"`` escapes) replaced by U+FFFD as ``valid_text`` does.
+
+    For JSON from elsewhere (a container engine, a server's API, another node): its text is then
+    always valid UTF-8, so it can be stored, listed and sent to a browser. Answers without such an
+    escape are not walked.
+    """
+    data = json.loads(raw, **kwargs)
+    found = (_SURROGATE_ESCAPE_BYTES.search(raw) if isinstance(raw, bytes | bytearray)
+             else _SURROGATE_ESCAPE.search(raw))
+    return valid_text(data) if found else data

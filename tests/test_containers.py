@@ -108,6 +108,15 @@ def test_engine_client_speaks_the_api_subset(tmp_path: Path) -> None:
         assert bad.value.status == 400 and len(engine.requests) == count
 
 
+def test_engine_text_that_is_not_utf8_is_cleaned_as_it_is_read(tmp_path: Path) -> None:
+    """A name or label with a lone surrogate (the JSON escape "\\ud800") is shown and stored with U+FFFD."""
+    with running_engine(tmp_path, "docker") as engine:
+        engine.add(FakeContainer(ID, "web\ud800"))
+        client = ct.EngineClient(engine.socket_path)
+        info = ct.info_from_list_item(client.containers()[0], "docker")
+    assert info is not None and info.name == "web\ufffd"
+
+
 def test_engine_labels_are_capped() -> None:
     item = {"Id": ID, "Names": ["/web"], "Image": "x",
             "Labels": {f"k{n:03d}": "v" * 1000 for n in range(100)} | {"z" * 300: 7}}

@@ -151,3 +151,25 @@ def test_one_sparkline_builder_for_header_and_loss() -> None:
     # A loss curve: its own minimum..maximum, with room for the stroke.
     assert fmt.sparkline_points([1.0, 0.5, 0.0], 80, 20, fit=True, pad=1.0) == "0.0,1.0 40.0,10.0 80.0,19.0"
     assert fmt.sparkline_points([0.3, 0.3], 80, 20, fit=True, pad=1.0) == "0.0,19.0 80.0,19.0"
+
+
+def test_valid_text_replaces_lone_surrogates_everywhere() -> None:
+    value = {"na\ud800me": ["ok", "x\udfff", {"k": "\udbff"}], "n": 1, "fine": "é ✓"}
+    assert fmt.valid_text(value) == {"na\ufffdme": ["ok", "x\ufffd", {"k": "\ufffd"}], "n": 1, "fine": "é ✓"}
+    assert fmt.valid_text("plain") == "plain"
+    deep: object = "\ud800"
+    for _ in range(100):
+        deep = [deep]
+    fmt.valid_text(deep)  # bounded: no RecursionError
+
+
+def test_loads_valid_json_cleans_surrogate_escapes_only() -> None:
+    import json
+
+    raw = json.dumps({"name": "web\ud800", "labels": {"\udc00": "v"}})
+    assert "\\ud800" in raw  # how JSON carries one
+    for text in (raw, raw.encode()):
+        assert fmt.loads_valid_json(text) == {"name": "web\ufffd", "labels": {"\ufffd": "v"}}
+    # A real character written as an escaped pair is valid UTF-8 and kept.
+    assert fmt.loads_valid_json('{"e": "\\ud83d\\ude00"}') == {"e": "😀"}
+    assert fmt.loads_valid_json(b'{"a": NaN}', parse_constant=lambda _: None) == {"a": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -67,6 +68,15 @@ def test_hf_cache_size_and_biggest_models_from_hf_home(tmp_path: Path, monkeypat
         {"name": "org/small", "size_bytes": MIB},
     ]
     assert result["error"] is None and result["partial"] is False
+
+
+def test_a_model_folder_named_in_bytes_that_are_not_utf8_is_listed_cleaned(tmp_path: Path) -> None:
+    """Such a name reaches Python as lone surrogates; listed as they are they would break the header's JSON."""
+    root = tmp_path / "hf"
+    write(Path(os.fsdecode(bytes(root / "hub") + b"/models--org--na\xffme")) / "blobs" / "x", MIB)
+    result = host.size_cache(Place("huggingface", "Hugging Face", root))
+    assert result["largest"] == [{"name": "org/na\ufffdme", "size_bytes": MIB}]
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
 
 
 def test_cache_that_is_a_link_to_another_folder_is_followed_once(tmp_path: Path) -> None:

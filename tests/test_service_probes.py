@@ -376,3 +376,9 @@ def test_the_card_line_and_its_tooltip() -> None:
     ended = operation_view(op.replace(status="stopped"), 1_700_000_001)
     assert (ended.service_text, ended.service_title) == ("", "")
     assert operation_view(server_op("ollama serve", 11434), 0).service_text == ""
+
+
+def test_a_servers_answer_with_text_that_is_not_utf8_is_cleaned() -> None:
+    """A model name with a lone surrogate (JSON's "\\ud800") is read with U+FFFD: it is shown and stored."""
+    answer = sp.Answer(200, {"content-type": "application/json"}, b'{"data": [{"id": "llama\\ud800"}]}')
+    assert answer.json() == {"data": [{"id": "llama\ufffd"}]}

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import http.client
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from dgx_spark import format as fmt
 from dgx_spark.collector.facts import ContainersFacts
 from dgx_spark.collector.model import Container, Operation
 
@@ -202,7 +202,7 @@ class EngineClient:
         if status != 200:
             raise EngineError(status, _engine_message(status, body))
         try:
-            return json.loads(body)
+            return fmt.loads_valid_json(body)  # names and labels are shown and stored: valid UTF-8 only
         except ValueError as exc:
             raise EngineError(502, f"{path}: the engine's answer is not JSON") from exc
 
@@ -278,7 +278,7 @@ class EngineClient:
 def _engine_message(status: int, body: bytes) -> str:
     """The engine's error text (``{"message": ...}``), else the status."""
     with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(body).get("message")
+        message = fmt.loads_valid_json(body).get("message")
         if isinstance(message, str) and message:
             return message[:300]
     return f"the engine answered HTTP {status}"

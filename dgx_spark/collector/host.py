@@ -23,6 +23,8 @@ from typing import Any
 
 import psutil
 
+from dgx_spark import format as fmt
+
 logger = logging.getLogger(__name__)
 
 # A filesystem above this share used gets the warning colour.
@@ -410,7 +412,7 @@ def _ollama_models(root: Path) -> list[dict[str, Any]]:
             name = ":".join(relative[-2:]) if len(relative) >= 2 else relative[-1]
             if len(relative) >= 3 and relative[-3] != "library":
                 name = f"{relative[-3]}/{name}"
-            models.append({"name": name, "size_bytes": size})
+            models.append({"name": fmt.valid_text(name), "size_bytes": size})  # a file name may not be UTF-8
     return models
 
 
@@ -450,7 +452,7 @@ def size_cache(place: Place, max_entries: int = MAX_WALK_ENTRIES) -> dict[str, A
                         total += size
                         name = _hf_name(item.name)
                         if name:
-                            named.append({"name": name, "size_bytes": size})
+                            named.append({"name": fmt.valid_text(name), "size_bytes": size})
             else:
                 total += walk.size(entry.path)
         if place.key == "ollama":

@@ -34,7 +34,6 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import ipaddress
-import json
 import logging
 import math
 import re
@@ -268,7 +267,7 @@ class Answer:
     def json(self) -> Any:
         """The body as JSON; raises ProbeFailed when it is not."""
         try:
-            return json.loads(self.body, parse_constant=lambda _: None)
+            return fmt.loads_valid_json(self.body, parse_constant=lambda _: None)
         except (ValueError, RecursionError) as exc:
             kind = self.headers.get("content-type", "?").split(";")[0]
             raise ProbeFailed(f"answer is not JSON ({kind})") from exc

@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from dgx_spark import format as fmt
 from dgx_spark.nodes.poller import USER_AGENT
 from dgx_spark.nodes.store import Node
 
@@ -63,7 +63,7 @@ def _headers(node: Node, accept: str = "application/json") -> dict[str, str]:
 def answer_of(status: int, content: bytes) -> NodeAnswer:
     """A ``NodeAnswer`` from a status and a body (an envelope, or anything else)."""
     try:
-        body = json.loads(content) if content else None
+        body = fmt.loads_valid_json(content) if content else None
     except ValueError:
         body = None
     if not isinstance(body, dict):
@@ -110,7 +110,7 @@ def sse_batches(buffer: str) -> tuple[list[tuple[list[str], int]], str]:
         if not data:
             continue
         try:
-            item = json.loads(data)
+            item = fmt.loads_valid_json(data)
         except ValueError:
             continue
         lines, offset = (item.get("lines"), item.get("offset")) if isinstance(item, dict) else (None, None)

@@ -16,7 +16,6 @@ The last list is kept when the node drops out: it is shown *stale*, with its age
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from dgx_spark import format as fmt
 from dgx_spark.collector.model import API_FIELDS, OPERATION_STATUSES, OPERATION_TYPES
 from dgx_spark.nodes.protocol import NODE_API, NODE_API_HEADER, VERSION_HEADER, app_version
 from dgx_spark.nodes.store import Node
@@ -85,35 +85,10 @@ class IncompatibleAnswer(ValueError):
     """An answer that is not a DGX Spark node's operation list."""
 
 
-def _valid_text(value: Any, depth: int = 0) -> Any:
-    """``value`` with lone surrogates (text that is not valid UTF-8) replaced by U+FFFD, keys included.
-
-    JSON may carry them as escapes (``"\\ud800"``); kept, they would break every encoding of the list.
-    Nesting deeper than 32 levels becomes null.
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
-        return value
-    if depth > 32:
-        return None
-    if isinstance(value, dict):
-        return {_valid_text(str(k)): _valid_text(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_valid_text(v, depth + 1) for v in value]
-    return value
-
-
 def _clean_item(item: Any, index: int) -> dict[str, Any]:
-    """One remote operation, checked: the core fields must be right; others of a wrong kind become null.
-
-    Text that is not valid UTF-8 is replaced (U+FFFD), so that one odd item cannot break the list.
-    """
+    """One remote operation, checked: the core fields must be right; others of a wrong kind become null."""
     if not isinstance(item, dict):
         raise IncompatibleAnswer(f"item {index} is not an object")
-    item = _valid_text(item)
     for key in ("id", "type", "name", "status"):
         if not isinstance(item.get(key), str) or not item[key] or len(item[key]) > 4096:
             raise IncompatibleAnswer(f"item {index} has no valid {key!r}")
@@ -133,13 +108,13 @@ def _clean_item(item: Any, index: int) -> dict[str, Any]:
 
 
 def parse_list(body: bytes) -> tuple[dict[str, Any], ...]:
-    """The operations of a list answer.
+    """The operations of a list answer (text that is not valid UTF-8 replaced: one odd item cannot break the list).
 
     Raises:
         IncompatibleAnswer: When the body is not ``{"success": true, "data": [operations]}``.
     """
     try:
-        payload = json.loads(body)
+        payload = fmt.loads_valid_json(body)  # lone surrogates ("\\ud800") become U+FFFD
     except (ValueError, RecursionError):
         raise IncompatibleAnswer("the answer is not JSON") from None
     if not isinstance(payload, dict) or payload.get("success") is not True or not isinstance(payload.get("data"), list):

@@ -149,11 +149,7 @@ def _log_once(op_id: str, exc: Exception) -> None:
 
 def _valid(text: str) -> str:
     """``text`` with lone surrogates (not valid UTF-8) replaced by U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
+    return str(fmt.valid_text(text))
 
 
 def operation_view(op: Operation, now: float, host: str = "127.0.0.1") -> OperationView:
