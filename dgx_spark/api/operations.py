@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -33,7 +34,9 @@ class _ListCache:
     """Encoded list bodies of the latest snapshot, one per query.
 
     Every request between two samples gets the same bytes, so they are encoded once
-    per (snapshot, query) rather than once per request.
+    per (snapshot, query) rather than once per request. When a new snapshot arrives,
+    the requests that ask for the same query at once wait for one build
+    (``body``) instead of each encoding the whole list again.
     """
 
     MAX_QUERIES = 64
@@ -42,12 +45,17 @@ class _ListCache:
         self._lock = threading.Lock()
         self._sequence = -1
         self._bodies: dict[tuple[str | None, ...], bytes] = {}
+        self._building: dict[tuple[str | None, ...], concurrent.futures.Future[bytes]] = {}
+
+    def _at(self, sequence: int) -> None:
+        """Forget the bodies of an older snapshot (call with the lock held)."""
+        if sequence != self._sequence:
+            self._sequence, self._bodies, self._building = sequence, {}, {}
 
     def get(self, key: tuple[str | None, ...], sequence: int) -> bytes | None:
         """The body for ``key`` at ``sequence``, if it was built already."""
         with self._lock:
-            if sequence != self._sequence:
-                self._sequence, self._bodies = sequence, {}
+            self._at(sequence)
             return self._bodies.get(key)
 
     def put(self, key: tuple[str | None, ...], sequence: int, body: bytes) -> None:
@@ -55,6 +63,41 @@ class _ListCache:
         with self._lock:
             if sequence == self._sequence and len(self._bodies) < self.MAX_QUERIES:
                 self._bodies[key] = body
+
+    async def body(self, key: tuple[str | None, ...], sequence: int, build: Callable[[], bytes]) -> bytes:
+        """The body for ``key`` at ``sequence``: built once, off the event loop, however many ask."""
+        with self._lock:
+            self._at(sequence)
+            body = self._bodies.get(key)
+            if body is not None:
+                return body
+            pending = self._building.get(key)
+            first = pending is None
+            if pending is None:
+                pending = self._building[key] = concurrent.futures.Future()
+        if first:
+            asyncio.get_running_loop().run_in_executor(None, self._build, key, sequence, build, pending)
+        # Shielded: a request that goes away must not cancel the build the others wait for.
+        return await asyncio.shield(asyncio.wrap_future(pending))
+
+    def _build(
+        self,
+        key: tuple[str | None, ...],
+        sequence: int,
+        build: Callable[[], bytes],
+        pending: concurrent.futures.Future[bytes],
+    ) -> None:
+        try:
+            body = build()
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            pending.set_exception(exc)
+        else:
+            self.put(key, sequence, body)
+            pending.set_result(body)
+        finally:
+            with self._lock:
+                if self._building.get(key) is pending:
+                    del self._building[key]
 
 
 _list_cache = _ListCache()
@@ -162,20 +205,18 @@ async def list_operations(
         raise ApiError(404, f"no node with id {node!r}", field="node")
     # The nodes' version: a remote list that changed makes a new body.
     key = (q, type, status, sort, order, node, str(hub.version) if node is not None else None)
-    body = _list_cache.get(key, snapshot.sequence)
-    if body is None:
-        # Built once per snapshot and query, off the event loop; then served from memory.
-        def build() -> bytes:
-            from dgx_spark.api.nodes import listed_items
 
-            now = snapshot.taken_at
-            items = [operation_dict(op, now) for op in snapshot.operations]
-            if node is not None:
-                items = listed_items(node, items, time.time())
-            return encode_list(apply_query(items, query))
+    # Built once per snapshot and query, off the event loop; then served from memory.
+    def build() -> bytes:
+        from dgx_spark.api.nodes import listed_items
 
-        body = await asyncio.to_thread(build)
-        _list_cache.put(key, snapshot.sequence, body)
+        now = snapshot.taken_at
+        items = [operation_dict(op, now) for op in snapshot.operations]
+        if node is not None:
+            items = listed_items(node, items, time.time())
+        return encode_list(apply_query(items, query))
+
+    body = await _list_cache.body(key, snapshot.sequence, build)
     # The node headers tell another copy of this app that a compatible node answers.
     return Response(content=body, media_type="application/json", headers=node_headers())
 
