@@ -305,3 +305,34 @@ def test_health_says_when_events_wait_and_clears_once_the_database_is_back(
     finally:
         recorder.stop()
         supervisor.close()
+
+
+def test_restart_start_again_and_remove_while_locked_are_refused_and_change_nothing(
+    db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path
+) -> None:
+    """Actions that would record something new check the database first: 503, and nothing was done."""
+    engine, path = db
+    supervisor = supervisor_for(engine, tmp_path / "data")
+    try:
+        op_id = launch_sleeper(supervisor)
+        before = status_of(supervisor, op_id)
+        assert before is not None
+        with exclusive_lock(path), pytest.raises(ControlError) as caught:
+            supervisor.restart(op_id)
+        assert caught.value.code == "database_unavailable" and "nothing was done" in caught.value.message
+        still = status_of(supervisor, op_id)
+        assert still is not None and still.status == "active" and (still.pid, still.run) == (before.pid, before.run)
+        supervisor.stop(op_id, force=True)
+        wait_until(lambda: (o := status_of(supervisor, op_id)) is not None and not o.is_live, 60)
+        supervisor.flush()
+        with exclusive_lock(path):
+            for action in (supervisor.start_again, supervisor.forget):
+                with pytest.raises(ControlError) as caught:
+                    action(op_id)
+                assert caught.value.code == "database_unavailable", action
+        ended = status_of(supervisor, op_id)
+        assert ended is not None and ended.status == "stopped" and ended.run == before.run  # not started, not removed
+        supervisor.forget(op_id)  # the database is back: it works
+        assert status_of(supervisor, op_id) is None and stored(engine, op_id) is None
+    finally:
+        supervisor.close()
