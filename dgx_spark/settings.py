@@ -340,6 +340,8 @@ def validate_webhook_url(raw: str) -> str | None:
         raise InvalidWebhookUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise InvalidWebhookUrl("the URL must not contain spaces or control characters")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in url):
+        raise InvalidWebhookUrl("the URL must be valid UTF-8 text (no lone surrogates)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

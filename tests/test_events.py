@@ -171,7 +171,7 @@ def test_recorder_enforces_retention_on_its_thread(store: EventStore) -> None:
 @pytest.mark.parametrize(
     "bad",
     ["ftp://x.example/", "file:///etc/passwd", "javascript:alert(1)", "http://", "http://a b/", "http://x:99999/",
-     "http://x/\nfoo", "h" * 3000, "not a url"],
+     "http://x/\nfoo", "h" * 3000, "not a url", "http://x.example/\ud800"],
 )
 def test_webhook_url_validation_rejects(bad: str) -> None:
     with pytest.raises(InvalidWebhookUrl):

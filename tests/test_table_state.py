@@ -21,6 +21,14 @@ def root() -> Any:
     return rx.State(_reflex_internal_init=True)
 
 
+def test_the_search_keeps_no_text_that_cannot_be_sent(root: Any) -> None:
+    """Control characters and lone surrogates (not valid UTF-8) are dropped from the search box's text."""
+    state = substate(root, OperationsState)
+    OperationsState.set_search.fn(state, "we\ud800b\x07 8000")
+    assert state.q == "web 8000"
+    state.q.encode("utf-8")
+
+
 def test_a_header_sorts_then_reverses(root: Any) -> None:
     state = substate(root, OperationsState)
     sort_column = OperationsState.sort_column.fn

@@ -103,7 +103,8 @@ class FilterMixin(rx.State, mixin=True):
     def set_search(self, value: Any) -> EventSpec:
         """The search box changed."""
         text = value if isinstance(value, str) else ""
-        self.q = "".join(ch for ch in text if ord(ch) >= 32)[:MAX_QUERY_LENGTH]
+        # No control characters, and no lone surrogates (not valid UTF-8: the tab could not be sent its state).
+        self.q = "".join(ch for ch in text if ord(ch) >= 32 and not 0xD800 <= ord(ch) <= 0xDFFF)[:MAX_QUERY_LENGTH]
         return self._sync_url()
 
     @rx.event
