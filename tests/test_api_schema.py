@@ -139,3 +139,14 @@ def test_one_operation_that_cannot_be_encoded_never_breaks_the_list(caplog: pyte
     assert json.loads(encode_operation(items[1]))["encoding_error"]
     logged = [r.getMessage() for r in caplog.records if "cannot be encoded" in r.getMessage()]
     assert len(logged) == 2, logged
+
+
+def test_embedded_our_routes_outside_api_dgx_answer_head_and_405_too() -> None:
+    """In a host app the checks cover /api/dgx/ and our own other routes (/api/docs, /api/openapi.json, ...)."""
+    client = TestClient(create_api(embedded=True), raise_server_exceptions=False)
+    for path in ("/api/docs", "/api/openapi.json"):
+        reply = client.head(path)
+        assert (reply.status_code, reply.content) == (200, b""), path
+        reply = client.put(path)
+        assert reply.status_code == 405 and reply.headers["allow"] == "GET, HEAD", path
+        assert reply.json()["error"]["code"] == "method_not_allowed", path

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from dgx_spark.api import audit, control, events, metrics, nodes, operations, progress, system
-from dgx_spark.api.actor import describe_control
+from dgx_spark.api.actor import api_routes, describe_control
 from dgx_spark.api.errors import ERROR_RESPONSES, install_error_handlers
 from dgx_spark.api.guard import API_PREFIX, ApiGuard
 from dgx_spark.services import get_services
@@ -122,8 +123,12 @@ def create_api(*, embedded: bool = False) -> FastAPI:
     # called when the layer is built, not at import.
     api.state.audit_soon = audit_soon
     api.state.credentials = lambda: get_services().credentials
-    # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*) and /metrics, before any route and Reflex.
+    # 404/405/HEAD, body size and UTF-8 checks for /api/* (embedded: /api/dgx/*) and our other routes (/metrics;
+    # embedded: /api/health, /api/docs, /api/openapi.json too), before any route and Reflex.
     # A state-changing request refused there is audited like the control service's invalid input.
-    api.add_middleware(ApiGuard, routes=api.router.routes, prefix=EMBEDDED_PREFIX if embedded else API_PREFIX,
-                       describe=api.state.describe_control, audit=audit_soon, paths=(metrics.METRICS_PATH,))
+    prefix = EMBEDDED_PREFIX if embedded else API_PREFIX
+    routes = [*api.router.routes, *api_routes(api.router.routes)]
+    own = tuple({r.path for r in routes if isinstance(r, Route) and not r.path.startswith(prefix)})
+    api.add_middleware(ApiGuard, routes=api.router.routes, prefix=prefix,
+                       describe=api.state.describe_control, audit=audit_soon, paths=own)
     return api
