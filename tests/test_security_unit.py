@@ -38,6 +38,7 @@ from dgx_spark.security.validation import (
     validate_str_list,
     validate_text,
 )
+from tests.support.dashboard import wait_until
 
 # ----------------------------------------------------------------------------- token
 
@@ -326,6 +327,39 @@ def test_the_audit_log_writes_in_its_own_thread_until_closed(tmp_path: Path) -> 
     assert not [t for t in threading.enumerate() if t.name.startswith("dgx-audit")]
     log.record_soon("start", "allowed", target="op-1-2", client="127.0.0.1", status=200)  # closed: written here
     assert [r.action for r in log.entries()] == ["start", "refusals", "stop", "stop"]
+
+
+def test_an_audit_entry_waits_for_a_locked_database_past_one_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop's audit row is not dropped when the database stays locked longer than one attempt's wait."""
+    import sqlite3
+    import time
+
+    from dgx_spark.health import health
+
+    monkeypatch.setattr(audit_module, "AUDIT_WAIT_SECONDS", 0.3)
+    path = tmp_path / "audit.db"
+    engine = make_engine(f"sqlite:///{path}")
+    SQLModel.metadata.create_all(engine, tables=[AuditEntry.__table__])  # type: ignore[attr-defined]
+    log = AuditLog(engine, retention_seconds=7 * 86400)
+    health.report_ok("database")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        asked = time.time()
+        log.record_soon("stop", "allowed", target="op-1-2", client="127.0.0.1", status=200)
+        wait_until(lambda: health.is_degraded("database"), 30)
+        first = health.state("database").last_error_at or 0.0
+        # Several attempts have failed (each waits 0.3 s and SQLite 2 s per try): the entry still waits.
+        wait_until(lambda: (health.state("database").last_error_at or 0.0) > first + 2.5, 60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    rows = wait_until(lambda: list_audit(engine=engine), 30, message="the audit entry was dropped")
+    assert [(r.action, r.target) for r in rows] == [("stop", "op-1-2")]
+    assert asked <= rows[0].at <= first  # the time of the action, not of the write
+    log.close()
 
 
 def test_audit_failure_is_logged_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,7 +67,7 @@ class AuditEntry(SQLModel, table=True):
         }
 
 
-# How long the audit writer keeps trying when the database is busy or away.
+# One attempt of the audit writer when the database is busy or away (then it logs and tries again).
 AUDIT_WAIT_SECONDS = 30.0
 
 
@@ -90,6 +90,9 @@ def record_audit(
     via: str = "api",
     detail: str | None = None,
     engine: Engine,
+    at: float | None = None,
+    wait: float | None = None,
+    give_up: bool = True,
 ) -> AuditEntry | None:
     """Append one entry to the audit log.
 
@@ -103,12 +106,15 @@ def record_audit(
         via: ``api`` or ``ui``.
         detail: A short note; secrets in it are redacted.
         engine: The engine to write with.
+        at: When it happened (default: now).
+        wait: How long a busy or missing database is waited for (default ``AUDIT_WAIT_SECONDS``).
+        give_up: False: raise ``DatabaseUnavailable`` after the wait instead of logging and dropping.
 
     Returns:
-        The stored entry, or None when writing failed (logged, never raised).
+        The stored entry, or None when writing failed (logged, never raised unless ``give_up`` is False).
     """
     entry = AuditEntry(
-        at=time.time(),
+        at=time.time() if at is None else at,
         action=_clip("action", action) or "unknown",
         target=_clip("target", target),
         target_name=_clip("target_name", target_name),
@@ -126,8 +132,11 @@ def record_audit(
 
     try:
         # Only the writer thread gets here: a busy database may take a while; the entry waits for it.
-        write_with_retry(engine, add, wait=AUDIT_WAIT_SECONDS, what="audit", expire_on_commit=False)
+        write_with_retry(engine, add, wait=AUDIT_WAIT_SECONDS if wait is None else wait, what="audit",
+                         expire_on_commit=False)
     except DatabaseUnavailable as exc:
+        if not give_up:
+            raise
         logger.warning("could not write the audit entry for %s on %s: %s", action, target, exc.message)
         return None
     except Exception:
@@ -210,6 +219,8 @@ class RefusalGate:
 
 # The writer prunes entries older than DGX_SPARK_HISTORY_DAYS at most this often.
 PRUNE_EVERY_SECONDS = 600.0
+# While the database is away, entries wait for it in order; past this many waiting, new ones are only logged.
+MAX_WAITING = 10_000
 
 
 class AuditLog:
@@ -231,6 +242,9 @@ class AuditLog:
         self.gate = RefusalGate(self._write_summary)
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgx-audit")
         self._last_prune = 0.0  # only the writer thread reads and sets it
+        self._closing = threading.Event()
+        self._waiting = 0  # entries queued or being written
+        self._waiting_lock = threading.Lock()
 
     def _write_summary(self, client: str, count: int, by_action: dict[str, int]) -> None:
         actions = ", ".join(f"{name} {n}" for name, n in sorted(by_action.items(), key=lambda kv: -kv[1]))
@@ -244,8 +258,29 @@ class AuditLog:
         )
 
     def _record_and_prune(self, action: str, outcome: str, **fields: Any) -> None:
-        """The writer thread's job: write the entry, and now and then drop the old ones."""
-        record_audit(action, outcome, engine=self.engine, **fields)
+        """The writer thread's job: write the entry, and now and then drop the old ones.
+
+        A busy or missing database is waited for as long as it takes (entries stay in order);
+        only a dashboard that stops meanwhile gives up, and logs what it could not write.
+        """
+        from dgx_spark.database import DatabaseUnavailable
+
+        try:
+            while True:
+                try:
+                    record_audit(action, outcome, engine=self.engine, give_up=False,
+                                 wait=0.0 if self._closing.is_set() else AUDIT_WAIT_SECONDS, **fields)
+                    break
+                except DatabaseUnavailable as exc:
+                    if self._closing.is_set():
+                        logger.warning("stopping: the audit entry for %s on %s is lost: %s",
+                                       action, fields.get("target"), exc.message)
+                        return
+                    logger.warning("the audit entry for %s on %s waits for the database: %s",
+                                   action, fields.get("target"), exc.message)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
         now = time.monotonic()
         if self._last_prune == 0.0 or now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = now
@@ -264,9 +299,18 @@ class AuditLog:
             str(fields.get("client") or "unknown"), action, fields.get("target"), fields.get("status")
         ):
             return
+        fields.setdefault("at", time.time())  # when it happened, however long the database keeps it waiting
+        with self._waiting_lock:
+            if self._waiting >= MAX_WAITING:
+                logger.warning("audit: %d entries wait for the database; the entry for %s on %s is lost",
+                               self._waiting, action, fields.get("target"))
+                return
+            self._waiting += 1
         try:
             self._writer.submit(self._record_and_prune, action, outcome, **fields)
         except RuntimeError:  # closed, or the interpreter is shutting down: write it here
+            with self._waiting_lock:
+                self._waiting -= 1
             record_audit(action, outcome, engine=self.engine, **fields)
 
     def entries(self, **query: Any) -> list[AuditEntry]:
@@ -276,8 +320,10 @@ class AuditLog:
     def close(self) -> None:
         """Write the refusals counted so far and what the writer holds, then stop it.
 
-        Entries asked for later are written by the caller's thread.
+        Entries asked for later are written by the caller's thread. With the database away,
+        what waits gets one more try each, then is logged as lost.
         """
+        self._closing.set()
         self.gate.flush()
         self._writer.shutdown(wait=True)
 
