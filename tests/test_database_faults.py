@@ -176,6 +176,40 @@ def test_write_with_retry_gives_up_with_database_unavailable(db: tuple[sqlalchem
 # ---- the supervisor under a held lock ----------------------------------------------------------
 
 
+def test_a_launch_waiting_on_a_slow_database_leaves_the_sampler_free(
+    db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path
+) -> None:
+    """A launch waits (bounded) for its rows to be saved after it lets go of the lock the sampler needs."""
+    engine, _ = db
+    supervisor = supervisor_for(engine, tmp_path / "data")
+    slow = threading.Event()
+    save = supervisor._save
+
+    def slow_save(entry: dict) -> None:  # the database answered the launch's check, then became slow
+        slow.wait(30)
+        save(entry)
+
+    supervisor._save = slow_save  # type: ignore[method-assign]
+    launched: list[Operation] = []
+    launching = threading.Thread(target=lambda: launched.append(
+        supervisor.launch({"template": "custom", "name": "slow-db", "type": "job", "command": SLEEPER})))
+    try:
+        launching.start()
+        # Its run has started: what is left of the launch is waiting for its writes (about 1 s).
+        wait_until(lambda: any(rec.status == "starting" for rec in list(supervisor._ops.values())), 30, 0.01)
+        ops = sample(supervisor)  # the sampler's step, which takes the supervisor's lock
+        assert launching.is_alive(), "the sampler waited until the launch had finished waiting on the database"
+        assert [op.name for op in ops if op.source == "launched"] == ["slow-db"]
+        launching.join(10)
+        assert launched and launched[0].name == "slow-db"
+    finally:
+        slow.set()
+        launching.join(10)
+        for op in launched:
+            supervisor.stop(op.id, force=True)
+        supervisor.close()
+
+
 def test_launch_while_locked_is_a_503_and_leaves_no_trace(db: tuple[sqlalchemy.engine.Engine, Path], tmp_path: Path) -> None:
     engine, path = db
     supervisor = supervisor_for(engine, tmp_path / "data")

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -238,6 +238,8 @@ class Supervisor:
         self._last_replay = 0.0
         self._last_probe = 0.0
         self._replay_queued = False
+        # Per thread: the writes a control action waits for once it has let go of the lock.
+        self._saves = threading.local()
         self._boot_id = boot_id()
         self._templates: dict[str, tpl.Template] = {}
         self._templates_mtime: float | None = -1.0
@@ -371,7 +373,7 @@ class Supervisor:
             created_at=now, restart_json=policy.to_json(),
         )
         self._require_database()  # 503 before anything starts: a launch nobody could record is not made
-        with self._lock:
+        with self._saved_after(), self._lock:
             self._ops[rec.id] = rec
             self._record(rec, "pending", "accepted", wait=True, from_status=None)
             self._spawn(rec)
@@ -390,7 +392,7 @@ class Supervisor:
         if container_op is not None:
             return self._start_container(container_op)
         self._require_database()
-        with self._lock:
+        with self._saved_after(), self._lock:
             rec = self._ops.get(op_id)
             if rec is None:
                 raise self._not_launched(op_id, "started again")
@@ -1143,7 +1145,8 @@ class Supervisor:
         """Change status (lock held): memory now, database on the writer thread.
 
         The write is never lost: what the database cannot take goes to the outbox.
-        ``wait`` waits (briefly, never while the database is degraded) until it is saved.
+        With ``wait``, the action around it (``_saved_after``) waits, briefly and once the
+        lock is let go, until it is saved (not while the database is degraded).
         """
         previous = rec.status if from_status is ... else from_status
         if previous == status and detail == rec.detail and from_status is ...:
@@ -1152,15 +1155,33 @@ class Supervisor:
         if detail is not None or status in ENDED_STATUSES or status == "pending":
             rec.detail = detail
         logger.info("operation %s: %s -> %s%s", rec.id, previous, status, f" ({detail})" if detail else "")
+        if self._closed:  # shut down: the next start learns how its runs ended from their exit files
+            return
         future = self._writer.submit(self._save, upsert_entry(rec.saved()))
-        if wait and not health.is_degraded("database"):
-            with contextlib.suppress(concurrent.futures.TimeoutError):
-                future.result(1.0)  # bounded: the lock is held, and the sampler needs it
+        waiting = getattr(self._saves, "futures", None)
+        if wait and waiting is not None:
+            waiting.append(future)
         self._changed()
+
+    @contextlib.contextmanager
+    def _saved_after(self) -> Iterator[None]:
+        """Around a control action: wait (bounded) for the writes it asked to wait for, after the lock.
+
+        Entered before the lock, so the wait happens once the lock is let go:
+        the sampler, which needs the lock, never waits on the database.
+        """
+        self._saves.futures = []
+        try:
+            yield
+        finally:
+            futures, self._saves.futures = self._saves.futures, None
+            if futures and not health.is_degraded("database"):
+                concurrent.futures.wait(futures, timeout=1.0)
 
     def _persist(self, rec: LaunchedOperation) -> None:
         """Save the record's columns as they are now (lock held; the write happens on the writer thread)."""
-        self._writer.submit(self._save, upsert_entry(rec.saved()))
+        if not self._closed:
+            self._writer.submit(self._save, upsert_entry(rec.saved()))
 
     # ---- durable writes (writer thread) -------------------------------------------------------
     def _save(self, entry: dict[str, Any]) -> None:
