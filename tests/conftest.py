@@ -28,8 +28,9 @@ FULL_IDLE_GPU_SECONDS = 2
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    """Where screenshots and logs from tests go (ignored by git)."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    """Where screenshots and logs from tests go (ignored by git; private: logs hold login links)."""
+    ARTIFACTS.mkdir(mode=0o700, exist_ok=True)
+    ARTIFACTS.chmod(0o700)
     return ARTIFACTS
 
 
