@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
+from tests.support import workloads
 from tests.support.dashboard import Dashboard, wait_until
 
 
@@ -77,3 +79,40 @@ def test_openapi_is_served(backend: Dashboard) -> None:
     status, body = backend.request("GET", "/api/openapi.json")
     assert status == 200
     assert "/api/dgx/operations" in body["paths"]
+
+
+def _raw_list(backend: Dashboard, accept_encoding: str | None) -> tuple[dict[str, str], bytes]:
+    """``GET /api/dgx/operations`` as raw bytes and headers (urllib does not decompress)."""
+    import urllib.request
+
+    req = urllib.request.Request(backend.url + "/api/dgx/operations")
+    req.add_header("Host", f"127.0.0.1:{backend.port}")
+    if accept_encoding is not None:
+        req.add_header("Accept-Encoding", accept_encoding)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_the_list_is_gzipped_for_clients_that_accept_it(backend: Dashboard, tmp_path: Path) -> None:
+    """The same list, compressed once per snapshot for clients that send ``Accept-Encoding: gzip``."""
+    with workloads.bash_loop(tmp_path / "a", name="gzip_a.sh"), workloads.bash_loop(tmp_path / "b", name="gzip_b.sh"):
+        wait_until(lambda: b"gzip_b.sh" in _raw_list(backend, None)[1], 60, 0.5)
+        _check_encodings(backend)
+
+
+def _check_encodings(backend: Dashboard) -> None:
+    """Compressed for gzip, plain otherwise (and both say that the answer varies by it)."""
+    import gzip
+    import json
+
+    assert len(_raw_list(backend, None)[1]) >= 1024
+    for accept in ("gzip", "gzip, deflate, br", "br;q=1.0, gzip;q=0.5"):
+        headers, raw = _raw_list(backend, accept)
+        assert headers.get("content-encoding") == "gzip", accept
+        assert "accept-encoding" in headers.get("vary", "").lower()
+        listed = json.loads(gzip.decompress(raw))
+        assert listed["success"] is True and isinstance(listed["data"], list)
+    for plain in (None, "identity", "gzip;q=0", "deflate"):
+        headers, raw = _raw_list(backend, plain)
+        assert "content-encoding" not in headers, plain
+        assert json.loads(raw)["success"] is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gzip
 import json
 import logging
 import math
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from dgx_spark.api.errors import ApiError
@@ -103,6 +104,23 @@ class _ListCache:
 _list_cache = _ListCache()
 
 
+# Bodies at least this long are sent gzip-compressed to clients that accept it (built once per body).
+GZIP_MIN_BYTES = 1024
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``gzip``, ``*``; not with ``q=0``)."""
+    for part in (header or "").lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            weight = params.replace(" ", "").removeprefix("q=")
+            try:
+                return float(weight) > 0 if weight else True
+            except ValueError:
+                return False
+    return False
+
+
 def _encode(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
@@ -172,6 +190,7 @@ def encode_list(items: Sequence[Mapping[str, Any]]) -> bytes:
 
 @router.get("/api/dgx/operations", summary="List operations", response_class=Response)
 async def list_operations(
+    request: Request,
     type: str | None = Query(
         default=None, max_length=100, pattern=TYPES_PATTERN,
         description="Only these types (comma-separated): server, job, program.",
@@ -218,7 +237,12 @@ async def list_operations(
 
     body = await _list_cache.body(key, snapshot.sequence, build)
     # The node headers tell another copy of this app that a compatible node answers.
-    return Response(content=body, media_type="application/json", headers=node_headers())
+    headers = {**node_headers(), "Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
+        plain = body
+        body = await _list_cache.body((*key, "gzip"), snapshot.sequence, lambda: gzip.compress(plain, 1, mtime=0))
+        headers["Content-Encoding"] = "gzip"
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
 @router.get("/api/dgx/operations/{op_id}", summary="One operation", response_class=Response)
