@@ -50,7 +50,11 @@ async def _client(
     errors: list[str],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n").encode()
+    # Accept-Encoding as requests, httpx and browsers send it (curl asks for the plain body).
+    request = (
+        f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n"
+        "Accept-Encoding: gzip, deflate\r\n\r\n"
+    ).encode()
     try:
         if poll_interval > 0:
             await asyncio.sleep(random.uniform(0, poll_interval))  # clients are not in lockstep
