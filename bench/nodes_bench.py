@@ -157,19 +157,28 @@ class NodesBench:
         self.log = log
         self.results: dict[str, Any] = {}
 
-    def run(self) -> dict[str, Any]:
-        """Start everything, measure, stop everything; the results (also in ``self.results``)."""
+    def run(self, dashboard: Dashboard | None = None) -> dict[str, Any]:
+        """Start everything, measure, stop everything; the results (also in ``self.results``).
+
+        Args:
+            dashboard: A full dashboard already running (a test's), used as it is and left
+                running, its nodes removed again; by default one of its own (the app's
+                frontend build is one per checkout: two full dashboards cannot run at once).
+        """
         workdir = Path(tempfile.mkdtemp(prefix="dgx-bench-nodes-"))
         env = {"DGX_SPARK_REFRESH_SECONDS": str(self.refresh),
                "DGX_SPARK_RULES_FILE": str(_write_isolating_rules(workdir / "rules.toml"))}
-        dashboard = Dashboard(workdir / "data", full=True, env=env)
+        own = dashboard is None
+        dashboard = dashboard or Dashboard(workdir / "data", full=True, env=env)
+        added: list[str] = []
         result: dict[str, Any] = {"nodes": self.nodes, "operations_per_node": self.operations,
                                   "refresh_seconds": self.refresh}
         self.results["nodes"] = result
         try:
             with fake_nodes(self.nodes, self.operations) as fakes:
-                self.log("nodes: starting the dashboard (full UI) ...")
-                dashboard.start()
+                if own:
+                    self.log("nodes: starting the dashboard (full UI) ...")
+                    dashboard.start()
                 self.log(f"nodes: backend CPU per refresh, no node, {self.window:.0f}s ...")
                 result["no_nodes"] = self._cpu_window(dashboard, None)
                 for fake in fakes:
@@ -177,6 +186,7 @@ class NodesBench:
                         "name": f"bench-node-{fake.index}", "url": fake.url, "token": "bench-token-0123456789abcdef"})
                     if status != 201 or body["data"]["status"] != "online":
                         raise RuntimeError(f"adding fake node {fake.index} failed: {status} {body}")
+                    added.append(body["data"]["id"])
                 time.sleep(2 * self.refresh)
                 self.log(f"nodes: {self.nodes} nodes polled, no tab, {self.window:.0f}s ...")
                 before = sum(fake.requests for fake in fakes)
@@ -189,7 +199,11 @@ class NodesBench:
             self.log(f"nodes: the dashboard's log is kept in {dashboard.log_path}")
             raise
         finally:
-            dashboard.stop()
+            if own:
+                dashboard.stop()
+            else:
+                for node_id in added:
+                    dashboard.authed("DELETE", f"/api/dgx/nodes/{node_id}")
         shutil.rmtree(workdir, ignore_errors=True)
         return self.results
 

@@ -27,6 +27,8 @@ BIN = Path(sys.executable).parent
 # Only one frontend build may use .web/ at a time, across test runs in this checkout.
 # hashlib, not hash(): str hashes differ per process, which would give every process its own lock.
 WEB_LOCK = Path(tempfile.gettempdir()) / f"dgx-spark-web-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]}.lock"
+# The full dashboards this process runs (at most one: they share the checkout's frontend build).
+_full_running: list[Dashboard] = []
 # A dashboard given DGX_SPARK_FAKE_NVML (a scenario file) gets this folder first on PYTHONPATH:
 # its sitecustomize puts the fake NVML into the app (see tests/support/fake_gpu.py).
 NVML_SHIM = ROOT / "tests" / "nvml_shim"
@@ -91,8 +93,14 @@ class Dashboard:
     def start(self, timeout: float | None = None) -> Dashboard:
         """Start the dashboard and wait until its API answers (the app creates its data folder)."""
         if self.full and self._lock_file is None:
+            if _full_running:  # flock is per open file: this process would wait for itself forever
+                raise RuntimeError(
+                    f"a full dashboard already runs in this process ({_full_running[0].url}): the frontend "
+                    "build is one per checkout; use that one (e.g. the full_dashboard fixture)"
+                )
             self._lock_file = open(WEB_LOCK, "w")  # noqa: SIM115 - held while running
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            _full_running.append(self)
         if self.data_dir not in (self.log_path.parent, *self.log_path.parents):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [str(BIN / "reflex"), "run", "--env", "prod"]
@@ -208,6 +216,8 @@ class Dashboard:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+            if self in _full_running:
+                _full_running.remove(self)
 
     def __enter__(self) -> Dashboard:  # start() returns this instance
         return self.start()
