@@ -157,13 +157,14 @@ class NodesBench:
         self.log = log
         self.results: dict[str, Any] = {}
 
-    def run(self, dashboard: Dashboard | None = None) -> dict[str, Any]:
+    def run(self, dashboard: Dashboard | None = None, page: Any = None) -> dict[str, Any]:
         """Start everything, measure, stop everything; the results (also in ``self.results``).
 
         Args:
             dashboard: A full dashboard already running (a test's), used as it is and left
                 running, its nodes removed again; by default one of its own (the app's
                 frontend build is one per checkout: two full dashboards cannot run at once).
+            page: A Playwright page to use (a test's) instead of a Chromium of its own.
         """
         workdir = Path(tempfile.mkdtemp(prefix="dgx-bench-nodes-"))
         env = {"DGX_SPARK_REFRESH_SECONDS": str(self.refresh),
@@ -194,7 +195,7 @@ class NodesBench:
                 polls = sum(fake.requests for fake in fakes) - before
                 result["requests_per_node_per_refresh"] = round(
                     polls / self.nodes / max(1, result["polled"]["refreshes"]), 2)
-                self._browser(dashboard, fakes, result)
+                self._browser(dashboard, fakes, result, page)
         except BaseException:
             self.log(f"nodes: the dashboard's log is kept in {dashboard.log_path}")
             raise
@@ -224,26 +225,32 @@ class NodesBench:
             "cpu_ms_per_refresh": round((cpu1 - cpu0) * 1000.0 / refreshes, 2),
         }
 
-    def _browser(self, dashboard: Dashboard, fakes: list[FakeNode], result: dict[str, Any]) -> None:
+    def _browser(self, dashboard: Dashboard, fakes: list[FakeNode], result: dict[str, Any], page: Any) -> None:
+        if page is not None:
+            self._all_nodes_tab(dashboard, fakes, result, page)
+            return
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
             try:
                 page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                self.log("nodes: one tab on All nodes ...")
-                page.goto(f"{dashboard.url}/?node=all", wait_until="load", timeout=120_000)
-                wanted = self.nodes * self.operations
-                cards = page.locator('[data-testid="operation-card"][data-id^="op-9"]')
-                with contextlib.suppress(AssertionError):
-                    wait_until(lambda: cards.count() >= wanted, timeout=120, interval=1.0)
-                result["cards_shown"] = cards.count()
-                page.wait_for_timeout(3 * self.refresh * 1000)
-                self.log(f"nodes: backend CPU per refresh, one All-nodes tab, {self.window:.0f}s ...")
-                result["all_nodes_tab"] = self._cpu_window(dashboard, page)
-                self._changes(dashboard, fakes, page, result)
+                self._all_nodes_tab(dashboard, fakes, result, page)
             finally:
                 browser.close()
+
+    def _all_nodes_tab(self, dashboard: Dashboard, fakes: list[FakeNode], result: dict[str, Any], page: Any) -> None:
+        self.log("nodes: one tab on All nodes ...")
+        page.goto(f"{dashboard.url}/?node=all", wait_until="load", timeout=120_000)
+        wanted = self.nodes * self.operations
+        cards = page.locator('[data-testid="operation-card"][data-id^="op-9"]')
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: cards.count() >= wanted, timeout=120, interval=1.0)
+        result["cards_shown"] = cards.count()
+        page.wait_for_timeout(3 * self.refresh * 1000)
+        self.log(f"nodes: backend CPU per refresh, one All-nodes tab, {self.window:.0f}s ...")
+        result["all_nodes_tab"] = self._cpu_window(dashboard, page)
+        self._changes(dashboard, fakes, page, result)
 
     def _changes(self, dashboard: Dashboard, fakes: list[FakeNode], page: Any, result: dict[str, Any]) -> None:
         self.log(f"nodes: {self.changes} remote changes, change → card updated ...")

@@ -1,7 +1,8 @@
 """``make bench``'s All-nodes row, run small: the real dashboard (full UI), fake nodes, one Chromium tab.
 
-It runs on the test session's full dashboard: a second full dashboard in the same checkout would
-have to wait for the first one's frontend build (its lock) until the session ends.
+It runs on the test session's full dashboard and browser: a second full dashboard in the same
+checkout would wait for the first one's frontend build (its lock) until the session ends, and a
+second Playwright cannot start inside the one pytest-playwright runs.
 
 No timings asserted: the row's plumbing (nodes added and polled, the All-nodes tab showing every
 remote card, renames reaching the page, the table row) works end to end.
@@ -9,14 +10,16 @@ remote card, renames reaching the page, the table row) works end to end.
 
 from __future__ import annotations
 
+from playwright.sync_api import Page
+
 from bench.nodes_bench import NodesBench, table_row
 from tests.support.dashboard import Dashboard
 
 
-def test_the_all_nodes_row_runs_and_fills_its_table_row(full_dashboard: Dashboard) -> None:
+def test_the_all_nodes_row_runs_and_fills_its_table_row(full_dashboard: Dashboard, page: Page) -> None:
     bench = NodesBench(refresh_seconds=1.0, window_seconds=2.0, changes=2, nodes=2, operations=5,
                        log=lambda _: None)
-    result = bench.run(full_dashboard)["nodes"]
+    result = bench.run(full_dashboard, page)["nodes"]
     assert (result["nodes"], result["operations_per_node"]) == (2, 5)
     assert result["cards_shown"] == 10, result  # every remote card on /?node=all
     assert result["requests_per_node_per_refresh"] > 0, result

@@ -186,6 +186,7 @@ def test_requests_that_ask_at_once_wait_for_one_build() -> None:
     import threading
 
     from dgx_spark.api.operations import _ListCache
+    from tests.support.aio import run_coroutine
 
     cache = _ListCache()
     key = (None, None, None, None, None, None, None)
@@ -212,7 +213,7 @@ def test_requests_that_ask_at_once_wait_for_one_build() -> None:
             await cache.body(key, 2, failing)
         assert await cache.body(key, 2, build) == bodies[0]  # a failed build is tried again
 
-    asyncio.run(main())
+    run_coroutine(main())  # its own thread: a browser test's loop may run in this one
     assert len(builds) == 2  # one per snapshot that succeeded
 
 
