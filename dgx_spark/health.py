@@ -8,6 +8,7 @@ next success.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,25 @@ from dgx_spark.format import iso_utc
 
 # The components /api/health always lists (others may be reported too).
 COMPONENTS = ("database", "nvml", "sampler", "webhook")
+
+# Keys whose failure was logged already (each once; forgotten all at once past the cap).
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+MAX_LOGGED_KEYS = 10_000
+
+
+def log_once(log: logging.Logger, key: str, message: str, *args: object) -> None:
+    """Log a warning on ``log`` the first time ``key`` fails; later failures of it stay quiet.
+
+    Keys are shared by the whole process: prefix them with their area (``"host:net"``).
+    """
+    with _logged_lock:
+        if key in _logged:
+            return
+        if len(_logged) >= MAX_LOGGED_KEYS:
+            _logged.clear()
+        _logged.add(key)
+    log.warning(message, *args)
 
 
 @dataclass

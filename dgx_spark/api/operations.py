@@ -20,7 +20,7 @@ from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
 from dgx_spark.collector.model import OPERATION_STATUSES, Operation
 from dgx_spark.collector.query import QueryError, apply_query, parse_query
-from dgx_spark.health import components_payload
+from dgx_spark.health import components_payload, log_once
 from dgx_spark.health import health as app_health
 from dgx_spark.nodes.protocol import NODE_ID_PATTERN, node_headers
 from dgx_spark.security.validation import has_surrogate
@@ -125,19 +125,9 @@ def _encode(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-# Operation ids whose encoding failure was logged already (each is logged once).
-_logged_failures: set[str] = set()
-_MAX_LOGGED = 10_000
-
-
 def _log_once(op_id: str, exc: Exception) -> None:
-    if op_id in _logged_failures:
-        return
-    if len(_logged_failures) >= _MAX_LOGGED:
-        _logged_failures.clear()
-    _logged_failures.add(op_id)
-    logger.warning("operation %r cannot be encoded as JSON (%s: %s); it is listed with an error marker",
-                   _clean(op_id), type(exc).__name__, _clean(str(exc))[:200])
+    log_once(logger, f"api:{op_id}", "operation %r cannot be encoded as JSON (%s: %s); it is listed with an "
+             "error marker", _clean(op_id), type(exc).__name__, _clean(str(exc))[:200])
 
 
 def _clean(value: Any) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from dgx_spark import format as fmt
+from dgx_spark.health import log_once
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +45,6 @@ MAX_MANIFESTS = 10_000
 # How many of a cache's biggest models are listed.
 TOP_MODELS = 5
 
-_logged: set[str] = set()
-_logged_lock = threading.Lock()
-
-
-def log_once(key: str, message: str, *args: object) -> None:
-    """Log a warning the first time ``key`` fails (later failures stay quiet)."""
-    with _logged_lock:
-        if key in _logged:
-            return
-        _logged.add(key)
-    logger.warning(message, *args)
-
-
 # --------------------------------------------------------------------------- per-core CPU
 class PerCoreMeter:
     """Use of each logical CPU between two calls (0-100), from its own ``cpu_times`` deltas."""
@@ -70,7 +58,7 @@ class PerCoreMeter:
         try:
             times = psutil.cpu_times(percpu=True)
         except Exception as exc:  # noqa: BLE001 - unreadable is None
-            log_once("percpu", "per-core CPU times unreadable: %s", exc)
+            log_once(logger, "host:percpu", "per-core CPU times unreadable: %s", exc)
             return None
         last, self._last = self._last, list(times)
         if last is None or len(last) != len(times):
@@ -115,7 +103,7 @@ class NetworkMeter:
         try:
             counters = psutil.net_io_counters(pernic=True)
         except Exception as exc:  # noqa: BLE001
-            log_once("net", "network counters unreadable: %s", exc)
+            log_once(logger, "host:net", "network counters unreadable: %s", exc)
             return empty
         names = tuple(physical_interfaces(counters))
         rx = sum(counters[name].bytes_recv for name in names)
@@ -189,7 +177,7 @@ def read_temperatures(
     try:
         sensors = read()
     except Exception as exc:  # noqa: BLE001
-        log_once("temperatures", "temperature sensors unreadable: %s", exc)
+        log_once(logger, "host:temperatures", "temperature sensors unreadable: %s", exc)
         return None
     result: list[dict[str, Any]] = []
     for chip, entries in (sensors or {}).items():
@@ -293,7 +281,7 @@ def read_filesystems(places: Iterable[Place]) -> list[dict[str, Any]]:
             usage = psutil.disk_usage(str(where))
             mount = str(mount_point(where))
         except Exception as exc:  # noqa: BLE001
-            log_once(f"disk:{place.key}", "free space of %s unreadable: %s", place.path, exc)
+            log_once(logger, f"host:disk:{place.key}", "free space of %s unreadable: %s", place.path, exc)
             continue
         found[device] = {
             "mount": mount,
@@ -462,7 +450,7 @@ def size_cache(place: Place, max_entries: int = MAX_WALK_ENTRIES) -> dict[str, A
         if walk.unreadable:
             result["error"] = f"{walk.unreadable} entries could not be read"
     except Exception as exc:  # noqa: BLE001 - a cache we cannot read is unknown, not a crash
-        log_once(f"cache:{place.key}", "model cache %s unreadable: %s", place.path, exc)
+        log_once(logger, f"host:cache:{place.key}", "model cache %s unreadable: %s", place.path, exc)
         result.update(size_bytes=None, error=str(exc)[:200])
     return result
 
@@ -538,5 +526,5 @@ class DiskWatcher:
                     self.scan_caches()
                     next_cache = time.monotonic() + self.cache_seconds
             except Exception as exc:  # noqa: BLE001 - the thread must live on
-                log_once("disk-watcher", "disk watcher failed: %s", exc)
+                log_once(logger, "host:disk-watcher", "disk watcher failed: %s", exc)
             self._stop.wait(self.free_seconds)

@@ -18,6 +18,7 @@ from typing import Any
 
 from dgx_spark import format as fmt
 from dgx_spark.collector.model import ENDED_STATUSES, INFERRED_SOURCES, LIVE_STATUSES, Operation, Snapshot
+from dgx_spark.health import log_once
 from dgx_spark.progress import display as progress_display
 
 logger = logging.getLogger(__name__)
@@ -132,19 +133,9 @@ _texts = operator.attrgetter(*_TEXT_FIELDS)
 # What the card says (in its description) when some of an operation's text could not be shown.
 ENCODING_MARKER = "Some of this operation's text is not valid UTF-8; shown cleaned (\ufffd)."
 UNREADABLE_MARKER = "This operation could not be shown ({error}); see the dashboard's log."
-# Operation ids whose failure was logged already (each once); cleared when it grows past the cap.
-_logged: set[str] = set()
-_MAX_LOGGED = 10_000
-
-
 def _log_once(op_id: str, exc: Exception) -> None:
-    if op_id in _logged:
-        return
-    if len(_logged) >= _MAX_LOGGED:
-        _logged.clear()
-    _logged.add(op_id)
-    logger.warning("operation %r cannot be shown as it is (%s: %s); its card is marked",
-                   _valid(op_id), type(exc).__name__, _valid(str(exc))[:200])
+    log_once(logger, f"view:{op_id}", "operation %r cannot be shown as it is (%s: %s); its card is marked",
+             _valid(op_id), type(exc).__name__, _valid(str(exc))[:200])
 
 
 def _valid(text: str) -> str:
