@@ -205,13 +205,20 @@ def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap
     return op_id
 
 
-def test_stop_start_restart_in_every_order_and_speed(backend: Dashboard, tmp_path: Path) -> None:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {pool.submit(_click_through, backend, tmp_path, *case): case for case in CASES}
+def click_through_all(backend: Dashboard, folder: Path, cases: list[tuple[Any, ...]], workers: int,
+                      grace: float = GRACE) -> list[str]:
+    """``_click_through`` every case at once; the failures, each named by its case."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_click_through, backend, folder, *case, grace=grace): case for case in cases}
         failures = []
         for future in concurrent.futures.as_completed(futures):
             try:
                 future.result()
             except Exception as exc:  # noqa: BLE001 - collect every failing case
                 failures.append(f"{futures[future]}: {exc}")
+    return failures
+
+
+def test_stop_start_restart_in_every_order_and_speed(backend: Dashboard, tmp_path: Path) -> None:
+    failures = click_through_all(backend, tmp_path, CASES, workers=8)
     assert not failures, "\n\n".join(failures)

@@ -7,7 +7,6 @@ and the right outcome (the checks are ``_click_through``'s, shared with the 0 / 
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from dgx_spark.settings import load_settings
 from tests.support.dashboard import UNTHROTTLED, Dashboard
-from tests.test_run_control_api import _click_through
+from tests.test_run_control_api import click_through_all
 
 # The module-scoped `backend` fixture (conftest) runs with these: the default stop grace.
 BACKEND_ENV = dict(UNTHROTTLED)
@@ -34,13 +33,5 @@ def test_the_backend_runs_with_the_default_ten_second_grace(
 
 
 def test_stop_start_restart_in_every_order_11_s_apart(backend: Dashboard, tmp_path: Path) -> None:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(CASES)) as pool:
-        futures = {pool.submit(_click_through, backend, tmp_path, *case, grace=DEFAULT_GRACE): case
-                   for case in CASES}
-        failures = []
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - collect every failing case
-                failures.append(f"{futures[future]}: {exc}")
+    failures = click_through_all(backend, tmp_path, CASES, workers=len(CASES), grace=DEFAULT_GRACE)
     assert not failures, "\n\n".join(failures)
