@@ -31,15 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 report_module = importlib.import_module("dgx_spark.progress.report")
 
 # Prints a tqdm bar redrawn with \r (no newline until the end) with a falling loss,
-# up to step ``stop`` of ``total``, then lingers silently.
+# up to step ``stop`` of ``total``, then lingers silently. With a ``gate`` path it waits
+# half-way (after step ``total // 2``) until that file exists.
 TQDM_JOB = """
-import sys, time
+import os, sys, time
 TOTAL = {total}
+GATE = {gate!r}
 for step in range(1, {stop} + 1):
     loss = 2.0 / step
     sys.stdout.write(f"\\r{{int(100 * step / TOTAL):3d}}%|{{'#' * (step * 10 // TOTAL):<10}}| {{step}}/{{TOTAL}} "
                      f"[00:{{step:02d}}<00:10, 4.00it/s, loss={{loss:.4f}}]")
     sys.stdout.flush()
+    while GATE and step == TOTAL // 2 and not os.path.exists(GATE):
+        time.sleep(0.05)
     time.sleep({delay})
 print()
 time.sleep({linger})
@@ -136,12 +140,16 @@ def sleeper(backend: Dashboard, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_launched_training_script_progress_rises_from_its_output(backend: Dashboard, tmp_path: Path) -> None:
-    script = write_job(tmp_path, "train_tqdm.py", TQDM_JOB.format(total=40, stop=40, delay=0.5, linger=600))
+    # Half-way it waits for the gate, which opens once part-way progress has been seen.
+    gate = tmp_path / "gate"
+    script = write_job(tmp_path, "train_tqdm.py",
+                       TQDM_JOB.format(total=40, stop=40, delay=0.1, linger=600, gate=str(gate)))
     op = launch(backend, script, "tqdm training", "--epochs", "1")
     try:
         first = wait_until(
             lambda: (o := operation(backend, op["id"]))["progress"] and o, 90, message="no progress read from the log"
         )
+        gate.touch()
         assert first["progress_source"] == "log"
         assert 0 < first["progress"] < 1
         assert first["metrics"]["train_loss"] > 0
@@ -373,7 +381,7 @@ def test_reports_need_the_token(backend: Dashboard, sleeper: dict[str, Any]) -> 
 
 
 def test_stalled_when_a_job_stops_printing(tmp_path: Path) -> None:
-    script = write_job(tmp_path / "job", "train_stall.py", TQDM_JOB.format(total=40, stop=12, delay=0.3, linger=600))
+    script = write_job(tmp_path / "job", "train_stall.py", TQDM_JOB.format(total=40, stop=12, delay=0.3, linger=600, gate=""))
     with running_dashboard(tmp_path / "dash", env={"DGX_SPARK_STALL_SECONDS": "4"}) as dashboard:
         op = launch(dashboard, script, "stalling training")
         moving = wait_until(lambda: (o := operation(dashboard, op["id"]))["progress"] and o, 90)
