@@ -220,5 +220,5 @@ def click_through_all(backend: Dashboard, folder: Path, cases: list[tuple[Any, .
 
 
 def test_stop_start_restart_in_every_order_and_speed(backend: Dashboard, tmp_path: Path) -> None:
-    failures = click_through_all(backend, tmp_path, CASES, workers=8)
+    failures = click_through_all(backend, tmp_path, CASES, workers=len(CASES))
     assert not failures, "\n\n".join(failures)
