@@ -23,7 +23,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from dgx_spark.collector.model import Snapshot
+from dgx_spark import format as fmt
+from dgx_spark.collector.model import ENDED_STATUSES, Operation, Snapshot
 from dgx_spark.collector.query import OperationQuery, apply_query
 from dgx_spark.format import iso_utc
 from dgx_spark.state.view import (
@@ -56,6 +57,7 @@ class BaseView:
     sequence: int
     version: int
     views: tuple[OperationView, ...]
+    ops: tuple[Operation, ...]  # the operation of each view, same order
     rows: tuple[dict[str, Any], ...]  # query_row of each view, same order
     counts: tuple[int, int, int]  # live servers, jobs, programs
     ended_count: int  # ended operations of every type
@@ -93,18 +95,40 @@ _bases: OrderedDict[str, BaseView] = OrderedDict()  # host -> latest
 _tabs: OrderedDict[tuple[str, OperationQuery], TabView] = OrderedDict()
 
 
+def _reusable(old: OperationView, op: Operation, now: float) -> bool:
+    """Whether ``old`` (derived from an equal operation) is what ``op`` shows at ``now`` too.
+
+    Only the uptime reads ``now``: its template (it changes after a day) and, for an
+    ended operation without an end time, its text.
+    """
+    if op.status in ENDED_STATUSES and op.ended_at_ts is None:
+        return False
+    return fmt.uptime_template(op.uptime(now)) == old.uptime_format
+
+
 def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> BaseView:
-    known = {view.id: view for view in previous.views} if previous is not None else {}
-    pairs = []
+    known: dict[str, tuple[OperationView, Operation, dict[str, Any]]] = {}
+    if previous is not None:
+        known = {view.id: (view, op, row) for view, op, row in zip(previous.views, previous.ops, previous.rows,
+                                                                   strict=True)}
+    triples = []
     for op in snapshot.operations:
+        kept = known.get(op.id)
+        # An operation equal to the last snapshot's keeps its view: most do, and deriving 500 is not free.
+        if kept is not None and kept[1] == op and _reusable(kept[0], op, snapshot.taken_at):
+            triples.append(kept)
+            continue
         view = operation_view(op, snapshot.taken_at, host)
-        old = known.get(view.id)
+        old = kept[0] if kept is not None else None
         # Keep the previous object when nothing changed: later comparisons are identity checks.
-        pairs.append((old if old == view else view, op))
-    pairs.sort(key=lambda pair: display_order(pair[0]))
-    views = tuple(view for view, _ in pairs)
+        view = old if old == view else view
+        triples.append((view, op, query_row(op, view)))
+    triples.sort(key=lambda triple: display_order(triple[0]))
+    views = tuple(view for view, _, _ in triples)
+    rows = tuple(row for _, _, row in triples)
     if previous is not None and views == previous.views:
-        return dataclasses.replace(previous, snapshot=snapshot, sequence=snapshot.sequence)
+        return dataclasses.replace(previous, snapshot=snapshot, sequence=snapshot.sequence,
+                                   ops=tuple(op for _, op, _ in triples), rows=rows)
     counts = [0, 0, 0]
     for view in views:
         section = SECTION_OF_TYPE.get(view.type)
@@ -115,7 +139,8 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
         sequence=snapshot.sequence,
         version=next(_versions),
         views=views,
-        rows=tuple(query_row(op, view) for view, op in pairs),
+        ops=tuple(op for _, op, _ in triples),
+        rows=rows,
         counts=(counts[0], counts[1], counts[2]),
         ended_count=sum(1 for view in views if not view.live),
         running_count=sum(1 for view in views if view.live),
