@@ -227,3 +227,42 @@ def test_every_operation_route_has_its_node_route() -> None:
     forwarded = {(path.replace("/api/dgx/nodes/{node}", "/api/dgx", 1), method) for path, item in paths.items()
                  if path.startswith("/api/dgx/nodes/{node}/operations") for method in item}
     assert len(ours) == 11 and ours == forwarded, sorted(ours ^ forwarded)
+
+
+def test_while_a_new_list_is_built_the_others_get_the_previous_snapshots_at_once() -> None:
+    """The first request for a new snapshot's list waits for its build; those behind it do not."""
+    import asyncio
+    import threading
+
+    from dgx_spark.api.operations import _ListCache
+    from tests.support.aio import run_coroutine
+
+    cache: _ListCache[bytes] = _ListCache()
+    key = (None, None, None, None, None, None, None)
+    release = threading.Event()
+
+    def build(body: bytes) -> bytes:
+        release.wait(5)
+        return body
+
+    async def main() -> None:
+        release.set()
+        assert await cache.body(key, 1, lambda: build(b"one")) == b"one"
+        release.clear()
+        first = asyncio.ensure_future(cache.body(key, 2, lambda: build(b"two")))
+        await asyncio.sleep(0.1)
+        assert not first.done()  # the first asker waits for the new body
+        # The others, meanwhile: the previous snapshot's body, without waiting.
+        assert await asyncio.wait_for(cache.body(key, 2, lambda: build(b"other")), 1) == b"one"
+        release.set()
+        assert await first == b"two"
+        assert await cache.body(key, 2, lambda: build(b"other")) == b"two"
+        # Two snapshots on: nothing that old is served; everyone waits for the build.
+        release.clear()
+        waiting = [asyncio.ensure_future(cache.body(key, 4, lambda: build(b"four"))) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert not any(task.done() for task in waiting)
+        release.set()
+        assert await asyncio.gather(*waiting) == [b"four"] * 3
+
+    run_coroutine(main())

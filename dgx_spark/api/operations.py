@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import gzip
 import json
 import logging
@@ -11,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -29,15 +30,18 @@ from dgx_spark.state import loops as ui_loops
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+Body = TypeVar("Body")
 
 
-class _ListCache:
+class _ListCache(Generic[Body]):
     """Encoded list bodies of the latest snapshot, one per query.
 
     Every request between two samples gets the same bytes, so they are encoded once
     per (snapshot, query) rather than once per request. When a new snapshot arrives,
-    the requests that ask for the same query at once wait for one build
-    (``body``) instead of each encoding the whole list again.
+    the first request for a query starts one build and waits for it; requests for
+    the same query that arrive while it runs get the previous snapshot's body at
+    once (a list is then one refresh behind for the milliseconds of the build),
+    instead of every client waiting for it.
     """
 
     MAX_QUERIES = 64
@@ -45,28 +49,33 @@ class _ListCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sequence = -1
-        self._bodies: dict[tuple[str | None, ...], bytes] = {}
-        self._building: dict[tuple[str | None, ...], concurrent.futures.Future[bytes]] = {}
+        self._bodies: dict[tuple[str | None, ...], Body] = {}
+        self._previous: dict[tuple[str | None, ...], Body] = {}  # the snapshot before's bodies
+        self._building: dict[tuple[str | None, ...], concurrent.futures.Future[Body]] = {}
 
     def _at(self, sequence: int) -> None:
-        """Forget the bodies of an older snapshot (call with the lock held)."""
+        """Move on to ``sequence``'s bodies (call with the lock held)."""
         if sequence != self._sequence:
+            self._previous = self._bodies if sequence == self._sequence + 1 else {}
             self._sequence, self._bodies, self._building = sequence, {}, {}
 
-    def get(self, key: tuple[str | None, ...], sequence: int) -> bytes | None:
+    def get(self, key: tuple[str | None, ...], sequence: int) -> Body | None:
         """The body for ``key`` at ``sequence``, if it was built already."""
         with self._lock:
             self._at(sequence)
             return self._bodies.get(key)
 
-    def put(self, key: tuple[str | None, ...], sequence: int, body: bytes) -> None:
+    def put(self, key: tuple[str | None, ...], sequence: int, body: Body) -> None:
         """Keep a body built for ``key`` at ``sequence`` (unless a newer snapshot exists)."""
         with self._lock:
             if sequence == self._sequence and len(self._bodies) < self.MAX_QUERIES:
                 self._bodies[key] = body
 
-    async def body(self, key: tuple[str | None, ...], sequence: int, build: Callable[[], bytes]) -> bytes:
-        """The body for ``key`` at ``sequence``: built once, off the event loop, however many ask."""
+    async def body(self, key: tuple[str | None, ...], sequence: int, build: Callable[[], Body]) -> Body:
+        """The body for ``key`` at ``sequence``: built once, off the event loop, however many ask.
+
+        While another request's build for it runs, the previous snapshot's body when there is one.
+        """
         with self._lock:
             self._at(sequence)
             body = self._bodies.get(key)
@@ -76,6 +85,8 @@ class _ListCache:
             first = pending is None
             if pending is None:
                 pending = self._building[key] = concurrent.futures.Future()
+            elif key in self._previous:
+                return self._previous[key]
         if first:
             asyncio.get_running_loop().run_in_executor(None, self._build, key, sequence, build, pending)
         # Shielded: a request that goes away must not cancel the build the others wait for.
@@ -85,8 +96,8 @@ class _ListCache:
         self,
         key: tuple[str | None, ...],
         sequence: int,
-        build: Callable[[], bytes],
-        pending: concurrent.futures.Future[bytes],
+        build: Callable[[], Body],
+        pending: concurrent.futures.Future[Body],
     ) -> None:
         try:
             body = build()
@@ -101,7 +112,15 @@ class _ListCache:
                     del self._building[key]
 
 
-_list_cache = _ListCache()
+@dataclasses.dataclass(frozen=True)
+class ListBody:
+    """One list answer, plain and (when long enough to be worth it) gzip-compressed."""
+
+    plain: bytes
+    gzipped: bytes | None
+
+
+_list_cache: _ListCache[ListBody] = _ListCache()
 
 
 # Bodies at least this long are sent gzip-compressed to clients that accept it (built once per body).
@@ -216,21 +235,22 @@ async def list_operations(
     key = (q, type, status, sort, order, node, str(hub.version) if node is not None else None)
 
     # Built once per snapshot and query, off the event loop; then served from memory.
-    def build() -> bytes:
+    def build() -> ListBody:
         from dgx_spark.api.nodes import listed_items
 
         now = snapshot.taken_at
         items = [operation_dict(op, now) for op in snapshot.operations]
         if node is not None:
             items = listed_items(node, items, time.time())
-        return encode_list(apply_query(items, query))
+        plain = encode_list(apply_query(items, query))
+        return ListBody(plain, gzip.compress(plain, 1, mtime=0) if len(plain) >= GZIP_MIN_BYTES else None)
 
-    body = await _list_cache.body(key, snapshot.sequence, build)
+    built = await _list_cache.body(key, snapshot.sequence, build)
     # The node headers tell another copy of this app that a compatible node answers.
     headers = {**node_headers(), "Vary": "Accept-Encoding"}
-    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
-        plain = body
-        body = await _list_cache.body((*key, "gzip"), snapshot.sequence, lambda: gzip.compress(plain, 1, mtime=0))
+    body = built.plain
+    if built.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding")):
+        body = built.gzipped
         headers["Content-Encoding"] = "gzip"
     return Response(content=body, media_type="application/json", headers=headers)
 
