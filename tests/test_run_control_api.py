@@ -39,6 +39,8 @@ CHECKPOINTER = (
     "    sys.exit(0)\n"
 )
 TERMINAL = ("stopped", "failed", "completed")
+# Poll every 0.2 s: up to 30 cases poll the one backend at once.
+POLL = 0.2
 
 
 def find(backend: Dashboard, op_id: str) -> dict[str, Any] | None:
@@ -47,7 +49,7 @@ def find(backend: Dashboard, op_id: str) -> dict[str, Any] | None:
 
 def wait_op(backend: Dashboard, op_id: str, check: Any, timeout: float = 90.0) -> dict[str, Any]:
     try:
-        return wait_until(lambda: (op := find(backend, op_id)) is not None and check(op) and op, timeout)
+        return wait_until(lambda: (op := find(backend, op_id)) is not None and check(op) and op, timeout, POLL)
     except AssertionError:
         raise AssertionError(f"{op_id}: {find(backend, op_id)}\n{backend.log_tail(3000)}") from None
 
@@ -172,7 +174,7 @@ def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap
     ``grace`` is the backend's stop grace period (its SIGKILL timers have fired ``grace + 1`` s after the last click).
     """
     op_id = launch(backend, folder, SLEEPER if kind == "prompt" else STUBBORN)
-    wait_until(lambda: "ready" in log_lines(backend, op_id), 90)
+    wait_until(lambda: "ready" in log_lines(backend, op_id), 90, POLL)
     answers: list[tuple[str, int]] = []
     for index, action in enumerate(order):
         if index:
@@ -192,7 +194,7 @@ def _click_through(backend: Dashboard, folder: Path, order: tuple[str, ...], gap
     ended_runs = final["runs"] - (1 if want_live else 0)
     expected = [(run, "stopped") for run in range(1, ended_runs + 1)]
     try:
-        wait_until(lambda: terminal_events(backend, op_id) == expected, 30)
+        wait_until(lambda: terminal_events(backend, op_id) == expected, 30, POLL)
     except AssertionError:
         raise AssertionError(f"{order} gap {gap} {kind}: answers {answers}, final {final}, "
                              f"events {terminal_events(backend, op_id)}") from None

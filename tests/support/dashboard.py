@@ -135,7 +135,7 @@ class Dashboard:
                             return
             except (OSError, urllib.error.URLError, KeyError, ValueError):
                 pass
-            time.sleep(0.3)
+            time.sleep(0.05)
         raise TimeoutError(f"dashboard not ready after {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -191,7 +191,7 @@ class Dashboard:
     def wait_for_refreshes(self, count: int = 2, timeout: float = 60.0) -> None:
         """Wait until the sampler has taken ``count`` more snapshots (each one is pushed to open tabs)."""
         start = self.get_json("/api/health")["data"]["sequence"]
-        wait_until(lambda: self.get_json("/api/health")["data"]["sequence"] >= start + count, timeout, 0.2,
+        wait_until(lambda: self.get_json("/api/health")["data"]["sequence"] >= start + count, timeout, 0.05,
                    f"the sampler did not take {count} snapshots after #{start}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
@@ -246,7 +246,7 @@ def reap_launched(data_dir: Path) -> None:
 
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.2, message: str = "") -> Any:
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05, message: str = "") -> Any:
     """Poll ``predicate`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout
     last: Any = None
