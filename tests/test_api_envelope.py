@@ -81,11 +81,11 @@ def test_openapi_is_served(backend: Dashboard) -> None:
     assert "/api/dgx/operations" in body["paths"]
 
 
-def _raw_list(backend: Dashboard, accept_encoding: str | None) -> tuple[dict[str, str], bytes]:
+def _raw_list(backend: Dashboard, accept_encoding: str | None, query: str = "") -> tuple[dict[str, str], bytes]:
     """``GET /api/dgx/operations`` as raw bytes and headers (urllib does not decompress)."""
     import urllib.request
 
-    req = urllib.request.Request(backend.url + "/api/dgx/operations")
+    req = urllib.request.Request(backend.url + "/api/dgx/operations" + query)
     req.add_header("Host", f"127.0.0.1:{backend.port}")
     if accept_encoding is not None:
         req.add_header("Accept-Encoding", accept_encoding)
@@ -116,3 +116,31 @@ def _check_encodings(backend: Dashboard) -> None:
         headers, raw = _raw_list(backend, plain)
         assert "content-encoding" not in headers, plain
         assert json.loads(raw)["success"] is True
+
+
+def test_the_list_without_a_query_is_the_routes_own_answer(backend: Dashboard, tmp_path: Path) -> None:
+    """Sent before routing (the API's most asked-for answer), it is what the route answers: bytes and headers."""
+    import gzip
+
+    def both(accept: str | None) -> tuple[tuple[dict[str, str], bytes], tuple[dict[str, str], bytes]] | None:
+        """The plain list and the routed one (an explicit default order), from one snapshot."""
+        sequence = backend.request("GET", "/api/health")[1]["data"]["sequence"]
+        plain, routed = _raw_list(backend, accept), _raw_list(backend, accept, "?order=asc")
+        same = backend.request("GET", "/api/health")[1]["data"]["sequence"] == sequence
+        return (plain, routed) if same else None
+
+    with workloads.bash_loop(tmp_path / "a", name="plain_a.sh"), workloads.bash_loop(tmp_path / "b", name="plain_b.sh"):
+        wait_until(lambda: b"plain_b.sh" in _raw_list(backend, None)[1], 60, 0.5)
+        for accept in (None, "gzip, deflate"):
+            (plain_headers, plain), (routed_headers, routed) = wait_until(lambda accept=accept: both(accept), 30, 0.1)
+            if accept is not None:
+                assert plain_headers.get("content-encoding") == "gzip"
+                plain, routed = gzip.decompress(plain), gzip.decompress(routed)
+            assert b"plain_b.sh" in plain
+            assert plain == routed
+            for headers in (plain_headers, routed_headers):
+                headers.pop("date", None)
+                headers.pop("content-length")
+            assert plain_headers == routed_headers
+            assert plain_headers["content-type"] == "application/json"
+            assert plain_headers["x-content-type-options"] == "nosniff"

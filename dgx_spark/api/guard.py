@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Match, Mount
@@ -42,6 +42,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Describe = Callable[[Any], tuple[str, str | None] | None]
 # Queues one audit row (``AuditLog.record_soon``); never raises.
 AuditSoon = Callable[..., None]
+# Sends a route's whole answer to a GET without a query string (``operations.send_plain_list``).
+PlainAnswer = Callable[[Scope, Send], Awaitable[None]]
 
 API_PREFIX = "/api/"
 # The largest request body any API route takes (launch bodies included); progress reports: 16 KiB.
@@ -136,6 +138,7 @@ class ApiGuard:
         describe: Describe | None = None,
         audit: AuditSoon | None = None,
         paths: Collection[str] = (),
+        plain: Mapping[str, PlainAnswer] | None = None,
     ) -> None:
         """Wrap ``app``; ``routes`` is the API router's (live) route list; paths under ``prefix`` are checked.
 
@@ -143,6 +146,9 @@ class ApiGuard:
 
         ``describe`` and ``audit`` name and record the state-changing requests refused here
         (without them nothing is audited).
+
+        ``plain`` answers a ``GET`` of one of its paths without a query string itself,
+        before routing (the routes' own answer, sent from a cache).
         """
         self.app = app
         self.routes = routes
@@ -151,6 +157,7 @@ class ApiGuard:
         self.describe = describe
         self.audit = audit
         self.paths = frozenset(paths)
+        self.plain = dict(plain or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check one request, then hand it on (or answer it)."""
@@ -161,6 +168,9 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
+        if method == "GET" and not scope.get("query_string") and (answer := self.plain.get(path)) is not None:
+            await answer(scope, send)
+            return
         found, methods = allowed_methods(self.routes, scope)
         head = False
         if not found and method == "HEAD":

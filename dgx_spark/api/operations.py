@@ -16,11 +16,12 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.types import Scope, Send
 
 from dgx_spark.api.errors import ApiError
 from dgx_spark.api.params import STATUSES_PATTERN, TYPES_PATTERN, Order, SortKey
-from dgx_spark.collector.model import OPERATION_STATUSES, Operation
-from dgx_spark.collector.query import QueryError, apply_query, parse_query
+from dgx_spark.collector.model import OPERATION_STATUSES, Operation, Snapshot
+from dgx_spark.collector.query import OperationQuery, QueryError, apply_query, parse_query
 from dgx_spark.health import components_payload, log_once
 from dgx_spark.health import health as app_health
 from dgx_spark.nodes.protocol import NODE_ID_PATTERN, node_headers
@@ -233,26 +234,52 @@ async def list_operations(
         raise ApiError(404, f"no node with id {node!r}", field="node")
     # The nodes' version: a remote list that changed makes a new body.
     key = (q, type, status, sort, order, node, str(hub.version) if node is not None else None)
+    built = await _list_cache.body(key, snapshot.sequence, lambda: _build_list(snapshot, query, node))
+    body, headers = _list_answer(built, request.headers.get("accept-encoding"))
+    return Response(content=body, media_type="application/json", headers=headers)
 
-    # Built once per snapshot and query, off the event loop; then served from memory.
-    def build() -> ListBody:
-        from dgx_spark.api.nodes import listed_items
 
-        now = snapshot.taken_at
-        items = [operation_dict(op, now) for op in snapshot.operations]
-        if node is not None:
-            items = listed_items(node, items, time.time())
-        plain = encode_list(apply_query(items, query))
-        return ListBody(plain, gzip.compress(plain, 1, mtime=0) if len(plain) >= GZIP_MIN_BYTES else None)
+# The cache key of the list without a query (``list_operations``' parameters, all unset).
+_PLAIN_LIST_KEY: tuple[str | None, ...] = (None,) * 7
 
-    built = await _list_cache.body(key, snapshot.sequence, build)
+
+def _build_list(snapshot: Snapshot, query: OperationQuery, node: str | None) -> ListBody:
+    """The list body of ``snapshot`` for ``query`` (and ``node``), plain and gzip-compressed."""
+    from dgx_spark.api.nodes import listed_items
+
+    now = snapshot.taken_at
+    items = [operation_dict(op, now) for op in snapshot.operations]
+    if node is not None:
+        items = listed_items(node, items, time.time())
+    plain = encode_list(apply_query(items, query))
+    return ListBody(plain, gzip.compress(plain, 1, mtime=0) if len(plain) >= GZIP_MIN_BYTES else None)
+
+
+def _list_answer(built: ListBody, accept_encoding: str | None) -> tuple[bytes, dict[str, str]]:
+    """The body and headers (besides the content type) a list answer is sent with."""
     # The node headers tell another copy of this app that a compatible node answers.
     headers = {**node_headers(), "Vary": "Accept-Encoding"}
-    body = built.plain
-    if built.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding")):
-        body = built.gzipped
+    if built.gzipped is not None and accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
-    return Response(content=body, media_type="application/json", headers=headers)
+        return built.gzipped, headers
+    return built.plain, headers
+
+
+async def send_plain_list(scope: Scope, send: Send) -> None:
+    """Answer ``GET /api/dgx/operations`` without a query string, as ``list_operations`` does.
+
+    The API's most asked-for answer, sent from the cache without FastAPI's routing and
+    parameter parsing (see ``guard.ApiGuard``): same bytes, same headers.
+    """
+    snapshot = get_sampler().latest
+    built = await _list_cache.body(_PLAIN_LIST_KEY, snapshot.sequence,
+                                   lambda: _build_list(snapshot, parse_query(), None))
+    accept = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"accept-encoding"), None)
+    body, headers = _list_answer(built, accept)
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": 200, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.get("/api/dgx/operations/{op_id}", summary="One operation", response_class=Response)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import html
 import ipaddress
 import json
@@ -149,6 +150,7 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+@functools.lru_cache(maxsize=1024)  # a few peers ask again and again; parsing each time is not free
 def is_loopback_client(address: str) -> bool:
     """Whether a peer address is on this machine (127.0.0.0/8, ::1, IPv4-mapped loopback)."""
     try:
