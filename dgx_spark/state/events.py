@@ -338,6 +338,7 @@ class EventsState(rx.State):
         recorder = service.recorder
         missing_since: float | None = None
         loop = asyncio.get_running_loop()
+        scanned_to = -1  # the newest event id when the ring was last read
         try:
             while loops.is_current(token, generation, LOOP_KIND):
                 if client_connected(token):
@@ -351,6 +352,10 @@ class EventsState(rx.State):
                 first = self._last_id < 0 or kinds != self._kinds_used
                 after = 0 if first else self._last_id
                 top = recorder.latest_id()  # before reading: nothing newer is skipped
+                if not first and top == scanned_to:  # no event since the last read: nothing to list
+                    await asyncio.sleep(POLL_SECONDS)
+                    continue
+                scanned_to = top
                 fresh = recorder.recent(after_id=after, limit=RECENT_LIMIT, kinds=kinds)
                 if fresh or first:
                     views = [event_view(e) for e in fresh]
