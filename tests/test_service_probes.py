@@ -37,6 +37,14 @@ def watcher() -> Iterator[sp.ServiceWatcher]:
     made.stop()
 
 
+@pytest.fixture
+def quick_watcher() -> Iterator[sp.ServiceWatcher]:
+    """A watcher that probes every 0.1 s (for tests that wait out several probes), stopped afterwards."""
+    made = sp.ServiceWatcher(0.1, workers=4)
+    yield made
+    made.stop()
+
+
 def reading_of(watcher: sp.ServiceWatcher, op: Operation, timeout: float = 20.0) -> sp.Reading:
     """Hand ``op`` to the watcher and wait for its first reading."""
     target = sp.target_of(op)
@@ -290,10 +298,11 @@ BROKEN_KINDS = {"ollama": ("ollama serve", "Ollama"), "vllm": ("vllm serve m", "
 @pytest.mark.parametrize("mode", ["broken", "html", "error"])
 @pytest.mark.parametrize("kind", sorted(BROKEN_KINDS))
 def test_broken_answers_give_nothing_and_are_logged_once(
-    watcher: sp.ServiceWatcher, kind: str, mode: str, caplog: pytest.LogCaptureFixture
+    quick_watcher: sp.ServiceWatcher, kind: str, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=sp.__name__)
     command, name = BROKEN_KINDS[kind]
+    watcher = quick_watcher
     with FakeServer(kind, mode) as server:
         op = server_op(command, server.port, name=name)
         target = sp.target_of(op)
