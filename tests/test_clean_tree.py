@@ -60,6 +60,7 @@ def run_pytest(repo: Path, write: str | None) -> subprocess.CompletedProcess[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = str(ROOT)
     env["WRITE_INTO_TREE"] = write or ""
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the check is the conftest's: no plugin is needed (faster start)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "test_one.py"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False,
