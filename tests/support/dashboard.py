@@ -80,7 +80,8 @@ class Dashboard:
                 "DGX_SPARK_PORT": str(self.port),
                 "DGX_SPARK_HOST": "127.0.0.1",
                 "DGX_SPARK_DATA_DIR": str(self.data_dir),
-                "DGX_SPARK_REFRESH_SECONDS": env.get("DGX_SPARK_REFRESH_SECONDS", "1"),
+                # Backend-only: a snapshot every 0.5 s (what tests wait on); the full UI: every 1 s.
+                "DGX_SPARK_REFRESH_SECONDS": env.get("DGX_SPARK_REFRESH_SECONDS", "1" if self.full else "0.5"),
                 "REFLEX_TELEMETRY_ENABLED": "false",
                 "DGX_SPARK_TOKEN": TEST_TOKEN,
             }
