@@ -81,7 +81,7 @@ class Workload:
                 return self
             if self.ready_file is None and self.port is None:
                 return self
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise TimeoutError(f"workload not ready after {timeout}s: {self.log()}")
 
     def log(self) -> str:
