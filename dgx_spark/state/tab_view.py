@@ -125,10 +125,10 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
         triples.append((view, op, query_row(op, view)))
     triples.sort(key=lambda triple: display_order(triple[0]))
     views = tuple(view for view, _, _ in triples)
+    ops = tuple(op for _, op, _ in triples)
     rows = tuple(row for _, _, row in triples)
     if previous is not None and views == previous.views:
-        return dataclasses.replace(previous, snapshot=snapshot, sequence=snapshot.sequence,
-                                   ops=tuple(op for _, op, _ in triples), rows=rows)
+        return dataclasses.replace(previous, snapshot=snapshot, sequence=snapshot.sequence, ops=ops, rows=rows)
     counts = [0, 0, 0]
     for view in views:
         section = SECTION_OF_TYPE.get(view.type)
@@ -139,7 +139,7 @@ def _compute_base(snapshot: Snapshot, host: str, previous: BaseView | None) -> B
         sequence=snapshot.sequence,
         version=next(_versions),
         views=views,
-        ops=tuple(op for _, op, _ in triples),
+        ops=ops,
         rows=rows,
         counts=(counts[0], counts[1], counts[2]),
         ended_count=sum(1 for view in views if not view.live),
